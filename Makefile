@@ -3,6 +3,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# With a GPU: make setup TORCH_CPU=torch (any build pyproject's range accepts).
 TORCH_CPU ?= torch==2.13.0
 EXTRAS ?= test,bench,sweep
 
@@ -11,7 +12,7 @@ EXTRAS ?= test,bench,sweep
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "$(TORCH_CPU)" || $(PY) -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu
+	$(PY) -m pip install -q "$(TORCH_CPU)"
 	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
 	touch $@
 
@@ -21,7 +22,7 @@ train: setup  ## the README's main command
 	$(PY) scripts/train.py attention=localized trainer.max_epochs=2
 
 test: setup  ## the default test suite (CI runs this)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not slow"
 
 test-all: setup
 	$(PY) -m pytest -q -m "slow or not slow"

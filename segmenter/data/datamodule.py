@@ -1,0 +1,128 @@
+"""LightningDataModule over any corpus: an object with ``load() -> {split: [Document]}``,
+``task`` and ``label_names``."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from typing import Any, Protocol
+
+import torch
+from lightning import LightningDataModule
+from torch.utils.data import DataLoader, Dataset
+
+from segmenter.data.document import Document, boundary_labels
+
+log = logging.getLogger(__name__)
+
+IGNORE = -100  # label at padded positions: ignored by the loss and the metrics
+
+
+class Corpus(Protocol):
+    task: str
+    label_names: tuple[str, ...]
+
+    def load(self) -> dict[str, list[Document]]: ...
+
+
+class DocumentDataset(Dataset):
+    def __init__(self, docs: list[Document]) -> None:
+        self.docs = docs
+
+    def __len__(self) -> int:
+        return len(self.docs)
+
+    def __getitem__(self, i: int) -> Document:
+        return self.docs[i]
+
+
+class Collate:
+    """Documents -> batch dict; units stay strings (the encoder featurizes them)."""
+
+    def __init__(self, task: str) -> None:
+        self.task = task
+
+    def __call__(self, docs: list[Document]) -> dict[str, Any]:
+        t = max(len(d) for d in docs)
+        labels = torch.full((len(docs), t), IGNORE, dtype=torch.long)
+        boundaries = torch.zeros(len(docs), t)
+        for i, d in enumerate(docs):
+            labels[i, : len(d)] = torch.tensor(d.labels)
+            boundaries[i, : len(d)] = torch.tensor(boundary_labels(d.labels, self.task), dtype=torch.float)
+        return {
+            "ids": [d.id for d in docs],
+            "units": [d.units for d in docs],
+            "labels": labels,  # (B, T), IGNORE at padding
+            "boundaries": boundaries,  # (B, T) gold 0/1 segment ends
+        }
+
+
+class SegmentationDataModule(LightningDataModule):
+    def __init__(self, *, corpus: Corpus, batch_size: int = 16, num_workers: int = 0, pin_memory: bool = False) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size} must be >= 1")
+        self.corpus = corpus
+        self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
+        self.splits: dict[str, list[Document]] | None = None
+
+    # -- data -------------------------------------------------------------------------
+    def prepare_data(self) -> None:
+        self.corpus.load()  # builds and caches once, on one process
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits is None:
+            self.splits = self.corpus.load()
+            for split, docs in self.splits.items():
+                if not docs:
+                    raise ValueError(f"split {split!r} of {type(self.corpus).__name__} is empty")
+            log.info("data: %s", self.summary())
+
+    @property
+    def task(self) -> str:
+        return self.corpus.task
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        return tuple(self.corpus.label_names)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.label_names)
+
+    def class_weights(self) -> list[float]:
+        """Balanced weights n / (C * count_c) from the training split: the answer to boundary imbalance."""
+        self.setup()
+        counts = Counter(label for d in self.splits["train"] for label in d.labels)
+        n, c = sum(counts.values()), self.num_classes
+        return [n / (c * counts[k]) if counts[k] else 0.0 for k in range(c)]
+
+    def summary(self) -> str:
+        parts = []
+        for split, docs in (self.splits or {}).items():
+            units = sum(len(d) for d in docs)
+            segs = sum(sum(boundary_labels(d.labels, self.task)) + 1 for d in docs)
+            parts.append(f"{split}: {len(docs)} docs, {units} units, {segs} segments")
+        return "; ".join(parts)
+
+    # -- loaders ----------------------------------------------------------------------
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        self.setup()
+        return DataLoader(
+            DocumentDataset(self.splits[split]),
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            collate_fn=Collate(self.task),
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
