@@ -9,12 +9,25 @@ import torch
 import torch.nn.functional as F
 from lightning import LightningModule
 from torch import Tensor, nn
-from torchmetrics import MetricCollection
-from torchmetrics.classification import BinaryF1Score, MulticlassF1Score
 
 from segmenter.data.document import BOUNDARY, TASKS
+from segmenter.metrics import build_metrics
 
 STAGES = ("train", "val", "test")
+WEIGHTINGS = {"none": 0.0, "sqrt": 0.5, "balanced": 1.0}
+
+
+def class_weights(counts: Sequence[int] | None, weighting: str, num_classes: int) -> Tensor | None:
+    """Loss weights against class imbalance (boundaries are rare): (n / (C * count_c)) ** power,
+    power 1 for "balanced", 1/2 for "sqrt"; None for "none"."""
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"class_weighting={weighting!r} is not one of {tuple(WEIGHTINGS)}")
+    if weighting == "none" or counts is None:
+        return None
+    if len(counts) != num_classes:
+        raise ValueError(f"class_counts={list(counts)} for num_classes={num_classes}")
+    c = torch.tensor(counts, dtype=torch.float).clamp(min=1)
+    return (c.sum() / (num_classes * c)) ** WEIGHTINGS[weighting]
 
 
 class SegmenterModule(LightningModule):
@@ -26,7 +39,8 @@ class SegmenterModule(LightningModule):
         scheduler: Callable[..., Any] | None = None,
         task: str = BOUNDARY,
         label_names: Sequence[str] = ("inside", "boundary"),
-        class_weights: Sequence[float] | None = None,
+        class_counts: Sequence[int] | None = None,
+        class_weighting: str = "balanced",
         aux_loss_weight: float = 0.0,
     ) -> None:
         super().__init__()
@@ -34,16 +48,10 @@ class SegmenterModule(LightningModule):
             raise ValueError(f"task={task!r} is not one of {TASKS}")
         if len(label_names) != net.num_classes:
             raise ValueError(f"{len(label_names)} label_names {list(label_names)} for num_classes={net.num_classes}")
-        if class_weights is not None and len(class_weights) != net.num_classes:
-            raise ValueError(f"class_weights={list(class_weights)} for num_classes={net.num_classes}")
         self.save_hyperparameters(logger=False, ignore=["net"])
         self.net = net
-        self.register_buffer("class_weights", None if class_weights is None else torch.tensor(class_weights, dtype=torch.float))
-        if task == BOUNDARY:
-            f1 = BinaryF1Score()  # F1 of the boundary class
-        else:
-            f1 = MulticlassF1Score(num_classes=net.num_classes, average="macro")
-        metrics = MetricCollection({"f1": f1})
+        self.register_buffer("class_weights", class_weights(class_counts, class_weighting, net.num_classes))
+        metrics = build_metrics(task, net.num_classes)
         # One collection per stage: torchmetrics keeps (and syncs) their states apart.
         self.metrics = nn.ModuleDict({f"{stage}_metrics": metrics.clone(prefix=f"{stage}/") for stage in STAGES})
 
@@ -53,8 +61,8 @@ class SegmenterModule(LightningModule):
     def _shared_step(self, batch: dict[str, Any], stage: str) -> Tensor:
         out = self.net(batch["units"])
         mask = out.mask  # (B, T)
-        logits, labels = out.logits[mask], batch["labels"][mask]  # (N, C), (N,)
-        loss = F.cross_entropy(logits, labels, weight=self.class_weights)
+        labels = batch["labels"]  # (B, T), IGNORE at padding
+        loss = F.cross_entropy(out.logits[mask], labels[mask], weight=self.class_weights)
         bs = len(batch["units"])
         if out.boundary_logits is not None and self.hparams.aux_loss_weight > 0:
             # Train the boundary predictors against the gold segment ends, every layer alike.
@@ -63,7 +71,7 @@ class SegmenterModule(LightningModule):
             loss = loss + self.hparams.aux_loss_weight * aux
             self.log(f"{stage}/aux_loss", aux, batch_size=bs, on_step=stage == "train", on_epoch=stage != "train")
         metrics = self.metrics[f"{stage}_metrics"]
-        metrics.update(logits.argmax(dim=-1), labels)
+        metrics.update(out.logits.argmax(dim=-1), labels)  # whole documents (B, T): per-document metrics need them
         # Loss per step in training, per epoch otherwise; metrics per epoch. Logging the
         # metric objects (not their values) lets Lightning compute them over the whole
         # epoch and sync their states across processes.

@@ -24,7 +24,7 @@ def instantiate_group(cfg: DictConfig | None) -> list[Any]:
 
 
 def build(cfg: DictConfig) -> tuple[SegmentationDataModule, SegmenterModule]:
-    """Data first: the number of classes, label names and class weights come from it."""
+    """Data first: the number of classes, label names and class counts come from it."""
     datamodule: SegmentationDataModule = hydra.utils.instantiate(cfg.data)
     datamodule.setup()
     model: SegmenterModule = hydra.utils.instantiate(
@@ -32,7 +32,7 @@ def build(cfg: DictConfig) -> tuple[SegmentationDataModule, SegmenterModule]:
         net={"num_classes": datamodule.num_classes},
         task=datamodule.task,
         label_names=list(datamodule.label_names),
-        class_weights=datamodule.class_weights(),
+        class_counts=datamodule.class_counts(),
     )
     return datamodule, model
 

@@ -23,6 +23,8 @@ import random
 import re
 import sys
 import sysconfig
+from collections import Counter
+from functools import lru_cache
 from pathlib import Path
 
 from segmenter.data.document import BOUNDARY, Document, segments_to_document
@@ -79,6 +81,19 @@ def source_texts() -> dict[str, str]:
     return texts
 
 
+@lru_cache(maxsize=1)
+def source_sentences() -> dict[str, list[str]]:
+    """Name -> sentences of every source (computed once per process)."""
+    import pysbd
+
+    splitter = pysbd.Segmenter(language="en", clean=False)
+    sources = {name: _sentences(text, splitter) for name, text in source_texts().items()}
+    # Boilerplate ("(c) Copyright CNRI...") recurs across modules; a sentence found in
+    # two sources would leak between splits, so only sentences unique to one source stay.
+    owners = Counter(s for sents in sources.values() for s in set(sents))
+    return {name: [s for s in sents if owners[s] == 1] for name, sents in sources.items()}
+
+
 class BuiltinCorpus:
     """Choi-style documents drawn from CPython's own documentation text."""
 
@@ -112,7 +127,7 @@ class BuiltinCorpus:
             "source_fractions": [float(f) for f in source_fractions],
             "seed": int(seed),
             "python": sys.version.split()[0],
-            "format": 1,
+            "format": 2,
         }
         self.cache_dir = Path(cache_dir) if cache_dir else None
 
@@ -141,13 +156,9 @@ class BuiltinCorpus:
         }
 
     def build(self) -> dict[str, list[dict]]:
-        import pysbd
-
         s = self.settings
         lo = s["segment_length"][0]
-        splitter = pysbd.Segmenter(language="en", clean=False)
-        sources = {name: _sentences(text, splitter) for name, text in source_texts().items()}
-        sources = {name: sents for name, sents in sources.items() if len(sents) >= lo}
+        sources = {name: sents for name, sents in source_sentences().items() if len(sents) >= lo}
         names = sorted(sources)
         rng = random.Random(s["seed"])
         rng.shuffle(names)

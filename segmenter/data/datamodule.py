@@ -90,12 +90,11 @@ class SegmentationDataModule(LightningDataModule):
     def num_classes(self) -> int:
         return len(self.label_names)
 
-    def class_weights(self) -> list[float]:
-        """Balanced weights n / (C * count_c) from the training split: the answer to boundary imbalance."""
+    def class_counts(self) -> list[int]:
+        """Units per class in the training split (for loss weighting)."""
         self.setup()
         counts = Counter(label for d in self.splits["train"] for label in d.labels)
-        n, c = sum(counts.values()), self.num_classes
-        return [n / (c * counts[k]) if counts[k] else 0.0 for k in range(c)]
+        return [counts[k] for k in range(self.num_classes)]
 
     def summary(self) -> str:
         parts = []

@@ -10,15 +10,42 @@ from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from segmenter.models.attention import AttentionOutput
+
+
+def sinusoidal(t: int, d: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """(T, D) fixed sine/cosine position codes (Vaswani et al. 2017)."""
+    inv_freq = 10_000.0 ** (-torch.arange(0, d, 2, device=device, dtype=torch.float32) / d)  # (D/2,)
+    angles = torch.arange(t, device=device, dtype=torch.float32)[:, None] * inv_freq  # (T, D/2)
+    return torch.cat((angles.sin(), angles.cos()), dim=-1).to(dtype)  # (T, D)
 
 
 class NetOutput(NamedTuple):
     logits: Tensor  # (B, T, C) per-unit class scores
     mask: Tensor  # (B, T) True at real units
     boundary_logits: Tensor | None  # (L, B, T) from boundary-predicting attention, else None
+
+
+class NeighbourProducts(nn.Module):
+    """x_i + W [x_i * x_{i-1}, x_i * x_{i+1}]: adjacent similarity, channel by channel.
+
+    Attention compares units only inside its softmax; its output cannot say how
+    similar two units were. These products hand the blocks the lexical-cohesion
+    signal that boundaries are made of (as TextTiling's gap scores do).
+    """
+
+    def __init__(self, *, dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(2 * dim, dim)
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        x0 = x * mask[..., None]  # padding never leaks into the last real unit
+        prev = F.pad(x0, (0, 0, 1, 0))[:, :-1]  # (B, T, D): x_{i-1}, zeros at i = 0
+        nxt = F.pad(x0, (0, 0, 0, 1))[:, 1:]  # (B, T, D): x_{i+1}, zeros past the end
+        return x + self.proj(torch.cat((x0 * prev, x0 * nxt), dim=-1))
 
 
 class Block(nn.Module):
@@ -59,6 +86,7 @@ class SegmenterNet(nn.Module):
         self.num_classes = num_classes
         self.encoder = encoder
         self.drop = nn.Dropout(dropout)
+        self.neighbours = NeighbourProducts(dim=dim)
         self.blocks = nn.ModuleList(
             Block(dim=dim, attention=attention(), ff_dim=ff_dim, dropout=dropout) for _ in range(num_layers)
         )
@@ -70,7 +98,11 @@ class SegmenterNet(nn.Module):
         return self.forward_features(x, mask)
 
     def forward_features(self, x: Tensor, mask: Tensor) -> NetOutput:
-        x = self.drop(x)
+        # Absolute positions in the inputs let the values (not only the scores) carry
+        # where a unit sits, so a block can tell whether its neighbours on the left or
+        # on the right are the similar ones: the cue for a boundary.
+        x = self.drop(x + sinusoidal(x.shape[1], x.shape[2], x.device, x.dtype))
+        x = self.neighbours(x, mask)
         boundary = []
         for block in self.blocks:
             x, b = block(x, mask)

@@ -1,0 +1,259 @@
+"""The three attention modules against slow references, plus the interface contract."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from segmenter.models.attention import (
+    BoundaryAwareAttention,
+    LocalizedAttention,
+    SelfAttention,
+    band,
+    dense_weights,
+    rotary,
+)
+
+DIM, HEADS = 32, 4
+
+
+def make(kind: str, **kw):
+    torch.manual_seed(0)
+    cls = {"self": SelfAttention, "localized": LocalizedAttention, "boundary_aware": BoundaryAwareAttention}[kind]
+    return cls(dim=DIM, num_heads=HEADS, **kw).eval()
+
+
+def inputs(b: int, t: int, lengths: list[int] | None = None, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(b, t, DIM, generator=g, dtype=torch.float64)
+    lengths = lengths or [t] * b
+    mask = torch.arange(t)[None, :] < torch.tensor(lengths)[:, None]
+    return x, mask
+
+
+# ----------------------------------------------------------------------------- slow references
+
+
+def reference_attention(mod, x, mask, allowed=None, bias=None):
+    """softmax(q k^T / sqrt(Dh) + bias) v over a full T x T matrix, masked by `allowed` (T, T)."""
+    q, k, v = mod._heads(x)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, H, T, T)
+    if bias is not None:
+        scores = scores + bias
+    keep = mask[:, None, None, :]
+    if allowed is not None:
+        keep = keep & allowed
+    # a query with no allowed key (padded, window all padding) attends to itself, as in the module
+    t = x.shape[1]
+    keep = keep | (~keep.any(-1, keepdim=True) & torch.eye(t, dtype=torch.bool))
+    y = scores.masked_fill(~keep, float("-inf")).softmax(-1) @ v
+    return mod._merge(y)
+
+
+def window_mask(t: int, w: int) -> torch.Tensor:
+    i = torch.arange(t)
+    return (i[:, None] - i[None, :]).abs() <= w // 2  # (T, T)
+
+
+def loop_bias(p: torch.Tensor, form: str, temperature: float) -> torch.Tensor:
+    """Bias built entry by entry, as the forms are defined."""
+    b, t = p.shape
+    out = torch.zeros(b, 1, t, t, dtype=p.dtype)
+    for n in range(b):
+        for i in range(t):
+            for j in range(t):
+                if form == "mean":
+                    out[n, 0, i, j] = (p[n, i] + p[n, j]) / 2 / temperature
+                else:
+                    lo, hi = min(i, j), max(i, j)
+                    # boundary mass between i and j: the probabilities of units lo+1..hi
+                    out[n, 0, i, j] = -p[n, lo + 1 : hi + 1].sum() / temperature
+    return out
+
+
+def assert_close_with_grads(mod, fast, slow, x, mask):
+    x1 = x.clone().requires_grad_(True)
+    x2 = x.clone().requires_grad_(True)
+    y1, y2 = fast(x1, mask), slow(x2, mask)
+    m = mask[..., None]
+    torch.testing.assert_close(y1 * m, y2 * m, atol=1e-5, rtol=0)
+    g = torch.randn_like(y1) * m
+    mod.zero_grad()
+    (y1 * g).sum().backward()
+    fast_grads = [p.grad.clone() for p in mod.parameters()]
+    mod.zero_grad()
+    (y2 * g).sum().backward()
+    torch.testing.assert_close(x1.grad, x2.grad, atol=1e-5, rtol=0)
+    for a, b in zip(fast_grads, (p.grad for p in mod.parameters())):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+
+
+LENGTHS = [1, 2, 6, 7, 8, 13, 31]
+
+
+# ----------------------------------------------------------------------------- localized
+
+
+@pytest.mark.parametrize("t", LENGTHS)
+@pytest.mark.parametrize("w", [1, 3, 7])
+def test_localized_equals_masked_full_matrix(t, w):
+    mod = make("localized", window_size=w).double()
+    x, mask = inputs(3, t, lengths=[t, max(1, t - 2), max(1, t // 2)])
+    assert_close_with_grads(
+        mod,
+        lambda x, m: mod(x, m).y,
+        lambda x, m: reference_attention(mod, x, m, allowed=window_mask(t, w)),
+        x,
+        mask,
+    )
+
+
+@pytest.mark.parametrize("t", [1, 5, 12])
+def test_localized_with_window_covering_sequence_equals_self(t):
+    loc = make("localized", window_size=2 * t + 1).double()
+    full = make("self").double()
+    full.load_state_dict(loc.state_dict())
+    x, mask = inputs(2, t, lengths=[t, max(1, t - 3)])
+    m = mask[..., None]
+    torch.testing.assert_close(loc(x, mask).y * m, full(x, mask).y * m, atol=1e-10, rtol=0)
+
+
+def test_localized_never_builds_a_t_by_t_tensor():
+    """Every tensor the forward and backward save or produce stays O(T * w)."""
+    t, w = 2048, 7
+    mod = make("localized", window_size=w)
+    x = torch.randn(1, t, DIM, requires_grad=True)
+    mask = torch.ones(1, t, dtype=torch.bool)
+    biggest = 0
+
+    def pack(tensor):
+        nonlocal biggest
+        biggest = max(biggest, tensor.numel())
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        y = mod(x, mask).y
+    y.sum().backward()
+    per_unit = biggest / t
+    assert per_unit <= 3 * DIM * w, f"a saved tensor holds {per_unit:.0f} values per unit (T={t})"
+    assert biggest < t * t / 8
+
+
+def test_localized_rejects_even_window():
+    with pytest.raises(ValueError, match="window_size=4"):
+        LocalizedAttention(dim=DIM, num_heads=HEADS, window_size=4)
+
+
+def test_band_pads_with_value():
+    t = torch.arange(5.0).view(1, 1, 5, 1)  # (B, H, T, 1)
+    b = band(t, 1, value=-1.0)[0, 0, :, 0]  # (T, w)
+    assert b.tolist() == [[-1, 0, 1], [0, 1, 2], [1, 2, 3], [2, 3, 4], [3, 4, -1]]
+
+
+# ----------------------------------------------------------------------------- self
+
+
+@pytest.mark.parametrize("t", LENGTHS)
+def test_self_equals_reference(t):
+    mod = make("self").double()
+    x, mask = inputs(2, t, lengths=[t, max(1, t - 3)])
+    assert_close_with_grads(mod, lambda x, m: mod(x, m).y, lambda x, m: reference_attention(mod, x, m), x, mask)
+
+
+# ----------------------------------------------------------------------------- boundary-aware
+
+
+@pytest.mark.parametrize("form", ["mean", "segment"])
+@pytest.mark.parametrize("t", [1, 7, 13])
+def test_boundary_bias_forms_equal_loops(form, t):
+    mod = make("boundary_aware", bias=form, temperature=0.7).double()
+    p = torch.rand(2, t, dtype=torch.float64)
+    torch.testing.assert_close(mod.full_bias(p), loop_bias(p, form, 0.7), atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("form", ["mean", "segment"])
+@pytest.mark.parametrize("t", [1, 6, 7, 8, 19])
+@pytest.mark.parametrize("query_block", [4, 1024])
+def test_boundary_aware_equals_reference(form, t, query_block):
+    mod = make("boundary_aware", bias=form, temperature=0.5, query_block=query_block).double()
+    x, mask = inputs(3, t, lengths=[t, max(1, t - 2), max(1, t // 2)])
+
+    def slow(x, m):
+        _, p = mod.boundary_probs(x, m)
+        return reference_attention(mod, x, m, bias=loop_bias(p, form, 0.5))
+
+    assert_close_with_grads(mod, lambda x, m: mod(x, m).y, slow, x, mask)
+
+
+def test_boundary_aware_returns_logits_and_others_none():
+    x, mask = inputs(2, 9)
+    assert make("boundary_aware").double()(x, mask).boundary_logits.shape == (2, 9)
+    assert make("self").double()(x, mask).boundary_logits is None
+    assert make("localized").double()(x, mask).boundary_logits is None
+
+
+def test_boundary_aware_parameter_overhead():
+    base = sum(p.numel() for p in make("self").parameters())
+    ba = sum(p.numel() for p in make("boundary_aware").parameters())
+    assert ba - base == DIM * (DIM // 2) + DIM // 2 + DIM // 2 + 1  # d -> d/2 -> 1 MLP
+
+
+def test_boundary_aware_rejects_unknown_form():
+    with pytest.raises(ValueError, match="'cosine'"):
+        BoundaryAwareAttention(dim=DIM, num_heads=HEADS, bias="cosine")
+
+
+# ----------------------------------------------------------------------------- all three
+
+
+@pytest.mark.parametrize("kind", ["self", "localized", "boundary_aware"])
+def test_shape_padding_invariance_and_gradients(kind):
+    mod = make(kind).double()
+    x, mask = inputs(2, 11, lengths=[11, 6])
+    y = mod(x, mask).y
+    assert y.shape == x.shape
+    # Changing padded positions changes nothing at real ones.
+    x2 = x.clone()
+    x2[1, 6:] = torch.randn(5, DIM, dtype=torch.float64) * 100
+    torch.testing.assert_close(mod(x2, mask).y[1, :6], y[1, :6], atol=1e-10, rtol=0)
+    # Same document alone, without padding, gives the same outputs.
+    torch.testing.assert_close(mod(x[1:, :6], mask[1:, :6]).y[0], y[1, :6], atol=1e-10, rtol=0)
+    # Gradients reach the input and every parameter.
+    xg = x.clone().requires_grad_(True)
+    mod.train()
+    mod(xg, mask).y.sum().backward()
+    assert xg.grad.abs().sum() > 0
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in mod.parameters())
+
+
+@pytest.mark.parametrize("kind", ["self", "localized", "boundary_aware"])
+def test_attention_weights_are_distributions_over_real_units(kind):
+    mod = make(kind).double()
+    x, mask = inputs(2, 9, lengths=[9, 5])
+    w = mod.attention_weights(x, mask)
+    torch.testing.assert_close(w.sum(-1), torch.ones(w.shape[:-1], dtype=w.dtype))
+    if kind != "localized":
+        assert w.shape == (2, HEADS, 9, 9)
+        assert w[1, :, :, 5:].abs().max() == 0
+    else:
+        assert w.shape == (2, HEADS, 9, 7)
+
+
+def test_rotary_preserves_norm_and_is_relative():
+    x = torch.randn(1, 1, 6, 8, dtype=torch.float64)
+    r = rotary(x)
+    torch.testing.assert_close(r.norm(dim=-1), x.norm(dim=-1))
+    # q.k after rotation depends on i - j only: shifting both by one position changes nothing.
+    q, k = torch.randn(8, dtype=torch.float64), torch.randn(8, dtype=torch.float64)
+    seq = torch.stack([q, k, q, k]).view(1, 1, 4, 8)
+    r = rotary(seq)[0, 0]
+    torch.testing.assert_close(r[0] @ r[1], r[2] @ r[3])
+
+
+def test_dense_weights_mask():
+    q = torch.randn(1, 1, 3, 4)
+    w = dense_weights(q, q, torch.tensor([[True, True, False]]))
+    assert w[..., 2].abs().max() == 0

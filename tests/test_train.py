@@ -1,0 +1,55 @@
+"""Training end to end: fast_dev_run per attention type, and the README's main command."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from segmenter.train import train
+from tests.conftest import ATTENTIONS, ROOT, TINY_DATA
+
+
+@pytest.mark.parametrize("attention", ATTENTIONS)
+def test_fast_dev_run(tiny_cfg, attention):
+    metrics = train(tiny_cfg(f"attention={attention}", "debug=fdr"))
+    assert {"train/loss", "val/loss", "val/f1", "test/f1"} <= set(metrics)
+    assert all(v == v for v in metrics.values())  # no NaN
+
+
+def test_boundary_aware_logs_its_auxiliary_loss(tiny_cfg):
+    metrics = train(tiny_cfg("attention=boundary_aware", "debug=fdr", "model.aux_loss_weight=0.5"))
+    assert "train/aux_loss" in metrics and metrics["train/aux_loss"] > 0
+
+
+def test_checkpoint_and_best_model_test(tiny_cfg, tmp_path):
+    cfg = tiny_cfg("attention=localized", "debug=limit", "logger=none", "callbacks.lr_monitor=null", "callbacks.rich_progress_bar=null")
+    metrics = train(cfg)
+    ckpts = sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("*.ckpt"))
+    assert "last.ckpt" in ckpts and len(ckpts) >= 2
+    assert 0.0 <= metrics["test/f1"] <= 1.0
+
+
+def test_main_command_writes_val_f1_to_tensorboard(tmp_path):
+    run_dir = tmp_path / "run"
+    cmd = [
+        sys.executable, "scripts/train.py", "attention=localized", "trainer.max_epochs=2",
+        "debug=limit", "trainer.log_every_n_steps=1", "callbacks.rich_progress_bar=null", *TINY_DATA,
+        f"paths.log_dir={tmp_path}", f"hydra.run.dir={run_dir}",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    events = list(run_dir.glob("tensorboard/**/events.out.tfevents.*"))
+    assert events, f"no TensorBoard events under {run_dir}"
+    tags = set()
+    for e in events:
+        acc = EventAccumulator(str(e))
+        acc.Reload()
+        tags |= set(acc.Tags()["scalars"])
+    assert {"val/f1", "val/loss", "train/loss", "test/f1"} <= tags
+    assert (run_dir / ".hydra" / "config.yaml").exists()
+    assert list((run_dir / "checkpoints").glob("*.ckpt"))
