@@ -1,0 +1,132 @@
+"""The on-disk unit-embedding cache, with a fake encoder (no MiniLM needed)."""
+
+from __future__ import annotations
+
+import logging
+import zlib
+
+import pytest
+import torch
+
+from segmenter.models.embedding_cache import UnitEmbeddingCache, identity_hash
+
+DIM = 6
+IDENTITY = {"model": "fake", "version": 1}
+TEXTS = ["the cat sat", "on the mat", "stock prices fell", "the cat sat", "", "naïve café ☕"]
+
+
+class FakeEncoder:
+    """Deterministic vectors per text; records which texts it was asked to encode."""
+
+    def __init__(self, fail_after: int | None = None) -> None:
+        self.calls: list[str] = []
+        self.fail_after = fail_after
+
+    def __call__(self, texts: list[str]) -> torch.Tensor:
+        if self.fail_after is not None and len(self.calls) + len(texts) > self.fail_after:
+            raise KeyboardInterrupt("simulated interruption")
+        self.calls += texts
+        g = [torch.Generator().manual_seed(zlib.crc32(t.encode())) for t in texts]
+        return torch.stack([torch.randn(DIM, generator=gi) for gi in g])  # (n, D)
+
+
+def shards(cache: UnitEmbeddingCache):
+    return sorted(cache.dir.glob("shard-*.pt"))
+
+
+def test_each_unique_text_is_encoded_once_and_reread_identically(tmp_path):
+    enc = FakeEncoder()
+    cache = UnitEmbeddingCache(identity=IDENTITY, dim=DIM, root=tmp_path, shard_size=2)
+    first = cache.lookup(TEXTS, enc, batch_size=2)
+    assert first.shape == (len(TEXTS), DIM)
+    assert sorted(enc.calls) == sorted(set(TEXTS))  # the duplicate is encoded once
+    torch.testing.assert_close(first[0], first[3], rtol=0, atol=0)
+    assert torch.equal(cache.lookup(TEXTS, enc), first) and len(enc.calls) == len(set(TEXTS))
+
+    again = FakeEncoder()  # a new run: everything comes from disk
+    reread = UnitEmbeddingCache(identity=IDENTITY, dim=DIM, root=tmp_path).lookup(TEXTS, again)
+    assert again.calls == [] and torch.equal(reread, first)
+    assert (cache.dir / "identity.json").exists()
+
+
+def test_a_different_encoder_identity_does_not_see_the_entries(tmp_path):
+    UnitEmbeddingCache(identity=IDENTITY, dim=DIM, root=tmp_path).lookup(TEXTS, FakeEncoder())
+    other = {**IDENTITY, "version": 2}
+    assert identity_hash(other) != identity_hash(IDENTITY)
+    enc = FakeEncoder()
+    UnitEmbeddingCache(identity=other, dim=DIM, root=tmp_path).lookup(TEXTS, enc)
+    assert sorted(enc.calls) == sorted(set(TEXTS))
+
+
+def test_a_corrupt_entry_is_detected_and_recomputed(tmp_path, caplog):
+    cache = UnitEmbeddingCache(identity=IDENTITY, dim=DIM, root=tmp_path)
+    good = cache.lookup(TEXTS, FakeEncoder())
+    (path,) = shards(cache)
+    blob = torch.load(path, weights_only=True)
+    blob["vectors"][1, 0] += 1.0  # one flipped value, checksum left as it was
+    torch.save(blob, path)
+
+    enc = FakeEncoder()
+    with caplog.at_level(logging.WARNING):
+        out = UnitEmbeddingCache(identity=IDENTITY, dim=DIM, root=tmp_path).lookup(TEXTS, enc)
+    assert len(enc.calls) == 1  # only the tampered entry
+    assert torch.equal(out, good)
+    assert "fail their checksum" in caplog.text
+    enc2 = FakeEncoder()  # repaired on disk: the next run trusts everything again
+    UnitEmbeddingCache(identity=IDENTITY, dim=DIM, root=tmp_path).lookup(TEXTS, enc2)
+    assert enc2.calls == []
+
+
+def test_an_unreadable_shard_is_dropped_and_recomputed(tmp_path, caplog):
+    cache = UnitEmbeddingCache(identity=IDENTITY, dim=DIM, root=tmp_path)
+    good = cache.lookup(TEXTS, FakeEncoder())
+    (path,) = shards(cache)
+    path.write_bytes(path.read_bytes()[:100])  # truncated, as by a crash mid-write without rename
+    enc = FakeEncoder()
+    with caplog.at_level(logging.WARNING):
+        fresh = UnitEmbeddingCache(identity=IDENTITY, dim=DIM, root=tmp_path)
+        out = fresh.lookup(TEXTS, enc)
+    assert sorted(enc.calls) == sorted(set(TEXTS)) and torch.equal(out, good)
+    assert "corrupt embedding cache shard" in caplog.text and not path.exists()
+
+
+def test_an_interrupted_pass_keeps_the_shards_it_wrote(tmp_path):
+    cache = UnitEmbeddingCache(identity=IDENTITY, dim=DIM, root=tmp_path, shard_size=2)
+    unique = list(dict.fromkeys(TEXTS))
+    with pytest.raises(KeyboardInterrupt):
+        cache.lookup(unique, FakeEncoder(fail_after=3), batch_size=1)  # dies inside the 2nd shard
+    assert len(shards(cache)) == 1
+    assert not list(cache.dir.glob("*.tmp"))
+    enc = FakeEncoder()
+    UnitEmbeddingCache(identity=IDENTITY, dim=DIM, root=tmp_path).lookup(unique, enc)
+    assert len(enc.calls) == len(unique) - 2
+
+
+def test_many_small_shards_are_compacted(tmp_path):
+    cache = UnitEmbeddingCache(identity=IDENTITY, dim=DIM, root=tmp_path, max_shards=2)
+    for t in TEXTS:  # one shard per call, as lazy per-batch encoding writes them
+        cache.lookup([t], FakeEncoder())
+    assert len(shards(cache)) == len(set(TEXTS))
+    want = cache.lookup(TEXTS, FakeEncoder())
+    merged = UnitEmbeddingCache(identity=IDENTITY, dim=DIM, root=tmp_path, max_shards=2)
+    assert len(shards(merged)) == 1
+    enc = FakeEncoder()
+    assert torch.equal(merged.lookup(TEXTS, enc), want) and enc.calls == []
+
+
+def test_an_unwritable_cache_dir_falls_back_to_memory(tmp_path, caplog):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    with caplog.at_level(logging.WARNING):
+        cache = UnitEmbeddingCache(identity=IDENTITY, dim=DIM, root=blocker)
+    assert cache.dir is None and "embedding cache disabled" in caplog.text
+    enc = FakeEncoder()
+    cache.lookup(TEXTS, enc)
+    cache.lookup(TEXTS, enc)
+    assert len(enc.calls) == len(set(TEXTS))
+
+
+def test_a_wrong_width_from_the_encoder_is_an_error(tmp_path):
+    cache = UnitEmbeddingCache(identity=IDENTITY, dim=DIM + 1, root=None)
+    with pytest.raises(ValueError, match="width 7"):
+        cache.lookup(["x"], FakeEncoder())
