@@ -30,7 +30,9 @@ def main(cfg: DictConfig) -> None:
     start = time.perf_counter()
     encoder = hydra.utils.instantiate(cfg.encoder)  # reads the on-disk cache, if any
     built = time.perf_counter()
-    cache = getattr(encoder, "cache", None) or getattr(getattr(encoder, "minilm", None), "cache", None)
+    cache = getattr(encoder, "cache", None)  # (an empty cache is falsy: no `or` here)
+    if cache is None and hasattr(encoder, "minilm"):
+        cache = encoder.minilm.cache
     with torch.no_grad():
         if hasattr(encoder, "warm"):
             encoder.warm(units)
@@ -44,11 +46,11 @@ def main(cfg: DictConfig) -> None:
         "data": hydra.core.hydra_config.HydraConfig.get().runtime.choices.get("data"),
         "units": len(units),
         "unique_units": len(set(units)),
-        "units_encoded": stats.get("misses", len(units)),
+        "units_encoded": stats["misses"] if cache is not None else len(units),
         "cache_entries_recomputed_as_corrupt": stats.get("corrupt", 0),
         "build_s": round(built - start, 2),  # includes reading the cache from disk
         "encode_s": round(done - built, 2),
-        "units_per_s": round(len(units) / max(done - built, 1e-9), 1),
+        "units_per_s": round(len(units) / max(done - built, 1e-9), 1),  # all units, repeats included
         "encoded_units_per_s": round(stats["misses"] / stats["encode_seconds"], 1) if stats.get("misses") else None,
         "torch_threads": torch.get_num_threads(),
     }
