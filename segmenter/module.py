@@ -8,6 +8,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from lightning import LightningModule
+from omegaconf import Container, OmegaConf
 from torch import Tensor, nn
 
 from segmenter.data.document import BOUNDARY, TASKS
@@ -48,7 +49,12 @@ class SegmenterModule(LightningModule):
             raise ValueError(f"task={task!r} is not one of {TASKS}")
         if len(label_names) != net.num_classes:
             raise ValueError(f"{len(label_names)} label_names {list(label_names)} for num_classes={net.num_classes}")
-        self.save_hyperparameters(logger=False, ignore=["net"])
+        # Checkpoints hold plain data only (they load with torch.load(weights_only=True)):
+        # the optimizer and scheduler factories are functools.partial objects, kept as
+        # attributes rather than hyperparameters; the net is rebuilt from the checkpoint's
+        # "segmenter" entry (segmenter/checkpoint.py).
+        self.save_hyperparameters(logger=False, ignore=["net", "optimizer", "scheduler"])
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.net = net
         self.register_buffer("class_weights", class_weights(class_counts, class_weighting, net.num_classes))
         metrics = build_metrics(task, net.num_classes)
@@ -88,9 +94,18 @@ class SegmenterModule(LightningModule):
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         return self._shared_step(batch, "test")
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Hydra hands lists over as ListConfig; stored as plain lists (and dicts) the
+        # checkpoint stays loadable with torch.load(weights_only=True).
+        hp = checkpoint.get("hyper_parameters")
+        if hp:
+            checkpoint["hyper_parameters"] = {
+                k: OmegaConf.to_container(v, resolve=True) if isinstance(v, Container) else v for k, v in hp.items()
+            }
+
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = self.hparams.optimizer(params=self.parameters())
-        if self.hparams.scheduler is None:
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
             return {"optimizer": optimizer}
-        scheduler = self.hparams.scheduler(optimizer=optimizer)
+        scheduler = self.scheduler_factory(optimizer=optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

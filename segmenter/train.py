@@ -10,6 +10,7 @@ import hydra
 import lightning as L
 from omegaconf import DictConfig
 
+from segmenter.checkpoint import CheckpointMetadata, net_config
 from segmenter.data.datamodule import SegmentationDataModule
 from segmenter.module import SegmenterModule
 
@@ -42,6 +43,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
         L.seed_everything(cfg.seed, workers=True)
     datamodule, model = build(cfg)
     callbacks = instantiate_group(cfg.get("callbacks"))
+    # Not a config option: every checkpoint must say how to rebuild its model (predict needs it).
+    meta = CheckpointMetadata(
+        net=net_config(cfg.model.net, num_classes=datamodule.num_classes),
+        task=datamodule.task,
+        label_names=datamodule.label_names,
+    )
+    callbacks.append(meta)
     loggers = instantiate_group(cfg.get("logger"))
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 

@@ -10,7 +10,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -54,3 +54,20 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data not found at {SHARED_DATA} (only on the project's machines)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A briefly trained localized model (debug=limit, real configs): <run>/checkpoints/last.ckpt.
+    Session-wide: predict and checkpoint tests share one training run."""
+    from segmenter.train import train
+
+    tmp = tmp_path_factory.mktemp("tiny_checkpoint")
+    cfg = compose_train(tmp, [*TINY_DATA, "attention=localized", "debug=limit", "logger=none",
+                              "callbacks.lr_monitor=null", "callbacks.rich_progress_bar=null"])  # fmt: skip
+    train(cfg)
+    GlobalHydra.instance().clear()
+    run = tmp / "run"
+    (run / ".hydra").mkdir(exist_ok=True)  # as scripts/train.py leaves it (checkpoint upgrades read it)
+    OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
+    return run / "checkpoints" / "last.ckpt"

@@ -16,11 +16,16 @@ from torch import Tensor, nn
 from segmenter.models.attention import AttentionOutput
 
 
-def sinusoidal(t: int, d: int, device: torch.device, dtype: torch.dtype) -> Tensor:
-    """(T, D) fixed sine/cosine position codes (Vaswani et al. 2017)."""
+def sinusoidal(t: int, d: int, device: torch.device, dtype: torch.dtype, start: Tensor | None = None) -> Tensor:
+    """(T, D) fixed sine/cosine position codes (Vaswani et al. 2017) of positions 0..T-1;
+    with ``start`` (B,), (B, T, D) codes of positions start_b..start_b+T-1 (a window of a
+    longer document keeps the positions it has in the whole document)."""
     inv_freq = 10_000.0 ** (-torch.arange(0, d, 2, device=device, dtype=torch.float32) / d)  # (D/2,)
-    angles = torch.arange(t, device=device, dtype=torch.float32)[:, None] * inv_freq  # (T, D/2)
-    return torch.cat((angles.sin(), angles.cos()), dim=-1).to(dtype)  # (T, D)
+    pos = torch.arange(t, device=device, dtype=torch.float32)  # (T,)
+    if start is not None:
+        pos = start.to(device=device, dtype=torch.float32)[:, None] + pos  # (B, T)
+    angles = pos[..., None] * inv_freq  # (T, D/2) or (B, T, D/2)
+    return torch.cat((angles.sin(), angles.cos()), dim=-1).to(dtype)  # (T, D) or (B, T, D)
 
 
 class NetOutput(NamedTuple):
@@ -93,15 +98,17 @@ class SegmenterNet(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, num_classes)
 
-    def forward(self, docs: Sequence[Sequence[str]]) -> NetOutput:
+    def forward(self, docs: Sequence[Sequence[str]], *, start: Tensor | None = None) -> NetOutput:
+        """``start`` (B,): position of each input's first unit in its document (windows
+        of a long document); None = every input starts its document."""
         x, mask = self.encoder(docs)  # (B, T, D), (B, T)
-        return self.forward_features(x, mask)
+        return self.forward_features(x, mask, start=start)
 
-    def forward_features(self, x: Tensor, mask: Tensor) -> NetOutput:
+    def forward_features(self, x: Tensor, mask: Tensor, *, start: Tensor | None = None) -> NetOutput:
         # Absolute positions in the inputs let the values (not only the scores) carry
         # where a unit sits, so a block can tell whether its neighbours on the left or
         # on the right are the similar ones: the cue for a boundary.
-        x = self.drop(x + sinusoidal(x.shape[1], x.shape[2], x.device, x.dtype))
+        x = self.drop(x + sinusoidal(x.shape[1], x.shape[2], x.device, x.dtype, start))
         x = self.neighbours(x, mask)
         boundary = []
         for block in self.blocks:

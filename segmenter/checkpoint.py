@@ -1,0 +1,287 @@
+"""What a segmenter checkpoint carries, and how it is loaded safely.
+
+Every checkpoint written by ``scripts/train.py`` holds, next to Lightning's own
+entries, a ``"segmenter"`` entry of plain data (YAML-able: str, int, float, bool,
+None, lists, dicts)::
+
+    {"format_version": 1, "segmenter_version": "0.1.0",
+     "net": {...},            # cfg.model.net, resolved, num_classes filled in:
+                              # the encoder and attention _target_s and all sizes
+     "task": "boundary", "label_names": ["inside", "boundary"]}
+
+so the model is rebuilt without the training run's config folder. The whole file
+is plain data (module.py keeps the optimizer factories out of the hyperparameters),
+so it loads with ``torch.load(weights_only=True)``: unpickling cannot run code.
+Rebuilding the net instantiates the ``_target_``s of the "net" entry, so those are
+checked too: only ``torch.nn.Module`` classes defined in the segmenter package, and
+no OmegaConf interpolations, are accepted; a stranger's checkpoint cannot name
+``os.system`` there either.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+import segmenter
+from segmenter.data.document import TASKS
+
+log = logging.getLogger(__name__)
+
+KEY = "segmenter"  # the checkpoint entry this module owns
+FORMAT_VERSION = 1  # bump when the entry changes; load() says what to do with other versions
+TRUSTED_PACKAGE = "segmenter"  # _target_s must be nn.Module classes defined under it
+HYDRA_KEYS = {"_target_", "_partial_"}  # the only Hydra keys a net entry may use
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: missing, damaged, unsafe or of an unknown format."""
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def net_config(net: DictConfig | Mapping[str, Any], *, num_classes: int) -> dict[str, Any]:
+    """``cfg.model.net`` as plain, resolved data with ``num_classes`` filled in."""
+    plain = OmegaConf.to_container(net, resolve=True) if isinstance(net, DictConfig) else copy.deepcopy(dict(net))
+    plain["num_classes"] = int(num_classes)
+    return plain
+
+
+def metadata(*, net: Mapping[str, Any], task: str, label_names: Sequence[str]) -> dict[str, Any]:
+    """The checkpoint's "segmenter" entry (validated: plain data, known task, one name per class)."""
+    if task not in TASKS:
+        raise ValueError(f"task={task!r} is not one of {TASKS}")
+    if len(label_names) != net.get("num_classes"):
+        raise ValueError(f"{len(label_names)} label_names {list(label_names)} for num_classes={net.get('num_classes')}")
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "segmenter_version": segmenter.__version__,
+        "net": copy.deepcopy(dict(net)),
+        "task": task,
+        "label_names": [str(n) for n in label_names],
+    }
+    _check_plain(meta, "segmenter")
+    return meta
+
+
+@lru_cache(maxsize=1)
+def _callback_class() -> type:
+    from lightning.pytorch.callbacks import Callback
+
+    class CheckpointMetadata(Callback):
+        """Writes the "segmenter" entry into every checkpoint the trainer saves
+        (ModelCheckpoint's epoch_XXX.ckpt and last.ckpt alike)."""
+
+        def __init__(self, *, net: Mapping[str, Any], task: str, label_names: Sequence[str]) -> None:
+            self.meta = metadata(net=net, task=task, label_names=label_names)
+
+        def on_save_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]) -> None:
+            checkpoint[KEY] = copy.deepcopy(self.meta)
+
+    CheckpointMetadata.__module__, CheckpointMetadata.__qualname__ = __name__, "CheckpointMetadata"
+    return CheckpointMetadata
+
+
+def __getattr__(name: str) -> Any:
+    # The Lightning callback is defined on first use: reading checkpoints (predict)
+    # then never imports Lightning, which takes seconds.
+    if name == "CheckpointMetadata":
+        return _callback_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    """The checkpoint at ``path`` (weights_only: plain data and tensors only), its
+    "segmenter" entry checked. Raises CheckpointError saying what is wrong and what to do."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        with torch.serialization.safe_globals(_numeric_array_globals()):
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError... by damage kind
+        msg = str(e)
+        unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", msg)
+        if unsafe:
+            raise CheckpointError(
+                f"{path} holds pickled Python objects, which are not loaded because unpickling "
+                "them could run arbitrary code. Checkpoints written by segmenter before checkpoint "
+                f"format {FORMAT_VERSION} (segmenter <= 0.1.0 without a 'segmenter' entry) look like "
+                "this. If you trust the file, convert it once: python -c \"from segmenter.checkpoint "
+                f"import upgrade; upgrade('{path}', '{path.with_suffix('.v1.ckpt')}')\" "
+                f"(reads the run's .hydra/config.yaml), or retrain. It refers to {unsafe.group(1)}."
+            ) from e
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: not a PyTorch checkpoint, or damaged "
+            f"(truncated copy?): {type(e).__name__}: {msg.splitlines()[0][:300] if msg else ''}"
+        ) from e
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise CheckpointError(f"{path} is not a Lightning checkpoint (no 'state_dict' entry)")
+    meta = ckpt.get(KEY)
+    if meta is None:
+        written = ckpt.get("pytorch-lightning_version", "unknown")
+        raise CheckpointError(
+            f"{path} has no '{KEY}' entry: it was written by segmenter before checkpoint format "
+            f"{FORMAT_VERSION} (segmenter <= 0.1.0, Lightning {written}) or by another program, and does "
+            "not say how to rebuild its model. Convert it with segmenter.checkpoint.upgrade (needs the "
+            "run's .hydra/config.yaml), or retrain with this version."
+        )
+    version = meta.get("format_version") if isinstance(meta, dict) else None
+    if version != FORMAT_VERSION:
+        by = meta.get("segmenter_version", "unknown") if isinstance(meta, dict) else "unknown"
+        raise CheckpointError(
+            f"{path} was written by segmenter {by} in checkpoint format {version!r}; this is segmenter "
+            f"{segmenter.__version__}, which reads format {FORMAT_VERSION}. "
+            + (
+                "Upgrade segmenter (pip install -U segmenter) to read it."
+                if isinstance(version, int) and version > FORMAT_VERSION
+                else "Convert it with segmenter.checkpoint.upgrade, or retrain."
+            )
+        )
+    for key in ("net", "task", "label_names"):
+        if key not in meta:
+            raise CheckpointError(f"{path}: '{KEY}' entry lacks {key!r}")
+    try:
+        _check_plain(meta, KEY)
+    except ValueError as e:
+        raise CheckpointError(f"{path}: {e}") from e
+    return ckpt
+
+
+def build_net(net: Mapping[str, Any], *, where: str = "net") -> nn.Module:
+    """Instantiate a checkpoint's net entry, after checking every ``_target_`` in it."""
+    import hydra
+
+    from segmenter.models.net import SegmenterNet
+
+    _check_targets(net, where)
+    top = hydra.utils.get_class(net["_target_"])
+    if not issubclass(top, SegmenterNet):
+        raise CheckpointError(f"{where}._target_={net['_target_']!r} is not a SegmenterNet")
+    return hydra.utils.instantiate(OmegaConf.create(dict(net)))
+
+
+def load_net(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """(net with the checkpoint's weights, in eval mode; the "segmenter" entry)."""
+    ckpt = load(path)
+    meta = ckpt[KEY]
+    try:
+        net = build_net(meta["net"], where=f"{path}: net")
+    except CheckpointError:  # already says what is wrong
+        raise
+    except Exception as e:  # a class renamed or an argument removed since the checkpoint was written
+        raise CheckpointError(
+            f"{path}: cannot rebuild the model written by segmenter {meta.get('segmenter_version')}: "
+            f"{type(e).__name__}: {e}"
+        ) from e
+    state = {k[len("net.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: weights do not fit the model it describes: {e}") from e
+    if len(meta["label_names"]) != net.num_classes:
+        raise CheckpointError(f"{path}: {len(meta['label_names'])} label names for {net.num_classes} classes")
+    return net.eval(), meta
+
+
+def upgrade(src: str | Path, dst: str | Path, *, config: str | Path | None = None) -> Path:
+    """Convert a checkpoint written before format 1 (pickled optimizer factories, no
+    "segmenter" entry) into a self-contained, plain one. Only for files you trust: the
+    source is unpickled with weights_only=False. ``config`` defaults to the training
+    run's ``.hydra/config.yaml`` (<run>/checkpoints/x.ckpt -> <run>/.hydra/config.yaml)."""
+    src, dst = Path(src), Path(dst)
+    config = Path(config) if config else src.resolve().parent.parent / ".hydra" / "config.yaml"
+    if not config.is_file():
+        raise CheckpointError(f"upgrade needs the training config of {src}; not found: {config}")
+    ckpt = torch.load(src, map_location="cpu", weights_only=False)
+    cfg = OmegaConf.load(config)
+    hp = dict(ckpt.get("hyper_parameters", {}))
+    num_classes = ckpt["state_dict"]["net.head.weight"].shape[0]  # (C, D) head
+    label_names = hp.get("label_names") or [str(i) for i in range(num_classes)]
+    ckpt[KEY] = metadata(
+        net=net_config(cfg.model.net, num_classes=num_classes), task=hp.get("task", "boundary"), label_names=list(label_names)
+    )
+    ckpt["hyper_parameters"] = {k: v for k, v in hp.items() if k not in ("optimizer", "scheduler", "net")}
+    tmp = dst.with_name(dst.name + ".tmp")
+    torch.save(ckpt, tmp)
+    tmp.replace(dst)
+    load(dst)  # proves the result is plain (loads with weights_only=True)
+    log.info("upgraded %s -> %s (checkpoint format %d)", src, dst, FORMAT_VERSION)
+    return dst
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def _numeric_array_globals() -> list[Any]:
+    """What unpickling a numeric numpy array needs (callbacks may store e.g. numpy's random
+    state): the array constructor and numeric dtypes. An object array would need more and
+    stays refused, so no Python object can come back from the file."""
+    import numpy as np
+
+    dtypes = [type(np.dtype(t)) for t in ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "float16", "float32", "float64")]
+    return [np.zeros(1).__reduce__()[0], np.ndarray, np.dtype, *dtypes]
+
+
+def _check_plain(obj: Any, where: str) -> None:
+    """YAML-able data only, and no OmegaConf interpolation (resolvers could read the environment)."""
+    if isinstance(obj, str):
+        if "${" in obj:
+            raise ValueError(f"{where}: interpolation {obj!r} in checkpoint data")
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            if not isinstance(k, str):
+                raise ValueError(f"{where}: non-string key {k!r}")
+            _check_plain(v, f"{where}.{k}")
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            _check_plain(v, f"{where}[{i}]")
+    elif not (obj is None or isinstance(obj, (bool, int, float))):
+        raise ValueError(f"{where}: {type(obj).__name__} is not plain data")
+
+
+def _check_targets(obj: Any, where: str) -> None:
+    if isinstance(obj, dict):
+        for k in obj:
+            if k.startswith("_") and k.endswith("_") and k not in HYDRA_KEYS:
+                raise CheckpointError(f"{where}: Hydra key {k!r} is not allowed in a checkpoint")
+        if "_target_" in obj:
+            _check_target(obj["_target_"], f"{where}._target_")
+        for k, v in obj.items():
+            _check_targets(v, f"{where}.{k}")
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            _check_targets(v, f"{where}[{i}]")
+
+
+def _check_target(target: Any, where: str) -> None:
+    """Only nn.Module classes defined in the segmenter package, named by their own path
+    (an alias such as segmenter.models.net.torch.load resolves elsewhere and is refused)."""
+    import hydra
+
+    if not isinstance(target, str) or not target.startswith(TRUSTED_PACKAGE + "."):
+        raise CheckpointError(f"{where}={target!r}: only classes of the {TRUSTED_PACKAGE} package may be built")
+    try:
+        obj = hydra.utils.get_object(target)
+    except Exception as e:
+        raise CheckpointError(f"{where}={target!r} does not exist in segmenter {segmenter.__version__}: {e}") from e
+    if not (
+        isinstance(obj, type)
+        and issubclass(obj, nn.Module)
+        and f"{obj.__module__}.{obj.__qualname__}" == target
+        and obj.__module__.startswith(TRUSTED_PACKAGE + ".")
+    ):
+        raise CheckpointError(f"{where}={target!r} is not a torch.nn.Module class defined in {TRUSTED_PACKAGE}")

@@ -1,0 +1,346 @@
+"""Segment new text with a trained checkpoint.
+
+Python::
+
+    from segmenter import Segmenter
+    seg = Segmenter.from_checkpoint("outputs/runs/<run>/checkpoints/last.ckpt")
+    segments = seg.segment(text)                    # [[unit, ...], ...]
+    pred = seg.segment(text, return_probs=True)     # Prediction: units, labels, boundary_probs, segments
+    many = seg.segment_many(texts)                  # batched
+
+Plain text becomes units by sentence (pysbd) or by line. Documents are run through
+the network in batches under ``torch.inference_mode``; a document longer than
+``max_units`` is cut into overlapping windows (segmenter.data.windows, the same
+implementation training uses) whose outputs are stitched back, each unit predicted
+once, from the window where it is most central. Every window keeps its units'
+positions in the whole document, so with localized attention the stitched result
+equals a run on the whole document as soon as ``overlap`` covers the receptive field
+(2 * (1 + layers * window_size // 2) units: the neighbour products reach one unit,
+each layer window_size // 2).
+
+The command line (scripts/predict.py, conf/predict.yaml) reads .txt files, folders
+of them, JSONL or standard input, and writes the results with ``write_outputs``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from segmenter.data.document import BOUNDARY, boundary_labels
+from segmenter.data.windows import stitch, window_spans
+
+log = logging.getLogger(__name__)
+
+UNITS = ("sentences", "lines")
+SEPARATOR = "=========="  # Choi's segment separator line: the text form reads back with data=choi
+
+
+class InputError(ValueError):
+    """Input text that cannot be segmented: empty, not UTF-8, binary, malformed JSONL."""
+
+
+@dataclass
+class Prediction:
+    units: list[str]
+    labels: list[int]  # predicted class of each unit
+    label_names: list[str]  # names of the classes
+    boundary_probs: list[float]  # P(unit i ends a segment); 0 for the last unit (not a slot)
+    boundaries: list[int]  # 1 where a predicted segment ends (never the last unit)
+
+    @property
+    def segments(self) -> list[list[str]]:
+        segs, cur = [], []
+        for unit, end in zip(self.units, self.boundaries):
+            cur.append(unit)
+            if end:
+                segs.append(cur)
+                cur = []
+        if cur:
+            segs.append(cur)
+        return segs
+
+    def to_json(self, doc_id: str) -> dict[str, Any]:
+        return {
+            "id": doc_id,
+            "units": self.units,
+            "labels": [self.label_names[k] for k in self.labels],
+            "boundary_probs": [round(p, 6) for p in self.boundary_probs],
+            "boundaries": self.boundaries,
+        }
+
+    def to_text(self) -> str:
+        """Choi style: a separator line before every segment and one at the end."""
+        lines = []
+        for seg in self.segments:
+            lines += [SEPARATOR, *seg]
+        return "\n".join([*lines, SEPARATOR]) + "\n"
+
+
+class Segmenter:
+    def __init__(
+        self,
+        *,
+        net: nn.Module,
+        task: str = BOUNDARY,
+        label_names: Sequence[str] = ("inside", "boundary"),
+        max_units: int = 512,
+        overlap: int = 64,
+        batch_size: int = 32,
+        device: str | torch.device = "cpu",
+        language: str = "en",
+    ) -> None:
+        if max_units < 1 or not 0 <= overlap < max_units:
+            raise ValueError(f"need max_units >= 1 and 0 <= overlap < max_units, got max_units={max_units}, overlap={overlap}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size} must be >= 1")
+        if len(label_names) != net.num_classes:
+            raise ValueError(f"{len(label_names)} label_names {list(label_names)} for num_classes={net.num_classes}")
+        self.device = torch.device(device)
+        self.net = net.to(self.device).eval()
+        self.task, self.label_names = task, list(label_names)
+        self.max_units, self.overlap, self.batch_size, self.language = max_units, overlap, batch_size, language
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, **kwargs: Any) -> Segmenter:
+        """A segmenter from a checkpoint written by scripts/train.py; ``kwargs`` are the
+        inference settings (max_units, overlap, batch_size, device, language)."""
+        from segmenter.checkpoint import load_net
+
+        net, meta = load_net(path)
+        log.info("loaded %s (segmenter %s, %s)", path, meta["segmenter_version"], meta["net"]["attention"]["_target_"])
+        return cls(net=net, task=meta["task"], label_names=meta["label_names"], **kwargs)
+
+    # -- text -> units --------------------------------------------------------------------
+    @cached_property
+    def _sentence_splitter(self):
+        import pysbd
+
+        return pysbd.Segmenter(language=self.language, clean=False)
+
+    def split(self, text: str, *, units: str = "sentences") -> list[str]:
+        """Units of a text. ``lines``: every non-blank line, stripped. ``sentences``: pysbd's
+        sentences of each paragraph (blank-line separated), whitespace inside collapsed so a
+        unit is one line of the text form."""
+        if units not in UNITS:
+            raise ValueError(f"units={units!r} is not one of {UNITS}")
+        if units == "lines":
+            return [line.strip() for line in text.splitlines() if line.strip()]
+        out = []
+        for para in re.split(r"\n\s*\n", text):  # paragraph ends are sentence ends; pysbd is faster on short texts
+            if para.strip():
+                out += [" ".join(s.split()) for s in self._sentence_splitter.segment(para) if s.strip()]
+        return out
+
+    # -- units -> predictions ---------------------------------------------------------------
+    def logits(self, docs: Sequence[Sequence[str]]) -> list[Tensor]:
+        """(n_i, C) logits of every document, windows run in batches and stitched."""
+        spans = [window_spans(len(d), size=self.max_units, overlap=self.overlap) if d else [] for d in docs]
+        items = [(i, s, e) for i, sp in enumerate(spans) for s, e in sp]
+        items.sort(key=lambda it: it[2] - it[1])  # similar lengths share a batch: little padding
+        outs: dict[tuple[int, int], Tensor] = {}
+        with torch.inference_mode():
+            for b in range(0, len(items), self.batch_size):
+                batch = items[b : b + self.batch_size]
+                start = torch.tensor([s for _, s, _ in batch], device=self.device)
+                out = self.net([docs[i][s:e] for i, s, e in batch], start=start)
+                logits = out.logits.float().cpu()  # (B, T, C)
+                for k, (i, s, e) in enumerate(batch):
+                    outs[i, s] = logits[k, : e - s]  # (e - s, C)
+        c = self.net.num_classes
+        return [stitch([outs[i, s] for s, _ in sp], sp) if sp else torch.empty(0, c) for i, sp in enumerate(spans)]
+
+    def predict(self, docs: Sequence[Sequence[str]]) -> list[Prediction]:
+        """Predictions for documents already cut into units."""
+        return [self._decode(list(d), lg) for d, lg in zip(docs, self.logits(docs))]
+
+    def _decode(self, units: list[str], logits: Tensor) -> Prediction:
+        probs = logits.softmax(dim=-1)  # (n, C)
+        labels = probs.argmax(dim=-1).tolist()
+        if self.task == BOUNDARY:
+            p_end = probs[:, 1]  # (n,) class 1 = "ends a segment"
+        else:  # section labels: a boundary where the label changes, P = 1 - sum_c p_i(c) p_{i+1}(c)
+            p_end = torch.cat((1 - (probs[:-1] * probs[1:]).sum(-1), probs.new_zeros(min(1, len(units)))))
+        p_end = p_end.clone()
+        if len(units):
+            p_end[-1] = 0.0  # the document end is not a boundary slot
+        return Prediction(units, labels, self.label_names, p_end.tolist(), boundary_labels(labels, self.task))
+
+    # -- the public API ---------------------------------------------------------------------
+    def segment(self, text: str, *, units: str = "sentences", return_probs: bool = False) -> list[list[str]] | Prediction:
+        """The segments of ``text`` (lists of units); with ``return_probs`` the whole
+        Prediction (units, labels, boundary_probs, boundaries, .segments)."""
+        return self.segment_many([text], units=units, return_probs=return_probs)[0]
+
+    def segment_many(
+        self, texts: Iterable[str], *, units: str = "sentences", return_probs: bool = False
+    ) -> list[list[list[str]]] | list[Prediction]:
+        """``segment`` for many texts, run through the network in batches."""
+        preds = self.predict([self.split(t, units=units) for t in texts])
+        return preds if return_probs else [p.segments for p in preds]
+
+
+# ----------------------------------------------------------------------------- files
+
+
+@dataclass
+class InputDoc:
+    id: str  # names the output: a relative path without suffix
+    units: list[str]
+    source: str  # file (and line) it came from, for messages
+
+
+def decode_text(data: bytes, name: str) -> str:
+    """UTF-8 text of a file's bytes, or InputError naming the file, line and problem."""
+    if b"\x00" in data:
+        line = data[: data.index(b"\x00")].count(b"\n") + 1
+        raise InputError(f"{name}: line {line}: binary file (NUL byte); expected UTF-8 text")
+    try:
+        text = data.decode("utf-8-sig")  # a byte-order mark is not text
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise InputError(f"{name}: line {line}: not UTF-8 (byte 0x{data[e.start]:02x} at offset {e.start})") from e
+    if not text.strip():
+        raise InputError(f"{name}: empty file")
+    return text
+
+
+def read_inputs(source: str, *, splitter: Segmenter, units: str, stdin: Any = None) -> list[InputDoc]:
+    """Documents of ``source``: "-" (stdin), a .txt file, a folder of .txt files, or a .jsonl
+    file (one {"id", "text"} or {"id", "lines"} object per line). Everything is read and
+    checked before anything is predicted or written."""
+    if source == "-":
+        import sys
+
+        docs = [InputDoc("stdin", splitter.split(decode_text((stdin or sys.stdin.buffer).read(), "<stdin>"), units=units), "<stdin>")]
+    else:
+        path = Path(source)
+        if not path.exists():
+            raise InputError(f"input not found: {path}")
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*.txt") if p.is_file())
+            if not files:
+                raise InputError(f"{path}: folder has no .txt files")
+            docs = [InputDoc(str(f.relative_to(path).with_suffix("")), splitter.split(decode_text(f.read_bytes(), str(f)), units=units), str(f)) for f in files]
+        elif path.suffix == ".jsonl":
+            docs = _read_jsonl(path, splitter=splitter, units=units)
+        else:
+            docs = [InputDoc(path.stem, splitter.split(decode_text(path.read_bytes(), str(path)), units=units), str(path))]
+    for d in docs:
+        if not d.units:
+            raise InputError(f"{d.source}: no units (units={units})")
+    return docs
+
+
+def _read_jsonl(path: Path, *, splitter: Segmenter, units: str) -> list[InputDoc]:
+    docs, seen = [], set()
+    for n, line in enumerate(decode_text(path.read_bytes(), str(path)).splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}: line {n}"
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise InputError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from e
+        if not isinstance(obj, dict) or ("text" in obj) == ("lines" in obj):
+            raise InputError(f"{where}: expected an object with either 'text' (a string) or 'lines' (a list of strings)")
+        doc_id = str(obj.get("id", f"{path.stem}-{n}"))
+        safe = re.sub(r"[^\w.-]", "_", doc_id).lstrip(".") or f"{path.stem}-{n}"  # a file name, never a path
+        if safe in seen:
+            raise InputError(f"{where}: duplicate id {doc_id!r} (as a file name: {safe!r})")
+        seen.add(safe)
+        if "text" in obj:
+            if not isinstance(obj["text"], str):
+                raise InputError(f"{where}: 'text' must be a string, got {type(obj['text']).__name__}")
+            doc_units = splitter.split(obj["text"], units=units)
+        else:
+            lines = obj["lines"]
+            if not isinstance(lines, list) or not all(isinstance(u, str) for u in lines):
+                raise InputError(f"{where}: 'lines' must be a list of strings")
+            doc_units = [" ".join(u.split()) for u in lines]
+            if any(not u for u in doc_units):
+                raise InputError(f"{where}: 'lines' has an empty line (index {doc_units.index('')})")
+        docs.append(InputDoc(safe, doc_units, where))
+    if not docs:
+        raise InputError(f"{path}: empty file")
+    return docs
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write to a temporary file beside ``path``, then rename: never a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_outputs(docs: Sequence[InputDoc], preds: Sequence[Prediction], out_dir: Path) -> list[Path]:
+    """<out_dir>/<id>.txt (text form) per document and <out_dir>/predictions.jsonl (JSON form)."""
+    written = []
+    for doc, pred in zip(docs, preds):
+        path = out_dir / f"{doc.id}.txt"
+        atomic_write(path, pred.to_text())
+        written.append(path)
+    path = out_dir / "predictions.jsonl"
+    atomic_write(path, "".join(json.dumps(p.to_json(d.id), ensure_ascii=False) + "\n" for d, p in zip(docs, preds)))
+    return [*written, path]
+
+
+def default_output_dir(ckpt_path: str | os.PathLike, source: str) -> Path:
+    """Beside the run: <run>/predictions/<input name>/ for <run>/checkpoints/x.ckpt."""
+    ckpt = Path(ckpt_path).resolve()
+    run = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+    return run / "predictions" / Path(source.rstrip("/")).stem
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def run(cfg: Any) -> int:
+    """scripts/predict.py's body: 0 on success, 2 with a one-line error on bad input."""
+    import sys
+
+    import hydra
+
+    from hydra.errors import InstantiationException
+
+    from segmenter.checkpoint import CheckpointError
+
+    try:
+        if cfg.units not in UNITS:
+            raise InputError(f"units={cfg.units!r} is not one of {UNITS}")
+        try:
+            seg: Segmenter = hydra.utils.instantiate(cfg.segmenter)
+        except InstantiationException as e:  # Hydra wraps what from_checkpoint raised
+            raise e.__cause__ if isinstance(e.__cause__, CheckpointError) else e
+        docs = read_inputs(str(cfg.input), splitter=seg, units=cfg.units)
+        preds = seg.predict([d.units for d in docs])
+    except (InputError, CheckpointError) as e:
+        log.error("%s", e)
+        return 2
+    n = sum(len(d.units) for d in docs)
+    if cfg.input == "-":
+        sys.stdout.write(preds[0].to_text())
+        sys.stdout.flush()
+        log.info("segmented %d units into %d segments", n, len(preds[0].segments))
+        return 0
+    out = Path(cfg.output) if cfg.output else default_output_dir(cfg.ckpt_path, str(cfg.input))
+    written = write_outputs(docs, preds, out)
+    log.info("segmented %d documents (%d units); wrote %d files to %s", len(docs), n, len(written), out)
+    return 0
