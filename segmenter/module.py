@@ -57,7 +57,7 @@ class SegmenterModule(LightningModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.net = net
         self.register_buffer("class_weights", class_weights(class_counts, class_weighting, net.num_classes))
-        metrics = build_metrics(task, net.num_classes)
+        metrics = build_metrics(task, net.num_classes, label_names)
         # One collection per stage: torchmetrics keeps (and syncs) their states apart.
         self.metrics = nn.ModuleDict({f"{stage}_metrics": metrics.clone(prefix=f"{stage}/") for stage in STAGES})
 

@@ -12,6 +12,7 @@ from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
 from segmenter.data.document import Document, boundary_labels
+from segmenter.data.windows import window_document
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +59,31 @@ class Collate:
 
 
 class SegmentationDataModule(LightningDataModule):
-    def __init__(self, *, corpus: Corpus, batch_size: int = 16, num_workers: int = 0, pin_memory: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        corpus: Corpus,
+        batch_size: int = 16,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        max_units: int | None = None,
+        overlap: int = 0,
+        split_file: str | None = None,
+    ) -> None:
+        """``max_units``: training documents longer than this are cut into windows sharing
+        ``overlap`` units (val/test stay whole; inference stitches windows back).
+        ``split_file``: where to write the document ids of each split (the run folder), so an
+        evaluation can check it runs on exactly the test documents."""
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size} must be >= 1")
+        if max_units is not None and not 0 <= overlap < max_units:
+            raise ValueError(f"need 0 <= overlap < max_units, got max_units={max_units}, overlap={overlap}")
         self.corpus = corpus
         self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
+        self.max_units, self.overlap, self.split_file = max_units, overlap, split_file
         self.splits: dict[str, list[Document]] | None = None
+        self.train_windows: list[Document] | None = None
 
     # -- data -------------------------------------------------------------------------
     def prepare_data(self) -> None:
@@ -76,7 +95,16 @@ class SegmentationDataModule(LightningDataModule):
             for split, docs in self.splits.items():
                 if not docs:
                     raise ValueError(f"split {split!r} of {type(self.corpus).__name__} is empty")
-            log.info("data: %s", self.summary())
+            if self.max_units is not None:
+                self.train_windows = [
+                    w for d in self.splits["train"] for w in window_document(d, size=self.max_units, overlap=self.overlap)
+                ]
+            log.info("data:\n%s", self.summary())
+            if self.split_file:
+                from segmenter.data.splits import split_manifest, write_split_file
+
+                info = {"corpus": type(self.corpus).__name__}
+                log.info("split file: %s", write_split_file(self.split_file, split_manifest(self.splits, **info)))
 
     @property
     def task(self) -> str:
@@ -97,18 +125,25 @@ class SegmentationDataModule(LightningDataModule):
         return [counts[k] for k in range(self.num_classes)]
 
     def summary(self) -> str:
-        parts = []
+        """One line per split: documents, units, segments, label distribution."""
+        lines = []
         for split, docs in (self.splits or {}).items():
             units = sum(len(d) for d in docs)
             segs = sum(sum(boundary_labels(d.labels, self.task)) + 1 for d in docs)
-            parts.append(f"{split}: {len(docs)} docs, {units} units, {segs} segments")
-        return "; ".join(parts)
+            counts = Counter(label for d in docs for label in d.labels)
+            dist = ", ".join(f"{name} {counts[k] / max(units, 1):.1%}" for k, name in enumerate(self.label_names))
+            line = f"  {split:5s}: {len(docs)} docs, {units} units, {segs} segments; labels: {dist}"
+            if split == "train" and self.train_windows is not None:
+                line += f"; {len(self.train_windows)} training windows of <= {self.max_units} units"
+            lines.append(line)
+        return "\n".join(lines)
 
     # -- loaders ----------------------------------------------------------------------
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         self.setup()
+        docs = self.train_windows if split == "train" and self.train_windows is not None else self.splits[split]
         return DataLoader(
-            DocumentDataset(self.splits[split]),
+            DocumentDataset(docs),
             batch_size=self.batch_size,
             shuffle=shuffle,
             num_workers=self.num_workers,

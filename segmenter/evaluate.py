@@ -1,0 +1,185 @@
+"""Evaluate a trained checkpoint next to baselines on the same documents.
+
+For each data subset (Choi: the segment-length range of the document's folder, e.g. 3-5)
+and overall, one table of boundary F1, Pk and WindowDiff for the model and every baseline,
+printed and written as markdown and JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from segmenter.data.document import BOUNDARY, Document, boundary_labels
+from segmenter.data.readers import read_separator_files
+from segmenter.data.splits import SPLIT_FILE, fingerprint, read_split_file
+from segmenter.data.windows import stitch, window_spans
+from segmenter.metrics import BoundaryF1, Pk, WindowDiff
+
+log = logging.getLogger(__name__)
+
+ALL = "all"
+
+
+def run_dir_of(ckpt_path: str | Path) -> Path:
+    """A checkpoint lives at <run>/checkpoints/*.ckpt."""
+    ckpt = Path(ckpt_path)
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"checkpoint {ckpt} not found")
+    return ckpt.parent.parent
+
+
+def load_run(ckpt_path: str | Path) -> tuple[DictConfig, Any]:
+    """The run's config and its model with the checkpoint's weights.
+
+    Reads <run>/.hydra/config.yaml next to the checkpoint (the one place to switch over
+    when checkpoints carry their own config)."""
+    run = run_dir_of(ckpt_path)
+    cfg_file = run / ".hydra" / "config.yaml"
+    if not cfg_file.is_file():
+        raise FileNotFoundError(f"run config {cfg_file} not found next to checkpoint {ckpt_path}")
+    cfg = OmegaConf.load(cfg_file)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(run)  # the saved value points at Hydra's runtime folder
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    hp = state.get("hyper_parameters", {})
+    model = hydra.utils.instantiate(
+        cfg.model,
+        net={"num_classes": len(hp["label_names"])},
+        task=hp["task"],
+        label_names=list(hp["label_names"]),
+        class_counts=hp.get("class_counts"),
+    )
+    model.load_state_dict(state["state_dict"])
+    model.eval()
+    return cfg, model
+
+
+@torch.no_grad()
+def predict_boundaries(model, units: Sequence[str], *, task: str, max_units: int | None, overlap: int) -> list[int]:
+    """N - 1 boundary slots for one document: windows of <= max_units, stitched back."""
+    if not units:
+        return []
+    spans = window_spans(len(units), size=max_units or len(units), overlap=overlap if max_units else 0)
+    outputs = [model([list(units[s:e])]).logits[0] for s, e in spans]  # each (e - s, C)
+    classes = stitch(outputs, spans).argmax(dim=-1).tolist()  # (N,)
+    return boundary_labels(classes, task)[:-1]
+
+
+def score(pairs: Sequence[tuple[list[int], list[int]]]) -> dict[str, float]:
+    """(hypothesis, reference) slot lists of documents -> F1, precision, recall, Pk, WindowDiff."""
+    metrics = {
+        "f1": BoundaryF1(output="f1"),
+        "precision": BoundaryF1(output="precision"),
+        "recall": BoundaryF1(output="recall"),
+        "pk": Pk(),
+        "windowdiff": WindowDiff(),
+    }
+    for hyp, ref in pairs:
+        # Slots -> boundary-task labels of N units (the last unit is no slot).
+        h, r = torch.tensor([hyp + [0]]), torch.tensor([ref + [0]])  # (1, N)
+        for m in metrics.values():
+            m.update(h, r)
+    return {name: float(m.compute()) for name, m in metrics.items()}
+
+
+def evaluate_documents(
+    docs: Sequence[Document], task: str, methods: dict[str, Any], subset_key: str = "subset"
+) -> dict[str, dict[str, dict[str, float]]]:
+    """{subset: {method: metrics}}, ``all`` over every document; a method maps units to slots."""
+    subsets: dict[str, list[Document]] = defaultdict(list)
+    for d in docs:
+        subsets[str(d.meta.get(subset_key, ALL))].append(d)
+    groups = {k: subsets[k] for k in sorted(subsets, key=_subset_order)}
+    if len(groups) > 1 or ALL not in groups:
+        groups[ALL] = list(docs)
+    refs = {d.id: boundary_labels(d.labels, task)[:-1] for d in docs}
+    hyps = {name: {d.id: list(fn(d.units)) for d in docs} for name, fn in methods.items()}
+    table = {}
+    for subset, members in groups.items():
+        table[subset] = {"docs": len(members)}
+        for name in methods:
+            table[subset][name] = score([(hyps[name][d.id], refs[d.id]) for d in members])
+    return table
+
+
+def _subset_order(name: str):
+    lo, _, hi = name.partition("-")
+    return (0, int(lo), int(hi)) if lo.isdigit() and hi.isdigit() else (1, name)
+
+
+def to_markdown(table: dict, title: str) -> str:
+    lines = [f"### {title}", "", "| subset | docs | method | F1 ↑ | Pk ↓ | WindowDiff ↓ |", "|---|---:|---|---:|---:|---:|"]
+    for subset, row in table.items():
+        for name, m in row.items():
+            if name == "docs":
+                continue
+            lines.append(
+                f"| {subset} | {row['docs']} | {name} | {m['f1']:.1%} | {m['pk']:.1%} | {m['windowdiff']:.1%} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def select_documents(cfg: DictConfig, run_cfg: DictConfig, run: Path) -> tuple[list[Document], list[Document], str, str]:
+    """(documents to evaluate, training documents, task, name) from ``folder`` or a split."""
+    data_cfg = cfg.get("data") or run_cfg.data
+    with open_dict(data_cfg):
+        data_cfg.split_file = None  # evaluation never rewrites the run's split file
+    datamodule = hydra.utils.instantiate(data_cfg)
+    splits = datamodule.corpus.load()
+    task = datamodule.corpus.task
+    if cfg.get("folder"):
+        docs = read_separator_files(cfg.folder, root=cfg.folder)
+        return docs, splits["train"], task, Path(cfg.folder).name
+    split = cfg.split
+    if split not in splits:
+        raise ValueError(f"split={split!r} is not one of {sorted(splits)}")
+    docs = splits[split]
+    split_file = run / SPLIT_FILE
+    if split_file.is_file():
+        manifest = read_split_file(split_file)
+        expected = manifest["splits"].get(split)
+        same = expected == [d.id for d in docs] and manifest.get("fingerprints", {}).get(split) == fingerprint(docs)
+        if expected is not None and not same:
+            raise ValueError(
+                f"the {split} documents of data={data_cfg.corpus._target_} differ from the run's {split_file} "
+                f"({len(docs)} vs {len(expected)} documents): evaluate with the run's data settings"
+            )
+        log.info("%d %s documents match the run's split file %s", len(docs), split, split_file)
+    else:
+        log.warning("no split file %s: cannot check that the %s documents are the run's", split_file, split)
+    return docs, splits["train"], task, split
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    run_cfg, model = load_run(cfg.ckpt_path)
+    run = run_dir_of(cfg.ckpt_path)
+    docs, train_docs, task, name = select_documents(cfg, run_cfg, run)
+    data_cfg = cfg.get("data") or run_cfg.data
+    max_units, overlap = data_cfg.get("max_units"), data_cfg.get("overlap", 0)
+    model_name = f"segmenter ({run_cfg.get('attention', {}).get('_target_', 'model').rsplit('.', 1)[-1]})"
+    methods: dict[str, Any] = {
+        model_name: lambda units: predict_boundaries(model, units, task=task, max_units=max_units, overlap=overlap)
+    }
+    for b in (cfg.get("baselines") or {}).values():
+        baseline = hydra.utils.instantiate(b).fit(train_docs, task)
+        methods[baseline.name] = baseline
+    table = evaluate_documents(docs, task if task != BOUNDARY else BOUNDARY, methods)
+    title = f"{name}: {len(docs)} documents, checkpoint {cfg.ckpt_path}"
+    markdown = to_markdown(table, title)
+    out_dir = Path(cfg.output_dir) if cfg.get("output_dir") else run / "eval"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{name}.md").write_text(markdown, encoding="utf-8")
+    result = {"checkpoint": str(cfg.ckpt_path), "documents": [d.id for d in docs], "table": table}
+    (out_dir / f"{name}.json").write_text(json.dumps(result, indent=1), encoding="utf-8")
+    log.info("wrote %s and %s", out_dir / f"{name}.md", out_dir / f"{name}.json")
+    print(markdown)  # the CLI's output
+    return result

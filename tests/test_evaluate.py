@@ -1,0 +1,79 @@
+"""Evaluation end to end: train a tiny run, evaluate its checkpoint next to the baselines."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
+
+from segmenter.data.datamodule import SegmentationDataModule
+from segmenter.data.document import segments_to_document
+from segmenter.evaluate import evaluate, evaluate_documents, to_markdown
+from segmenter.train import train
+from tests.conftest import CONF
+
+FAST = ("attention=localized", "debug=limit", "logger=none", "callbacks.lr_monitor=null", "callbacks.rich_progress_bar=null")
+
+
+def compose_evaluate(overrides):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="evaluate", overrides=list(overrides))
+
+
+def test_table_per_subset_and_overall():
+    docs = [
+        segments_to_document("a", [["x"] * 3, ["y"] * 3], {"subset": "3-5"}),
+        segments_to_document("b", [["x"] * 7, ["y"] * 7], {"subset": "6-8"}),
+    ]
+    perfect = {d.id: d.labels[:-1] for d in docs}
+    table = evaluate_documents(docs, "boundary", {"oracle": lambda u: perfect["a" if len(u) == 6 else "b"], "none": lambda u: [0] * (len(u) - 1)})
+    assert list(table) == ["3-5", "6-8", "all"]
+    assert table["all"]["docs"] == 2
+    assert table["all"]["oracle"] == {"f1": 1.0, "precision": 1.0, "recall": 1.0, "pk": 0.0, "windowdiff": 0.0}
+    assert table["3-5"]["none"]["pk"] > 0
+    assert "| 6-8 | 1 | oracle | 100.0% | 0.0% | 0.0% |" in to_markdown(table, "t")
+
+
+def test_training_writes_splits_and_evaluate_reuses_them(tiny_cfg, tmp_path, caplog):
+    run = tmp_path / "run"
+    cfg = tiny_cfg(*FAST, f"+data.split_file={run}/splits.json", "+data.max_units=12", "+data.overlap=4")
+    (run / ".hydra").mkdir(parents=True)
+    OmegaConf.save(cfg, run / ".hydra" / "config.yaml")  # as Hydra writes it for a CLI run
+    with caplog.at_level("INFO"):
+        train(cfg)
+    assert "labels: inside" in caplog.text and "training windows of <= 12 units" in caplog.text
+    splits = json.loads((run / "splits.json").read_text())["splits"]
+    assert [len(splits[s]) for s in ("train", "val", "test")] == [16, 4, 4]
+
+    ecfg = compose_evaluate([f"ckpt_path={run}/checkpoints/last.ckpt"])
+    result = evaluate(ecfg)
+    assert result["documents"] == splits["test"]
+    rows = result["table"]["all"]
+    assert {"segmenter (LocalizedAttention)", "no boundaries", "every unit", "C99", "TextTiling (sentences)"} <= set(rows)
+    assert rows["no boundaries"]["f1"] == 0.0 and rows["every unit"]["recall"] == 1.0
+    assert (run / "eval" / "test.md").read_text().startswith("### test: 4 documents")
+    assert json.loads((run / "eval" / "test.json").read_text())["table"] == result["table"]
+
+
+@pytest.mark.slow  # a second training run (~20 s)
+def test_evaluate_refuses_other_test_documents(tiny_cfg, tmp_path):
+    run = tmp_path / "run"
+    cfg = tiny_cfg(*FAST, f"+data.split_file={run}/splits.json")
+    (run / ".hydra").mkdir(parents=True)
+    OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
+    train(cfg)
+    # Same corpus, another seed: other test documents than the run's split file lists.
+    other = OmegaConf.to_container(cfg.data, resolve=True)
+    other["corpus"]["seed"] = 1
+    (run / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml({**OmegaConf.to_container(cfg), "data": other}))
+    with pytest.raises(ValueError, match="differ from the run's"):
+        evaluate(compose_evaluate([f"ckpt_path={run}/checkpoints/last.ckpt"]))
+
+
+def test_datamodule_rejects_bad_window_settings():
+    with pytest.raises(ValueError, match="max_units=4, overlap=4"):
+        SegmentationDataModule(corpus=None, max_units=4, overlap=4)
