@@ -81,7 +81,11 @@ class SegmenterModule(LightningModule):
         # Loss per step in training, per epoch otherwise; metrics per epoch. Logging the
         # metric objects (not their values) lets Lightning compute them over the whole
         # epoch and sync their states across processes.
-        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=bs, on_step=stage == "train", on_epoch=stage != "train")
+        # sync_dist: under DDP the epoch loss is averaged over processes, not rank 0's alone.
+        self.log(
+            f"{stage}/loss", loss, prog_bar=True, batch_size=bs,
+            on_step=stage == "train", on_epoch=stage != "train", sync_dist=stage != "train",
+        )  # fmt: skip
         self.log_dict(metrics, prog_bar=stage != "train", batch_size=bs, on_step=False, on_epoch=True)
         return loss
 

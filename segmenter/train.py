@@ -4,15 +4,19 @@ the config, fit, then test the best checkpoint."""
 from __future__ import annotations
 
 import logging
+import time
+from pathlib import Path
 from typing import Any
 
 import hydra
 import lightning as L
 from omegaconf import DictConfig
 
+from segmenter.callbacks import log_hparams_with_metrics, run_hparams
 from segmenter.checkpoint import CheckpointMetadata, net_config
 from segmenter.data.datamodule import SegmentationDataModule
 from segmenter.module import SegmenterModule
+from segmenter.sweep import hydra_choices, save_metrics
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +57,15 @@ def train(cfg: DictConfig) -> dict[str, float]:
     loggers = instantiate_group(cfg.get("logger"))
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
+    ckpt_path = resume_path(cfg.get("ckpt_path"), trainer)
+    fit_start = time.perf_counter()
     if cfg.get("train"):
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    fit_seconds = time.perf_counter() - fit_start
     metrics = dict(trainer.callback_metrics)
+    best = getattr(trainer.checkpoint_callback, "best_model_score", None)
+    if best is not None:  # e.g. val/f1_best: the score of the checkpoint tested below
+        metrics[f"{trainer.checkpoint_callback.monitor}_best"] = best
 
     if cfg.get("test"):
         ckpt = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
@@ -65,4 +75,25 @@ def train(cfg: DictConfig) -> dict[str, float]:
         log.info("tested checkpoint: %s", ckpt)
         metrics.update(trainer.callback_metrics)
 
-    return {k: float(v) for k, v in metrics.items()}
+    metrics = {k: float(v) for k, v in metrics.items()}
+    metrics["model/params"] = float(sum(p.numel() for p in model.parameters()))
+    metrics["time/fit_s"] = fit_seconds
+    if trainer.is_global_zero:  # the record a sweep summary reads (segmenter/sweep.py)
+        save_metrics(Path(cfg.paths.output_dir) / "metrics.json", metrics)
+    log_hparams_with_metrics(trainer, run_hparams(cfg, hydra_choices()), metrics)
+    return metrics
+
+
+def resume_path(ckpt_path: str | None, trainer: L.Trainer) -> str | None:
+    """``ckpt_path=last`` resumes the run whose folder this run writes into (give it
+    with ``hydra.run.dir=<old run>``): Lightning picks the newest ``last*.ckpt`` of the
+    checkpoint callback; unlike Lightning, a missing one is an error, not a fresh start."""
+    if ckpt_path != "last":
+        return ckpt_path
+    dirpath = getattr(trainer.checkpoint_callback, "dirpath", None)
+    if not dirpath or not list(Path(dirpath).glob("last*.ckpt")):
+        raise FileNotFoundError(
+            f"ckpt_path=last but there is no last*.ckpt in {dirpath}: point hydra.run.dir at the run to resume"
+            " (e.g. hydra.run.dir=outputs/runs/<run>) or give ckpt_path=<file.ckpt>"
+        )
+    return ckpt_path

@@ -9,6 +9,7 @@ from typing import Any, Protocol
 
 import torch
 from lightning import LightningDataModule
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
 
 from segmenter.data.document import Document, boundary_labels
@@ -142,15 +143,26 @@ class SegmentationDataModule(LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         self.setup()
         docs = self.train_windows if split == "train" and self.train_windows is not None else self.splits[split]
+        dataset = DocumentDataset(docs)
         return DataLoader(
-            DocumentDataset(docs),
+            dataset,
             batch_size=self.batch_size,
             shuffle=shuffle,
+            sampler=None if shuffle else self._eval_sampler(dataset),
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             collate_fn=Collate(self.task),
             persistent_workers=self.num_workers > 0,
         )
+
+    def _eval_sampler(self, dataset: Dataset) -> UnrepeatedDistributedSampler | None:
+        """Under DDP, each validation/test document on exactly one process. Lightning's
+        own DistributedSampler pads the last batch with repeated documents, which would
+        count them twice in the metrics; it leaves a DistributedSampler it is given alone."""
+        world = getattr(self.trainer, "world_size", 1) if self.trainer is not None else 1
+        if world <= 1:
+            return None
+        return UnrepeatedDistributedSampler(dataset, num_replicas=world, rank=self.trainer.global_rank, shuffle=False)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

@@ -1,0 +1,253 @@
+"""Lightning callbacks for watching and protecting runs: attention heatmaps, a guard
+against non-finite losses, training throughput, resumable random state, and the
+hyperparameters-with-final-metrics record for TensorBoard's HPARAMS tab."""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from lightning import Callback, LightningModule, Trainer
+from lightning.pytorch.loggers import TensorBoardLogger
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
+
+from segmenter.data.document import boundary_labels
+from segmenter.models.attention import LocalizedAttention
+
+log = logging.getLogger(__name__)
+
+# Heatmap colours: low -> high attention through three anchors (dark blue, orange,
+# pale yellow); cells outside a localized band are grey, gold boundaries red.
+_ANCHORS = torch.tensor([[0.05, 0.03, 0.20], [0.90, 0.40, 0.10], [1.00, 0.98, 0.75]])  # (3, RGB)
+_OUTSIDE = torch.tensor([0.35, 0.35, 0.35])
+_BOUNDARY = torch.tensor([1.0, 0.0, 0.0])
+
+
+def dense_attention(weights: Tensor, *, banded: bool) -> Tensor:
+    """(H, T, T) or banded (H, T, w) probabilities of one document -> (T, T), head mean;
+    NaN outside a band so the plot shows what a localized unit cannot see."""
+    w = weights.float().mean(dim=0)  # (T, T) or (T, w)
+    if not banded:
+        return w
+    t, width = w.shape
+    r = width // 2
+    dense = torch.full((t, t), float("nan"))
+    rows = torch.arange(t)[:, None].expand(t, width)  # (T, w)
+    cols = rows + torch.arange(width)[None, :] - r  # (T, w): column c is offset c - r
+    inside = (cols >= 0) & (cols < t)
+    dense[rows[inside], cols[inside]] = w[inside]
+    return dense
+
+
+def heatmap_image(attn: Tensor, boundaries: list[int], *, scale: int) -> Tensor:
+    """(T, T) attention (NaN = outside the band) -> (3, T*scale, T*scale) RGB in [0, 1],
+    with a red line after every unit that ends a gold segment, on both axes."""
+    if attn.ndim != 2 or attn.shape[0] != attn.shape[1]:
+        raise ValueError(f"attention map must be square (T, T), got {tuple(attn.shape)}")
+    if len(boundaries) != attn.shape[0]:
+        raise ValueError(f"{len(boundaries)} boundary labels for a {attn.shape[0]}-unit attention map")
+    outside = attn.isnan()
+    a = attn.nan_to_num(0.0)
+    a = a / a.max().clamp(min=1e-12)  # (T, T) in [0, 1]: per-image scale, rows sum to 1
+    pos = a * (len(_ANCHORS) - 1)
+    lo = pos.floor().long().clamp(max=len(_ANCHORS) - 2)  # (T, T) index of the lower anchor
+    frac = (pos - lo)[..., None]  # (T, T, 1)
+    rgb = _ANCHORS[lo] * (1 - frac) + _ANCHORS[lo + 1] * frac  # (T, T, 3)
+    rgb[outside] = _OUTSIDE
+    rgb = rgb.repeat_interleave(scale, dim=0).repeat_interleave(scale, dim=1)  # (T*s, T*s, 3)
+    for i, end in enumerate(boundaries):
+        if end:  # the last pixel row/column of unit i: the gap before unit i + 1
+            p = (i + 1) * scale - 1
+            rgb[p, :] = _BOUNDARY
+            rgb[:, p] = _BOUNDARY
+    return rgb.permute(2, 0, 1).contiguous()  # (3, T*s, T*s)
+
+
+def tensorboard_loggers(trainer: Trainer) -> list[TensorBoardLogger]:
+    return [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
+
+
+class AttentionHeatmap(Callback):
+    """After every validation epoch, draw each layer's attention (head mean) over one
+    fixed validation document, gold boundaries in red, into TensorBoard's Images tab
+    (tags ``attention/layer<i>``; the step slider walks through training)."""
+
+    def __init__(self, *, doc_index: int = 0, max_units: int = 96, image_size: int = 288) -> None:
+        if doc_index < 0 or max_units < 2 or image_size < 1:
+            raise ValueError(f"doc_index={doc_index} must be >= 0, max_units={max_units} >= 2, image_size={image_size} >= 1")
+        self.doc_index, self.max_units, self.image_size = doc_index, max_units, image_size
+
+    @torch.no_grad()
+    def attention_maps(self, pl_module: LightningModule, units: list[str]) -> list[Tensor]:
+        """(T, T) head-mean attention per layer for one document (NaN outside a band)."""
+        blocks = pl_module.net.blocks
+        inputs: dict[int, tuple[Tensor, Tensor]] = {}
+        hooks = [
+            # The attention's own input (after the block's norm) is what attention_weights needs.
+            block.attention.register_forward_pre_hook(lambda m, args, i=i: inputs.__setitem__(i, args[:2]))
+            for i, block in enumerate(blocks)
+        ]
+        try:
+            pl_module.net([units])
+        finally:
+            for h in hooks:
+                h.remove()
+        maps = []
+        for i, block in enumerate(blocks):
+            attn = block.attention
+            x, mask = inputs[i]
+            weights = attn.attention_weights(x, mask)[0].cpu()  # (H, T, T) or (H, T, w)
+            maps.append(dense_attention(weights, banded=isinstance(attn, LocalizedAttention)))
+        return maps
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        loggers = tensorboard_loggers(trainer)
+        if trainer.sanity_checking or not trainer.is_global_zero or not loggers:
+            return
+        if not all(hasattr(b.attention, "attention_weights") for b in pl_module.net.blocks):
+            return
+        loader = trainer.val_dataloaders
+        dataset = (loader[0] if isinstance(loader, list) else loader).dataset
+        if self.doc_index >= len(dataset):
+            raise ValueError(f"AttentionHeatmap doc_index={self.doc_index} but the validation set has {len(dataset)} documents")
+        doc = dataset[self.doc_index]
+        t = min(len(doc), self.max_units)
+        gold = boundary_labels(doc.labels, pl_module.hparams.task)[:t]
+        scale = max(1, self.image_size // t)
+        for i, attn in enumerate(self.attention_maps(pl_module, doc.units[:t])):
+            img = heatmap_image(attn, gold, scale=scale)
+            for lg in loggers:
+                lg.experiment.add_image(f"attention/layer{i}", img, trainer.global_step, dataformats="CHW")
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Raised by FiniteLossGuard; the message names the step."""
+
+
+class FiniteLossGuard(Callback):
+    """Stop at the first NaN/inf training loss, before its backward pass and optimizer
+    step: the weights stay as they were, and no checkpoint is written after the fault
+    (ModelCheckpoint saves at epoch/validation ends, which an exception never reaches),
+    so the last checkpoint on disk is the last good one."""
+
+    def __init__(self) -> None:
+        self._batch_idx = -1
+
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
+        self._batch_idx = batch_idx
+
+    def on_before_backward(self, trainer: Trainer, pl_module: LightningModule, loss: Tensor) -> None:
+        if torch.isfinite(loss).all():
+            return
+        ckpt = getattr(trainer.checkpoint_callback, "last_model_path", "") or getattr(
+            trainer.checkpoint_callback, "best_model_path", ""
+        )
+        raise NonFiniteLossError(
+            f"non-finite training loss ({loss.detach().float().item()}) at global step {trainer.global_step}"
+            f" (epoch {trainer.current_epoch}, batch {self._batch_idx}); stopped before its optimizer step."
+            f" Last good checkpoint: {ckpt or 'none written yet'}"
+        )
+
+
+class UnitThroughput(Callback):
+    """Training units (sentences) per second, counted over the time spent in training
+    batches (forward, backward, optimizer step; not validation or data loading).
+    Logs ``train/units_per_sec`` each epoch: the average over the whole run so far,
+    summed over processes under DDP. Its totals go into checkpoints, so a resumed run
+    keeps averaging over all of its training."""
+
+    def __init__(self) -> None:
+        self.units, self.seconds, self._t0 = 0, 0.0, 0.0
+
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
+        self._t0 = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.seconds += time.perf_counter() - self._t0
+        self.units += sum(len(doc) for doc in batch["units"])
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.seconds > 0:
+            rate = self.units / self.seconds
+            pl_module.log("train/units_per_sec", rate, on_step=False, on_epoch=True, sync_dist=True, reduce_fx="sum")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"units": self.units, "seconds": self.seconds}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.units, self.seconds = state_dict["units"], state_dict["seconds"]
+
+
+class RandomStateCheckpoint(Callback):
+    """Saves the global random state (torch, numpy, Python) in every checkpoint and
+    puts it back on resume, so the shuffling and dropout of a resumed run match those
+    of an uninterrupted run with the same seed (Lightning checkpoints carry no random
+    state). Checkpoints are written after the epoch's validation and the next random
+    draw is the next epoch's shuffle; a resume skips the sanity-check validation and
+    makes that same draw first, so restoring with the other callback states (before
+    the training loop starts) lines the two runs up."""
+
+    def state_dict(self) -> dict[str, Any]:
+        # Tensors and plain Python values only: checkpoints load with weights_only=True.
+        name, keys, pos, has_gauss, gauss = np.random.get_state()
+        version, mt, py_gauss = random.getstate()
+        return {
+            "torch": torch.get_rng_state(),
+            "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
+            "python": [version, list(mt), py_gauss],
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        torch.set_rng_state(state_dict["torch"])
+        name, keys, pos, has_gauss, gauss = state_dict["numpy"]
+        np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+        version, mt, py_gauss = state_dict["python"]
+        random.setstate((version, tuple(mt), py_gauss))
+
+
+# -- HPARAMS ---------------------------------------------------------------------------
+HPARAM_METRICS = {  # run metric -> HPARAMS column; new tags so the curves get no extra points
+    "val/f1_best": "hparam/val_f1_best",
+    "test/f1": "hparam/test_f1",
+    "test/pk": "hparam/test_pk",
+    "test/windowdiff": "hparam/test_windowdiff",
+    "train/units_per_sec": "hparam/units_per_sec",
+    "time/fit_s": "hparam/fit_s",
+    "model/params": "hparam/params",
+}
+
+
+def run_hparams(cfg: DictConfig, choices: Mapping[str, str]) -> dict[str, Any]:
+    """What distinguishes runs of a sweep: the chosen config options and the model,
+    attention, optimizer, data and trainer settings that sweeps change."""
+    def plain(node: Any) -> Any:
+        return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+    net = {k: v for k, v in plain(cfg.model.net).items() if k not in ("encoder", "attention", "num_classes", "_target_")}
+    attention = {k: v for k, v in plain(cfg.model.net.attention).items() if not k.startswith("_")}
+    model = {k: plain(v) for k, v in cfg.model.items() if k not in ("net", "_target_")}
+    return {
+        **{g: choices[g] for g in ("data", "encoder", "attention", "trainer") if g in choices},
+        "seed": cfg.get("seed"),
+        "net": net,
+        "attn": attention,
+        "model": model,
+        "batch_size": cfg.data.get("batch_size"),
+        "max_epochs": cfg.trainer.get("max_epochs"),
+        "max_steps": cfg.trainer.get("max_steps", -1),
+    }
+
+
+def log_hparams_with_metrics(trainer: Trainer, params: dict[str, Any], metrics: Mapping[str, float]) -> None:
+    """One HPARAMS entry per run: its hyperparameters and final metrics (best val F1,
+    test F1/Pk/WindowDiff, speed), so TensorBoard can sort and compare a sweep's runs."""
+    final = {tag: float(metrics[k]) for k, tag in HPARAM_METRICS.items() if k in metrics and math.isfinite(metrics[k])}
+    for lg in tensorboard_loggers(trainer):
+        lg.log_hyperparams(params, final)

@@ -1,0 +1,79 @@
+"""Callbacks: heatmap images, the non-finite loss guard, TensorBoard's HPARAMS entry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+
+from segmenter.callbacks import NonFiniteLossError, dense_attention, heatmap_image
+from segmenter.module import SegmenterModule
+from segmenter.train import train
+from tests.conftest import TINY_DATA, compose_train
+
+FAST = [*TINY_DATA, "debug=limit", "model.net.dim=32", "model.net.num_layers=2", "callbacks.rich_progress_bar=null",
+        "callbacks.model_summary=null", "trainer.log_every_n_steps=1"]  # fmt: skip
+
+
+def test_dense_attention_places_the_band():
+    band = torch.arange(1.0, 4.0).expand(2, 5, 3)  # (H, T, w=3): offsets -1, 0, +1 -> 1, 2, 3
+    dense = dense_attention(band, banded=True)
+    assert dense[2, 1] == 1 and dense[2, 2] == 2 and dense[2, 3] == 3
+    assert dense[0, 0] == 2 and dense[0, 1] == 3 and dense[4, 3] == 1
+    assert dense[0, 2].isnan() and dense[4, 0].isnan()  # outside the band
+    assert torch.equal(dense_attention(torch.ones(2, 4, 4), banded=False), torch.ones(4, 4))
+
+
+def test_heatmap_marks_gold_boundaries_and_the_band():
+    attn = torch.full((4, 4), float("nan"))
+    attn[range(4), range(4)] = 1.0
+    img = heatmap_image(attn, [0, 1, 0, 0], scale=3)  # a boundary after unit 1
+    assert img.shape == (3, 12, 12) and 0 <= img.min() and img.max() <= 1
+    red = torch.tensor([1.0, 0.0, 0.0])
+    assert torch.equal(img[:, 5, 0], red) and torch.equal(img[:, 0, 5], red)  # last pixel of unit 1
+    assert not torch.equal(img[:, 4, 0], red)
+    assert torch.allclose(img[:, 9, 0], torch.tensor([0.35, 0.35, 0.35]))  # outside the band: grey
+    with pytest.raises(ValueError, match="3 boundary labels for a 4-unit"):
+        heatmap_image(attn, [0, 1, 0], scale=1)
+
+
+def test_tensorboard_gets_heatmaps_and_hparams_with_final_metrics(tmp_path):
+    cfg = compose_train(tmp_path, [*FAST, "attention=localized"])
+    metrics = train(cfg)
+    acc = EventAccumulator(str(Path(cfg.paths.output_dir) / "tensorboard"), size_guidance={"images": 0})
+    acc.Reload()
+    tags = acc.Tags()
+    assert {"attention/layer0", "attention/layer1"} <= set(tags["images"])
+    steps = [im.step for im in acc.Images("attention/layer0")]
+    assert steps == [3, 6]  # each validation epoch, not the sanity check
+    assert {"train/loss", "val/f1", "lr-AdamW", "train/units_per_sec"} <= set(tags["scalars"])
+
+    hp = acc.PluginTagToContent("hparams")
+    session = HParamsPluginData.FromString(hp["_hparams_/session_start_info"]).session_start_info
+    assert session.hparams["attention"].string_value == "localized"
+    assert session.hparams["attn/window_size"].number_value == 7
+    experiment = HParamsPluginData.FromString(hp["_hparams_/experiment"]).experiment
+    names = {m.name.tag for m in experiment.metric_infos}
+    assert {"hparam/val_f1_best", "hparam/test_f1"} <= names
+    assert [e.value for e in acc.Scalars("hparam/test_f1")] == [pytest.approx(metrics["test/f1"])]
+
+
+def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    step = SegmenterModule.training_step
+
+    def poisoned(self, batch, batch_idx):
+        loss = step(self, batch, batch_idx)
+        return loss * float("nan") if self.global_step == 4 else loss
+
+    monkeypatch.setattr(SegmenterModule, "training_step", poisoned)
+    cfg = compose_train(tmp_path, [*FAST, "attention=self", "logger=none", "callbacks.lr_monitor=null"])
+    with pytest.raises(NonFiniteLossError, match=r"non-finite training loss \(nan\) at global step 4 \(epoch 1, batch 1\)"):
+        train(cfg)
+    ckpts = Path(cfg.paths.output_dir) / "checkpoints"
+    last = torch.load(ckpts / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 3  # the end of the first epoch: the last good state
+    assert all(torch.isfinite(v).all() for v in last["state_dict"].values() if v.is_floating_point())
+    assert all(torch.load(p, weights_only=True)["global_step"] <= 3 for p in ckpts.glob("*.ckpt"))
