@@ -186,3 +186,33 @@ def test_real_choi_and_wiki(shared_data):
     assert len(choi["test"]) == 700 and {d.meta["subset"] for d in choi["test"]} == {"3-5", "6-8", "9-11", "3-11"}
     wiki = read_separator_files(shared_data / "wiki727k_sample", root=shared_data / "wiki727k_sample")
     assert len(wiki) == 567 and not any("***LIST***." in d.units for d in wiki)
+
+
+def test_jsonl_config_builds_a_section_model(tmp_path):
+    from segmenter.train import build
+    from tests.conftest import compose_train
+
+    rows = [{"id": f"s{i}", "lines": ["la", "la", "oh", "oh", "la"], "labels": ["verse", "verse", "chorus", "chorus", "verse"]}
+            for i in range(10)]  # fmt: skip
+    f = jsonl(tmp_path, rows)
+    dm, model = build(compose_train(tmp_path, ["data=jsonl", f"data.corpus.path={f}"]))
+    assert dm.task == SECTION and model.net.num_classes == 2
+    import torch
+
+    metrics = model.metrics["val_metrics"]
+    metrics.update(torch.tensor([[0, 0, 1, 1, 0]]), torch.tensor([[0, 0, 1, 1, 0]]))
+    out = metrics.compute()
+    assert {"val/f1", "val/f1_verse", "val/f1_chorus", "val/pk", "val/boundary_f1"} <= set(out)
+    assert float(out["val/f1"]) == 1.0 and float(out["val/pk"]) == 0.0
+    assert (tmp_path / "run" / "splits.json").is_file()
+
+
+@pytest.mark.parametrize("option", ["choi", "wiki"])
+def test_shared_corpus_configs_build(tmp_path, shared_data, option):
+    from segmenter.train import build
+    from tests.conftest import compose_train
+
+    extra = ["data.corpus.num_docs={train: 8, val: 4}"] if option == "choi" else []
+    dm, model = build(compose_train(tmp_path, [f"data={option}", *extra]))
+    assert dm.task == BOUNDARY and all(dm.splits[s] for s in ("train", "val", "test"))
+    assert (tmp_path / "run" / "splits.json").is_file()
