@@ -7,10 +7,14 @@ The backbone treats all three alike; which one it gets is decided by the Hydra
 ``attention`` group, never by a branch in the model.
 
 - ``SelfAttention``: full multi-head attention through the fused
-  ``scaled_dot_product_attention`` kernels, O(T^2) time, O(T) memory.
+  ``scaled_dot_product_attention`` kernels, O(T^2) time, O(T) memory. (On CPU the
+  fused kernel has no dropout: with attention dropout > 0 in training, SDPA falls
+  back to its O(T^2)-memory math path.)
 - ``LocalizedAttention``: exact sliding window (each unit sees ``window_size // 2``
-  neighbours on each side), O(T * w) time and memory: keys and values are gathered
-  into (T, w) bands with ``unfold``; no T x T tensor exists, forward or backward.
+  neighbours on each side), O(T * w) time and memory: queries are cut into blocks
+  of ``block_size``, each block attends to its keys plus ``r`` on either side, and
+  a hand-written backward keeps every tensor at O(T * (block_size + 2r)); no T x T
+  tensor exists, forward or backward.
 - ``BoundaryAwareAttention``: a small MLP scores each unit's boundary probability
   and those scores bias the attention logits, by broadcasting.
 
@@ -20,12 +24,14 @@ relative), applied identically in all three.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 from torch.utils.checkpoint import checkpoint
 
 
@@ -37,18 +43,33 @@ class AttentionOutput(NamedTuple):
 # ----------------------------------------------------------------------------- helpers
 
 
+@functools.lru_cache(maxsize=16)
+def _rotations(t: int, dh: int, base: float, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """(T, Dh/2) unit complex numbers e^{i * pos * freq}, cached: lengths repeat across steps."""
+    # A table first built under inference_mode must still be usable in training.
+    with torch.inference_mode(False), torch.no_grad():
+        inv_freq = base ** (-torch.arange(0, dh, 2, device=device, dtype=torch.float32) / dh)  # (Dh/2,)
+        angles = torch.arange(t, device=device, dtype=torch.float32)[:, None] * inv_freq  # (T, Dh/2)
+        rot = torch.polar(torch.ones_like(angles), angles)  # (T, Dh/2) complex64
+        return rot.to(torch.complex128 if dtype == torch.float64 else torch.complex64)
+
+
 def rotary(x: Tensor, base: float = 10_000.0) -> Tensor:
     """Rotate pairs of channels by an angle proportional to the position (RoPE).
 
-    x: (B, H, T, Dh) with Dh even. Positions are 0..T-1; since q.k then depends on
-    i - j only, padding at the end of a sequence never moves the real units.
+    x: (..., T, Dh) with Dh even, any strides with an innermost stride of 1.
+    Positions are 0..T-1; since q.k then depends on i - j only, padding at the end
+    of a sequence never moves the real units. Channels (2m, 2m+1) form a pair,
+    rotated as one complex multiplication: one kernel forward and one backward,
+    where the real-valued form takes about ten passes over q and k.
     """
     t, dh = x.shape[-2], x.shape[-1]
-    inv_freq = base ** (-torch.arange(0, dh, 2, device=x.device, dtype=torch.float32) / dh)
-    angles = torch.arange(t, device=x.device, dtype=torch.float32)[:, None] * inv_freq  # (T, Dh/2)
-    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
-    x1, x2 = x[..., : dh // 2], x[..., dh // 2 :]  # (B, H, T, Dh/2) each
-    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+    if x.dtype not in (torch.float32, torch.float64):
+        # complex half types are poorly supported: rotate in float32
+        return rotary(x.float(), base).to(x.dtype)
+    rot = _rotations(t, dh, float(base), x.device, x.dtype)  # (T, Dh/2)
+    pairs = torch.view_as_complex(x.unflatten(-1, (dh // 2, 2)))  # (..., T, Dh/2) complex view
+    return torch.view_as_real(pairs * rot).flatten(-2)  # (..., T, Dh)
 
 
 def band(t: Tensor, radius: int, value: float | bool = 0) -> Tensor:
@@ -73,6 +94,100 @@ def dense_weights(q: Tensor, k: Tensor, mask: Tensor, bias: Tensor | None = None
     return scores.softmax(dim=-1)
 
 
+def _windows(z: Tensor, radius: int) -> Tensor:
+    """Blocks (B, H, N, S, Dh) -> (B, H, N, S + 2r, Dh): each block with the r units
+    before and after it (zeros past either end). About (S + 2r) / S times z's size."""
+    b, h, n, s, dh = z.shape
+    r = radius
+    out = z.new_empty(b, h, n, s + 2 * r, dh)
+    out[:, :, :, r : r + s] = z
+    if r:
+        out[:, :, 1:, :r] = z[:, :, :-1, s - r :]  # tail of the previous block
+        out[:, :, :-1, r + s :] = z[:, :, 1:, :r]  # head of the next block
+        out[:, :, 0, :r] = 0
+        out[:, :, -1, r + s :] = 0
+    return out
+
+
+def _fold(g: Tensor, radius: int) -> Tensor:
+    """Adjoint of ``_windows``: (B, H, N, S + 2r, Dh) -> (B, H, N, S, Dh), overlaps summed."""
+    r = radius
+    s = g.shape[3] - 2 * r
+    z = g[:, :, :, r : r + s].clone()
+    if r:
+        z[:, :, 1:, :r] += g[:, :, :-1, r + s :]
+        z[:, :, :-1, s - r :] += g[:, :, 1:, :r]
+    return z
+
+
+class _BlockBandAttention(torch.autograd.Function):
+    """softmax(q k^T / sqrt(Dh), restricted by ``allowed``) v, one block of queries at a time.
+
+    q, k, v: (B, H, N, S, Dh) blocks of S units; allowed: (B, 1, N, S, S + 2r), True
+    where query a of block n may see key j of the block's window. Every block is a
+    batched (S x Dh) @ (Dh x (S + 2r)) matmul, so BLAS does the work. The backward is
+    written out so that it only ever builds window-sized tensors: autograd through
+    the window gather would zero-fill and scatter full-size buffers per slice.
+    """
+
+    @staticmethod
+    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, allowed: Tensor, radius: int, dropout_p: float) -> Tensor:
+        scale = q.shape[-1] ** -0.5
+        kw, vw = _windows(k, radius), _windows(v, radius)  # (B, H, N, S+2r, Dh)
+        scores = torch.matmul(q, kw.transpose(-1, -2)).mul_(scale)  # (B, H, N, S, S+2r)
+        probs = scores.masked_fill_(~allowed, float("-inf")).softmax(dim=-1)
+        keep = None
+        if dropout_p > 0:
+            keep = torch.empty_like(probs).bernoulli_(1 - dropout_p).div_(1 - dropout_p)
+        y = torch.matmul(probs if keep is None else probs * keep, vw)  # (B, H, N, S, Dh)
+        ctx.save_for_backward(q, kw, vw, probs, keep)
+        ctx.radius, ctx.scale = radius, scale
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dy: Tensor):
+        q, kw, vw, probs, keep = ctx.saved_tensors
+        dropped = probs if keep is None else probs * keep
+        dvw = torch.matmul(dropped.transpose(-1, -2), dy)  # (B, H, N, S+2r, Dh)
+        dp = torch.matmul(dy, vw.transpose(-1, -2))  # (B, H, N, S, S+2r)
+        if keep is not None:
+            dp.mul_(keep)
+        # softmax backward; masked entries have probs == 0 and get no gradient
+        ds = dp.sub_((dp * probs).sum(dim=-1, keepdim=True)).mul_(probs).mul_(ctx.scale)
+        dq = torch.matmul(ds, kw)  # (B, H, N, S, Dh)
+        dkw = torch.matmul(ds.transpose(-1, -2), q)  # (B, H, N, S+2r, Dh)
+        return dq, _fold(dkw, ctx.radius), _fold(dvw, ctx.radius), None, None, None
+
+
+def banded_attention(
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor, *, radius: int, block_size: int, dropout_p: float = 0.0
+) -> Tensor:
+    """Exact sliding-window attention: query i sees keys i-r..i+r that are real units.
+
+    q, k, v: (B, H, T, Dh); mask: (B, T), True = real. Returns (B, H, T, Dh). A query
+    with no real key in its window (a padded unit) sees itself, so no row is empty.
+    Time and memory O(T * (block_size + 2r)).
+    """
+    b, h, t, dh = q.shape
+    r, s = radius, max(block_size, radius)  # s >= r: a window reaches only the adjacent blocks
+    n = -(-t // s)  # blocks
+    tp, w = n * s, s + 2 * r
+
+    def blocks(z: Tensor) -> Tensor:
+        if tp != t:
+            z = F.pad(z, (0, 0, 0, tp - t))
+        return z.unflatten(2, (n, s))  # (B, H, N, S, Dh), a view
+
+    a = torch.arange(s, device=q.device)[:, None]  # query offset in its block
+    j = torch.arange(w, device=q.device)[None, :]  # key offset in the block's window
+    in_band = (j - a >= 0) & (j - a <= 2 * r)  # (S, S+2r): |query - key| <= r
+    key_real = F.pad(mask, (r, tp - t + r), value=False).unfold(1, w, s)  # (B, N, S+2r)
+    allowed = (in_band & key_real[:, :, None, :]) | (j - a == r)  # (B, N, S, S+2r), itself always
+    y = _BlockBandAttention.apply(blocks(q), blocks(k), blocks(v), allowed[:, None], r, dropout_p)
+    return y.flatten(2, 3)[:, :, :t]  # (B, H, T, Dh)
+
+
 # ----------------------------------------------------------------------------- modules
 
 
@@ -92,7 +207,9 @@ class MultiHeadAttention(nn.Module):
     def _heads(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         b, t, d = x.shape
         qkv = self.qkv(x).view(b, t, 3, self.num_heads, d // self.num_heads)  # (B, T, 3, H, Dh)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, H, T, Dh)
+        # unbind (not slicing): its backward stacks the three grads instead of
+        # zero-filling a (B, T, 3D) buffer per slice.
+        q, k, v = (z.transpose(1, 2) for z in qkv.unbind(2))  # 3 x (B, H, T, Dh), strided views
         return rotary(q), rotary(k), v
 
     def _merge(self, y: Tensor) -> Tensor:
@@ -123,6 +240,11 @@ class SelfAttention(MultiHeadAttention):
 class LocalizedAttention(MultiHeadAttention):
     """Exact sliding-window attention: unit i attends to units i-r..i+r, r = window_size // 2."""
 
+    # Queries per block. Each block is one small matmul against block_size + 2r keys:
+    # smaller blocks waste fewer products on keys outside the band, larger ones keep
+    # BLAS busy; 16 was the fastest of 8..64 for w = 7 on CPU (scripts/benchmark.py).
+    block_size = 16
+
     def __init__(self, *, dim: int, num_heads: int, window_size: int = 7, dropout: float = 0.0) -> None:
         super().__init__(dim=dim, num_heads=num_heads, dropout=dropout)
         if window_size < 1 or window_size % 2 == 0:
@@ -131,6 +253,7 @@ class LocalizedAttention(MultiHeadAttention):
         self.radius = window_size // 2
 
     def _band_probs(self, q: Tensor, k: Tensor, mask: Tensor) -> Tensor:
+        """(B, H, T, w) banded probabilities, gathered per query: simple, for inspection only."""
         r = self.radius
         kb = band(k, r)  # (B, H, T, Dh, w)
         scores = torch.einsum("bhtd,bhtdw->bhtw", q, kb) / math.sqrt(q.shape[-1])  # (B, H, T, w)
@@ -142,9 +265,8 @@ class LocalizedAttention(MultiHeadAttention):
 
     def forward(self, x: Tensor, mask: Tensor) -> AttentionOutput:
         q, k, v = self._heads(x)
-        probs = F.dropout(self._band_probs(q, k, mask), self._p)  # (B, H, T, w)
-        y = torch.einsum("bhtw,bhtdw->bhtd", probs, band(v, self.radius))  # (B, H, T, Dh)
-        return AttentionOutput(self._merge(y), None)
+        y = banded_attention(q, k, v, mask, radius=self.radius, block_size=self.block_size, dropout_p=self._p)
+        return AttentionOutput(self._merge(y), None)  # y: (B, H, T, Dh)
 
     @torch.no_grad()
     def attention_weights(self, x: Tensor, mask: Tensor) -> Tensor:
