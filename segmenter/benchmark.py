@@ -1,0 +1,448 @@
+"""Attention benchmark: time and peak memory against sequence length.
+
+Every row is an attention module with its projections, built from the same Hydra
+configs that training uses (plus two baselines defined here). For each row and
+sequence length the benchmark measures, at batch 1:
+
+- forward time (under ``torch.no_grad``) and forward+backward time (``y.sum()``
+  back-propagated to the input and every parameter), each the median of ``repeats``
+  runs after ``warmup`` untimed ones. Timing happens in this one process, with the
+  rows interleaved run by run, so that load from other processes spreads evenly over
+  the rows and the ratios between them hold on a shared machine;
+- peak process memory of one forward+backward: each case runs in a fresh Python
+  process that reads its own ``ru_maxrss`` (the kernel's high-water mark of resident
+  memory) before and after, so one case's peak can neither hide nor inflate
+  another's, and a case that runs out of memory fails alone. "peak" is the whole
+  process (Python, torch, inputs, module); "above baseline" subtracts what the
+  process held just before the forward.
+
+Results go to ``results.json``, ``table.md`` and ``benchmark.png`` in the output folder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor, nn
+
+from segmenter.models.attention import AttentionOutput, MultiHeadAttention
+
+log = logging.getLogger(__name__)
+
+MB = 2**20
+GB = 2**30
+# Headroom for the address-space limit of a measured case: Python, torch and the
+# thread pools reserve virtual memory they never touch.
+ADDRESS_SPACE_SLACK = 4 * GB
+
+
+# ----------------------------------------------------------------------------- baselines
+
+
+class MaskedFullLocalized(MultiHeadAttention):
+    """Localized attention the obvious way: a full (B, H, T, T) score matrix, masked to the band.
+
+    Same outputs as ``LocalizedAttention`` (O(T * w)); here to show what the band saves.
+    """
+
+    def __init__(self, *, dim: int, num_heads: int, window_size: int = 7, dropout: float = 0.0) -> None:
+        super().__init__(dim=dim, num_heads=num_heads, dropout=dropout)
+        if window_size < 1 or window_size % 2 == 0:
+            raise ValueError(f"window_size={window_size} must be a positive odd number")
+        self.radius = window_size // 2
+
+    def forward(self, x: Tensor, mask: Tensor) -> AttentionOutput:
+        q, k, v = self._heads(x)
+        t = x.shape[1]
+        scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])  # (B, H, T, T)
+        i = torch.arange(t, device=x.device)
+        near = (i[:, None] - i[None, :]).abs() <= self.radius  # (T, T)
+        keep = (near & mask[:, None, None, :]) | torch.eye(t, dtype=torch.bool, device=x.device)  # (B, 1, T, T)
+        probs = torch.dropout(scores.masked_fill(~keep, float("-inf")).softmax(dim=-1), self._p, self.training)
+        return AttentionOutput(self._merge(probs @ v), None)
+
+    def estimated_bytes(self, *, length: int, batch_size: int, dtype: torch.dtype = torch.float32) -> int:
+        """Peak of a forward+backward: three live (B, H, T, T) float matrices at a time
+        (scores, probabilities, their gradient) plus the boolean masks."""
+        item = torch.empty((), dtype=dtype).element_size()
+        return 3 * batch_size * self.num_heads * length**2 * item + 3 * batch_size * length**2
+
+
+class LocalAttentionPackage(MultiHeadAttention):
+    """lucidrains' ``local-attention`` (PyPI) on our projections, for exactly +-r neighbours.
+
+    The package splits the sequence into buckets of ``window_size`` units that look one
+    bucket back and one forward; with ``exact_windowsize`` it masks keys farther than
+    ``window_size * look_backward`` units, so buckets of r units give exactly i-r..i+r.
+    ``autopad`` handles lengths that are not a multiple of r. Rotary positions come from
+    our ``_heads`` (as in every row), not from the package.
+    """
+
+    def __init__(self, *, dim: int, num_heads: int, window_size: int = 7, dropout: float = 0.0) -> None:
+        super().__init__(dim=dim, num_heads=num_heads, dropout=dropout)
+        if window_size < 3 or window_size % 2 == 0:
+            raise ValueError(f"window_size={window_size} must be an odd number >= 3 (radius >= 1)")
+        try:
+            from local_attention import LocalAttention
+        except ImportError as e:  # an optional extra
+            raise ImportError("the local-attention baseline needs `pip install -e .[bench]`") from e
+        r = window_size // 2
+        self.local = LocalAttention(
+            window_size=r,
+            causal=False,
+            look_backward=1,
+            look_forward=1,
+            exact_windowsize=True,
+            autopad=True,
+            dropout=dropout,
+            use_rotary_pos_emb=False,
+        )
+
+    def forward(self, x: Tensor, mask: Tensor) -> AttentionOutput:
+        q, k, v = self._heads(x)  # (B, H, T, Dh) each
+        y = self.local(q, k, v, mask=mask)  # (B, H, T, Dh); the mask is repeated over heads
+        return AttentionOutput(self._merge(y), None)
+
+
+# ----------------------------------------------------------------------------- measurements
+
+
+def matmul_gflops(*, n: int, repeats: int = 5) -> float:
+    """The machine's float32 matmul speed, 2 n^3 flops per product, median of ``repeats``."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - start)
+    return 2 * n**3 / statistics.median(times) / 1e9
+
+
+def _inputs(*, batch_size: int, length: int, dim: int) -> tuple[Tensor, Tensor]:
+    torch.manual_seed(0)
+    x = torch.randn(batch_size, length, dim, requires_grad=True)  # (B, T, D)
+    return x, torch.ones(batch_size, length, dtype=torch.bool)
+
+
+def _forward(module: nn.Module, x: Tensor, mask: Tensor) -> None:
+    with torch.no_grad():
+        module(x, mask)
+
+
+def _forward_backward(module: nn.Module, x: Tensor, mask: Tensor) -> None:
+    module.zero_grad(set_to_none=True)
+    x.grad = None
+    module(x, mask).y.sum().backward()
+
+
+def _build(row: DictConfig | dict) -> nn.Module:
+    factory = hydra.utils.instantiate(row)  # rows are partial, like the network's attention
+    torch.manual_seed(0)
+    return factory().train()
+
+
+def _memory_child() -> None:
+    """Entry of the fresh process that measures one case: spec on stdin, JSON on stdout."""
+    spec = json.loads(sys.stdin.read())
+    limit = int(spec["address_space_limit"])
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    torch.set_num_threads(spec["num_threads"])
+    try:
+        module = _build(spec["row"])
+        x, mask = _inputs(batch_size=spec["batch_size"], length=spec["length"], dim=spec["dim"])
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+        _forward_backward(module, x, mask)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        result: dict[str, Any] = {"baseline_bytes": before, "peak_bytes": peak}
+    except (RuntimeError, MemoryError) as e:  # allocation refused under the limit
+        result = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}
+    sys.stdout.write(json.dumps(result))
+
+
+def measure_peak_memory(
+    *, row: DictConfig, length: int, batch_size: int, dim: int, num_threads: int, address_space_limit: int
+) -> dict[str, Any]:
+    """One forward+backward in a fresh process; returns its baseline and peak RSS, or an error."""
+    spec = {
+        "row": OmegaConf.to_container(row, resolve=True),
+        "length": length,
+        "batch_size": batch_size,
+        "dim": dim,
+        "num_threads": num_threads,
+        "address_space_limit": address_space_limit,
+    }
+    code = "from segmenter.benchmark import _memory_child; _memory_child()"
+    proc = subprocess.run(
+        [sys.executable, "-c", code], input=json.dumps(spec), capture_output=True, text=True, check=False
+    )
+    if proc.returncode != 0:
+        tail = proc.stderr.strip().splitlines()[-1:] or [f"exit status {proc.returncode}"]
+        return {"error": f"measuring process failed ({proc.returncode}): {tail[0][:200]}"}
+    return json.loads(proc.stdout)
+
+
+@dataclass
+class Case:
+    row: str
+    length: int
+    status: str = "ok"  # ok | skipped | failed
+    note: str = ""
+    forward_ms: float | None = None
+    forward_backward_ms: float | None = None
+    peak_mb: float | None = None
+    above_baseline_mb: float | None = None
+
+
+def time_cases(
+    modules: dict[str, nn.Module], x: Tensor, mask: Tensor, *, warmup: int, repeats: int
+) -> dict[str, tuple[float, float]]:
+    """Median forward and forward+backward seconds per module, rows interleaved run by run."""
+    for module in modules.values():
+        for _ in range(warmup):
+            _forward(module, x, mask)
+            _forward_backward(module, x, mask)
+    fwd: dict[str, list[float]] = {name: [] for name in modules}
+    both: dict[str, list[float]] = {name: [] for name in modules}
+    for _ in range(repeats):
+        for name, module in modules.items():
+            for fn, store in ((_forward, fwd), (_forward_backward, both)):
+                start = time.perf_counter()
+                fn(module, x, mask)
+                store[name].append(time.perf_counter() - start)
+    return {name: (statistics.median(fwd[name]), statistics.median(both[name])) for name in modules}
+
+
+def parameter_counts(cfg: DictConfig, names: list[str]) -> dict[str, dict[str, int]]:
+    """Whole network (conf/model at its defaults) and one attention module, per attention type."""
+    counts = {}
+    for name in names:
+        net = hydra.utils.instantiate(cfg.model.net, attention=cfg.rows[name], num_classes=2)
+        attention = _build(cfg.rows[name])
+        counts[name] = {
+            "network": sum(p.numel() for p in net.parameters()),
+            "attention_layer": sum(p.numel() for p in attention.parameters()),
+        }
+    return counts
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def run_benchmark(cfg: DictConfig, *, output_dir: str | Path) -> dict[str, Any]:
+    """Measure every row at every length; write results.json, table.md and benchmark.png."""
+    if cfg.repeats < 1 or cfg.warmup < 0:
+        raise ValueError(f"repeats={cfg.repeats} must be >= 1 and warmup={cfg.warmup} >= 0")
+    if any(t < 1 for t in cfg.lengths):
+        raise ValueError(f"lengths={list(cfg.lengths)} must all be >= 1")
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(cfg.num_threads)
+    rows = list(cfg.rows)
+    budget = int(cfg.memory_budget_gb * GB)
+    dim = cfg.model.net.dim
+    meta = {
+        "torch": torch.__version__,
+        "cpu": _cpu_name(),
+        "num_threads": torch.get_num_threads(),
+        "load_average_start": os.getloadavg(),
+        "matmul_gflops": matmul_gflops(n=cfg.matmul_size),
+        "matmul_size": cfg.matmul_size,
+        "batch_size": cfg.batch_size,
+        "dim": dim,
+        "warmup": cfg.warmup,
+        "repeats": cfg.repeats,
+        "memory_budget_gb": cfg.memory_budget_gb,
+    }
+    log.info("matmul: %.1f GFLOP/s with %d threads", meta["matmul_gflops"], meta["num_threads"])
+    counts = parameter_counts(cfg, [r for r in ("self", "localized", "boundary_aware") if r in rows])
+
+    cases: list[Case] = []
+    for length in cfg.lengths:
+        runnable: dict[str, nn.Module] = {}
+        for name in rows:
+            case = Case(name, length)
+            cases.append(case)
+            module = _build(cfg.rows[name])
+            estimate = getattr(module, "estimated_bytes", None)
+            need = estimate(length=length, batch_size=cfg.batch_size) if estimate else 0
+            if need > budget:
+                case.status = "skipped"
+                case.note = f"needs ~{_size(need)} > budget {_size(budget)}"
+                log.info("%s T=%d: %s", name, length, case.note)
+                continue
+            mem = measure_peak_memory(
+                row=cfg.rows[name],
+                length=length,
+                batch_size=cfg.batch_size,
+                dim=dim,
+                num_threads=cfg.num_threads,
+                address_space_limit=budget + ADDRESS_SPACE_SLACK,
+            )
+            if "error" in mem:
+                case.status, case.note = "failed", mem["error"]
+                log.warning("%s T=%d failed: %s", name, length, case.note)
+                continue
+            case.peak_mb = mem["peak_bytes"] / MB
+            case.above_baseline_mb = (mem["peak_bytes"] - mem["baseline_bytes"]) / MB
+            runnable[name] = module
+        x, mask = _inputs(batch_size=cfg.batch_size, length=length, dim=dim)
+        timings = time_cases(runnable, x, mask, warmup=cfg.warmup, repeats=cfg.repeats)
+        for case in cases:
+            if case.length == length and case.row in timings:
+                case.forward_ms, case.forward_backward_ms = (1e3 * s for s in timings[case.row])
+                log.info(
+                    "%s T=%d: forward %.1f ms, forward+backward %.1f ms, peak %.0f MB",
+                    case.row, length, case.forward_ms, case.forward_backward_ms, case.peak_mb,
+                )
+    meta["load_average_end"] = os.getloadavg()
+
+    results = {"meta": meta, "parameters": counts, "cases": [asdict(c) for c in cases]}
+    (output_dir / "results.json").write_text(json.dumps(results, indent=2))
+    table = format_table(results)
+    (output_dir / "table.md").write_text(table)
+    plot(results, output_dir / "benchmark.png")
+    results["table"] = table
+    return results
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+# ----------------------------------------------------------------------------- reports
+
+
+def _size(n: float) -> str:
+    for unit, scale in (("GB", GB), ("MB", MB), ("KB", 1024)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n:.0f} B"
+
+
+def _fmt(value: float | None, spec: str = ".1f") -> str:
+    return "" if value is None else format(value, spec)
+
+
+def ratios(cases: list[dict]) -> list[str]:
+    """Forward+backward ratios that the attention claims rest on, from the measured cases."""
+    fb = {(c["row"], c["length"]): c["forward_backward_ms"] for c in cases if c["status"] == "ok"}
+    lengths = sorted({c["length"] for c in cases})
+    lines = []
+
+    def ratio(a: tuple[str, int], b: tuple[str, int], text: str) -> None:
+        if a in fb and b in fb:
+            lines.append(f"- {text}: {fb[a] / fb[b]:.2f}")
+
+    for t in lengths:
+        ratio(("self", t), ("localized", t), f"self / localized at T={t}")
+    for t in lengths:
+        ratio(("local_attention", t), ("localized", t), f"local-attention package / localized at T={t}")
+    for t in lengths:
+        ratio(("boundary_aware", t), ("self", t), f"boundary_aware / self at T={t}")
+    for t in lengths:
+        ratio(("masked_full", t), ("localized", t), f"masked_full / localized at T={t}")
+    for short, long in zip(lengths, lengths[1:]):
+        ratio(("localized", long), ("localized", short), f"localized T={long} / T={short} ({long // short}x the units)")
+    return lines
+
+
+def format_table(results: dict[str, Any]) -> str:
+    meta, cases = results["meta"], results["cases"]
+    base = {c["length"]: c["forward_backward_ms"] for c in cases if c["row"] == "self" and c["status"] == "ok"}
+    out = [
+        "# Attention benchmark",
+        "",
+        f"batch {meta['batch_size']}, width {meta['dim']}, torch {meta['torch']}, {meta['num_threads']} threads, "
+        f"{meta['cpu']}; matmul {meta['matmul_gflops']:.1f} GFLOP/s (float32, n={meta['matmul_size']}); "
+        f"median of {meta['repeats']} runs after {meta['warmup']} warm-up; load average "
+        f"{meta['load_average_start'][0]:.2f} at start, {meta['load_average_end'][0]:.2f} at end.",
+        "",
+        "| attention | units | forward ms | fwd+bwd ms | fwd+bwd vs self | peak MB | above baseline MB |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for c in cases:
+        if c["status"] != "ok":
+            out.append(f"| {c['row']} | {c['length']} | {c['status']}: {c['note']} | | | | |")
+            continue
+        vs = c["forward_backward_ms"] / base[c["length"]] if c["length"] in base else None
+        out.append(
+            f"| {c['row']} | {c['length']} | {_fmt(c['forward_ms'])} | {_fmt(c['forward_backward_ms'])} | "
+            f"{_fmt(vs, '.3f')} | {_fmt(c['peak_mb'], '.0f')} | {_fmt(c['above_baseline_mb'], '.0f')} |"
+        )
+    out += ["", "Ratios of forward+backward times:", "", *ratios(cases)]
+    counts = results["parameters"]
+    if counts:
+        ref = counts.get("self")
+        out += [
+            "",
+            "| attention | network parameters | vs self | one attention layer |",
+            "|---|---:|---:|---:|",
+        ]
+        for name, n in counts.items():
+            vs = f"{n['network'] / ref['network'] - 1:+.1%}" if ref else ""
+            out.append(f"| {name} | {n['network']:,} | {vs} | {n['attention_layer']:,} |")
+    return "\n".join(out) + "\n"
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    """Log-log time and memory against length, one line per row."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    cases = [c for c in results["cases"] if c["status"] == "ok"]
+    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(11, 4.5))
+    for i, row in enumerate(dict.fromkeys(c["row"] for c in results["cases"])):
+        mine = sorted((c for c in cases if c["row"] == row), key=lambda c: c["length"])
+        color = f"C{i}"
+        skipped = [c["length"] for c in results["cases"] if c["row"] == row and c["status"] != "ok"]
+        label = row + (f" (not run at {', '.join(map(str, skipped))})" if skipped else "")
+        t = [c["length"] for c in mine]
+        ax_t.plot(t, [c["forward_backward_ms"] for c in mine], "o-", color=color, label=f"{label}")
+        ax_t.plot(t, [c["forward_ms"] for c in mine], "o--", color=color, alpha=0.5)
+        ax_m.plot(t, [c["peak_mb"] for c in mine], "o-", color=color, label=label)
+        # above baseline can be ~0 at short lengths: floor it at 1 MB for the log axis
+        ax_m.plot(t, [max(c["above_baseline_mb"], 1.0) for c in mine], "o--", color=color, alpha=0.5)
+    lengths = sorted({c["length"] for c in results["cases"]})
+    for ax in (ax_t, ax_m):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xticks(lengths, [str(t) for t in lengths])
+        ax.minorticks_off()
+        ax.grid(True, alpha=0.3)
+        ax.set_xlabel("units (T)")
+    ax_t.set_ylabel("ms (solid: forward+backward, dashed: forward)")
+    ax_m.set_ylabel("MB (solid: process peak, dashed: above baseline)")
+    ax_t.set_title("time")
+    ax_m.set_title("peak memory of a forward+backward")
+    ax_m.legend(fontsize=8)
+    fig.suptitle(
+        f"attention, batch {results['meta']['batch_size']}, width {results['meta']['dim']}, "
+        f"{results['meta']['num_threads']} threads, {results['meta']['matmul_gflops']:.0f} GFLOP/s matmul"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
