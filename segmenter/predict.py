@@ -119,7 +119,8 @@ class Segmenter:
         from segmenter.checkpoint import load_net
 
         net, meta = load_net(path)
-        log.info("loaded %s (segmenter %s, %s)", path, meta["segmenter_version"], meta["net"]["attention"]["_target_"])
+        attention = (meta["net"].get("attention") or {}).get("_target_", "?")
+        log.info("loaded %s (written by segmenter %s; %s)", path, meta["segmenter_version"], attention)
         return cls(net=net, task=meta["task"], label_names=meta["label_names"], **kwargs)
 
     # -- text -> units --------------------------------------------------------------------
@@ -325,6 +326,8 @@ def run(cfg: Any) -> int:
     try:
         if cfg.units not in UNITS:
             raise InputError(f"units={cfg.units!r} is not one of {UNITS}")
+        if cfg.get("threads"):
+            torch.set_num_threads(int(cfg.threads))
         try:
             seg: Segmenter = hydra.utils.instantiate(cfg.segmenter)
         except InstantiationException as e:  # Hydra wraps what from_checkpoint raised

@@ -254,3 +254,22 @@ def test_bad_settings_name_their_values(seg):
         Segmenter(net=seg.net, max_units=10, overlap=10)
     with pytest.raises(ValueError, match="units='words'"):
         seg.segment(TEXT, units="words")
+
+
+def test_throughput_script_on_a_tiny_corpus(tiny_checkpoint, tmp_path):
+    choi = tmp_path / "choi" / "1" / "3-5"
+    choi.mkdir(parents=True)
+    docs = [long_doc(9, seed=1), long_doc(14, seed=2)]
+    for i, d in enumerate(docs):
+        text = "".join(f"==========\n{chr(10).join(d[j:j + 3])}\n" for j in range(0, len(d), 3)) + "==========\n"
+        (choi / f"{i}.ref").write_text(text)
+    cmd = [
+        sys.executable, "scripts/predict_throughput.py", "attentions=[localized]", f"checkpoints.localized={tiny_checkpoint}",
+        f"choi_dir={tmp_path / 'choi'}", "long_doc_units=100", "threads=[1]", f"hydra.run.dir={tmp_path / 'run'}",
+        "segmenter.max_units=32", "segmenter.overlap=8",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (row,) = json.loads((tmp_path / "run" / "throughput.json").read_text())["rows"]
+    assert row["docs"] == 2 and row["units"] == 23 and row["long_doc_units"] == 100  # separators dropped
+    assert row["units_per_s"] > 0 and "| localized | 1 | 2 | 23 |" in proc.stdout

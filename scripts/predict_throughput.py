@@ -1,0 +1,106 @@
+"""Throughput of predict (units/s) on the Choi corpus for each attention type.
+
+    python scripts/predict_throughput.py            # trains a brief model per attention first
+    python scripts/predict_throughput.py attentions=[localized] checkpoints.localized=outputs/runs/<run>/checkpoints/last.ckpt
+
+Times Segmenter.predict (batched, torch.inference_mode, windows of max_units) over all
+Choi documents, the unit encoder's feature cache cleared first, so hashing every
+sentence is part of the time; then one long document (long_doc_units sentences)
+alone. Writes throughput.md and throughput.json into the run folder and prints the table.
+"""
+
+import json
+import logging
+import os
+import platform
+import time
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("SEGMENTER_ROOT", str(ROOT))
+log = logging.getLogger("predict_throughput")
+
+
+def choi_documents(root: Path, max_docs: int | None) -> list[list[str]]:
+    files = sorted(root.rglob("*.ref"))
+    if not files:
+        raise FileNotFoundError(f"no Choi *.ref files under {root} (see ../shared/data/README.md)")
+    docs = []
+    for f in files[:max_docs]:
+        lines = f.read_text(encoding="utf-8").splitlines()
+        docs.append([ln.strip() for ln in lines if ln.strip() and not ln.startswith("==========")])
+    return docs
+
+
+def brief_checkpoint(attention: str, cfg: DictConfig, out: Path) -> Path:
+    from segmenter.train import train
+
+    run = out / f"train_{attention}"
+    train_cfg = hydra.compose(
+        config_name="train",
+        overrides=[f"attention={attention}", *cfg.train_overrides, f"paths.output_dir={run}", "test=false"],
+    )
+    train(train_cfg)
+    return run / "checkpoints" / "last.ckpt"
+
+
+def timed(seg, docs: list[list[str]]) -> float:
+    from segmenter.models.encoder import hashed_features
+
+    hashed_features.cache_clear()  # cold: every unit is hashed inside the timed region
+    t0 = time.perf_counter()
+    preds = seg.predict(docs)
+    seconds = time.perf_counter() - t0
+    assert [len(p.units) for p in preds] == [len(d) for d in docs]
+    return seconds
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="predict_throughput")
+def main(cfg: DictConfig) -> None:
+    from segmenter.predict import Segmenter
+
+    out = Path(cfg.paths.output_dir)
+    docs = choi_documents(Path(cfg.choi_dir), cfg.max_docs)
+    n_units = sum(len(d) for d in docs)
+    pool = [u for d in docs for u in d]
+    long_doc = (pool * (cfg.long_doc_units // len(pool) + 1))[: cfg.long_doc_units]
+    log.info("%d Choi documents, %d sentences; torch %s", len(docs), n_units, torch.__version__)
+    rows = []
+    for attention in cfg.attentions:
+        ckpt = cfg.checkpoints.get(attention) or brief_checkpoint(attention, cfg, out)
+        seg = Segmenter.from_checkpoint(ckpt, **cfg.segmenter)
+        for threads in cfg.threads:
+            torch.set_num_threads(threads)
+            seg.predict(docs[: cfg.warmup_docs])  # warm-up: allocator, kernels
+            seconds = timed(seg, docs)
+            row = {"attention": attention, "threads": threads, "checkpoint": str(ckpt), "docs": len(docs),
+                   "units": n_units, "seconds": round(seconds, 3), "units_per_s": round(n_units / seconds)}  # fmt: skip
+            if long_doc:
+                long_s = timed(seg, [long_doc])
+                row.update(long_doc_units=len(long_doc), long_doc_seconds=round(long_s, 3), long_doc_units_per_s=round(len(long_doc) / long_s))
+            rows.append(row)
+            log.info("%s", row)
+    load = ", load average %.1f %.1f %.1f" % os.getloadavg() if hasattr(os, "getloadavg") else ""
+    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs{load}, torch {torch.__version__}"
+    long_n = f"{cfg.long_doc_units:,}-sentence doc"
+    header = f"| attention | torch threads | Choi docs | sentences | seconds | sentences/s | {long_n}: seconds | sentences/s |\n|---|---:|---:|---:|---:|---:|---:|---:|\n"
+    table = header + "".join(
+        f"| {r['attention']} | {r['threads']} | {r['docs']} | {r['units']} | {r['seconds']:.2f} | {r['units_per_s']:,} | "
+        f"{r.get('long_doc_seconds', float('nan')):.2f} | {r.get('long_doc_units_per_s', 0):,} |\n"
+        for r in rows
+    )
+    settings = OmegaConf.to_container(cfg.segmenter)
+    md = f"Predict throughput ({machine}; settings {settings}; cold feature cache)\n\n{table}"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "throughput.md").write_text(md)
+    (out / "throughput.json").write_text(json.dumps({"machine": machine, "settings": settings, "rows": rows}, indent=2))
+    print(md)  # the script's result, on stdout
+    log.info("wrote %s", out / "throughput.md")
+
+
+if __name__ == "__main__":
+    main()
