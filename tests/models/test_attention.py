@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -12,7 +15,9 @@ from segmenter.models.attention import (
     BoundaryAwareAttention,
     LocalizedAttention,
     SelfAttention,
+    _BlockBandAttention,
     band,
+    banded_attention,
     dense_weights,
     rotary,
 )
@@ -140,6 +145,70 @@ def test_localized_never_builds_a_t_by_t_tensor():
     per_unit = biggest / t
     assert per_unit <= 3 * DIM * w, f"a saved tensor holds {per_unit:.0f} values per unit (T={t})"
     assert biggest < t * t / 8
+
+
+@pytest.mark.parametrize(("t", "w"), [(50, 7), (60, 41), (33, 33)])
+def test_localized_across_several_blocks_and_wide_windows(t, w):
+    """Several query blocks, and windows wider than a block (the block grows to r)."""
+    mod = make("localized", window_size=w).double()
+    x, mask = inputs(2, t, lengths=[t, t - 9])
+    assert_close_with_grads(
+        mod,
+        lambda x, m: mod(x, m).y,
+        lambda x, m: reference_attention(mod, x, m, allowed=window_mask(t, w)),
+        x,
+        mask,
+    )
+
+
+@pytest.mark.parametrize("dropout_p", [0.0, 0.3])
+def test_block_band_backward_matches_numerical_gradients(dropout_p):
+    """The hand-written backward against finite differences (dropout mask fixed by the seed)."""
+    b, h, t, dh = 1, 1, 11, 2  # three blocks of 4, the last one padded
+    q, k, v = (torch.randn(b, h, t, dh, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    mask = torch.arange(t)[None, :] < 9
+
+    def f(q, k, v):
+        torch.manual_seed(0)  # the same dropout mask at every evaluation
+        return banded_attention(q, k, v, mask, radius=2, block_size=4, dropout_p=dropout_p)
+
+    assert torch.autograd.gradcheck(f, (q, k, v))
+
+
+def test_localized_dropout_only_in_training():
+    mod = make("localized", dropout=0.5).double()
+    x, mask = inputs(1, 40)
+    eval_y = mod(x, mask).y
+    mod.train()
+    y1, y2 = mod(x, mask).y, mod(x, mask).y
+    assert not torch.allclose(y1, eval_y) and not torch.allclose(y1, y2)
+    mod.eval()
+    torch.testing.assert_close(mod(x, mask).y, eval_y)
+
+
+PEAK_SCRIPT = """
+import json, resource, sys, torch
+from segmenter.models.attention import LocalizedAttention
+torch.set_num_threads(1)
+t = int(sys.argv[1])
+mod = LocalizedAttention(dim=32, num_heads=4, window_size=7)
+x = torch.randn(1, t, 32, requires_grad=True)
+mask = torch.ones(1, t, dtype=torch.bool)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+mod(x, mask).y.sum().backward()
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"grown_bytes": (after - before) * 1024}))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ru_maxrss in KiB is Linux behaviour")
+def test_localized_peak_memory_far_below_t_squared():
+    """A forward+backward at T = 16384 in a fresh process: its peak resident memory grows
+    by far less than one T x T float matrix (1 GiB), let alone one per head."""
+    t = 16384
+    out = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, str(t)], capture_output=True, text=True, check=True)
+    grown = json.loads(out.stdout)["grown_bytes"]
+    assert grown < t * t * 4 / 16, f"peak grew by {grown / 2**20:.0f} MiB at T={t}"
 
 
 def test_localized_rejects_even_window():
