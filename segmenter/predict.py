@@ -139,9 +139,8 @@ class Segmenter:
         if units == "lines":
             return [line.strip() for line in text.splitlines() if line.strip()]
         out = []
-        for para in re.split(r"\n\s*\n", text):  # paragraph ends are sentence ends; pysbd is faster on short texts
-            if para.strip():
-                out += [" ".join(s.split()) for s in self._sentence_splitter.segment(para) if s.strip()]
+        for chunk in _chunks(text):
+            out += [" ".join(s.split()) for s in self._sentence_splitter.segment(chunk) if s.strip()]
         return out
 
     # -- units -> predictions ---------------------------------------------------------------
@@ -190,6 +189,28 @@ class Segmenter:
         """``segment`` for many texts, run through the network in batches."""
         preds = self.predict([self.split(t, units=units) for t in texts])
         return preds if return_probs else [p.segments for p in preds]
+
+
+_LINE_END = re.compile(r"[.!?][\"')\]]*\s*$")  # a line that ends like a sentence
+
+
+def _chunks(text: str, size: int = 2000) -> Iterable[str]:
+    """Pieces of ``text`` for the sentence splitter, cut only where a sentence surely ends:
+    at blank lines (paragraphs), and inside a long paragraph at the end of a line ending in
+    . ! or ? once the piece has ``size`` characters. pysbd's time grows faster than
+    linearly with the length of one call, so a long text without blank lines must not
+    reach it in one piece."""
+    for para in re.split(r"\n\s*\n", text):
+        piece: list[str] = []
+        n = 0
+        for line in para.splitlines():
+            piece.append(line)
+            n += len(line)
+            if n >= size and _LINE_END.search(line):
+                yield "\n".join(piece)
+                piece, n = [], 0
+        if "".join(piece).strip():
+            yield "\n".join(piece)
 
 
 # ----------------------------------------------------------------------------- files

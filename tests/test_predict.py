@@ -273,3 +273,15 @@ def test_throughput_script_on_a_tiny_corpus(tiny_checkpoint, tmp_path):
     (row,) = json.loads((tmp_path / "run" / "throughput.json").read_text())["rows"]
     assert row["docs"] == 2 and row["units"] == 23 and row["long_doc_units"] == 100  # separators dropped
     assert row["units_per_s"] > 0 and "| localized | 1 | 2 | 23 |" in proc.stdout
+
+
+def test_long_texts_reach_the_sentence_splitter_in_pieces(seg):
+    import pysbd
+
+    from segmenter.predict import _chunks
+
+    text = "\n".join(f"Sentence number {i} talks about the {WORDS[i % len(WORDS)]}." for i in range(400))
+    pieces = list(_chunks(text, size=500))
+    assert len(pieces) > 10 and "\n".join(pieces) == text  # cut at line ends only, nothing lost
+    whole = [" ".join(s.split()) for s in pysbd.Segmenter(language="en", clean=False).segment(text)]
+    assert seg.split(text) == whole and len(whole) == 400  # the same sentences as one pysbd call
