@@ -44,7 +44,7 @@ COLUMNS = (
     ("test Pk", "test/pk", "{:.4f}"),
     ("test WindowDiff", "test/windowdiff", "{:.4f}"),
 )
-HEADER = ("job", "attention", "status", "overrides", *(c[0] for c in COLUMNS))
+HEADER = ("job", "attention", "status", "overrides (varying)", *(c[0] for c in COLUMNS))
 
 
 def hydra_choices() -> dict[str, str]:
@@ -102,12 +102,15 @@ def collect(sweep_dir: Path) -> list[dict]:
 
 
 def rows(records: list[dict]) -> list[list[str]]:
+    """Table cells; the overrides column keeps only what differs between jobs."""
+    shared = set.intersection(*(set(r.get("overrides") or []) for r in records)) if len(records) > 1 else set()
     out = []
     for r in records:
         status = r["status"] if not r.get("error") else f"{r['status']}: {r['error']}"
         metrics = r.get("metrics") or {}
         cells = [fmt.format(metrics[key]) if metrics.get(key) is not None else "-" for _, key, fmt in COLUMNS]
-        out.append([r["job"], r.get("attention") or "-", status, " ".join(r.get("overrides") or []) or "-", *cells])
+        varying = [o for o in r.get("overrides") or [] if o not in shared]
+        out.append([r["job"], r.get("attention") or "-", status, " ".join(varying) or "-", *cells])
     return out
 
 
