@@ -35,22 +35,25 @@ class NetOutput(NamedTuple):
 
 
 class NeighbourProducts(nn.Module):
-    """x_i + W [x_i * x_{i-1}, x_i * x_{i+1}]: adjacent similarity, channel by channel.
+    """x_i + U V [x_i * x_{i-1}, x_i * x_{i+1}]: adjacent similarity.
 
     Attention compares units only inside its softmax; its output cannot say how
-    similar two units were. These products hand the blocks the lexical-cohesion
-    signal that boundaries are made of (as TextTiling's gap scores do).
+    similar two units were. Each of the ``rank`` rows of V sums the channel products
+    into one weighted dot product (a learned similarity of unit i to a neighbour),
+    the lexical-cohesion signal boundaries are made of (as TextTiling's gap scores);
+    U writes them into the residual stream. Low rank keeps it ~6K parameters.
     """
 
-    def __init__(self, *, dim: int) -> None:
+    def __init__(self, *, dim: int, rank: int = 16) -> None:
         super().__init__()
-        self.proj = nn.Linear(2 * dim, dim)
+        self.similarity = nn.Linear(2 * dim, rank)  # V
+        self.proj = nn.Linear(rank, dim)  # U
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         x0 = x * mask[..., None]  # padding never leaks into the last real unit
         prev = F.pad(x0, (0, 0, 1, 0))[:, :-1]  # (B, T, D): x_{i-1}, zeros at i = 0
         nxt = F.pad(x0, (0, 0, 0, 1))[:, 1:]  # (B, T, D): x_{i+1}, zeros past the end
-        return x + self.proj(torch.cat((x0 * prev, x0 * nxt), dim=-1))
+        return x + self.proj(self.similarity(torch.cat((x0 * prev, x0 * nxt), dim=-1)))
 
 
 class Block(nn.Module):
