@@ -10,11 +10,12 @@ sequence length the benchmark measures, at batch 1:
   rows interleaved run by run, so that load from other processes spreads evenly over
   the rows and the ratios between them hold on a shared machine;
 - peak process memory of one forward+backward: each case runs in a fresh Python
-  process that reads its own ``ru_maxrss`` (the kernel's high-water mark of resident
-  memory) before and after, so one case's peak can neither hide nor inflate
-  another's, and a case that runs out of memory fails alone. "peak" is the whole
-  process (Python, torch, inputs, module); "above baseline" subtracts what the
-  process held just before the forward.
+  process that reads the kernel's high-water mark of its resident memory (``VmHWM``
+  in /proc/self/status), so one case's peak can neither hide nor inflate another's,
+  and a case that runs out of memory fails alone. (Not ``ru_maxrss``: across
+  fork+exec Linux carries the parent's high-water mark into it.) "peak" is the
+  whole process (Python, torch, inputs, module); "above baseline" subtracts the
+  resident memory (``VmRSS``) it held just before the forward.
 
 Results go to ``results.json``, ``table.md`` and ``benchmark.png`` in the output folder.
 """
@@ -158,6 +159,16 @@ def _build(row: DictConfig | dict) -> nn.Module:
     return factory().train()
 
 
+def resident_bytes() -> tuple[int, int]:
+    """(current, peak) resident memory of this process, from /proc/self/status (Linux)."""
+    fields = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            fields[key] = int(value.split()[0]) * 1024  # reported in kB
+    return fields["VmRSS"], fields["VmHWM"]
+
+
 def _memory_child() -> None:
     """Entry of the fresh process that measures one case: spec on stdin, JSON on stdout."""
     spec = json.loads(sys.stdin.read())
@@ -167,9 +178,9 @@ def _memory_child() -> None:
     try:
         module = _build(spec["row"])
         x, mask = _inputs(batch_size=spec["batch_size"], length=spec["length"], dim=spec["dim"])
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+        before, _ = resident_bytes()
         _forward_backward(module, x, mask)
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        _, peak = resident_bytes()
         result: dict[str, Any] = {"baseline_bytes": before, "peak_bytes": peak}
     except (RuntimeError, MemoryError) as e:  # allocation refused under the limit
         result = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}

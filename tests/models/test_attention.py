@@ -187,28 +187,30 @@ def test_localized_dropout_only_in_training():
 
 
 PEAK_SCRIPT = """
-import json, resource, sys, torch
+import json, sys, torch
+from segmenter.benchmark import resident_bytes
 from segmenter.models.attention import LocalizedAttention
 torch.set_num_threads(1)
 t = int(sys.argv[1])
 mod = LocalizedAttention(dim=32, num_heads=4, window_size=7)
 x = torch.randn(1, t, 32, requires_grad=True)
 mask = torch.ones(1, t, dtype=torch.bool)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+before, _ = resident_bytes()
 mod(x, mask).y.sum().backward()
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"grown_bytes": (after - before) * 1024}))
+_, peak = resident_bytes()
+print(json.dumps({"grown_bytes": peak - before}))
 """
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ru_maxrss in KiB is Linux behaviour")
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
 def test_localized_peak_memory_far_below_t_squared():
     """A forward+backward at T = 16384 in a fresh process: its peak resident memory grows
     by far less than one T x T float matrix (1 GiB), let alone one per head."""
     t = 16384
     out = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, str(t)], capture_output=True, text=True, check=True)
     grown = json.loads(out.stdout)["grown_bytes"]
-    assert grown < t * t * 4 / 16, f"peak grew by {grown / 2**20:.0f} MiB at T={t}"
+    # the measurement sees allocations: q, k, v alone are 3 x T x 32 floats
+    assert 3 * t * 32 * 4 < grown < t * t * 4 / 16, f"peak grew by {grown / 2**20:.0f} MiB at T={t}"
 
 
 def test_localized_rejects_even_window():
