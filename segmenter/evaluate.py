@@ -137,7 +137,7 @@ def select_documents(cfg: DictConfig, run_cfg: DictConfig, run: Path) -> tuple[l
     splits = datamodule.corpus.load()
     task = datamodule.corpus.task
     if cfg.get("folder"):
-        docs = read_separator_files(cfg.folder, root=cfg.folder)
+        docs = read_separator_files(cfg.folder, root=cfg.folder, subset_by_folder=True)
         return docs, splits["train"], task, Path(cfg.folder).name
     split = cfg.split
     if split not in splits:

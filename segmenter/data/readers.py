@@ -105,9 +105,11 @@ def read_separator_files(
     max_level: int | None = None,
     pattern: str = "*",
     on_error: str = "raise",
+    subset_by_folder: bool = False,
 ) -> list[Document]:
     """Documents of separator-format files. The id is the path relative to ``root`` (or the
-    file name); ``meta["subset"]`` is the parent folder's name (Choi's ``3-5``, ``6-8``...)."""
+    file name); with ``subset_by_folder``, ``meta["subset"]`` is the parent folder's name
+    (Choi's ``3-5``, ``6-8``...), the groups an evaluation reports separately."""
     _check_on_error(on_error)
     docs, skipped = [], []
     for f in list_files(paths, pattern=pattern):
@@ -121,7 +123,8 @@ def read_separator_files(
             skipped.append(str(e))
             continue
         doc_id = f.relative_to(root).as_posix() if root else f.name
-        docs.append(segments_to_document(doc_id, segments, {"path": str(f), "subset": f.parent.name}))
+        meta = {"path": str(f), **({"subset": f.parent.name} if subset_by_folder else {})}
+        docs.append(segments_to_document(doc_id, segments, meta))
     _warn_skipped(skipped)
     return docs
 
@@ -227,6 +230,7 @@ class SeparatorCorpus:
         max_level: int | None = None,
         pattern: str = "*",
         on_error: str = "raise",
+        subset_by_folder: bool = False,
     ) -> None:
         from segmenter.data.splits import check_fractions
 
@@ -235,6 +239,7 @@ class SeparatorCorpus:
         if files is not None and set(files) != {"train", "val", "test"}:
             raise ValueError(f"files={dict(files)} needs keys train, val, test")
         _check_on_error(on_error)
+        self.subset_by_folder = subset_by_folder
         self.path, self.files = path, files
         self.fractions, self.seed = check_fractions(fractions), seed
         self.max_level, self.pattern, self.on_error = max_level, pattern, on_error
@@ -243,7 +248,8 @@ class SeparatorCorpus:
         single = paths if isinstance(paths, (str, os.PathLike)) else None
         root = Path(single) if single is not None and Path(single).is_dir() else None
         return read_separator_files(
-            paths, root=root, max_level=self.max_level, pattern=self.pattern, on_error=self.on_error
+            paths, root=root, max_level=self.max_level, pattern=self.pattern, on_error=self.on_error,
+            subset_by_folder=self.subset_by_folder,
         )
 
     def load(self) -> dict[str, list[Document]]:
@@ -342,7 +348,7 @@ class ChoiCorpus:
         self.val_fraction, self.fractions, self.seed = val_fraction, check_fractions(fractions), seed
 
     def documents(self) -> list[Document]:
-        return read_separator_files(self.root, root=self.root, pattern="*.ref")
+        return read_separator_files(self.root, root=self.root, pattern="*.ref", subset_by_folder=True)
 
     def load(self) -> dict[str, list[Document]]:
         import random

@@ -51,8 +51,9 @@ def write(path, text, encoding="utf-8"):
 
 def test_choi_separator(tmp_path):
     write(tmp_path / "3-5" / "0.ref", CHOI)
-    (doc,) = read_separator_files(tmp_path, root=tmp_path)
+    (doc,) = read_separator_files(tmp_path, root=tmp_path, subset_by_folder=True)
     assert doc.id == "3-5/0.ref" and doc.meta["subset"] == "3-5"
+    assert "subset" not in read_separator_files(tmp_path, root=tmp_path)[0].meta
     assert document_segments(doc) == [["a one .", "a two ."], ["b one ."], ["c one .", "c two .", "c three ."]]
     assert doc.labels == [0, 1, 1, 0, 0, 0]  # the document end is no boundary
 
