@@ -21,8 +21,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from segmenter.data.document import BOUNDARY, Document, boundary_labels
 from segmenter.data.readers import read_separator_files
 from segmenter.data.splits import SPLIT_FILE, fingerprint, read_split_file
-from segmenter.data.windows import stitch, window_spans
 from segmenter.metrics import BoundaryF1, Pk, WindowDiff
+from segmenter.predict import Segmenter
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +37,9 @@ def run_dir_of(ckpt_path: str | Path) -> Path:
     return ckpt.parent.parent
 
 
-def load_run(ckpt_path: str | Path) -> tuple[DictConfig, Any]:
-    """The run's config and its model with the checkpoint's weights.
-
-    Reads <run>/.hydra/config.yaml next to the checkpoint (the one place to switch over
-    when checkpoints carry their own config)."""
+def load_run(ckpt_path: str | Path) -> tuple[DictConfig, Segmenter]:
+    """The run's config (for its data: <run>/.hydra/config.yaml next to the checkpoint)
+    and the checkpoint's model, rebuilt from the checkpoint alone (weights_only loading)."""
     run = run_dir_of(ckpt_path)
     cfg_file = run / ".hydra" / "config.yaml"
     if not cfg_file.is_file():
@@ -49,29 +47,7 @@ def load_run(ckpt_path: str | Path) -> tuple[DictConfig, Any]:
     cfg = OmegaConf.load(cfg_file)
     with open_dict(cfg):
         cfg.paths.output_dir = str(run)  # the saved value points at Hydra's runtime folder
-    state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    hp = state.get("hyper_parameters", {})
-    model = hydra.utils.instantiate(
-        cfg.model,
-        net={"num_classes": len(hp["label_names"])},
-        task=hp["task"],
-        label_names=list(hp["label_names"]),
-        class_counts=hp.get("class_counts"),
-    )
-    model.load_state_dict(state["state_dict"])
-    model.eval()
-    return cfg, model
-
-
-@torch.no_grad()
-def predict_boundaries(model, units: Sequence[str], *, task: str, max_units: int | None, overlap: int) -> list[int]:
-    """N - 1 boundary slots for one document: windows of <= max_units, stitched back."""
-    if not units:
-        return []
-    spans = window_spans(len(units), size=max_units or len(units), overlap=overlap if max_units else 0)
-    outputs = [model([list(units[s:e])]).logits[0] for s, e in spans]  # each (e - s, C)
-    classes = stitch(outputs, spans).argmax(dim=-1).tolist()  # (N,)
-    return boundary_labels(classes, task)[:-1]
+    return cfg, Segmenter.from_checkpoint(ckpt_path)
 
 
 def score(pairs: Sequence[tuple[list[int], list[int]]]) -> dict[str, float]:
@@ -160,14 +136,13 @@ def select_documents(cfg: DictConfig, run_cfg: DictConfig, run: Path) -> tuple[l
 
 
 def evaluate(cfg: DictConfig) -> dict:
-    run_cfg, model = load_run(cfg.ckpt_path)
+    run_cfg, segmenter = load_run(cfg.ckpt_path)
     run = run_dir_of(cfg.ckpt_path)
     docs, train_docs, task, name = select_documents(cfg, run_cfg, run)
-    data_cfg = cfg.get("data") or run_cfg.data
-    max_units, overlap = data_cfg.get("max_units"), data_cfg.get("overlap", 0)
     model_name = f"segmenter ({run_cfg.get('attention', {}).get('_target_', 'model').rsplit('.', 1)[-1]})"
     methods: dict[str, Any] = {
-        model_name: lambda units: predict_boundaries(model, units, task=task, max_units=max_units, overlap=overlap)
+        # The predict path: long documents windowed and stitched; N - 1 boundary slots.
+        model_name: lambda units: segmenter.predict([list(units)])[0].boundaries[:-1]
     }
     for b in (cfg.get("baselines") or {}).values():
         baseline = hydra.utils.instantiate(b).fit(train_docs, task)

@@ -65,7 +65,7 @@ class SegmenterModule(LightningModule):
         return self.net(docs)
 
     def _shared_step(self, batch: dict[str, Any], stage: str) -> Tensor:
-        out = self.net(batch["units"])
+        out = self.net(batch["units"], start=batch["start"])
         mask = out.mask  # (B, T)
         labels = batch["labels"]  # (B, T), IGNORE at padding
         loss = F.cross_entropy(out.logits[mask], labels[mask], weight=self.class_weights)
