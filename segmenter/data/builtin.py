@@ -188,3 +188,25 @@ class BuiltinCorpus:
             segments.append(sents[start : start + length])
         doc = segments_to_document(doc_id, segments)
         return {"id": doc.id, "units": doc.units, "labels": doc.labels, "sources": names}
+
+
+def describe(corpus: BuiltinCorpus) -> str:
+    """Size and statistics of each split, as a markdown table."""
+    from segmenter.data.document import document_segments
+
+    rows = [
+        "| split | source texts | documents | units | segments | units/document | units/segment |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for split, docs in corpus.load().items():
+        sources = {s for d in docs for s in d.meta["sources"]}
+        units = sum(len(d) for d in docs)
+        segs = sum(len(document_segments(d)) for d in docs)
+        rows.append(
+            f"| {split} | {len(sources)} | {len(docs)} | {units} | {segs} | {units / len(docs):.1f} | {units / segs:.2f} |"
+        )
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":  # python -m segmenter.data.builtin: statistics of the default corpus
+    print(describe(BuiltinCorpus()))

@@ -45,3 +45,11 @@ def test_documents_are_choi_style():
 def test_source_texts_are_prose():
     texts = source_texts()
     assert len(texts) > 150 and "pydoc:assert" in texts
+
+
+def test_describe_counts_every_split():
+    from segmenter.data.builtin import describe
+
+    table = describe(BuiltinCorpus(**SMALL))
+    assert [line.split("|")[1].strip() for line in table.splitlines()[2:]] == ["train", "val", "test"]
+    assert "| 12 |" in table.splitlines()[2]
