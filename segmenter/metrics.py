@@ -37,14 +37,20 @@ def _positions(slots: Tensor) -> Tensor:
     return torch.cat((slots.new_zeros(1), slots.long().cumsum(0)))
 
 
-def pk(hypothesis: Tensor, reference: Tensor, k: int | None = None) -> float:
-    """Pk of one document; both are 0/1 boundary slots of length N - 1."""
+def _aligned(hypothesis: Tensor, reference: Tensor, k: int | None) -> tuple[Tensor, Tensor, int] | None:
+    """The segment index of every unit of both, and k; None when the document has N <= k units."""
     if hypothesis.shape != reference.shape:
         raise ValueError(f"hypothesis {tuple(hypothesis.shape)} and reference {tuple(reference.shape)} differ")
     k = window_size(reference) if k is None else k
     ref, hyp = _positions(reference), _positions(hypothesis)
-    if ref.numel() <= k:
+    return None if ref.numel() <= k else (hyp, ref, k)
+
+
+def pk(hypothesis: Tensor, reference: Tensor, k: int | None = None) -> float:
+    """Pk of one document; both are 0/1 boundary slots of length N - 1."""
+    if (aligned := _aligned(hypothesis, reference, k)) is None:
         return 0.0
+    hyp, ref, k = aligned
     same_ref = ref[:-k] == ref[k:]  # (N - k,) units i and i + k in one reference segment
     same_hyp = hyp[:-k] == hyp[k:]
     return (same_ref != same_hyp).float().mean().item()
@@ -52,12 +58,9 @@ def pk(hypothesis: Tensor, reference: Tensor, k: int | None = None) -> float:
 
 def window_diff(hypothesis: Tensor, reference: Tensor, k: int | None = None) -> float:
     """WindowDiff of one document; both are 0/1 boundary slots of length N - 1."""
-    if hypothesis.shape != reference.shape:
-        raise ValueError(f"hypothesis {tuple(hypothesis.shape)} and reference {tuple(reference.shape)} differ")
-    k = window_size(reference) if k is None else k
-    ref, hyp = _positions(reference), _positions(hypothesis)
-    if ref.numel() <= k:
+    if (aligned := _aligned(hypothesis, reference, k)) is None:
         return 0.0
+    hyp, ref, k = aligned
     # Boundaries between units i and i + k = difference of their segment indices.
     return ((ref[k:] - ref[:-k]) != (hyp[k:] - hyp[:-k])).float().mean().item()
 

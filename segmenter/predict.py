@@ -38,7 +38,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from segmenter.data.document import BOUNDARY, boundary_labels
+from segmenter.data.document import BOUNDARY, boundary_labels, group_segments
 from segmenter.data.windows import stitch, window_spans
 
 log = logging.getLogger(__name__)
@@ -61,15 +61,7 @@ class Prediction:
 
     @property
     def segments(self) -> list[list[str]]:
-        segs, cur = [], []
-        for unit, end in zip(self.units, self.boundaries):
-            cur.append(unit)
-            if end:
-                segs.append(cur)
-                cur = []
-        if cur:
-            segs.append(cur)
-        return segs
+        return group_segments(self.units, self.boundaries)
 
     def to_json(self, doc_id: str) -> dict[str, Any]:
         return {

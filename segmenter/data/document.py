@@ -44,10 +44,10 @@ def segments_to_document(doc_id: str, segments: list[list[str]], meta: dict | No
     return Document(doc_id, units, labels, meta or {})
 
 
-def document_segments(doc: Document, task: str = BOUNDARY) -> list[list[str]]:
-    """Inverse of ``segments_to_document``: the units grouped into segments."""
+def group_segments(units: list[str], ends: list[int]) -> list[list[str]]:
+    """Units grouped into segments; ``ends[i]`` is 1 where unit i ends a segment."""
     segs, cur = [], []
-    for unit, end in zip(doc.units, boundary_labels(doc.labels, task)):
+    for unit, end in zip(units, ends):
         cur.append(unit)
         if end:
             segs.append(cur)
@@ -55,3 +55,8 @@ def document_segments(doc: Document, task: str = BOUNDARY) -> list[list[str]]:
     if cur:
         segs.append(cur)
     return segs
+
+
+def document_segments(doc: Document, task: str = BOUNDARY) -> list[list[str]]:
+    """Inverse of ``segments_to_document``: the units grouped into segments."""
+    return group_segments(doc.units, boundary_labels(doc.labels, task))
