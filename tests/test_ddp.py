@@ -40,8 +40,7 @@ def test_eval_sampler_covers_every_document_once(tiny_cfg):
     assert dm.val_dataloader().sampler.__class__.__name__ == "SequentialSampler"
 
 
-@pytest.mark.slow
-def test_two_process_ddp_matches_single_process_evaluation(tmp_path):
+def test_two_process_ddp_matches_single_process_evaluation(tmp_path):  # ~16 s on 2 cores: in the default suite
     run_dir = tmp_path / "ddp"
     cmd = [sys.executable, "scripts/train.py", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
            *DATA, *SMALL, f"paths.log_dir={tmp_path}", f"hydra.run.dir={run_dir}"]  # fmt: skip
