@@ -251,3 +251,6 @@ def log_hparams_with_metrics(trainer: Trainer, params: dict[str, Any], metrics: 
     final = {tag: float(metrics[k]) for k, tag in HPARAM_METRICS.items() if k in metrics and math.isfinite(metrics[k])}
     for lg in tensorboard_loggers(trainer):
         lg.log_hyperparams(params, final)
+        # Written after fit and test have closed the writer: flush and close it again, or
+        # the entry waits in the writer's queue and a reader (or a killed job) misses it.
+        lg.finalize("success")
