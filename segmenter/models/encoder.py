@@ -51,7 +51,24 @@ def pad_units(vectors: Tensor, lengths: Sequence[int]) -> tuple[Tensor, Tensor]:
     return out, mask
 
 
-class HashedNgramEncoder(nn.Module):
+class UnitEncoder(nn.Module):
+    """Base of every encoder: subclasses map a flat list of units to (N, dim) vectors
+    (``encode_units``); documents are flattened and padded back here, once for all."""
+
+    dim: int
+
+    def encode_units(self, units: Sequence[str]) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, docs: Sequence[Sequence[str]]) -> tuple[Tensor, Tensor]:
+        """docs: B documents of units -> x (B, T, D), mask (B, T)."""
+        lengths = [len(d) for d in docs]
+        if min(lengths, default=0) == 0:
+            raise ValueError(f"every document needs at least one unit, got lengths {lengths}")
+        return pad_units(self.encode_units([u for d in docs for u in d]), lengths)
+
+
+class HashedNgramEncoder(UnitEncoder):
     def __init__(
         self,
         *,
@@ -89,11 +106,3 @@ class HashedNgramEncoder(nn.Module):
         weights = self.feature_weight[ids] * norm
         bag = F.embedding_bag(ids, self.codes, offsets, mode="sum", per_sample_weights=weights)  # (N, code)
         return self.proj(self.norm(bag))  # (N, D)
-
-    def forward(self, docs: Sequence[Sequence[str]]) -> tuple[Tensor, Tensor]:
-        """docs: B documents of units -> x (B, T, D), mask (B, T)."""
-        lengths = [len(d) for d in docs]
-        if min(lengths, default=0) == 0:
-            raise ValueError(f"every document needs at least one unit, got lengths {lengths}")
-        flat = [u for d in docs for u in d]
-        return pad_units(self.encode_units(flat), lengths)

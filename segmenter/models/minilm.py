@@ -27,7 +27,7 @@ from lightning import Callback, LightningModule, Trainer
 from torch import Tensor, nn
 
 from segmenter.models.embedding_cache import UnitEmbeddingCache
-from segmenter.models.encoder import pad_units
+from segmenter.models.encoder import UnitEncoder
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def load_sentence_transformer(path: Path, device: str | torch.device | None = No
     return SentenceTransformer(str(path), device=str(device) if device is not None else "cpu", local_files_only=True)
 
 
-class MiniLMEncoder(nn.Module):
+class MiniLMEncoder(UnitEncoder):
     def __init__(
         self,
         *,
@@ -163,15 +163,8 @@ class MiniLMEncoder(nn.Module):
         """(N, D) vectors of a flat list of units."""
         return self.proj(self.norm(self.embed(units)))  # (N, D)
 
-    def forward(self, docs: Sequence[Sequence[str]]) -> tuple[Tensor, Tensor]:
-        """docs: B documents of units -> x (B, T, D), mask (B, T)."""
-        lengths = [len(d) for d in docs]
-        if min(lengths, default=0) == 0:
-            raise ValueError(f"every document needs at least one unit, got lengths {lengths}")
-        return pad_units(self.encode_units([u for d in docs for u in d]), lengths)
 
-
-class HybridEncoder(nn.Module):
+class HybridEncoder(UnitEncoder):
     """Lexical and semantic views side by side: [hashed(u); minilm(u)] -> Linear -> dim.
 
     Both parts are passed in built (each already at its own width).
@@ -188,12 +181,6 @@ class HybridEncoder(nn.Module):
     def encode_units(self, units: Sequence[str]) -> Tensor:
         both = torch.cat((self.hashed.encode_units(units), self.minilm.encode_units(units)), dim=-1)  # (N, Dh + Dm)
         return self.proj(both)  # (N, D)
-
-    def forward(self, docs: Sequence[Sequence[str]]) -> tuple[Tensor, Tensor]:
-        lengths = [len(d) for d in docs]
-        if min(lengths, default=0) == 0:
-            raise ValueError(f"every document needs at least one unit, got lengths {lengths}")
-        return pad_units(self.encode_units([u for d in docs for u in d]), lengths)
 
 
 class WarmEncoderCache(Callback):
