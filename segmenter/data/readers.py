@@ -210,7 +210,33 @@ def _jsonl_document(path, lineno, raw, names, index, label_mode) -> Document:
 # -- corpora (``data=choi``, ``data=wiki``, ``data=jsonl``) ------------------------------
 
 
-class SeparatorCorpus:
+class FileCorpus:
+    """Documents read from files: ``path`` split by a seeded document-level split into
+    ``fractions``, or ``files`` = {"train": ..., "val": ..., "test": ...} read as given.
+    Subclasses say how to read (``_read``)."""
+
+    def __init__(self, *, path, files, fractions: Sequence[float], seed: int) -> None:
+        from segmenter.data.splits import check_fractions
+
+        if (path is None) == (files is None):
+            raise ValueError(f"give exactly one of path={path!r} or files={files!r}")
+        if files is not None and set(files) != {"train", "val", "test"}:
+            raise ValueError(f"files={dict(files)} needs keys train, val, test")
+        self.path, self.files = path, files
+        self.fractions, self.seed = check_fractions(fractions), seed
+
+    def _read(self, paths) -> list[Document]:
+        raise NotImplementedError
+
+    def load(self) -> dict[str, list[Document]]:
+        from segmenter.data.splits import random_split
+
+        if self.files is not None:
+            return {split: self._read(p) for split, p in self.files.items()}
+        return random_split(self._read(self.path), fractions=self.fractions, seed=self.seed)
+
+
+class SeparatorCorpus(FileCorpus):
     """Separator-format files (Wiki-727K, Choi, or your own), split by document.
 
     ``path``: a folder (read recursively), a file, or a list; split with a seeded
@@ -232,16 +258,9 @@ class SeparatorCorpus:
         on_error: str = "raise",
         subset_by_folder: bool = False,
     ) -> None:
-        from segmenter.data.splits import check_fractions
-
-        if (path is None) == (files is None):
-            raise ValueError(f"give exactly one of path={path!r} or files={files!r}")
-        if files is not None and set(files) != {"train", "val", "test"}:
-            raise ValueError(f"files={dict(files)} needs keys train, val, test")
+        super().__init__(path=path, files=files, fractions=fractions, seed=seed)
         _check_on_error(on_error)
         self.subset_by_folder = subset_by_folder
-        self.path, self.files = path, files
-        self.fractions, self.seed = check_fractions(fractions), seed
         self.max_level, self.pattern, self.on_error = max_level, pattern, on_error
 
     def _read(self, paths) -> list[Document]:
@@ -252,15 +271,9 @@ class SeparatorCorpus:
             subset_by_folder=self.subset_by_folder,
         )
 
-    def load(self) -> dict[str, list[Document]]:
-        from segmenter.data.splits import random_split
-
-        if self.files is not None:
-            return {split: self._read(p) for split, p in self.files.items()}
-        return random_split(self._read(self.path), fractions=self.fractions, seed=self.seed)
 
 
-class JsonlCorpus:
+class JsonlCorpus(FileCorpus):
     """JSONL documents; ``label_mode="section"`` trains a multi-class head over ``label_names``,
     ``label_mode="boundary"`` a boundary head. ``path`` split by seed, or ``files`` per split."""
 
@@ -275,12 +288,7 @@ class JsonlCorpus:
         seed: int = 0,
         on_error: str = "raise",
     ) -> None:
-        from segmenter.data.splits import check_fractions
-
-        if (path is None) == (files is None):
-            raise ValueError(f"give exactly one of path={path!r} or files={files!r}")
-        if files is not None and set(files) != {"train", "val", "test"}:
-            raise ValueError(f"files={dict(files)} needs keys train, val, test")
+        super().__init__(path=path, files=files, fractions=fractions, seed=seed)
         if label_mode not in (SECTION, BOUNDARY):
             raise ValueError(f"label_mode={label_mode!r} is not one of {(SECTION, BOUNDARY)}")
         if label_mode == BOUNDARY and len(label_names) != 2:
@@ -290,18 +298,11 @@ class JsonlCorpus:
         _check_on_error(on_error)
         self.task = label_mode
         self.label_names = tuple(label_names)
-        self.path, self.files = path, files
-        self.fractions, self.seed, self.on_error = check_fractions(fractions), seed, on_error
+        self.on_error = on_error
 
     def _read(self, path) -> list[Document]:
         return read_jsonl(path, label_names=self.label_names, label_mode=self.task, on_error=self.on_error)
 
-    def load(self) -> dict[str, list[Document]]:
-        from segmenter.data.splits import random_split
-
-        if self.files is not None:
-            return {split: self._read(p) for split, p in self.files.items()}
-        return random_split(self._read(self.path), fractions=self.fractions, seed=self.seed)
 
 
 class ChoiCorpus:
