@@ -39,6 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from segmenter.data.document import BOUNDARY, boundary_labels, group_segments
+from segmenter.data.readers import ReaderError, decode_utf8
 from segmenter.data.windows import stitch, window_spans
 
 log = logging.getLogger(__name__)
@@ -216,15 +217,12 @@ class InputDoc:
 
 
 def decode_text(data: bytes, name: str) -> str:
-    """UTF-8 text of a file's bytes, or InputError naming the file, line and problem."""
-    if b"\x00" in data:
-        line = data[: data.index(b"\x00")].count(b"\n") + 1
-        raise InputError(f"{name}: line {line}: binary file (NUL byte); expected UTF-8 text")
+    """UTF-8 text of a file's bytes (the readers' decoding), or an error naming the file,
+    line and problem; an empty file is an error too."""
     try:
-        text = data.decode("utf-8-sig")  # a byte-order mark is not text
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise InputError(f"{name}: line {line}: not UTF-8 (byte 0x{data[e.start]:02x} at offset {e.start})") from e
+        text = decode_utf8(data, name)
+    except ReaderError as e:
+        raise InputError(f"{e.path}: line {e.line}: {e.problem}") from None
     if not text.strip():
         raise InputError(f"{name}: empty file")
     return text

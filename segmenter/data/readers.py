@@ -41,14 +41,22 @@ def _check_on_error(on_error: str) -> None:
         raise ValueError(f"on_error={on_error!r} is not one of {ON_ERROR}")
 
 
-def read_text(path: Path) -> str:
-    """A UTF-8 text file; a decoding error names the line where it happens."""
-    data = path.read_bytes()
+def decode_utf8(data: bytes, name: str | os.PathLike) -> str:
+    """UTF-8 text of a file's bytes (a byte-order mark is dropped); a binary file (NUL
+    byte) or a decoding error raises ReaderError naming the line where it happens."""
+    if b"\x00" in data:
+        line = data.count(b"\n", 0, data.index(b"\x00")) + 1
+        raise ReaderError(name, line, "binary file (NUL byte); expected UTF-8 text")
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         line = data.count(b"\n", 0, e.start) + 1
-        raise ReaderError(path, line, f"not UTF-8 (byte {data[e.start]:#04x} at offset {e.start})") from None
+        raise ReaderError(name, line, f"not UTF-8 (byte {data[e.start]:#04x} at offset {e.start})") from None
+
+
+def read_text(path: Path) -> str:
+    """A UTF-8 text file (see ``decode_utf8``)."""
+    return decode_utf8(path.read_bytes(), path)
 
 
 def list_files(paths: str | os.PathLike | Sequence[str | os.PathLike], *, pattern: str = "*") -> list[Path]:

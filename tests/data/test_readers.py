@@ -77,6 +77,14 @@ def test_list_of_files(tmp_path):
     assert [d.id for d in read_separator_files([a, b])] == ["a", "b"]
 
 
+def test_byte_order_mark_is_not_text_and_binary_is_an_error(tmp_path):
+    f = write(tmp_path / "bom", "\ufeff".encode() + CHOI.encode() if isinstance(CHOI, str) else b"\xef\xbb\xbf" + CHOI)
+    (doc,) = read_separator_files(f)
+    assert document_segments(doc) == [["a one .", "a two ."], ["b one ."], ["c one .", "c two .", "c three ."]]
+    with pytest.raises(ReaderError, match=r"bin:2: binary file"):
+        read_separator_files(write(tmp_path / "bin", b"==========\n\x00\x01\n"))
+
+
 def test_not_utf8_names_file_and_line(tmp_path):
     f = write(tmp_path / "bad", b"==========\nfine .\ncaf\xe9 .\n")
     with pytest.raises(ReaderError, match=r"bad:3: not UTF-8"):
