@@ -26,14 +26,13 @@ log = logging.getLogger("predict_throughput")
 
 
 def choi_documents(root: Path, max_docs: int | None) -> list[list[str]]:
-    files = sorted(root.rglob("*.ref"))
+    """The units of the Choi *.ref files, read by the package's separator reader."""
+    from segmenter.data.readers import list_files, read_separator_files
+
+    files = list_files(root, pattern="*.ref") if root.is_dir() else []
     if not files:
         raise FileNotFoundError(f"no Choi *.ref files under {root} (see ../shared/data/README.md)")
-    docs = []
-    for f in files[:max_docs]:
-        lines = f.read_text(encoding="utf-8").splitlines()
-        docs.append([ln.strip() for ln in lines if ln.strip() and not ln.startswith("==========")])
-    return docs
+    return [d.units for d in read_separator_files(files[:max_docs], root=root)]
 
 
 def brief_checkpoint(attention: str, cfg: DictConfig, out: Path) -> Path:

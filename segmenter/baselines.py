@@ -239,6 +239,3 @@ class TextTiling:
         ]
         return _slots(n, ends)
 
-
-def default_baselines() -> list:
-    return [NoBoundaries(), AllBoundaries(), EvenlySpaced(), C99(), TextTiling()]

@@ -90,8 +90,7 @@ class LocalAttentionPackage(MultiHeadAttention):
     The package splits the sequence into buckets of ``window_size`` units that look one
     bucket back and one forward; with ``exact_windowsize`` it masks keys farther than
     ``window_size * look_backward`` units, so buckets of r units give exactly i-r..i+r.
-    ``autopad`` handles lengths that are not a multiple of r. (The other exact setting,
-    buckets of 1 unit looking r buckets either way, was about 2x slower.) Rotary
+    ``autopad`` handles lengths that are not a multiple of r. Rotary
     positions come from our ``_heads`` (as in every row), not from the package.
     """
 

@@ -68,12 +68,12 @@ def score(pairs: Sequence[tuple[list[int], list[int]]]) -> dict[str, float]:
 
 
 def evaluate_documents(
-    docs: Sequence[Document], task: str, methods: dict[str, Any], subset_key: str = "subset"
+    docs: Sequence[Document], task: str, methods: dict[str, Any]
 ) -> dict[str, dict[str, dict[str, float]]]:
     """{subset: {method: metrics}}, ``all`` over every document; a method maps units to slots."""
     subsets: dict[str, list[Document]] = defaultdict(list)
     for d in docs:
-        subsets[str(d.meta.get(subset_key, ALL))].append(d)
+        subsets[str(d.meta.get("subset", ALL))].append(d)
     groups = {k: subsets[k] for k in sorted(subsets, key=_subset_order)}
     if len(groups) > 1 or ALL not in groups:
         groups[ALL] = list(docs)
@@ -147,7 +147,7 @@ def evaluate(cfg: DictConfig) -> dict:
     for b in (cfg.get("baselines") or {}).values():
         baseline = hydra.utils.instantiate(b).fit(train_docs, task)
         methods[baseline.name] = baseline
-    table = evaluate_documents(docs, task if task != BOUNDARY else BOUNDARY, methods)
+    table = evaluate_documents(docs, task, methods)
     title = f"{name}: {len(docs)} documents, checkpoint {cfg.ckpt_path}"
     markdown = to_markdown(table, title)
     out_dir = Path(cfg.output_dir) if cfg.get("output_dir") else run / "eval"

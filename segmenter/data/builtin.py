@@ -138,6 +138,11 @@ class BuiltinCorpus:
         key = hashlib.sha1(json.dumps(self.settings, sort_keys=True).encode()).hexdigest()[:12]
         return self.cache_dir / f"builtin-{key}.json"
 
+    def prepare(self) -> None:
+        """Build and cache the corpus if it is not cached yet (DDP: once, on rank 0)."""
+        if self.cache_path is not None and not self.cache_path.exists():
+            self.load()
+
     def load(self) -> dict[str, list[Document]]:
         path = self.cache_path
         if path is not None and path.exists():

@@ -91,7 +91,11 @@ class SegmentationDataModule(LightningDataModule):
 
     # -- data -------------------------------------------------------------------------
     def prepare_data(self) -> None:
-        self.corpus.load()  # builds and caches once, on one process
+        # Corpora that build and cache (the built-in one) do it here, on one process;
+        # file corpora have nothing to prepare and are read once, in setup.
+        prepare = getattr(self.corpus, "prepare", None)
+        if prepare is not None:
+            prepare()
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits is None:

@@ -242,7 +242,7 @@ class LocalizedAttention(MultiHeadAttention):
 
     # Queries per block. Each block is one small matmul against block_size + 2r keys:
     # smaller blocks waste fewer products on keys outside the band, larger ones keep
-    # BLAS busy; 16 was the fastest of 8..64 for w = 7 on CPU (scripts/benchmark.py).
+    # BLAS busy. Tuned for w = 7 on CPU; scripts/benchmark.py measures the result.
     block_size = 16
 
     def __init__(self, *, dim: int, num_heads: int, window_size: int = 7, dropout: float = 0.0) -> None:
@@ -367,11 +367,12 @@ class BoundaryAwareAttention(MultiHeadAttention):
         return torch.cat(outs, dim=2)  # (B, H, T, Dh)
 
     def full_bias(self, p: Tensor) -> Tensor:
-        """The whole (B, 1, T, T) bias of the configured form, for plots and tests."""
+        """The whole (B, 1, T, T) bias of the configured form, for plots and tests. The mean
+        form is written out in full here (the forward keeps only its per-key half)."""
         if self.bias == "mean":
             return ((p[:, :, None] + p[:, None, :]) / (2 * self.temperature))[:, None]
         c = p.cumsum(dim=-1)
-        return (-(c[:, :, None] - c[:, None, :]).abs() / self.temperature)[:, None]
+        return self._segment_bias(c, c, torch.ones_like(p, dtype=torch.bool))
 
     @torch.no_grad()
     def attention_weights(self, x: Tensor, mask: Tensor) -> Tensor:
