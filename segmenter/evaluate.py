@@ -18,7 +18,7 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from segmenter.data.document import BOUNDARY, Document, boundary_labels
+from segmenter.data.document import Document, boundary_labels
 from segmenter.data.readers import read_separator_files
 from segmenter.data.splits import SPLIT_FILE, fingerprint, read_split_file
 from segmenter.metrics import BoundaryF1, Pk, WindowDiff

@@ -28,7 +28,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -41,6 +40,7 @@ from torch import Tensor, nn
 from segmenter.data.document import BOUNDARY, boundary_labels, group_segments
 from segmenter.data.readers import ReaderError, decode_utf8
 from segmenter.data.windows import stitch, window_spans
+from segmenter.io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -287,19 +287,6 @@ def _read_jsonl(path: Path, *, splitter: Segmenter, units: str) -> list[InputDoc
     if not docs:
         raise InputError(f"{path}: empty file")
     return docs
-
-
-def atomic_write(path: Path, text: str) -> None:
-    """Write to a temporary file beside ``path``, then rename: never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_outputs(docs: Sequence[InputDoc], preds: Sequence[Prediction], out_dir: Path) -> list[Path]:

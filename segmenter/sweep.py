@@ -17,8 +17,6 @@ import io
 import json
 import logging
 import math
-import os
-import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,6 +27,8 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
+
+from segmenter.io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -54,19 +54,10 @@ def hydra_choices() -> dict[str, str]:
     return {k: str(v) for k, v in HydraConfig.get().runtime.choices.items() if v is not None}
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    # Jobs of a parallel launcher write concurrently: readers never see half a file.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def save_metrics(path: Path, metrics: Mapping[str, float]) -> None:
     """A run's final metrics as JSON (non-finite values as null)."""
     clean = {k: (float(v) if math.isfinite(v) else None) for k, v in sorted(metrics.items())}
-    _write_atomic(Path(path), json.dumps(clean, indent=2) + "\n")
+    atomic_write(Path(path), json.dumps(clean, indent=2) + "\n")
 
 
 def root_cause_line(error: BaseException) -> str:
@@ -165,8 +156,8 @@ def write_summary(sweep_dir: Path) -> tuple[Path, str]:
         table = markdown(records)
         failed = sum(r["status"] == "failed" for r in records)
         title = f"# Sweep summary: {len(records)} jobs, {len(records) - failed} completed, {failed} failed\n\n"
-        _write_atomic(sweep_dir / "summary.md", title + table)
-        _write_atomic(sweep_dir / "summary.csv", csv_text(records))
+        atomic_write(sweep_dir / "summary.md", title + table)
+        atomic_write(sweep_dir / "summary.csv", csv_text(records))
     return sweep_dir / "summary.md", table
 
 
@@ -186,7 +177,7 @@ class SweepSummary(Callback):
             attention=hydra_cfg.runtime.choices.get("attention"),
             overrides=list(hydra_cfg.overrides.task),
         )
-        _write_atomic(output_dir / JOB_FILE, json.dumps(record, indent=2) + "\n")
+        atomic_write(output_dir / JOB_FILE, json.dumps(record, indent=2) + "\n")
         # The sweep folder is the job folder minus its subdir (sweep.dir itself may
         # hold ${now:...}, which a launcher's worker process would resolve afresh).
         sweep_dir = output_dir.parents[len(Path(str(hydra_cfg.sweep.subdir)).parts) - 1]

@@ -28,6 +28,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from segmenter.data.document import BOUNDARY, Document, segments_to_document
+from segmenter.io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -150,10 +151,7 @@ class BuiltinCorpus:
         else:
             data = self.build()
             if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(f".tmp{os.getpid()}")
-                tmp.write_text(json.dumps(data), encoding="utf-8")
-                tmp.replace(path)  # atomic: a concurrent or interrupted build never leaves half a file
+                atomic_write(path, json.dumps(data))  # a concurrent or interrupted build never leaves half a file
                 log.info("built-in corpus cached at %s", path)
         return {
             split: [Document(d["id"], d["units"], d["labels"], {"sources": d["sources"]}) for d in data[split]]

@@ -9,13 +9,11 @@ import sys
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from segmenter.models.attention import (
     BoundaryAwareAttention,
     LocalizedAttention,
     SelfAttention,
-    _BlockBandAttention,
     band,
     banded_attention,
     dense_weights,
