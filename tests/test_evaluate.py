@@ -40,7 +40,7 @@ def test_table_per_subset_and_overall():
 
 def test_training_writes_splits_and_evaluate_reuses_them(tiny_cfg, tmp_path, caplog):
     run = tmp_path / "run"
-    cfg = tiny_cfg(*FAST, f"+data.split_file={run}/splits.json", "+data.max_units=12", "+data.overlap=4")
+    cfg = tiny_cfg(*FAST, "+data.max_units=12", "+data.overlap=4")
     (run / ".hydra").mkdir(parents=True)
     OmegaConf.save(cfg, run / ".hydra" / "config.yaml")  # as Hydra writes it for a CLI run
     with caplog.at_level("INFO"):
@@ -62,7 +62,7 @@ def test_training_writes_splits_and_evaluate_reuses_them(tiny_cfg, tmp_path, cap
 @pytest.mark.slow  # a second training run (~20 s)
 def test_evaluate_refuses_other_test_documents(tiny_cfg, tmp_path):
     run = tmp_path / "run"
-    cfg = tiny_cfg(*FAST, f"+data.split_file={run}/splits.json")
+    cfg = tiny_cfg(*FAST)
     (run / ".hydra").mkdir(parents=True)
     OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
     train(cfg)
