@@ -29,6 +29,7 @@ import time
 import uuid
 import zlib
 from collections.abc import Callable, Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,10 @@ def identity_hash(identity: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode("utf-8")).hexdigest()[:20]
 
 
+@lru_cache(maxsize=1 << 20)
 def text_key(text: str) -> bytes:
+    """Cache key of a unit's text. Memoised: every training step looks up the same units,
+    and hashing them again each step is wasted work on the hot path."""
     return hashlib.sha256(text.encode("utf-8")).digest()
 
 
