@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import re
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
@@ -197,13 +198,25 @@ def load_net(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     return net.eval(), meta
 
 
+def run_dir(ckpt_path: str | os.PathLike) -> Path:
+    """The training run a checkpoint belongs to: <run> for <run>/checkpoints/x.ckpt
+    (the folder holding the checkpoint otherwise)."""
+    ckpt = Path(ckpt_path).resolve()
+    return ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+
+
+def run_config_file(ckpt_path: str | os.PathLike) -> Path:
+    """The Hydra config snapshot of a checkpoint's training run."""
+    return run_dir(ckpt_path) / ".hydra" / "config.yaml"
+
+
 def upgrade(src: str | Path, dst: str | Path, *, config: str | Path | None = None) -> Path:
     """Convert a checkpoint written before format 1 (pickled optimizer factories, no
     "segmenter" entry) into a self-contained, plain one. Only for files you trust: the
     source is unpickled with weights_only=False. ``config`` defaults to the training
     run's ``.hydra/config.yaml`` (<run>/checkpoints/x.ckpt -> <run>/.hydra/config.yaml)."""
     src, dst = Path(src), Path(dst)
-    config = Path(config) if config else src.resolve().parent.parent / ".hydra" / "config.yaml"
+    config = Path(config) if config else run_config_file(src)
     if not config.is_file():
         raise CheckpointError(f"upgrade needs the training config of {src}; not found: {config}")
     ckpt = torch.load(src, map_location="cpu", weights_only=False)

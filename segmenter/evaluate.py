@@ -18,6 +18,7 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from segmenter.checkpoint import run_config_file, run_dir
 from segmenter.data.document import Document, boundary_labels
 from segmenter.data.readers import read_separator_files
 from segmenter.data.splits import SPLIT_FILE, fingerprint, read_split_file
@@ -29,25 +30,17 @@ log = logging.getLogger(__name__)
 ALL = "all"
 
 
-def run_dir_of(ckpt_path: str | Path) -> Path:
-    """A checkpoint lives at <run>/checkpoints/*.ckpt."""
-    ckpt = Path(ckpt_path)
-    if not ckpt.is_file():
-        raise FileNotFoundError(f"checkpoint {ckpt} not found")
-    return ckpt.parent.parent
-
-
-def load_run(ckpt_path: str | Path) -> tuple[DictConfig, Segmenter]:
-    """The run's config (for its data: <run>/.hydra/config.yaml next to the checkpoint)
-    and the checkpoint's model, rebuilt from the checkpoint alone (weights_only loading)."""
-    run = run_dir_of(ckpt_path)
-    cfg_file = run / ".hydra" / "config.yaml"
+def load_run(ckpt_path: str | Path) -> tuple[Path, DictConfig, Segmenter]:
+    """The checkpoint's run folder, the run's config (for its data) and the checkpoint's
+    model, rebuilt from the checkpoint alone (weights_only loading)."""
+    segmenter = Segmenter.from_checkpoint(ckpt_path)
+    run, cfg_file = run_dir(ckpt_path), run_config_file(ckpt_path)
     if not cfg_file.is_file():
         raise FileNotFoundError(f"run config {cfg_file} not found next to checkpoint {ckpt_path}")
     cfg = OmegaConf.load(cfg_file)
     with open_dict(cfg):
         cfg.paths.output_dir = str(run)  # the saved value points at Hydra's runtime folder
-    return cfg, Segmenter.from_checkpoint(ckpt_path)
+    return run, cfg, segmenter
 
 
 def score(pairs: Sequence[tuple[list[int], list[int]]]) -> dict[str, float]:
@@ -136,8 +129,7 @@ def select_documents(cfg: DictConfig, run_cfg: DictConfig, run: Path) -> tuple[l
 
 
 def evaluate(cfg: DictConfig) -> dict:
-    run_cfg, segmenter = load_run(cfg.ckpt_path)
-    run = run_dir_of(cfg.ckpt_path)
+    run, run_cfg, segmenter = load_run(cfg.ckpt_path)
     docs, train_docs, task, name = select_documents(cfg, run_cfg, run)
     model_name = f"segmenter ({run_cfg.get('attention', {}).get('_target_', 'model').rsplit('.', 1)[-1]})"
     # The predict path, all documents in one batched call (windows of similar length share

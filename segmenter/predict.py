@@ -303,9 +303,9 @@ def write_outputs(docs: Sequence[InputDoc], preds: Sequence[Prediction], out_dir
 
 def default_output_dir(ckpt_path: str | os.PathLike, source: str) -> Path:
     """Beside the run: <run>/predictions/<input name>/ for <run>/checkpoints/x.ckpt."""
-    ckpt = Path(ckpt_path).resolve()
-    run = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
-    return run / "predictions" / Path(source.rstrip("/")).stem
+    from segmenter.checkpoint import run_dir
+
+    return run_dir(ckpt_path) / "predictions" / Path(source.rstrip("/")).stem
 
 
 # ----------------------------------------------------------------------------- command line
