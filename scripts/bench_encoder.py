@@ -25,14 +25,11 @@ def main(cfg: DictConfig) -> None:
     import torch
 
     datamodule = hydra.utils.instantiate(cfg.data)
-    datamodule.setup()
-    units = [u for docs in datamodule.splits.values() for d in docs for u in d.units]
+    units = datamodule.all_units()
     start = time.perf_counter()
     encoder = hydra.utils.instantiate(cfg.encoder)  # reads the on-disk cache, if any
     built = time.perf_counter()
-    cache = getattr(encoder, "cache", None)  # (an empty cache is falsy: no `or` here)
-    if cache is None and hasattr(encoder, "minilm"):
-        cache = encoder.minilm.cache
+    cache = getattr(encoder, "cache", None)  # minilm and hybrid have one; hashed needs none
     with torch.no_grad():
         if hasattr(encoder, "warm"):
             encoder.warm(units)

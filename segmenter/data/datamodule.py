@@ -126,6 +126,11 @@ class SegmentationDataModule(LightningDataModule):
     def num_classes(self) -> int:
         return len(self.label_names)
 
+    def all_units(self) -> list[str]:
+        """Every unit of every split, in order (for encoders that precompute and cache)."""
+        self.setup()
+        return [u for docs in self.splits.values() for d in docs for u in d.units]
+
     def class_counts(self) -> list[int]:
         """Units per class in the training split (for loss weighting)."""
         self.setup()

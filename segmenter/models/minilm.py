@@ -175,6 +175,11 @@ class HybridEncoder(UnitEncoder):
         self.dim, self.hashed, self.minilm = dim, hashed, minilm
         self.proj = nn.Linear(hashed.dim + minilm.dim, dim)
 
+    @property
+    def cache(self):
+        """The MiniLM part's embedding cache (the hashed part needs none)."""
+        return self.minilm.cache
+
     def warm(self, units: Iterable[str]) -> None:
         self.minilm.warm(units)
 
@@ -194,10 +199,10 @@ class WarmEncoderCache(Callback):
     def _warm(self, trainer: Trainer, pl_module: LightningModule) -> None:
         encoder = getattr(getattr(pl_module, "net", None), "encoder", None)
         warm = getattr(encoder, "warm", None)
-        splits = getattr(trainer.datamodule, "splits", None)
-        if warm is None or not splits:
+        all_units = getattr(trainer.datamodule, "all_units", None)
+        if warm is None or all_units is None:
             return
-        units = [u for docs in splits.values() for d in docs for u in d.units]
+        units = all_units()
         if trainer.is_global_zero:
             warm(units)
         trainer.strategy.barrier("warm_encoder_cache")
