@@ -17,6 +17,7 @@ from typing import Any
 import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
+from torchmetrics import MetricCollection
 
 from segmenter.checkpoint import run_config_file, run_dir
 from segmenter.data.document import Document, boundary_labels
@@ -45,19 +46,20 @@ def load_run(ckpt_path: str | Path) -> tuple[Path, DictConfig, Segmenter]:
 
 def score(pairs: Sequence[tuple[list[int], list[int]]]) -> dict[str, float]:
     """(hypothesis, reference) slot lists of documents -> F1, precision, recall, Pk, WindowDiff."""
-    metrics = {
-        "f1": BoundaryF1(output="f1"),
-        "precision": BoundaryF1(output="precision"),
-        "recall": BoundaryF1(output="recall"),
-        "pk": Pk(),
-        "windowdiff": WindowDiff(),
-    }
+    # A MetricCollection groups the three BoundaryF1 outputs (same states): counted once.
+    metrics = MetricCollection(
+        {
+            "f1": BoundaryF1(output="f1"),
+            "precision": BoundaryF1(output="precision"),
+            "recall": BoundaryF1(output="recall"),
+            "pk": Pk(),
+            "windowdiff": WindowDiff(),
+        }
+    )
     for hyp, ref in pairs:
         # Slots -> boundary-task labels of N units (the last unit is no slot).
-        h, r = torch.tensor([hyp + [0]]), torch.tensor([ref + [0]])  # (1, N)
-        for m in metrics.values():
-            m.update(h, r)
-    return {name: float(m.compute()) for name, m in metrics.items()}
+        metrics.update(torch.tensor([hyp + [0]]), torch.tensor([ref + [0]]))  # (1, N) each
+    return {name: float(value) for name, value in metrics.compute().items()}
 
 
 def evaluate_documents(
