@@ -19,7 +19,6 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from segmenter.data.document import boundary_labels
-from segmenter.models.attention import LocalizedAttention
 
 log = logging.getLogger(__name__)
 
@@ -30,32 +29,16 @@ _OUTSIDE = torch.tensor([0.35, 0.35, 0.35])
 _BOUNDARY = torch.tensor([1.0, 0.0, 0.0])
 
 
-def dense_attention(weights: Tensor, *, banded: bool) -> Tensor:
-    """(H, T, T) or banded (H, T, w) probabilities of one document -> (T, T), head mean;
-    NaN outside a band so the plot shows what a localized unit cannot see."""
-    w = weights.float().mean(dim=0)  # (T, T) or (T, w)
-    if not banded:
-        return w
-    t, width = w.shape
-    r = width // 2
-    dense = torch.full((t, t), float("nan"))
-    rows = torch.arange(t)[:, None].expand(t, width)  # (T, w)
-    cols = rows + torch.arange(width)[None, :] - r  # (T, w): column c is offset c - r
-    inside = (cols >= 0) & (cols < t)
-    dense[rows[inside], cols[inside]] = w[inside]
-    return dense
-
-
 def heatmap_image(attn: Tensor, boundaries: list[int], *, scale: int) -> Tensor:
-    """(T, T) attention (NaN = outside the band) -> (3, T*scale, T*scale) RGB in [0, 1],
-    with a red line after every unit that ends a gold segment, on both axes."""
+    """(T, T) attention -> (3, T*scale, T*scale) RGB in [0, 1], with a red line after every
+    unit that ends a gold segment, on both axes. Exact zeros (keys a unit cannot see:
+    outside a localized band; a softmax gives no other zeros) are grey."""
     if attn.ndim != 2 or attn.shape[0] != attn.shape[1]:
         raise ValueError(f"attention map must be square (T, T), got {tuple(attn.shape)}")
     if len(boundaries) != attn.shape[0]:
         raise ValueError(f"{len(boundaries)} boundary labels for a {attn.shape[0]}-unit attention map")
-    outside = attn.isnan()
-    a = attn.nan_to_num(0.0)
-    a = a / a.max().clamp(min=1e-12)  # (T, T) in [0, 1]: per-image scale, rows sum to 1
+    outside = attn == 0
+    a = attn / attn.max().clamp(min=1e-12)  # (T, T) in [0, 1]: per-image scale, rows sum to 1
     pos = a * (len(_ANCHORS) - 1)
     lo = pos.floor().long().clamp(max=len(_ANCHORS) - 2)  # (T, T) index of the lower anchor
     frac = (pos - lo)[..., None]  # (T, T, 1)
@@ -86,7 +69,7 @@ class AttentionHeatmap(Callback):
 
     @torch.no_grad()
     def attention_maps(self, pl_module: LightningModule, units: list[str]) -> list[Tensor]:
-        """(T, T) head-mean attention per layer for one document (NaN outside a band)."""
+        """(T, T) head-mean attention per layer for one document."""
         blocks = pl_module.net.blocks
         inputs: dict[int, tuple[Tensor, Tensor]] = {}
         hooks = [
@@ -103,8 +86,7 @@ class AttentionHeatmap(Callback):
         for i, block in enumerate(blocks):
             attn = block.attention
             x, mask = inputs[i]
-            weights = attn.attention_weights(x, mask)[0].cpu()  # (H, T, T) or (H, T, w)
-            maps.append(dense_attention(weights, banded=isinstance(attn, LocalizedAttention)))
+            maps.append(attn.attention_weights(x, mask)[0].float().mean(dim=0).cpu())  # (T, T): head mean
         return maps
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:

@@ -9,7 +9,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
-from segmenter.callbacks import NonFiniteLossError, dense_attention, heatmap_image
+from segmenter.callbacks import NonFiniteLossError, heatmap_image
 from segmenter.module import SegmenterModule
 from segmenter.train import train
 from tests.conftest import TINY_DATA, compose_train
@@ -18,17 +18,8 @@ FAST = [*TINY_DATA, "debug=limit", "model.net.dim=32", "model.net.num_layers=2",
         "callbacks.model_summary=null", "trainer.log_every_n_steps=1"]  # fmt: skip
 
 
-def test_dense_attention_places_the_band():
-    band = torch.arange(1.0, 4.0).expand(2, 5, 3)  # (H, T, w=3): offsets -1, 0, +1 -> 1, 2, 3
-    dense = dense_attention(band, banded=True)
-    assert dense[2, 1] == 1 and dense[2, 2] == 2 and dense[2, 3] == 3
-    assert dense[0, 0] == 2 and dense[0, 1] == 3 and dense[4, 3] == 1
-    assert dense[0, 2].isnan() and dense[4, 0].isnan()  # outside the band
-    assert torch.equal(dense_attention(torch.ones(2, 4, 4), banded=False), torch.ones(4, 4))
-
-
 def test_heatmap_marks_gold_boundaries_and_the_band():
-    attn = torch.full((4, 4), float("nan"))
+    attn = torch.zeros(4, 4)  # a band of width 1: every other key unseen
     attn[range(4), range(4)] = 1.0
     img = heatmap_image(attn, [0, 1, 0, 0], scale=3)  # a boundary after unit 1
     assert img.shape == (3, 12, 12) and 0 <= img.min() and img.max() <= 1

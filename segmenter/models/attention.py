@@ -270,9 +270,15 @@ class LocalizedAttention(MultiHeadAttention):
 
     @torch.no_grad()
     def attention_weights(self, x: Tensor, mask: Tensor) -> Tensor:
-        """(B, H, T, w) banded probabilities: column c is the neighbour at offset c - r."""
+        """(B, H, T, T) attention probabilities, zero outside the band (every attention
+        type answers in the same shape, so plots need not know which one they show)."""
         q, k, _ = self._heads(x)
-        return self._band_probs(q, k, mask)
+        probs = self._band_probs(q, k, mask)  # (B, H, T, w): column c is offset c - r
+        b, h, t, w = probs.shape
+        cols = torch.arange(t, device=x.device)[:, None] + torch.arange(w, device=x.device)  # (T, w), shifted by r
+        dense = probs.new_zeros(b, h, t, t + w - 1)  # (B, H, T, T + 2r): room for the band at both ends
+        dense.scatter_(-1, cols.expand(b, h, t, w), probs)
+        return dense[..., self.radius : self.radius + t]  # (B, H, T, T)
 
 
 class BoundaryAwareAttention(MultiHeadAttention):

@@ -305,11 +305,11 @@ def test_attention_weights_are_distributions_over_real_units(kind):
     x, mask = inputs(2, 9, lengths=[9, 5])
     w = mod.attention_weights(x, mask)
     torch.testing.assert_close(w.sum(-1), torch.ones(w.shape[:-1], dtype=w.dtype))
-    if kind != "localized":
-        assert w.shape == (2, HEADS, 9, 9)
-        assert w[1, :, :, 5:].abs().max() == 0
-    else:
-        assert w.shape == (2, HEADS, 9, 7)
+    assert w.shape == (2, HEADS, 9, 9)
+    assert w[1, :, :5, 5:].abs().max() == 0  # real units never attend to padding
+    if kind == "localized":  # nothing outside the band i-3..i+3
+        far = (torch.arange(9)[:, None] - torch.arange(9)[None, :]).abs() > 3  # (T, T)
+        assert w[:, :, far].abs().max() == 0 and w[:, :, ~far].gt(0).any()
 
 
 def test_rotary_preserves_norm_and_is_relative():
