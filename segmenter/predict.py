@@ -15,8 +15,8 @@ implementation training uses) whose outputs are stitched back, each unit predict
 once, from the window where it is most central. Every window keeps its units'
 positions in the whole document, so with localized attention the stitched result
 equals a run on the whole document as soon as ``overlap`` covers the receptive field
-(2 * (1 + layers * window_size // 2) units: the neighbour products reach one unit,
-each layer window_size // 2).
+(2 * (reach + layers * window_size // 2) units: the cohesion profile reaches
+``net.cohesion.reach`` units, 10 by default, each layer window_size // 2).
 
 The command line (scripts/predict.py, conf/predict.yaml) reads .txt files, folders
 of them, JSONL or standard input, and writes the results with ``write_outputs``.

@@ -7,7 +7,7 @@ import pytest
 from hydra.errors import ConfigCompositionException
 
 from segmenter.train import build, instantiate_group
-from tests.conftest import ATTENTIONS, CONF
+from tests.conftest import ATTENTIONS, CONF, TINY_DATA, compose_train
 
 
 def options(group: str) -> list[str]:
@@ -53,9 +53,16 @@ def test_debug_options_compose(tiny_cfg, option):
     hydra.utils.instantiate(cfg.trainer, logger=False)
 
 
-def test_experiment_options_compose(tiny_cfg):
+def test_experiment_options_compose(tmp_path):
     for option in options("experiment"):
-        build(tiny_cfg(f"experiment={option}"))
+        compose_train(tmp_path, [f"experiment={option}"])
+    small = compose_train(tmp_path, [*TINY_DATA, "experiment=small_builtin"])
+    build(small)
+    choi = compose_train(tmp_path, ["experiment=choi"])
+    assert choi.data.corpus.split == "source_disjoint" and choi.model.net.content is False
+    assert choi.encoder._target_.endswith("MiniLMEncoder") and choi.trainer.max_time
+    documents = compose_train(tmp_path, ["experiment=choi_document_split"])
+    assert documents.data.corpus.split == "random" and documents.model.net.content is True
 
 
 def test_unknown_keys_fail_loudly(tiny_cfg):

@@ -103,16 +103,16 @@ def test_batched_equals_one_by_one(seg):
 
 
 def test_stitched_windows_equal_the_whole_document_with_localized_attention(seg):
-    """4 layers of +-3 plus the neighbour products: a unit sees +-13 units, so windows
-    overlapping by 26 reproduce the whole-document logits; a small overlap does not."""
+    """The cohesion profile (+-10) and 4 layers of +-3: a unit sees +-22 units, so windows
+    overlapping by 44 reproduce the whole-document logits; a small overlap does not."""
     doc = long_doc(300)
     whole = Segmenter(net=seg.net, max_units=1000).logits([doc])[0]  # (300, 2), one window
-    stitched = Segmenter(net=seg.net, max_units=60, overlap=26, batch_size=3).logits([doc])[0]
+    stitched = Segmenter(net=seg.net, max_units=60, overlap=44, batch_size=3).logits([doc])[0]
     torch.testing.assert_close(stitched, whole, rtol=0, atol=1e-5)
     short = Segmenter(net=seg.net, max_units=60, overlap=4).logits([doc])[0]
     assert (short - whole).abs().max() > 1e-3  # the check above can fail
     # one document among others in the same batches changes nothing
-    mixed = Segmenter(net=seg.net, max_units=60, overlap=26).logits([doc[:7], doc, doc[:100]])
+    mixed = Segmenter(net=seg.net, max_units=60, overlap=44).logits([doc[:7], doc, doc[:100]])
     torch.testing.assert_close(mixed[1], whole, rtol=0, atol=1e-5)
 
 

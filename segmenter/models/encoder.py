@@ -60,12 +60,27 @@ class UnitEncoder(nn.Module):
     def encode_units(self, units: Sequence[str]) -> Tensor:
         raise NotImplementedError
 
-    def forward(self, docs: Sequence[Sequence[str]]) -> tuple[Tensor, Tensor]:
-        """docs: B documents of units -> x (B, T, D), mask (B, T)."""
+    def fixed_units(self, units: Sequence[str]) -> Tensor:
+        """(N, F) vectors of the units that no training changes (what the encoder knows
+        before learning), for comparing units: the cohesion features."""
+        raise NotImplementedError
+
+    @staticmethod
+    def _lengths(docs: Sequence[Sequence[str]]) -> list[int]:
         lengths = [len(d) for d in docs]
         if min(lengths, default=0) == 0:
             raise ValueError(f"every document needs at least one unit, got lengths {lengths}")
+        return lengths
+
+    def forward(self, docs: Sequence[Sequence[str]]) -> tuple[Tensor, Tensor]:
+        """docs: B documents of units -> x (B, T, D), mask (B, T)."""
+        lengths = self._lengths(docs)
         return pad_units(self.encode_units([u for d in docs for u in d]), lengths)
+
+    def fixed(self, docs: Sequence[Sequence[str]]) -> tuple[Tensor, Tensor]:
+        """docs: B documents of units -> fixed vectors (B, T, F), mask (B, T)."""
+        lengths = self._lengths(docs)
+        return pad_units(self.fixed_units([u for d in docs for u in d]), lengths)
 
 
 class HashedNgramEncoder(UnitEncoder):
@@ -99,10 +114,17 @@ class HashedNgramEncoder(UnitEncoder):
         norm = torch.repeat_interleave(sizes.float().rsqrt(), sizes)
         return ids, offsets, norm
 
-    def encode_units(self, units: Sequence[str]) -> Tensor:
-        """(N, D) vectors of a flat list of units."""
+    def _bag(self, units: Sequence[str], *, learned_weights: bool) -> Tensor:
         dev = self.codes.device
         ids, offsets, norm = (t.to(dev) for t in self.featurize(units))
-        weights = self.feature_weight[ids] * norm
-        bag = F.embedding_bag(ids, self.codes, offsets, mode="sum", per_sample_weights=weights)  # (N, code)
-        return self.proj(self.norm(bag))  # (N, D)
+        weights = self.feature_weight[ids] * norm if learned_weights else norm
+        return F.embedding_bag(ids, self.codes, offsets, mode="sum", per_sample_weights=weights)  # (N, code)
+
+    def encode_units(self, units: Sequence[str]) -> Tensor:
+        """(N, D) vectors of a flat list of units."""
+        return self.proj(self.norm(self._bag(units, learned_weights=True)))  # (N, D)
+
+    def fixed_units(self, units: Sequence[str]) -> Tensor:
+        """(N, code_dim) sums of the random codes, every feature weighted alike: their
+        cosines approximate the lexical overlap of two units."""
+        return self._bag(units, learned_weights=False)

@@ -23,6 +23,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from lightning import Callback, LightningModule, Trainer
 from torch import Tensor, nn
 
@@ -163,6 +164,10 @@ class MiniLMEncoder(UnitEncoder):
         """(N, D) vectors of a flat list of units."""
         return self.proj(self.norm(self.embed(units)))  # (N, D)
 
+    def fixed_units(self, units: Sequence[str]) -> Tensor:
+        """(N, 384) the sentence embeddings themselves (fine-tuned ones when finetune=True)."""
+        return self.embed(units)
+
 
 class HybridEncoder(UnitEncoder):
     """Lexical and semantic views side by side: [hashed(u); minilm(u)] -> Linear -> dim.
@@ -186,6 +191,12 @@ class HybridEncoder(UnitEncoder):
     def encode_units(self, units: Sequence[str]) -> Tensor:
         both = torch.cat((self.hashed.encode_units(units), self.minilm.encode_units(units)), dim=-1)  # (N, Dh + Dm)
         return self.proj(both)  # (N, D)
+
+    def fixed_units(self, units: Sequence[str]) -> Tensor:
+        """(N, Fh + 384) both views, each unit length: a cosine of these is the mean of the
+        lexical and the semantic cosine."""
+        parts = (self.hashed.fixed_units(units), self.minilm.fixed_units(units))
+        return torch.cat([F.normalize(p, dim=-1) for p in parts], dim=-1)  # (N, Fh + 384)
 
 
 class WarmEncoderCache(Callback):

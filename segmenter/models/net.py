@@ -34,26 +34,62 @@ class NetOutput(NamedTuple):
     boundary_logits: Tensor | None  # (L, B, T) from boundary-predicting attention, else None
 
 
-class NeighbourProducts(nn.Module):
-    """x_i + U V [x_i * x_{i-1}, x_i * x_{i+1}]: adjacent similarity.
+def shift(x: Tensor, offset: int) -> Tensor:
+    """(B, T, ...) -> out[:, i] = x[:, i + offset], zeros past either end."""
+    if offset == 0:
+        return x
+    if abs(offset) >= x.shape[1]:
+        return torch.zeros_like(x)
+    pad = [0, 0] * (x.dim() - 2)  # F.pad counts dims from the last
+    if offset > 0:
+        return F.pad(x[:, offset:], pad + [0, offset])
+    return F.pad(x[:, :offset], pad + [-offset, 0])
 
-    Attention compares units only inside its softmax; its output cannot say how
-    similar two units were. Each of the ``rank`` rows of V sums the channel products
-    into one weighted dot product (a learned similarity of unit i to a neighbour),
-    the lexical-cohesion signal boundaries are made of (as TextTiling's gap scores);
-    U writes them into the residual stream. Low rank keeps it ~6K parameters.
+
+class CohesionProfile(nn.Module):
+    """U [cos(e_i, e_{i+o}) for 0 < |o| <= radius; cos(left_k, right_k) for k in blocks; flags]
+
+    Lexical cohesion, the signal boundaries are made of: how similar unit i is to each
+    neighbour, and how similar the k units ending at i are to the k units after it
+    (TextTiling's gap score at k = 1, 2, ...; a drop marks a topic shift). Attention
+    compares units only inside its softmax, and a network fed only unit vectors learns
+    to recognise the training sentences themselves. These are similarities of the
+    encoder's fixed vectors e (nothing trained moves them), not word identities, so what
+    the network learns from them carries over to unseen text. A neighbour past the
+    document edge or in the padding counts 0 and is flagged. U: one Linear.
     """
 
-    def __init__(self, *, dim: int, rank: int = 16) -> None:
+    def __init__(self, *, dim: int, radius: int = 10, blocks: Sequence[int] = (1, 2, 3, 4, 6, 8)) -> None:
         super().__init__()
-        self.similarity = nn.Linear(2 * dim, rank)  # V
-        self.proj = nn.Linear(rank, dim)  # U
+        if radius < 1 or not blocks or min(blocks) < 1:
+            raise ValueError(f"radius={radius} and every block size in blocks={list(blocks)} must be >= 1")
+        self.radius, self.blocks = radius, tuple(int(k) for k in blocks)
+        self.proj = nn.Linear(4 * radius + len(self.blocks), dim)  # U
 
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        x0 = x * mask[..., None]  # padding never leaks into the last real unit
-        prev = F.pad(x0, (0, 0, 1, 0))[:, :-1]  # (B, T, D): x_{i-1}, zeros at i = 0
-        nxt = F.pad(x0, (0, 0, 0, 1))[:, 1:]  # (B, T, D): x_{i+1}, zeros past the end
-        return x + self.proj(self.similarity(torch.cat((x0 * prev, x0 * nxt), dim=-1)))
+    @property
+    def reach(self) -> int:
+        """How many units to either side a unit's features depend on."""
+        return max(self.radius, *self.blocks)
+
+    def forward(self, e: Tensor, mask: Tensor) -> Tensor:
+        """e (B, T, F) fixed unit vectors, mask (B, T) -> (B, T, dim) features."""
+        m = mask[..., None].to(e.dtype)  # (B, T, 1)
+        u = F.normalize(e, dim=-1) * m  # (B, T, F) unit length, zeros at padding
+        offsets = [o for o in range(-self.radius, self.radius + 1) if o]
+        sims = [(u * shift(u, o)).sum(-1) for o in offsets]  # 2r x (B, T)
+        seen = [shift(m, o)[..., 0] * m[..., 0] for o in offsets]  # 2r x (B, T): 1 = a real neighbour
+        # Block sums from cumulative sums: left_k(i) = u[i-k+1..i], right_k(i) = u[i+1..i+k],
+        # clipped at the edges (padding adds nothing: u is 0 there).
+        t = e.shape[1]
+        c = F.pad(u.cumsum(1), (0, 0, 1, 0))  # (B, T + 1, F): c[:, j] = u[:, :j].sum(1)
+        i = torch.arange(1, t + 1, device=e.device)  # (T,): c index just after unit i - 1
+        gaps = []
+        for k in self.blocks:
+            left = c[:, i] - c[:, (i - k).clamp(min=0)]  # (B, T, F)
+            right = c[:, (i + k).clamp(max=t)] - c[:, i]  # (B, T, F)
+            gaps.append(F.cosine_similarity(left, right, dim=-1, eps=1e-6) * m[..., 0])  # (B, T)
+        feats = torch.stack(sims + seen + gaps, dim=-1)  # (B, T, 4r + K)
+        return self.proj(feats)  # (B, T, dim)
 
 
 class Block(nn.Module):
@@ -85,16 +121,26 @@ class SegmenterNet(nn.Module):
         ff_dim: int,
         num_classes: int,
         dropout: float = 0.1,
+        cohesion: nn.Module | None = None,
+        content: bool = True,
     ) -> None:
+        """cohesion: similarity features of the encoder's fixed vectors, added to the
+        input of the blocks (``CohesionProfile``); None: none. content: whether the blocks
+        also see the unit vectors themselves. Words tell section types apart (verse and
+        chorus), but on topic segmentation of unseen text (Choi's source-disjoint split)
+        a network that sees them memorises training sentences: content=False keeps only
+        positions and cohesion, what carries over."""
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"num_classes={num_classes} must be >= 2")
+        if cohesion is None and not content:
+            raise ValueError("content=False needs a cohesion module: the blocks would see nothing but positions")
         if getattr(encoder, "dim", dim) != dim:
             raise ValueError(f"encoder width {encoder.dim} != model width dim={dim}")
         self.num_classes = num_classes
         self.encoder = encoder
         self.drop = nn.Dropout(dropout)
-        self.neighbours = NeighbourProducts(dim=dim)
+        self.cohesion, self.content = cohesion, content
         self.blocks = nn.ModuleList(
             Block(dim=dim, attention=attention(), ff_dim=ff_dim, dropout=dropout) for _ in range(num_layers)
         )
@@ -104,15 +150,16 @@ class SegmenterNet(nn.Module):
     def forward(self, docs: Sequence[Sequence[str]], *, start: Tensor | None = None) -> NetOutput:
         """``start`` (B,): position of each input's first unit in its document (windows
         of a long document); None = every input starts its document."""
-        x, mask = self.encoder(docs)  # (B, T, D), (B, T)
-        return self.forward_features(x, mask, start=start)
-
-    def forward_features(self, x: Tensor, mask: Tensor, *, start: Tensor | None = None) -> NetOutput:
+        if self.content:
+            x, mask = self.encoder(docs)  # (B, T, D), (B, T)
+        if self.cohesion is not None:
+            e, mask = self.encoder.fixed(docs)  # (B, T, F): vectors that training never moves
+            profile = self.cohesion(e, mask)  # (B, T, D)
+            x = x + profile if self.content else profile
         # Absolute positions in the inputs let the values (not only the scores) carry
         # where a unit sits, so a block can tell whether its neighbours on the left or
         # on the right are the similar ones: the cue for a boundary.
         x = self.drop(x + sinusoidal(x.shape[1], x.shape[2], x.device, x.dtype, start))
-        x = self.neighbours(x, mask)
         boundary = []
         for block in self.blocks:
             x, b = block(x, mask)

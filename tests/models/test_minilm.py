@@ -116,6 +116,12 @@ def test_hybrid_concatenates_hashed_and_minilm(tiny_cfg, session_cache):
         enc.hashed.proj.weight.zero_()
         y, _ = enc([["Heavy rain fell.", "Flooding followed."], ["The vote passed."]])
     assert not torch.allclose(x[mask], y[mask])
+    # fixed vectors (the cohesion features): a cosine of them is the mean of both views' cosines
+    units = ["Heavy rain fell.", "Flooding followed.", "The vote passed."]
+    e = torch.nn.functional.normalize(enc.fixed_units(units), dim=-1)
+    h, m = (torch.nn.functional.normalize(p.fixed_units(units), dim=-1) for p in (enc.hashed, enc.minilm))
+    torch.testing.assert_close(e @ e.T, (h @ h.T + m @ m.T) / 2)
+    torch.testing.assert_close(enc.minilm.fixed_units(units), enc.minilm.embed(units))
 
 
 def _fast_dev_run(tiny_cfg, session_cache, attention):
