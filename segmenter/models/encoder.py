@@ -77,10 +77,22 @@ class UnitEncoder(nn.Module):
         lengths = self._lengths(docs)
         return pad_units(self.encode_units([u for d in docs for u in d]), lengths)
 
+    def encode_and_fix_units(self, units: Sequence[str]) -> tuple[Tensor, Tensor]:
+        """Both at once, (N, D) and (N, F); encoders that derive one from the other
+        (MiniLM: the projection of the embeddings) override this to look up once."""
+        return self.encode_units(units), self.fixed_units(units)
+
     def fixed(self, docs: Sequence[Sequence[str]]) -> tuple[Tensor, Tensor]:
         """docs: B documents of units -> fixed vectors (B, T, F), mask (B, T)."""
         lengths = self._lengths(docs)
         return pad_units(self.fixed_units([u for d in docs for u in d]), lengths)
+
+    def encode_and_fix(self, docs: Sequence[Sequence[str]]) -> tuple[Tensor, Tensor, Tensor]:
+        """docs: B documents of units -> x (B, T, D), fixed vectors (B, T, F), mask (B, T)."""
+        lengths = self._lengths(docs)
+        x, e = self.encode_and_fix_units([u for d in docs for u in d])
+        (x, mask), (e, _) = pad_units(x, lengths), pad_units(e, lengths)
+        return x, e, mask
 
 
 class HashedNgramEncoder(UnitEncoder):

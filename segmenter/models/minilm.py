@@ -168,6 +168,10 @@ class MiniLMEncoder(UnitEncoder):
         """(N, 384) the sentence embeddings themselves (fine-tuned ones when finetune=True)."""
         return self.embed(units)
 
+    def encode_and_fix_units(self, units: Sequence[str]) -> tuple[Tensor, Tensor]:
+        e = self.embed(units)  # (N, 384), one cache lookup for both
+        return self.proj(self.norm(e)), e
+
 
 class HybridEncoder(UnitEncoder):
     """Lexical and semantic views side by side: [hashed(u); minilm(u)] -> Linear -> dim.
@@ -195,8 +199,15 @@ class HybridEncoder(UnitEncoder):
     def fixed_units(self, units: Sequence[str]) -> Tensor:
         """(N, Fh + 384) both views, each unit length: a cosine of these is the mean of the
         lexical and the semantic cosine."""
-        parts = (self.hashed.fixed_units(units), self.minilm.fixed_units(units))
-        return torch.cat([F.normalize(p, dim=-1) for p in parts], dim=-1)  # (N, Fh + 384)
+        return self._join(self.hashed.fixed_units(units), self.minilm.fixed_units(units))
+
+    @staticmethod
+    def _join(*views: Tensor) -> Tensor:
+        return torch.cat([F.normalize(v, dim=-1) for v in views], dim=-1)  # (N, sum of widths)
+
+    def encode_and_fix_units(self, units: Sequence[str]) -> tuple[Tensor, Tensor]:
+        (xh, eh), (xm, em) = self.hashed.encode_and_fix_units(units), self.minilm.encode_and_fix_units(units)
+        return self.proj(torch.cat((xh, xm), dim=-1)), self._join(eh, em)
 
 
 class WarmEncoderCache(Callback):

@@ -150,12 +150,16 @@ class SegmenterNet(nn.Module):
     def forward(self, docs: Sequence[Sequence[str]], *, start: Tensor | None = None) -> NetOutput:
         """``start`` (B,): position of each input's first unit in its document (windows
         of a long document); None = every input starts its document."""
-        if self.content:
+        if self.cohesion is None:
             x, mask = self.encoder(docs)  # (B, T, D), (B, T)
-        if self.cohesion is not None:
-            e, mask = self.encoder.fixed(docs)  # (B, T, F): vectors that training never moves
-            profile = self.cohesion(e, mask)  # (B, T, D)
-            x = x + profile if self.content else profile
+        else:
+            # e (B, T, F): the encoder's fixed vectors, which training never moves
+            if self.content:
+                x, e, mask = self.encoder.encode_and_fix(docs)
+                x = x + self.cohesion(e, mask)  # (B, T, D)
+            else:
+                e, mask = self.encoder.fixed(docs)
+                x = self.cohesion(e, mask)  # (B, T, D)
         # Absolute positions in the inputs let the values (not only the scores) carry
         # where a unit sits, so a block can tell whether its neighbours on the left or
         # on the right are the similar ones: the cue for a boundary.

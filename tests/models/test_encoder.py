@@ -54,3 +54,11 @@ def test_fixed_vectors_ignore_learned_weights_and_track_overlap():
     e, mask = enc.fixed([units[:2], units[2:]])
     assert e.shape == (2, 2, 64) and mask.tolist() == [[True, True], [True, False]]
     torch.testing.assert_close(e[1, 0], before[2])
+
+
+def test_encode_and_fix_equals_both_separately():
+    enc = HashedNgramEncoder(dim=8, num_buckets=512, code_dim=16)
+    docs = [["one unit", "two units", "three"], ["alone"]]
+    x, e, mask = enc.encode_and_fix(docs)
+    torch.testing.assert_close((x, mask), enc(docs))
+    torch.testing.assert_close((e, mask), enc.fixed(docs))

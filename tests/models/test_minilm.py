@@ -122,6 +122,9 @@ def test_hybrid_concatenates_hashed_and_minilm(tiny_cfg, session_cache):
     h, m = (torch.nn.functional.normalize(p.fixed_units(units), dim=-1) for p in (enc.hashed, enc.minilm))
     torch.testing.assert_close(e @ e.T, (h @ h.T + m @ m.T) / 2)
     torch.testing.assert_close(enc.minilm.fixed_units(units), enc.minilm.embed(units))
+    for part in (enc, enc.minilm):  # one lookup for both gives what two separate calls give
+        x2, e2 = part.encode_and_fix_units(units)
+        torch.testing.assert_close((x2, e2), (part.encode_units(units), part.fixed_units(units)))
 
 
 def _fast_dev_run(tiny_cfg, session_cache, attention):
