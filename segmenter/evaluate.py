@@ -46,7 +46,9 @@ def load_run(ckpt_path: str | Path) -> tuple[Path, DictConfig, Segmenter]:
 
 def score(pairs: Sequence[tuple[list[int], list[int]]]) -> dict[str, float]:
     """(hypothesis, reference) slot lists of documents -> F1, precision, recall, Pk, WindowDiff."""
-    # A MetricCollection groups the three BoundaryF1 outputs (same states): counted once.
+    # The three BoundaryF1 outputs share one compute group (counted once). The groups are
+    # explicit: automatic grouping would merge Pk and WindowDiff (same state names) whenever
+    # they agree on the first document.
     metrics = MetricCollection(
         {
             "f1": BoundaryF1(output="f1"),
@@ -54,7 +56,8 @@ def score(pairs: Sequence[tuple[list[int], list[int]]]) -> dict[str, float]:
             "recall": BoundaryF1(output="recall"),
             "pk": Pk(),
             "windowdiff": WindowDiff(),
-        }
+        },
+        compute_groups=[["f1", "precision", "recall"], ["pk"], ["windowdiff"]],
     )
     for hyp, ref in pairs:
         # Slots -> boundary-task labels of N units (the last unit is no slot).

@@ -174,4 +174,9 @@ def build_metrics(task: str, num_classes: int, label_names: Sequence[str] | None
     metrics["windowdiff"] = WindowDiff(task=task)
     for output in ("precision", "recall", "f1"):
         metrics[f"boundary_{output}"] = BoundaryF1(task=task, output=output)
-    return MetricCollection(metrics)
+    # Explicit compute groups: torchmetrics' automatic grouping merges metrics whose states
+    # are equal after the first update, and Pk and WindowDiff have the same state names, so
+    # a first batch where they agree would make WindowDiff report Pk from then on.
+    groups = [[name] for name in metrics if not name.startswith("boundary_")]
+    groups.append([f"boundary_{output}" for output in ("precision", "recall", "f1")])
+    return MetricCollection(metrics, compute_groups=groups)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from segmenter.data.datamodule import SegmentationDataModule
 from segmenter.data.document import segments_to_document
-from segmenter.evaluate import evaluate, evaluate_documents, to_markdown
+from segmenter.evaluate import evaluate, evaluate_documents, score, to_markdown
 from segmenter.train import train
 from tests.conftest import CONF
 
@@ -77,3 +78,14 @@ def test_evaluate_refuses_other_test_documents(tiny_cfg, tmp_path):
 def test_datamodule_rejects_bad_window_settings():
     with pytest.raises(ValueError, match="max_units=4, overlap=4"):
         SegmentationDataModule(corpus=None, max_units=4, overlap=4)
+
+
+def test_score_keeps_pk_and_windowdiff_apart():
+    from segmenter.metrics import pk, window_diff
+    from tests.test_metrics import AGREE, DIFFER
+
+    out = score([AGREE, DIFFER])
+    wd = [window_diff(torch.tensor(h), torch.tensor(r)) for h, r in (AGREE, DIFFER)]
+    pks = [pk(torch.tensor(h), torch.tensor(r)) for h, r in (AGREE, DIFFER)]
+    assert out["windowdiff"] == pytest.approx(sum(wd) / 2) and out["pk"] == pytest.approx(sum(pks) / 2)
+    assert out["windowdiff"] != pytest.approx(out["pk"])

@@ -141,3 +141,24 @@ def test_section_task_takes_boundaries_where_the_label_changes():
 def test_states_sum_across_processes():
     m = Pk()
     assert all(fx is not None and fx.__name__ == "dim_zero_sum" for fx in m._reductions.values())
+
+
+# A first document where Pk and WindowDiff agree, then one where they differ (a double boundary).
+AGREE = ([0, 0, 0, 1, 0, 0, 0, 0], [0, 0, 0, 1, 0, 0, 0, 0])
+DIFFER = ([0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0])
+
+
+def test_collection_keeps_pk_and_windowdiff_apart():
+    """torchmetrics merges metrics with equal states after the first update unless the
+    compute groups are given; Pk and WindowDiff must stay separate anyway."""
+    metrics = build_metrics("boundary", 2)
+    expected = {"pk": [], "windowdiff": []}
+    for hyp, ref in (AGREE, DIFFER):
+        h, r = torch.tensor([hyp + [0]]), torch.tensor([ref + [0]])  # (1, N) per-unit labels
+        metrics.update(h, r)
+        expected["pk"].append(pk(torch.tensor(hyp), torch.tensor(ref)))
+        expected["windowdiff"].append(window_diff(torch.tensor(hyp), torch.tensor(ref)))
+    out = metrics.compute()
+    assert expected["pk"][1] != expected["windowdiff"][1]  # the check below can fail
+    for name, values in expected.items():
+        assert float(out[name]) == pytest.approx(sum(values) / len(values))
