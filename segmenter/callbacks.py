@@ -9,6 +9,7 @@ import math
 import random
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -128,9 +129,9 @@ class FiniteLossGuard(Callback):
     def on_before_backward(self, trainer: Trainer, pl_module: LightningModule, loss: Tensor) -> None:
         if torch.isfinite(loss).all():
             return
-        ckpt = getattr(trainer.checkpoint_callback, "last_model_path", "") or getattr(
-            trainer.checkpoint_callback, "best_model_path", ""
-        )
+        written = [Path(p) for cb in trainer.checkpoint_callbacks for p in (cb.last_model_path, cb.best_model_path) if p]
+        written = [p for p in written if p.is_file()]
+        ckpt = str(max(written, key=lambda p: p.stat().st_mtime)) if written else ""  # the newest
         raise NonFiniteLossError(
             f"non-finite training loss ({loss.detach().float().item()}) at global step {trainer.global_step}"
             f" (epoch {trainer.current_epoch}, batch {self._batch_idx}); stopped before its optimizer step."

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from segmenter.train import train
@@ -31,6 +32,9 @@ def test_checkpoint_and_best_model_test(tiny_cfg, tmp_path):
     ckpts = sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("*.ckpt"))
     assert "last.ckpt" in ckpts and len(ckpts) >= 2
     assert 0.0 <= metrics["test/f1"] <= 1.0
+    # last.ckpt is the last epoch whether or not val/f1 improved in it (resume must not go back)
+    last = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["epoch"] == cfg.trainer.max_epochs - 1
 
 
 def test_main_command_writes_val_f1_to_tensorboard(tmp_path):

@@ -1,7 +1,9 @@
-"""The segmentation network, top to bottom: encoder -> residual blocks -> per-unit head.
+"""The segmentation network, top to bottom: encoder (+ cohesion profile) -> residual
+blocks -> per-unit head.
 
 The attention inside each block is passed in (a factory, so every layer gets its
-own parameters): the network never knows which kind it holds.
+own parameters): the network never knows which kind it holds. So is the cohesion
+profile, the similarity features every attention type shares.
 """
 
 from __future__ import annotations
