@@ -60,6 +60,7 @@ def test_experiment_options_compose(tmp_path):
     build(small)
     choi = compose_train(tmp_path, ["experiment=choi"])
     assert choi.data.corpus.split == "source_disjoint" and choi.model.net.content is False
+    assert choi.model.class_weighting == "sqrt"
     assert choi.encoder._target_.endswith("MiniLMEncoder") and choi.trainer.max_time
     documents = compose_train(tmp_path, ["experiment=choi_document_split"])
     assert documents.data.corpus.split == "random" and documents.model.net.content is True
