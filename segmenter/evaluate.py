@@ -17,13 +17,12 @@ from typing import Any
 import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
-from torchmetrics import MetricCollection
 
 from segmenter.checkpoint import run_config_file, run_dir
-from segmenter.data.document import Document, boundary_labels
+from segmenter.data.document import BOUNDARY, Document, boundary_labels
 from segmenter.data.readers import read_separator_files
 from segmenter.data.splits import SPLIT_FILE, fingerprint, read_split_file
-from segmenter.metrics import BoundaryF1, Pk, WindowDiff
+from segmenter.metrics import build_metrics
 from segmenter.predict import Segmenter
 
 log = logging.getLogger(__name__)
@@ -45,24 +44,15 @@ def load_run(ckpt_path: str | Path) -> tuple[Path, DictConfig, Segmenter]:
 
 
 def score(pairs: Sequence[tuple[list[int], list[int]]]) -> dict[str, float]:
-    """(hypothesis, reference) slot lists of documents -> F1, precision, recall, Pk, WindowDiff."""
-    # The three BoundaryF1 outputs share one compute group (counted once). The groups are
-    # explicit: automatic grouping would merge Pk and WindowDiff (same state names) whenever
-    # they agree on the first document.
-    metrics = MetricCollection(
-        {
-            "f1": BoundaryF1(output="f1"),
-            "precision": BoundaryF1(output="precision"),
-            "recall": BoundaryF1(output="recall"),
-            "pk": Pk(),
-            "windowdiff": WindowDiff(),
-        },
-        compute_groups=[["f1", "precision", "recall"], ["pk"], ["windowdiff"]],
-    )
+    """(hypothesis, reference) slot lists of documents -> F1, precision, recall, Pk, WindowDiff:
+    the metrics training logs (``build_metrics``), on boundary slots."""
+    metrics = build_metrics(BOUNDARY, num_classes=2)
     for hyp, ref in pairs:
         # Slots -> boundary-task labels of N units (the last unit is no slot).
         metrics.update(torch.tensor([hyp + [0]]), torch.tensor([ref + [0]]))  # (1, N) each
-    return {name: float(value) for name, value in metrics.compute().items()}
+    out = metrics.compute()
+    names = {"f1": "boundary_f1", "precision": "boundary_precision", "recall": "boundary_recall"}
+    return {name: float(out[names.get(name, name)]) for name in ("f1", "precision", "recall", "pk", "windowdiff")}
 
 
 def evaluate_documents(

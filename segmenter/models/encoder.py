@@ -65,34 +65,33 @@ class UnitEncoder(nn.Module):
         before learning), for comparing units: the cohesion features."""
         raise NotImplementedError
 
+    def encode_and_fix_units(self, units: Sequence[str]) -> tuple[Tensor, Tensor]:
+        """Both at once, (N, D) and (N, F); encoders that derive one from the other
+        override this to do the shared work once."""
+        return self.encode_units(units), self.fixed_units(units)
+
     @staticmethod
-    def _lengths(docs: Sequence[Sequence[str]]) -> list[int]:
+    def _padded(docs: Sequence[Sequence[str]], encode) -> tuple[Tensor, ...]:
+        """``encode`` the units of all documents in one call, then pad each tensor it
+        returns to (B, T, .): those tensors, then the mask (B, T)."""
         lengths = [len(d) for d in docs]
         if min(lengths, default=0) == 0:
             raise ValueError(f"every document needs at least one unit, got lengths {lengths}")
-        return lengths
+        out = encode([u for d in docs for u in d])
+        padded = [pad_units(t, lengths) for t in (out if isinstance(out, tuple) else (out,))]
+        return (*(t for t, _ in padded), padded[0][1])
 
     def forward(self, docs: Sequence[Sequence[str]]) -> tuple[Tensor, Tensor]:
         """docs: B documents of units -> x (B, T, D), mask (B, T)."""
-        lengths = self._lengths(docs)
-        return pad_units(self.encode_units([u for d in docs for u in d]), lengths)
-
-    def encode_and_fix_units(self, units: Sequence[str]) -> tuple[Tensor, Tensor]:
-        """Both at once, (N, D) and (N, F); encoders that derive one from the other
-        (MiniLM: the projection of the embeddings) override this to look up once."""
-        return self.encode_units(units), self.fixed_units(units)
+        return self._padded(docs, self.encode_units)
 
     def fixed(self, docs: Sequence[Sequence[str]]) -> tuple[Tensor, Tensor]:
         """docs: B documents of units -> fixed vectors (B, T, F), mask (B, T)."""
-        lengths = self._lengths(docs)
-        return pad_units(self.fixed_units([u for d in docs for u in d]), lengths)
+        return self._padded(docs, self.fixed_units)
 
     def encode_and_fix(self, docs: Sequence[Sequence[str]]) -> tuple[Tensor, Tensor, Tensor]:
         """docs: B documents of units -> x (B, T, D), fixed vectors (B, T, F), mask (B, T)."""
-        lengths = self._lengths(docs)
-        x, e = self.encode_and_fix_units([u for d in docs for u in d])
-        (x, mask), (e, _) = pad_units(x, lengths), pad_units(e, lengths)
-        return x, e, mask
+        return self._padded(docs, self.encode_and_fix_units)
 
 
 class HashedNgramEncoder(UnitEncoder):
@@ -126,17 +125,25 @@ class HashedNgramEncoder(UnitEncoder):
         norm = torch.repeat_interleave(sizes.float().rsqrt(), sizes)
         return ids, offsets, norm
 
-    def _bag(self, units: Sequence[str], *, learned_weights: bool) -> Tensor:
-        dev = self.codes.device
-        ids, offsets, norm = (t.to(dev) for t in self.featurize(units))
-        weights = self.feature_weight[ids] * norm if learned_weights else norm
-        return F.embedding_bag(ids, self.codes, offsets, mode="sum", per_sample_weights=weights)  # (N, code)
+    def _bags(self, units: Sequence[str], *, learned: bool = True, fixed: bool = True) -> tuple[Tensor | None, Tensor | None]:
+        """(N, code_dim) bags of the units' codes, hashed once for both: weighted by the
+        learned feature weights, and unweighted (the fixed view); None where not asked."""
+        ids, offsets, norm = (t.to(self.codes.device) for t in self.featurize(units))
+
+        def bag(weights: Tensor) -> Tensor:
+            return F.embedding_bag(ids, self.codes, offsets, mode="sum", per_sample_weights=weights)
+
+        return (bag(self.feature_weight[ids] * norm) if learned else None, bag(norm) if fixed else None)
 
     def encode_units(self, units: Sequence[str]) -> Tensor:
         """(N, D) vectors of a flat list of units."""
-        return self.proj(self.norm(self._bag(units, learned_weights=True)))  # (N, D)
+        return self.proj(self.norm(self._bags(units, fixed=False)[0]))  # (N, D)
 
     def fixed_units(self, units: Sequence[str]) -> Tensor:
         """(N, code_dim) sums of the random codes, every feature weighted alike: their
         cosines approximate the lexical overlap of two units."""
-        return self._bag(units, learned_weights=False)
+        return self._bags(units, learned=False)[1]
+
+    def encode_and_fix_units(self, units: Sequence[str]) -> tuple[Tensor, Tensor]:
+        learned, fixed = self._bags(units)
+        return self.proj(self.norm(learned)), fixed  # (N, D), (N, code_dim)

@@ -78,6 +78,7 @@ class CohesionProfile(nn.Module):
         m = mask[..., None].to(e.dtype)  # (B, T, 1)
         u = F.normalize(e, dim=-1) * m  # (B, T, F) unit length, zeros at padding
         offsets = [o for o in range(-self.radius, self.radius + 1) if o]
+        # One shifted copy at a time: attention's band() would hold all 2r at once (B, T, F, 2r + 1).
         sims = [(u * shift(u, o)).sum(-1) for o in offsets]  # 2r x (B, T)
         seen = [shift(m, o)[..., 0] * m[..., 0] for o in offsets]  # 2r x (B, T): 1 = a real neighbour
         # Block sums from cumulative sums: left_k(i) = u[i-k+1..i], right_k(i) = u[i+1..i+k],
