@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor
-from torchmetrics import ClasswiseWrapper, Metric, MetricCollection
+from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import BinaryF1Score, MulticlassF1Score
 
 from segmenter.data.datamodule import IGNORE
@@ -155,6 +155,23 @@ class BoundaryF1(Metric):
         return {"precision": precision, "recall": recall, "f1": f1}[self.output].float()
 
 
+class ClassF1(MulticlassF1Score):
+    """F1 of one class: torchmetrics' per-class F1 (``average=None``), one entry of it.
+
+    A metric whose ``compute`` returns a tensor, so Lightning can log the object itself
+    (``ClasswiseWrapper`` returns a dict, which ``log_dict`` refuses). Its states are those
+    of the macro F1, so a collection computes them all in one compute group."""
+
+    def __init__(self, *, num_classes: int, class_index: int, **kwargs) -> None:
+        if not 0 <= class_index < num_classes:
+            raise ValueError(f"class_index={class_index} is not in [0, num_classes={num_classes})")
+        super().__init__(num_classes=num_classes, average=None, **kwargs)
+        self.class_index = class_index
+
+    def compute(self) -> Tensor:
+        return super().compute()[self.class_index]
+
+
 def build_metrics(task: str, num_classes: int, label_names: Sequence[str] | None = None) -> MetricCollection:
     """``f1``: F1 of the boundary class (boundary task) or macro F1 over section types, with
     per-class F1 (``f1_<label>``) for sections; ``pk``, ``windowdiff`` and
@@ -167,9 +184,8 @@ def build_metrics(task: str, num_classes: int, label_names: Sequence[str] | None
         names = list(label_names) if label_names is not None else [str(i) for i in range(num_classes)]
         if len(names) != num_classes:
             raise ValueError(f"{len(names)} label_names {names} for num_classes={num_classes}")
-        metrics["f1_per_class"] = ClasswiseWrapper(
-            MulticlassF1Score(num_classes=num_classes, average=None, ignore_index=IGNORE), labels=names, prefix="f1_"
-        )
+        for c, name in enumerate(names):
+            metrics[f"f1_{name}"] = ClassF1(num_classes=num_classes, class_index=c, ignore_index=IGNORE)
     metrics["pk"] = Pk(task=task)
     metrics["windowdiff"] = WindowDiff(task=task)
     for output in ("precision", "recall", "f1"):
@@ -177,6 +193,7 @@ def build_metrics(task: str, num_classes: int, label_names: Sequence[str] | None
     # Explicit compute groups: torchmetrics' automatic grouping merges metrics whose states
     # are equal after the first update, and Pk and WindowDiff have the same state names, so
     # a first batch where they agree would make WindowDiff report Pk from then on.
-    groups = [[name] for name in metrics if not name.startswith("boundary_")]
-    groups.append([f"boundary_{output}" for output in ("precision", "recall", "f1")])
+    # (The F1 scores share one state: macro and per-class F1 are views of the same counts.)
+    f1 = [name for name in metrics if name == "f1" or isinstance(metrics[name], ClassF1)]
+    groups = [f1, ["pk"], ["windowdiff"], [f"boundary_{output}" for output in ("precision", "recall", "f1")]]
     return MetricCollection(metrics, compute_groups=groups)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import random
 from pathlib import Path
 
 import pytest
@@ -71,3 +73,32 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     (run / ".hydra").mkdir(exist_ok=True)  # as scripts/train.py leaves it (checkpoint upgrades read it)
     OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
     return run / "checkpoints" / "last.ckpt"
+
+
+def write_songs(path: Path, *, num_songs: int = 24, seed: int = 0) -> Path:
+    """Synthetic songs in the JSONL section format (label 0 = verse, 1 = chorus): verses of
+    fresh random lines, and one chorus block that recurs (sometimes with an ad-lib added),
+    as a chorus does. Each verse line is its own random words, so only recurrence tells the
+    chorus apart."""
+    rng = random.Random(seed)
+    vocab = [f"w{i}" for i in range(300)]
+
+    def line() -> str:
+        return " ".join(rng.choices(vocab, k=rng.randint(3, 7)))
+
+    with open(path, "w", encoding="utf-8") as f:
+        for n in range(num_songs):
+            chorus = [line() for _ in range(rng.randint(2, 4))]
+            lines, labels = [], []
+            for _ in range(rng.randint(2, 3)):
+                verse = [line() for _ in range(rng.randint(3, 6))]
+                sung = [c if rng.random() < 0.8 else f"(yeah) {c}" for c in chorus]
+                lines += verse + sung
+                labels += [0] * len(verse) + [1] * len(sung)
+            f.write(json.dumps({"id": f"song{n}", "lines": lines, "labels": labels}) + "\n")
+    return path
+
+
+@pytest.fixture
+def songs_jsonl(tmp_path) -> Path:
+    return write_songs(tmp_path / "songs.jsonl")

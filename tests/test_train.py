@@ -11,7 +11,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from segmenter.train import train
-from tests.conftest import ATTENTIONS, ROOT, TINY_DATA
+from tests.conftest import ATTENTIONS, ROOT, TINY_DATA, compose_train
 
 
 @pytest.mark.parametrize("attention", ATTENTIONS)
@@ -57,3 +57,16 @@ def test_main_command_writes_val_f1_to_tensorboard(tmp_path):
     assert {"val/f1", "val/loss", "train/loss", "test/f1"} <= tags
     assert (run_dir / ".hydra" / "config.yaml").exists()
     assert list((run_dir / "checkpoints").glob("*.ckpt"))
+
+
+def test_section_labels_train_end_to_end(tmp_path, songs_jsonl):
+    """data=jsonl with section labels (verse/chorus), as the README shows it: macro F1 and
+    one F1 per label name are logged as metric objects, through validation and test."""
+    cfg = compose_train(tmp_path, ["data=jsonl", f"data.corpus.path={songs_jsonl}", "debug=limit", "logger=none",
+                                   "callbacks.lr_monitor=null", "callbacks.rich_progress_bar=null"])  # fmt: skip
+    metrics = train(cfg)
+    for stage in ("val", "test"):
+        assert {f"{stage}/f1", f"{stage}/f1_verse", f"{stage}/f1_chorus", f"{stage}/pk"} <= set(metrics)
+        assert all(0.0 <= metrics[f"{stage}/{k}"] <= 1.0 for k in ("f1", "f1_verse", "f1_chorus"))
+    # macro F1 is the mean of the per-class scores it shares its counts with
+    assert metrics["test/f1"] == pytest.approx((metrics["test/f1_verse"] + metrics["test/f1_chorus"]) / 2, abs=1e-6)
