@@ -12,6 +12,14 @@
 
 Both classical methods work on bag-of-words vectors of content words (lower-cased,
 stopwords removed, a light suffix stripping in place of a stemmer).
+
+For section labels (``task=section``, e.g. verse/chorus), baselines map units to a label
+per unit instead (``tasks = (SECTION,)``):
+
+- ``MajorityLabel``: every unit gets the training split's most frequent label (all verse).
+- ``RepetitionRule``: a unit whose normalised text occurs again elsewhere in its document
+  gets the label most frequent among such units in training (chorus), every other unit
+  the label most frequent among the rest: "a line that recurs is chorus".
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from segmenter.data.document import Document, boundary_labels
+from segmenter.data.document import BOUNDARY, SECTION, Document, boundary_labels
 
 _WORD = re.compile(r"[a-z]+")
 STOPWORDS = frozenset(
@@ -78,8 +86,9 @@ def _slots(n: int, ends: Sequence[int]) -> list[int]:
 
 class NoBoundaries:
     name = "no boundaries"
+    tasks = (BOUNDARY,)
 
-    def fit(self, docs: Sequence[Document], task: str) -> NoBoundaries:
+    def fit(self, docs: Sequence[Document], task: str, label_names: Sequence[str] | None = None) -> NoBoundaries:
         return self
 
     def __call__(self, units: Sequence[str]) -> list[int]:
@@ -88,8 +97,9 @@ class NoBoundaries:
 
 class AllBoundaries:
     name = "every unit"
+    tasks = (BOUNDARY,)
 
-    def fit(self, docs: Sequence[Document], task: str) -> AllBoundaries:
+    def fit(self, docs: Sequence[Document], task: str, label_names: Sequence[str] | None = None) -> AllBoundaries:
         return self
 
     def __call__(self, units: Sequence[str]) -> list[int]:
@@ -98,6 +108,8 @@ class AllBoundaries:
 
 class EvenlySpaced:
     """A boundary every ``length`` units; ``fit`` sets it to the training mean segment length."""
+
+    tasks = (BOUNDARY,)
 
     def __init__(self, *, length: int | None = None) -> None:
         if length is not None and length < 1:
@@ -108,7 +120,7 @@ class EvenlySpaced:
     def name(self) -> str:
         return f"evenly spaced (every {self.length})"
 
-    def fit(self, docs: Sequence[Document], task: str) -> EvenlySpaced:
+    def fit(self, docs: Sequence[Document], task: str, label_names: Sequence[str] | None = None) -> EvenlySpaced:
         units = sum(len(d) for d in docs)
         segments = sum(sum(boundary_labels(d.labels, task)) + 1 for d in docs)
         if segments == 0:
@@ -125,6 +137,8 @@ class EvenlySpaced:
 class C99:
     """Choi (2000): rank-transformed similarity, divisive clustering, automatic stopping."""
 
+    tasks = (BOUNDARY,)
+
     name = "C99"
 
     def __init__(self, *, mask: int = 11, cutoff: float = 1.2, num_segments: int | None = None) -> None:
@@ -132,7 +146,7 @@ class C99:
             raise ValueError(f"mask={mask} must be an odd number >= 3")
         self.mask, self.cutoff, self.num_segments = mask, cutoff, num_segments
 
-    def fit(self, docs: Sequence[Document], task: str) -> C99:
+    def fit(self, docs: Sequence[Document], task: str, label_names: Sequence[str] | None = None) -> C99:
         return self  # unsupervised
 
     def rank_matrix(self, sim: np.ndarray) -> np.ndarray:
@@ -194,6 +208,8 @@ class C99:
 class TextTiling:
     """Hearst's TextTiling computed on sentences: ``block`` sentences either side of a gap."""
 
+    tasks = (BOUNDARY,)
+
     name = "TextTiling (sentences)"
 
     def __init__(self, *, block: int = 4, smoothing: int = 1, cutoff: float = 0.0) -> None:
@@ -201,7 +217,7 @@ class TextTiling:
             raise ValueError(f"need block >= 1 and smoothing >= 0, got block={block}, smoothing={smoothing}")
         self.block, self.smoothing, self.cutoff = block, smoothing, cutoff
 
-    def fit(self, docs: Sequence[Document], task: str) -> TextTiling:
+    def fit(self, docs: Sequence[Document], task: str, label_names: Sequence[str] | None = None) -> TextTiling:
         return self
 
     def __call__(self, units: Sequence[str]) -> list[int]:
@@ -239,3 +255,63 @@ class TextTiling:
         ]
         return _slots(n, ends)
 
+
+
+def normalised(unit: str) -> str:
+    """Lower-case words only: "Oh, baby!" and "oh baby" are the same line."""
+    return " ".join(re.findall(r"\w+", unit.lower()))
+
+
+def _most_frequent(labels: Sequence[int], default: int) -> int:
+    return Counter(labels).most_common(1)[0][0] if labels else default
+
+
+class MajorityLabel:
+    """Every unit gets the most frequent label of the training split."""
+
+    tasks = (SECTION,)
+
+    def __init__(self) -> None:
+        self.label: int | None = None
+        self.name = "majority label"
+
+    def fit(self, docs: Sequence[Document], task: str, label_names: Sequence[str] | None = None) -> MajorityLabel:
+        self.label = _most_frequent([y for d in docs for y in d.labels], 0)
+        if label_names is not None:
+            self.name = f"all {label_names[self.label]}"
+        return self
+
+    def __call__(self, units: Sequence[str]) -> list[int]:
+        if self.label is None:
+            raise ValueError("MajorityLabel is not fitted: call fit() on training documents")
+        return [self.label] * len(units)
+
+
+class RepetitionRule:
+    """A unit whose normalised text occurs again in its document gets the label most
+    frequent among such units in training; the others, the label most frequent among theirs."""
+
+    tasks = (SECTION,)
+    name = "repetition rule"
+
+    def __init__(self) -> None:
+        self.repeated: int | None = None
+        self.single: int | None = None
+
+    @staticmethod
+    def recurs(units: Sequence[str]) -> list[bool]:
+        counts = Counter(normalised(u) for u in units)
+        return [counts[normalised(u)] > 1 for u in units]
+
+    def fit(self, docs: Sequence[Document], task: str, label_names: Sequence[str] | None = None) -> RepetitionRule:
+        pairs = [(r, y) for d in docs for r, y in zip(self.recurs(d.units), d.labels)]
+        self.single = _most_frequent([y for r, y in pairs if not r], 0)
+        self.repeated = _most_frequent([y for r, y in pairs if r], self.single)
+        if label_names is not None:
+            self.name = f"repetition rule (a recurring unit is {label_names[self.repeated]})"
+        return self
+
+    def __call__(self, units: Sequence[str]) -> list[int]:
+        if self.repeated is None:
+            raise ValueError("RepetitionRule is not fitted: call fit() on training documents")
+        return [self.repeated if r else self.single for r in self.recurs(units)]

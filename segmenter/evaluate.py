@@ -2,7 +2,10 @@
 
 For each data subset (Choi: the segment-length range of the document's folder, e.g. 3-5)
 and overall, one table of boundary F1, Pk and WindowDiff for the model and every baseline,
-printed and written as markdown and JSON.
+printed and written as markdown and JSON. Section labels (verse/chorus): macro F1 and F1 per
+label, then boundary F1, Pk and WindowDiff of the label changes, next to the section
+baselines (majority label, repetition rule); a model with a CRF is scored with its Viterbi
+decoding and with per-unit argmax.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from segmenter.checkpoint import run_config_file, run_dir
-from segmenter.data.document import BOUNDARY, Document, boundary_labels
+from segmenter.data.document import BOUNDARY, SECTION, Document, boundary_labels
 from segmenter.data.readers import read_separator_files
 from segmenter.data.splits import SPLIT_FILE, fingerprint, read_split_file
 from segmenter.metrics import build_metrics
@@ -55,23 +58,36 @@ def score(pairs: Sequence[tuple[list[int], list[int]]]) -> dict[str, float]:
     return {name: float(out[names.get(name, name)]) for name in ("f1", "precision", "recall", "pk", "windowdiff")}
 
 
+def score_labels(pairs: Sequence[tuple[list[int], list[int]]], task: str, label_names: Sequence[str]) -> dict[str, float]:
+    """(hypothesis, reference) per-unit label lists of documents -> every metric training
+    logs (``build_metrics``): for sections, f1 (macro), f1_<label>, pk, windowdiff, boundary_*."""
+    metrics = build_metrics(task, len(label_names), label_names)
+    for hyp, ref in pairs:
+        metrics.update(torch.tensor([hyp]), torch.tensor([ref]))  # (1, N) each
+    return {name: float(value) for name, value in metrics.compute().items()}
+
+
 def evaluate_documents(
-    docs: Sequence[Document], task: str, methods: dict[str, Any]
+    docs: Sequence[Document], task: str, methods: dict[str, Any], label_names: Sequence[str] | None = None
 ) -> dict[str, dict[str, dict[str, float]]]:
-    """{subset: {method: metrics}}, ``all`` over every document; a method maps units to slots."""
+    """{subset: {method: metrics}}, ``all`` over every document. A method maps units to
+    N - 1 boundary slots (boundary task) or to N labels (section task, with label_names)."""
+    if task == SECTION and label_names is None:
+        raise ValueError("task=section needs label_names")
     subsets: dict[str, list[Document]] = defaultdict(list)
     for d in docs:
         subsets[str(d.meta.get("subset", ALL))].append(d)
     groups = {k: subsets[k] for k in sorted(subsets, key=_subset_order)}
     if len(groups) > 1 or ALL not in groups:
         groups[ALL] = list(docs)
-    refs = {d.id: boundary_labels(d.labels, task)[:-1] for d in docs}
+    refs = {d.id: boundary_labels(d.labels, task)[:-1] if task == BOUNDARY else list(d.labels) for d in docs}
     hyps = {name: {d.id: list(fn(d.units)) for d in docs} for name, fn in methods.items()}
     table = {}
     for subset, members in groups.items():
         table[subset] = {"docs": len(members)}
         for name in methods:
-            table[subset][name] = score([(hyps[name][d.id], refs[d.id]) for d in members])
+            pairs = [(hyps[name][d.id], refs[d.id]) for d in members]
+            table[subset][name] = score(pairs) if task == BOUNDARY else score_labels(pairs, task, label_names)
     return table
 
 
@@ -81,14 +97,20 @@ def _subset_order(name: str):
 
 
 def to_markdown(table: dict, title: str) -> str:
-    lines = [f"### {title}", "", "| subset | docs | method | F1 ↑ | Pk ↓ | WindowDiff ↓ |", "|---|---:|---|---:|---:|---:|"]
+    lines = [f"### {title}", ""]
+    first = next(m for row in table.values() for name, m in row.items() if name != "docs")
+    if "boundary_f1" in first:  # section labels: macro F1 and per label, then the label changes
+        per_label = [k for k in first if k.startswith("f1_")]
+        head = ["macro F1 ↑", *(f"F1 {k[3:]} ↑" for k in per_label), "boundary F1 ↑", "Pk ↓", "WindowDiff ↓"]
+        keys = ["f1", *per_label, "boundary_f1", "pk", "windowdiff"]
+    else:
+        head, keys = ["F1 ↑", "Pk ↓", "WindowDiff ↓"], ["f1", "pk", "windowdiff"]
+    lines.append("| subset | docs | method | " + " | ".join(head) + " |")
+    lines.append("|---|---:|---|" + "---:|" * len(head))
     for subset, row in table.items():
         for name, m in row.items():
-            if name == "docs":
-                continue
-            lines.append(
-                f"| {subset} | {row['docs']} | {name} | {m['f1']:.1%} | {m['pk']:.1%} | {m['windowdiff']:.1%} |"
-            )
+            if name != "docs":
+                lines.append(f"| {subset} | {row['docs']} | {name} | " + " | ".join(f"{m[k]:.1%}" for k in keys) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -129,12 +151,25 @@ def evaluate(cfg: DictConfig) -> dict:
     model_name = f"segmenter ({run_cfg.get('attention', {}).get('_target_', 'model').rsplit('.', 1)[-1]})"
     # The predict path, all documents in one batched call (windows of similar length share
     # a batch; long documents are windowed and stitched); N - 1 boundary slots each.
-    slots = {tuple(d.units): p.boundaries[:-1] for d, p in zip(docs, segmenter.predict([d.units for d in docs]))}
-    methods: dict[str, Any] = {model_name: lambda units: slots[tuple(units)]}
-    for b in (cfg.get("baselines") or {}).values():
-        baseline = hydra.utils.instantiate(b).fit(train_docs, task)
+    units = [d.units for d in docs]
+    decodings = {model_name: True}
+    if getattr(segmenter.net, "crf", None) is not None:  # with and without the CRF's Viterbi decoding
+        decodings = {f"{model_name}, CRF": True, f"{model_name}, argmax": False}
+    methods: dict[str, Any] = {}
+    for method, structured in decodings.items():
+        preds = {tuple(d.units): p for d, p in zip(docs, segmenter.predict(units, structured=structured))}
+        methods[method] = (
+            (lambda u, preds=preds: preds[tuple(u)].boundaries[:-1]) if task == BOUNDARY
+            else (lambda u, preds=preds: preds[tuple(u)].labels)
+        )  # fmt: skip
+    for key, b in (cfg.get("baselines") or {}).items():
+        baseline = hydra.utils.instantiate(b)
+        if task not in baseline.tasks:
+            log.info("baseline %s is for %s, not task=%s: skipped", key, "/".join(baseline.tasks), task)
+            continue
+        baseline = baseline.fit(train_docs, task, label_names=segmenter.label_names)
         methods[baseline.name] = baseline
-    table = evaluate_documents(docs, task, methods)
+    table = evaluate_documents(docs, task, methods, label_names=segmenter.label_names)
     title = f"{name}: {len(docs)} documents, checkpoint {cfg.ckpt_path}"
     markdown = to_markdown(table, title)
     out_dir = Path(cfg.output_dir) if cfg.get("output_dir") else run / "eval"

@@ -70,6 +70,10 @@ class SegmenterModule(LightningModule):
         labels = batch["labels"]  # (B, T), IGNORE at padding
         loss = F.cross_entropy(out.logits[mask], labels[mask], weight=self.class_weights)
         bs = len(batch["units"])
+        if self.net.crf is not None:  # the sequence log-likelihood trains the label transitions
+            crf = self.net.crf.nll(out.logits, labels, mask)
+            loss = loss + crf
+            self.log(f"{stage}/crf_loss", crf, batch_size=bs, on_step=stage == "train", on_epoch=stage != "train")
         if out.boundary_logits is not None and self.hparams.aux_loss_weight > 0:
             # Train the boundary predictors against the gold segment ends, every layer alike.
             target = batch["boundaries"][mask].expand(out.boundary_logits.shape[0], -1)  # (L, N)
@@ -77,7 +81,8 @@ class SegmenterModule(LightningModule):
             loss = loss + self.hparams.aux_loss_weight * aux
             self.log(f"{stage}/aux_loss", aux, batch_size=bs, on_step=stage == "train", on_epoch=stage != "train")
         metrics = self.metrics[f"{stage}_metrics"]
-        metrics.update(out.logits.argmax(dim=-1), labels)  # whole documents (B, T): per-document metrics need them
+        preds = self.net.decode(out.logits.detach(), mask)  # (B, T): Viterbi with a CRF, else argmax
+        metrics.update(preds, labels)  # whole documents (B, T), IGNORE at padding: per-document metrics need them
         # Loss per step in training, per epoch otherwise; metrics per epoch. Logging the
         # metric objects (not their values) lets Lightning compute them over the whole
         # epoch and sync their states across processes.

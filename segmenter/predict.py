@@ -154,13 +154,18 @@ class Segmenter:
         c = self.net.num_classes
         return [stitch([outs[i, s] for s, _ in sp], sp) if sp else torch.empty(0, c) for i, sp in enumerate(spans)]
 
-    def predict(self, docs: Sequence[Sequence[str]]) -> list[Prediction]:
-        """Predictions for documents already cut into units."""
-        return [self._decode(list(d), lg) for d, lg in zip(docs, self.logits(docs))]
+    def predict(self, docs: Sequence[Sequence[str]], *, structured: bool = True) -> list[Prediction]:
+        """Predictions for documents already cut into units. ``structured=False``: each
+        unit's argmax even where the network has a CRF (to compare the two decodings)."""
+        return [self._decode(list(d), lg, structured=structured) for d, lg in zip(docs, self.logits(docs))]
 
-    def _decode(self, units: list[str], logits: Tensor) -> Prediction:
+    def _decode(self, units: list[str], logits: Tensor, *, structured: bool = True) -> Prediction:
         probs = logits.softmax(dim=-1)  # (n, C)
-        labels = probs.argmax(dim=-1).tolist()
+        if len(units):  # the CRF's best label sequence for the whole (stitched) document, else argmax
+            mask = torch.ones(1, len(units), dtype=torch.bool)
+            labels = self.net.decode(logits[None], mask, structured=structured)[0].tolist()
+        else:
+            labels = []
         if self.task == BOUNDARY:
             p_end = probs[:, 1]  # (n,) class 1 = "ends a segment"
         else:  # section labels: a boundary where the label changes, P = 1 - sum_c p_i(c) p_{i+1}(c)

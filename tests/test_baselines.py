@@ -64,3 +64,22 @@ def test_classical_methods_find_clear_topic_shifts(method):
 def test_c99_with_known_number_of_segments():
     doc = topical_document(random.Random(1), [6, 6, 6])
     assert sum(C99(num_segments=3)(doc.units)) == 2
+
+
+def test_section_baselines_majority_and_repetition_rule():
+    from segmenter.baselines import MajorityLabel, RepetitionRule
+    from segmenter.data.document import Document
+
+    names = ("verse", "chorus")
+    train_docs = [
+        Document("a", ["one", "Hook, yeah!", "two", "hook yeah", "three", "four"], [0, 1, 0, 1, 0, 0]),
+        Document("b", ["five", "six", "la la", "La la"], [0, 0, 1, 1]),
+    ]
+    majority = MajorityLabel().fit(train_docs, "section", label_names=names)
+    assert majority.name == "all verse" and majority(["x", "y"]) == [0, 0]
+    rule = RepetitionRule().fit(train_docs, "section", label_names=names)
+    assert rule.name == "repetition rule (a recurring unit is chorus)"
+    # normalised repeats ("Oh, baby!" / "oh baby") are chorus, lines sung once are verse
+    assert rule(["Oh, baby!", "something", "oh baby", "else"]) == [1, 0, 1, 0]
+    with pytest.raises(ValueError, match="not fitted"):
+        RepetitionRule()(["x"])

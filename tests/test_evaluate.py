@@ -89,3 +89,32 @@ def test_score_keeps_pk_and_windowdiff_apart():
     pks = [pk(torch.tensor(h), torch.tensor(r)) for h, r in (AGREE, DIFFER)]
     assert out["windowdiff"] == pytest.approx(sum(wd) / 2) and out["pk"] == pytest.approx(sum(pks) / 2)
     assert out["windowdiff"] != pytest.approx(out["pk"])
+
+
+def test_section_labels_evaluate_with_crf_and_section_baselines(tmp_path, songs_jsonl):
+    """A verse/chorus run with the self-similarity view and a CRF: evaluate scores the model
+    with Viterbi and with argmax, next to the all-verse and repetition-rule baselines, on
+    macro F1, F1 per label and the label changes; boundary-only baselines are skipped."""
+    from tests.conftest import compose_train
+
+    run = tmp_path / "run"
+    cfg = compose_train(tmp_path, [
+        "data=jsonl", f"data.corpus.path={songs_jsonl}", *FAST,
+        "+model.net.similarity={_target_: segmenter.models.net.SelfSimilarity, dim: ${model.net.dim}}",
+        "+model.net.crf={_target_: segmenter.models.crf.LinearChainCRF, _partial_: true}",
+    ])  # fmt: skip
+    (run / ".hydra").mkdir(parents=True)
+    OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
+    train(cfg)
+    result = evaluate(compose_evaluate([f"ckpt_path={run}/checkpoints/last.ckpt"]))
+    rows = result["table"]["all"]
+    model = "segmenter (LocalizedAttention)"
+    assert {f"{model}, CRF", f"{model}, argmax", "all verse", "repetition rule (a recurring unit is chorus)"} == set(rows) - {"docs"}
+    for m in rows.values():
+        if isinstance(m, dict):
+            assert {"f1", "f1_verse", "f1_chorus", "boundary_f1", "pk", "windowdiff"} <= set(m)
+            assert m["f1"] == pytest.approx((m["f1_verse"] + m["f1_chorus"]) / 2, abs=1e-6)
+    assert rows["all verse"]["f1_chorus"] == 0.0
+    # synthetic choruses recur exactly or with an ad-lib; verse lines never: the rule is nearly exact
+    assert rows["repetition rule (a recurring unit is chorus)"]["f1"] > 0.8
+    assert "| macro F1 ↑ | F1 chorus ↑ | F1 verse ↑ | boundary F1 ↑ |" in (run / "eval" / "test.md").read_text()

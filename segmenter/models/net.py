@@ -8,7 +8,10 @@ profile, the similarity features every attention type shares.
 
 from __future__ import annotations
 
+import re
+import zlib
 from collections.abc import Callable, Sequence
+from functools import lru_cache
 from typing import NamedTuple
 
 import torch
@@ -95,6 +98,135 @@ class CohesionProfile(nn.Module):
         return self.proj(feats)  # (B, T, dim)
 
 
+_NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
+
+
+@lru_cache(maxsize=1 << 18)
+def char_ngrams(text: str, n: int, buckets: int) -> tuple[int, ...]:
+    """Hashed character n-grams of a unit's normalised text (lower case, punctuation and
+    runs of spaces as one space), bucket ids in [0, buckets). Stable across processes;
+    cached: a corpus is hashed once per process."""
+    t = f" {_NON_WORD.sub(' ', text.lower()).strip()} "
+    grams = [t[i : i + n] for i in range(max(1, len(t) - n + 1))]
+    return tuple(zlib.crc32(g.encode("utf-8")) % buckets for g in grams)
+
+
+def diagonal_shift(s: Tensor, offset: int) -> Tensor:
+    """(B, T, T) -> out[:, i, j] = s[:, i + offset, j + offset], zeros past either end:
+    one step along the diagonals of a self-similarity matrix."""
+    if offset == 0:
+        return s
+    t = s.shape[-1]
+    if abs(offset) >= t:
+        return torch.zeros_like(s)
+    if offset > 0:
+        return F.pad(s[:, offset:, offset:], (0, offset, 0, offset))
+    return F.pad(s[:, :offset, :offset], (-offset, 0, -offset, 0))
+
+
+class SelfSimilarity(nn.Module):
+    """U [how unit i recurs anywhere in its document, per view of the units]
+
+    A chorus is, above all, the block that recurs; a neighbourhood (``CohesionProfile``)
+    cannot see that. For each view a (T, T) cosine matrix S of the document's units
+    (never a (T, T, F) tensor) gives, for unit i, over the other units j:
+
+    - how strongly it recurs: max_j S_ij, and that max over the units before and after i;
+    - how often: log(1 + #{j : S_ij >= tau}) for each threshold tau;
+    - whether its neighbours recur with it, in order (a repeated block is a stripe along a
+      diagonal of S): the stripe score D_ij, the mean of S over (i + o, j + o) for
+      |o| <= stripe, then max and counts of D over |i - j| > stripe;
+    - how repetitive the whole document is: the share of its units with max_j S_ij >= the
+      middle threshold (the same for every unit; it calibrates the others).
+
+    Views: the encoder's fixed vectors (``fixed``) and a surface view (``surface``): counts
+    of the character n-grams of the normalised text, so "(Yeah) I'm on my way" and
+    "I'm on my way" are near repeats. The features are similarities, not words: they carry
+    over to unseen text and to any corpus. U: one Linear.
+    """
+
+    def __init__(
+        self,
+        *,
+        dim: int,
+        thresholds: Sequence[float] = (0.5, 0.7, 0.9),
+        stripe: int = 2,
+        fixed: bool = True,
+        surface: bool = True,
+        surface_ngram: int = 3,
+        surface_buckets: int = 4096,
+    ) -> None:
+        super().__init__()
+        if not fixed and not surface:
+            raise ValueError("SelfSimilarity needs at least one view: fixed=False and surface=False")
+        if not thresholds or any(not -1.0 <= t <= 1.0 for t in thresholds):
+            raise ValueError(f"thresholds={list(thresholds)} must be a non-empty list of cosines in [-1, 1]")
+        if stripe < 0 or surface_ngram < 1 or surface_buckets < 1:
+            raise ValueError(f"need stripe >= 0, surface_ngram >= 1, surface_buckets >= 1; got stripe={stripe}, "
+                             f"surface_ngram={surface_ngram}, surface_buckets={surface_buckets}")  # fmt: skip
+        self.thresholds = tuple(float(t) for t in sorted(thresholds))
+        self.stripe, self.fixed, self.surface = stripe, fixed, surface
+        self.surface_ngram, self.surface_buckets = surface_ngram, surface_buckets
+        per_view = 3 + 2 * len(self.thresholds) + 1 + 1  # max, before, after; counts of S, D; max D; share
+        self.proj = nn.Linear(per_view * (fixed + surface), dim)  # U
+
+    def surface_vectors(self, docs: Sequence[Sequence[str]], t: int, device: torch.device) -> Tensor:
+        """(B, T, buckets) character n-gram counts of every unit, zeros at padding."""
+        b_idx, t_idx, g_idx = [], [], []
+        for b, doc in enumerate(docs):
+            for i, unit in enumerate(doc):
+                grams = char_ngrams(unit, self.surface_ngram, self.surface_buckets)
+                b_idx += [b] * len(grams)
+                t_idx += [i] * len(grams)
+                g_idx += grams
+        out = torch.zeros(len(docs), t, self.surface_buckets, device=device)
+        index = tuple(torch.tensor(ix, dtype=torch.long, device=device) for ix in (b_idx, t_idx, g_idx))
+        return out.index_put_(index, torch.ones(len(g_idx), device=device), accumulate=True)
+
+    def view_features(self, v: Tensor, mask: Tensor) -> Tensor:
+        """v (B, T, F) unit vectors of one view -> (B, T, per_view) recurrence features."""
+        t = v.shape[1]
+        m = mask.to(v.dtype)  # (B, T)
+        u = F.normalize(v.float(), dim=-1) * m[..., None]  # (B, T, F) unit length, zeros at padding
+        s = u @ u.transpose(1, 2)  # (B, T, T) cosines
+        pair = mask[:, :, None] & mask[:, None, :]  # (B, T, T) both real units
+        i = torch.arange(t, device=v.device)
+        dist = (i[None, :] - i[:, None]).abs()  # (T, T) |j - i|
+        other = pair & (dist > 0)  # j != i
+        before = pair & (i[None, :] < i[:, None])  # j < i
+        after = pair & (i[None, :] > i[:, None])  # j > i
+        # Stripe: mean of S along the diagonal through (i, j), over real pairs only.
+        num, den = torch.zeros_like(s), torch.zeros_like(s)
+        for o in range(-self.stripe, self.stripe + 1):
+            num += diagonal_shift(s * pair, o)
+            den += diagonal_shift(pair.to(s.dtype), o)
+        d = num / den.clamp(min=1)  # (B, T, T)
+        far = pair & (dist > self.stripe)  # a stripe away from the main diagonal
+
+        def masked_max(x: Tensor, where: Tensor) -> Tensor:  # (B, T): 0 where nothing qualifies
+            return x.masked_fill(~where, float("-inf")).amax(-1).clamp(min=0).nan_to_num(0.0, neginf=0.0)
+
+        def counts(x: Tensor, where: Tensor) -> list[Tensor]:  # per threshold, (B, T)
+            return [torch.log1p(((x >= tau) & where).sum(-1).to(x.dtype)) for tau in self.thresholds]
+
+        strongest = masked_max(s, other)  # (B, T)
+        middle = self.thresholds[len(self.thresholds) // 2]
+        share = ((strongest >= middle).to(s.dtype) * m).sum(-1) / m.sum(-1).clamp(min=1)  # (B,)
+        feats = [strongest, masked_max(s, before), masked_max(s, after), *counts(s, other),
+                 masked_max(d, far), *counts(d, far), share[:, None].expand(-1, t)]  # fmt: skip
+        return torch.stack(feats, dim=-1) * m[..., None]  # (B, T, per_view), zeros at padding
+
+    def forward(self, docs: Sequence[Sequence[str]], e: Tensor, mask: Tensor) -> Tensor:
+        """docs: the B documents' units; e (B, T, F) the encoder's fixed vectors; mask (B, T)
+        -> (B, T, dim) features."""
+        views = []
+        if self.fixed:
+            views.append(self.view_features(e, mask))
+        if self.surface:
+            views.append(self.view_features(self.surface_vectors(docs, e.shape[1], e.device), mask))
+        return self.proj(torch.cat(views, dim=-1).to(self.proj.weight.dtype))  # (B, T, dim)
+
+
 class Block(nn.Module):
     """Pre-norm residual block: x + attn(norm(x)), then x + ff(norm(x))."""
 
@@ -125,6 +257,8 @@ class SegmenterNet(nn.Module):
         num_classes: int,
         dropout: float = 0.1,
         cohesion: nn.Module | None = None,
+        similarity: nn.Module | None = None,
+        crf: Callable[..., nn.Module] | None = None,
         content: bool = True,
     ) -> None:
         """cohesion: similarity features of the encoder's fixed vectors, added to the
@@ -132,37 +266,45 @@ class SegmenterNet(nn.Module):
         also see the unit vectors themselves. Words tell section types apart (verse and
         chorus), but on topic segmentation of unseen text (Choi's source-disjoint split)
         a network that sees them memorises training sentences: content=False keeps only
-        positions and cohesion, what carries over."""
+        positions and cohesion, what carries over. similarity: whole-document recurrence
+        features (``SelfSimilarity``), added like the cohesion profile; None: none.
+        crf: a factory ``crf(num_classes=...)`` of a structured decoder over the per-unit
+        scores (``LinearChainCRF``: learned label transitions, Viterbi decoding); None:
+        each unit takes its own argmax."""
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"num_classes={num_classes} must be >= 2")
-        if cohesion is None and not content:
-            raise ValueError("content=False needs a cohesion module: the blocks would see nothing but positions")
+        if cohesion is None and similarity is None and not content:
+            raise ValueError("content=False needs a cohesion or similarity module: the blocks would see nothing but positions")
         if getattr(encoder, "dim", dim) != dim:
             raise ValueError(f"encoder width {encoder.dim} != model width dim={dim}")
         self.num_classes = num_classes
         self.encoder = encoder
         self.drop = nn.Dropout(dropout)
-        self.cohesion, self.content = cohesion, content
+        self.cohesion, self.similarity, self.content = cohesion, similarity, content
         self.blocks = nn.ModuleList(
             Block(dim=dim, attention=attention(), ff_dim=ff_dim, dropout=dropout) for _ in range(num_layers)
         )
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, num_classes)
+        self.crf = crf(num_classes=num_classes) if crf is not None else None
 
     def forward(self, docs: Sequence[Sequence[str]], *, start: Tensor | None = None) -> NetOutput:
         """``start`` (B,): position of each input's first unit in its document (windows
         of a long document); None = every input starts its document."""
-        if self.cohesion is None:
+        if self.cohesion is None and self.similarity is None:
             x, mask = self.encoder(docs)  # (B, T, D), (B, T)
         else:
             # e (B, T, F): the encoder's fixed vectors, which training never moves
             if self.content:
-                x, e, mask = self.encoder.encode_and_fix(docs)
-                x = x + self.cohesion(e, mask)  # (B, T, D)
+                x, e, mask = self.encoder.encode_and_fix(docs)  # (B, T, D), (B, T, F), (B, T)
             else:
                 e, mask = self.encoder.fixed(docs)
-                x = self.cohesion(e, mask)  # (B, T, D)
+                x = e.new_zeros(*mask.shape, self.head.in_features)  # (B, T, D)
+            if self.cohesion is not None:
+                x = x + self.cohesion(e, mask)  # (B, T, D)
+            if self.similarity is not None:
+                x = x + self.similarity(docs, e, mask)  # (B, T, D)
         # Absolute positions in the inputs let the values (not only the scores) carry
         # where a unit sits, so a block can tell whether its neighbours on the left or
         # on the right are the similar ones: the cue for a boundary.
@@ -174,3 +316,10 @@ class SegmenterNet(nn.Module):
                 boundary.append(b)
         logits = self.head(self.norm(x))  # (B, T, C)
         return NetOutput(logits, mask, torch.stack(boundary) if boundary else None)
+
+    def decode(self, logits: Tensor, mask: Tensor, *, structured: bool = True) -> Tensor:
+        """(B, T, C) scores -> (B, T) labels: the CRF's best sequence where the net has one
+        (and ``structured``), else each unit's argmax."""
+        if self.crf is not None and structured:
+            return self.crf.decode(logits, mask)
+        return logits.argmax(dim=-1)

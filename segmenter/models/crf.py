@@ -1,0 +1,81 @@
+"""Label-consistent decoding: a linear-chain CRF over the network's per-unit scores.
+
+Section labels come in runs (a verse is several lines, then a chorus); per-unit argmax
+can flip one line in the middle of a run. A CRF (Lafferty et al. 2001) adds a learned
+score for every label transition, trains on the log-likelihood of whole label sequences
+and decodes the best sequence with Viterbi. Every sequence is a prefix of its row: the
+mask (B, T) is True on positions 0..n-1, as the encoders pad.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class LinearChainCRF(nn.Module):
+    """score(y) = start[y_0] + sum_t emissions[t, y_t] + sum_t transitions[y_{t-1}, y_t] + end[y_{n-1}]"""
+
+    def __init__(self, *, num_classes: int) -> None:
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"num_classes={num_classes} must be >= 2")
+        self.num_classes = num_classes
+        self.transitions = nn.Parameter(torch.zeros(num_classes, num_classes))  # [from, to]
+        self.start = nn.Parameter(torch.zeros(num_classes))
+        self.end = nn.Parameter(torch.zeros(num_classes))
+
+    def _check(self, emissions: Tensor, mask: Tensor) -> None:
+        if emissions.dim() != 3 or emissions.shape[-1] != self.num_classes or mask.shape != emissions.shape[:2]:
+            raise ValueError(f"emissions {tuple(emissions.shape)} must be (B, T, {self.num_classes}) and mask "
+                             f"{tuple(mask.shape)} (B, T)")  # fmt: skip
+        if not bool(mask[:, 0].all()):
+            raise ValueError("every sequence needs at least one unit (mask[:, 0] all True)")
+
+    def log_likelihood(self, emissions: Tensor, labels: Tensor, mask: Tensor) -> Tensor:
+        """(B,) log p(labels | emissions) of each sequence; labels (B, T), any value at padding."""
+        self._check(emissions, mask)
+        e = emissions.float()  # (B, T, C): the forward sums stay in fp32 under mixed precision
+        b, t, _ = e.shape
+        y = labels.masked_fill(~mask, 0)  # (B, T) padding -> any valid class, masked out below
+        m = mask.to(e.dtype)  # (B, T)
+        rows = torch.arange(b, device=e.device)
+        # Score of the gold path.
+        gold = self.start[y[:, 0]] + e[rows, 0, y[:, 0]]  # (B,)
+        for i in range(1, t):
+            step = self.transitions[y[:, i - 1], y[:, i]] + e[rows, i, y[:, i]]  # (B,)
+            gold = gold + step * m[:, i]
+        last = y[rows, mask.sum(1) - 1]  # (B,) label of each sequence's last unit
+        gold = gold + self.end[last]
+        # log Z by the forward algorithm: alpha (B, C) = log-sum over paths ending in each class.
+        alpha = self.start + e[:, 0]  # (B, C)
+        for i in range(1, t):
+            nxt = torch.logsumexp(alpha[:, :, None] + self.transitions, dim=1) + e[:, i]  # (B, C)
+            alpha = torch.where(mask[:, i, None], nxt, alpha)  # padding: carry the sum unchanged
+        log_z = torch.logsumexp(alpha + self.end, dim=1)  # (B,)
+        return gold - log_z
+
+    def nll(self, emissions: Tensor, labels: Tensor, mask: Tensor) -> Tensor:
+        """Negative log-likelihood per unit (the scale of a per-unit cross-entropy)."""
+        return -self.log_likelihood(emissions, labels, mask).sum() / mask.sum().clamp(min=1)
+
+    def decode(self, emissions: Tensor, mask: Tensor) -> Tensor:
+        """(B, T) the most probable label sequence (Viterbi); 0 at padding."""
+        self._check(emissions, mask)
+        e = emissions.float()
+        b, t, c = e.shape
+        score = self.start + e[:, 0]  # (B, C) best path score ending in each class
+        backpointers = []
+        for i in range(1, t):
+            cand = score[:, :, None] + self.transitions  # (B, C_from, C_to)
+            best, arg = cand.max(dim=1)  # (B, C_to)
+            keep = mask[:, i, None]  # (B, 1)
+            score = torch.where(keep, best + e[:, i], score)
+            # padding: each class points to itself, so backtracking passes through unchanged
+            backpointers.append(torch.where(keep, arg, torch.arange(c, device=e.device).expand(b, c)))
+        label = (score + self.end).argmax(dim=1)  # (B,)
+        path = [label]
+        for arg in reversed(backpointers):
+            label = arg.gather(1, label[:, None])[:, 0]
+            path.append(label)
+        return torch.stack(path[::-1], dim=1).masked_fill(~mask, 0)  # (B, T)
