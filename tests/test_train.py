@@ -70,3 +70,24 @@ def test_section_labels_train_end_to_end(tmp_path, songs_jsonl):
         assert all(0.0 <= metrics[f"{stage}/{k}"] <= 1.0 for k in ("f1", "f1_verse", "f1_chorus"))
     # macro F1 is the mean of the per-class scores it shares its counts with
     assert metrics["test/f1"] == pytest.approx((metrics["test/f1_verse"] + metrics["test/f1_chorus"]) / 2, abs=1e-6)
+
+
+def _lyrics_fdr(tmp_path, files: dict[str, str]):
+    overrides = ["experiment=lyrics", "debug=fdr", "logger=none", "callbacks.lr_monitor=null",
+                 "callbacks.rich_progress_bar=null", *(f"data.corpus.files.{k}={v}" for k, v in files.items())]  # fmt: skip
+    cfg = compose_train(tmp_path, overrides)
+    assert cfg.model.net.similarity._target_.endswith("SelfSimilarity") and cfg.model.net.crf is not None
+    return train(cfg)
+
+
+def test_lyrics_experiment_fast_dev_run_on_the_shared_songs(tmp_path, shared_data):
+    """experiment=lyrics debug=fdr as a user runs it: the real songs, the self-similarity
+    view and the CRF, one batch of each stage."""
+    metrics = _lyrics_fdr(tmp_path, {})
+    assert {"val/f1", "val/f1_chorus", "val/f1_verse", "test/f1", "train/crf_loss"} <= set(metrics)
+
+
+def test_lyrics_experiment_fast_dev_run_on_synthetic_songs(tmp_path, songs_jsonl):
+    """The same experiment on songs made here, so the suite covers it without ../shared."""
+    metrics = _lyrics_fdr(tmp_path, {split: str(songs_jsonl) for split in ("train", "val", "test")})
+    assert {"val/f1", "val/f1_chorus", "test/f1"} <= set(metrics) and all(v == v for v in metrics.values())

@@ -124,6 +124,57 @@ def diagonal_shift(s: Tensor, offset: int) -> Tensor:
     return F.pad(s[:, :offset, :offset], (-offset, 0, -offset, 0))
 
 
+def recurrence_features(v: Tensor, mask: Tensor, *, thresholds: Sequence[float], stripe: int) -> Tensor:
+    """v (B, T, F) unit vectors of one view, mask (B, T) -> (B, T, 2K + 1) the features
+    ``SelfSimilarity`` describes (K = 4 + 2 * len(thresholds)), zeros at padding."""
+    thresholds = sorted(thresholds)
+    t = v.shape[1]
+    m = mask.to(v.dtype)  # (B, T)
+    u = F.normalize(v.float(), dim=-1) * m[..., None]  # (B, T, F) unit length, zeros at padding
+    s = u @ u.transpose(1, 2)  # (B, T, T) cosines
+    pair = mask[:, :, None] & mask[:, None, :]  # (B, T, T) both real units
+    i = torch.arange(t, device=v.device)
+    dist = (i[None, :] - i[:, None]).abs()  # (T, T) |j - i|
+    other = pair & (dist > 0)  # j != i
+    before = pair & (i[None, :] < i[:, None])  # j < i
+    after = pair & (i[None, :] > i[:, None])  # j > i
+    # Stripe: mean of S along the diagonal through (i, j), over real pairs only.
+    num, den = torch.zeros_like(s), torch.zeros_like(s)
+    for o in range(-stripe, stripe + 1):
+        num += diagonal_shift(s * pair, o)
+        den += diagonal_shift(pair.to(s.dtype), o)
+    d = num / den.clamp(min=1)  # (B, T, T)
+    far = pair & (dist > stripe)  # a stripe away from the main diagonal
+
+    def masked_max(x: Tensor, where: Tensor) -> Tensor:  # (B, T): 0 where nothing qualifies
+        return x.masked_fill(~where, float("-inf")).amax(-1).clamp(min=0)
+
+    def counts(x: Tensor, where: Tensor) -> list[Tensor]:  # per threshold, (B, T)
+        return [torch.log1p(((x >= tau) & where).sum(-1).to(x.dtype)) for tau in thresholds]
+
+    strongest = masked_max(s, other)  # (B, T)
+    middle = thresholds[len(thresholds) // 2]
+    share = ((strongest >= middle).to(s.dtype) * m).sum(-1) / m.sum(-1).clamp(min=1)  # (B,)
+    own = torch.stack([strongest, masked_max(s, before), masked_max(s, after), *counts(s, other),
+                       masked_max(d, far), *counts(d, far)], dim=-1) * m[..., None]  # (B, T, K), 0 at padding
+    # The same, relative to the document's most recurrent unit: a chorus is the block
+    # that recurs *most* in its song, whatever the song's overall repetitiveness.
+    rel = own / own.amax(dim=1, keepdim=True).clamp(min=1e-6)  # (B, T, K)
+    return torch.cat((own, rel, share[:, None, None].expand(-1, t, 1)), dim=-1) * m[..., None]  # (B, T, 2K + 1)
+
+
+@lru_cache(maxsize=8192)
+def _surface_document_features(units: tuple[str, ...], ngram: int, buckets: int, thresholds: tuple[float, ...],
+                               stripe: int) -> Tensor:  # fmt: skip
+    """(n, 2K + 1) surface-view recurrence features of one document (memoised)."""
+    v = torch.zeros(1, len(units), buckets)  # (1, n, buckets) character n-gram counts
+    for i, unit in enumerate(units):
+        grams = torch.tensor(char_ngrams(unit, ngram, buckets), dtype=torch.long)
+        v[0, i].index_add_(0, grams, torch.ones(len(grams)))
+    mask = torch.ones(1, len(units), dtype=torch.bool)
+    return recurrence_features(v, mask, thresholds=thresholds, stripe=stripe)[0]
+
+
 class SelfSimilarity(nn.Module):
     """U [how unit i recurs anywhere in its document, per view of the units]
 
@@ -136,8 +187,9 @@ class SelfSimilarity(nn.Module):
     - whether its neighbours recur with it, in order (a repeated block is a stripe along a
       diagonal of S): the stripe score D_ij, the mean of S over (i + o, j + o) for
       |o| <= stripe, then max and counts of D over |i - j| > stripe;
-    - how repetitive the whole document is: the share of its units with max_j S_ij >= the
-      middle threshold (the same for every unit; it calibrates the others).
+    - each of these relative to the document's largest value (the chorus is the block that
+      recurs most in its song), and how repetitive the whole document is: the share of its
+      units with max_j S_ij >= the middle threshold (the same for every unit).
 
     Views: the encoder's fixed vectors (``fixed``) and a surface view (``surface``): counts
     of the character n-grams of the normalised text, so "(Yeah) I'm on my way" and
@@ -167,7 +219,7 @@ class SelfSimilarity(nn.Module):
         self.thresholds = tuple(float(t) for t in sorted(thresholds))
         self.stripe, self.fixed, self.surface = stripe, fixed, surface
         self.surface_ngram, self.surface_buckets = surface_ngram, surface_buckets
-        per_view = 3 + 2 * len(self.thresholds) + 1 + 1  # max, before, after; counts of S, D; max D; share
+        per_view = 2 * (3 + 2 * len(self.thresholds) + 1) + 1  # (max, before, after; counts of S, D; max D) x (own, relative); share
         self.proj = nn.Linear(per_view * (fixed + surface), dim)  # U
 
     def surface_vectors(self, docs: Sequence[Sequence[str]], t: int, device: torch.device) -> Tensor:
@@ -185,36 +237,17 @@ class SelfSimilarity(nn.Module):
 
     def view_features(self, v: Tensor, mask: Tensor) -> Tensor:
         """v (B, T, F) unit vectors of one view -> (B, T, per_view) recurrence features."""
-        t = v.shape[1]
-        m = mask.to(v.dtype)  # (B, T)
-        u = F.normalize(v.float(), dim=-1) * m[..., None]  # (B, T, F) unit length, zeros at padding
-        s = u @ u.transpose(1, 2)  # (B, T, T) cosines
-        pair = mask[:, :, None] & mask[:, None, :]  # (B, T, T) both real units
-        i = torch.arange(t, device=v.device)
-        dist = (i[None, :] - i[:, None]).abs()  # (T, T) |j - i|
-        other = pair & (dist > 0)  # j != i
-        before = pair & (i[None, :] < i[:, None])  # j < i
-        after = pair & (i[None, :] > i[:, None])  # j > i
-        # Stripe: mean of S along the diagonal through (i, j), over real pairs only.
-        num, den = torch.zeros_like(s), torch.zeros_like(s)
-        for o in range(-self.stripe, self.stripe + 1):
-            num += diagonal_shift(s * pair, o)
-            den += diagonal_shift(pair.to(s.dtype), o)
-        d = num / den.clamp(min=1)  # (B, T, T)
-        far = pair & (dist > self.stripe)  # a stripe away from the main diagonal
+        return recurrence_features(v, mask, thresholds=self.thresholds, stripe=self.stripe)
 
-        def masked_max(x: Tensor, where: Tensor) -> Tensor:  # (B, T): 0 where nothing qualifies
-            return x.masked_fill(~where, float("-inf")).amax(-1).clamp(min=0).nan_to_num(0.0, neginf=0.0)
-
-        def counts(x: Tensor, where: Tensor) -> list[Tensor]:  # per threshold, (B, T)
-            return [torch.log1p(((x >= tau) & where).sum(-1).to(x.dtype)) for tau in self.thresholds]
-
-        strongest = masked_max(s, other)  # (B, T)
-        middle = self.thresholds[len(self.thresholds) // 2]
-        share = ((strongest >= middle).to(s.dtype) * m).sum(-1) / m.sum(-1).clamp(min=1)  # (B,)
-        feats = [strongest, masked_max(s, before), masked_max(s, after), *counts(s, other),
-                 masked_max(d, far), *counts(d, far), share[:, None].expand(-1, t)]  # fmt: skip
-        return torch.stack(feats, dim=-1) * m[..., None]  # (B, T, per_view), zeros at padding
+    def surface_features(self, docs: Sequence[Sequence[str]], t: int, device: torch.device) -> Tensor:
+        """(B, T, per_view) recurrence features of the surface view. They depend on the text
+        alone, so each document's are computed once and memoised (training sees the same
+        documents every epoch)."""
+        out = torch.zeros(len(docs), t, self.proj.in_features // (self.fixed + self.surface), device=device)
+        for b, doc in enumerate(docs):
+            key = (tuple(doc), self.surface_ngram, self.surface_buckets, self.thresholds, self.stripe)
+            out[b, : len(doc)] = _surface_document_features(*key).to(device)
+        return out
 
     def forward(self, docs: Sequence[Sequence[str]], e: Tensor, mask: Tensor) -> Tensor:
         """docs: the B documents' units; e (B, T, F) the encoder's fixed vectors; mask (B, T)
@@ -223,7 +256,7 @@ class SelfSimilarity(nn.Module):
         if self.fixed:
             views.append(self.view_features(e, mask))
         if self.surface:
-            views.append(self.view_features(self.surface_vectors(docs, e.shape[1], e.device), mask))
+            views.append(self.surface_features(docs, e.shape[1], e.device))
         return self.proj(torch.cat(views, dim=-1).to(self.proj.weight.dtype))  # (B, T, dim)
 
 

@@ -40,9 +40,10 @@ def reference_features(v: torch.Tensor, n: int, thresholds, stripe: int) -> torc
         far = [d(i, j) for j in range(n) if abs(i - j) > stripe]
         rows.append([
             strongest[i], mx([s[i][j] for j in range(i)]), mx([s[i][j] for j in range(i + 1, n)]),
-            *(count(others, t) for t in sorted(thresholds)), mx(far), *(count(far, t) for t in sorted(thresholds)), share,
+            *(count(others, t) for t in sorted(thresholds)), mx(far), *(count(far, t) for t in sorted(thresholds)),
         ])  # fmt: skip
-    return torch.tensor(rows)
+    top = [max(max(r[k] for r in rows), 1e-6) for k in range(len(rows[0]))]  # the document's largest of each
+    return torch.tensor([r + [x / t for x, t in zip(r, top)] + [share] for r in rows])
 
 
 @pytest.mark.parametrize("stripe", [0, 2])
@@ -82,7 +83,7 @@ def test_a_block_repeated_three_times_is_flagged_and_nothing_else():
         in_block += [False] * len(verse) + [True] * len(sung)
     m = SelfSimilarity(dim=4, thresholds=(0.5, 0.7, 0.9), stripe=1, fixed=False, surface=True)
     mask = torch.ones(1, len(doc), dtype=torch.bool)
-    f = m.view_features(m.surface_vectors([doc], len(doc), torch.device("cpu")), mask)[0]  # (T, 11)
+    f = m.view_features(m.surface_vectors([doc], len(doc), torch.device("cpu")), mask)[0]  # (T, 21)
     strongest, repeats_at_07, stripe_max = f[:, 0], f[:, 4], f[:, 6]
     flagged = (strongest >= 0.7) & (stripe_max >= 0.5)
     assert flagged.tolist() == in_block
@@ -91,6 +92,15 @@ def test_a_block_repeated_three_times_is_flagged_and_nothing_else():
     assert stripe_max[inside].min() > 0.6 and stripe_max[~inside].max() < 0.4
     # each block line recurs exactly twice at cosine >= 0.7
     assert torch.allclose(repeats_at_07[torch.tensor(in_block)], torch.tensor(math.log1p(2)))
+
+
+def test_memoised_surface_features_equal_the_batched_view():
+    docs = [["la la la", "verse one here", "La, la la!", "another line"], ["only line"]]
+    m = SelfSimilarity(dim=4)
+    mask = torch.tensor([[True] * 4, [True] + [False] * 3])
+    want = m.view_features(m.surface_vectors(docs, 4, torch.device("cpu")), mask)
+    torch.testing.assert_close(m.surface_features(docs, 4, torch.device("cpu")), want)
+    torch.testing.assert_close(m.surface_features(docs, 4, torch.device("cpu")), want)  # from the memo
 
 
 def test_surface_view_survives_small_edits():
