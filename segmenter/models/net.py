@@ -167,10 +167,11 @@ def recurrence_features(v: Tensor, mask: Tensor, *, thresholds: Sequence[float],
 def _surface_document_features(units: tuple[str, ...], ngram: int, buckets: int, thresholds: tuple[float, ...],
                                stripe: int) -> Tensor:  # fmt: skip
     """(n, 2K + 1) surface-view recurrence features of one document (memoised)."""
-    v = torch.zeros(1, len(units), buckets)  # (1, n, buckets) character n-gram counts
-    for i, unit in enumerate(units):
-        grams = torch.tensor(char_ngrams(unit, ngram, buckets), dtype=torch.long)
-        v[0, i].index_add_(0, grams, torch.ones(len(grams)))
+    grams = [char_ngrams(unit, ngram, buckets) for unit in units]
+    rows = torch.repeat_interleave(torch.arange(len(units)), torch.tensor([len(g) for g in grams]))
+    cols = torch.tensor([x for g in grams for x in g], dtype=torch.long)
+    v = torch.zeros(len(units), buckets).index_put_((rows, cols), torch.ones(len(cols)), accumulate=True)
+    v = v[None]  # (1, n, buckets) character n-gram counts
     mask = torch.ones(1, len(units), dtype=torch.bool)
     return recurrence_features(v, mask, thresholds=thresholds, stripe=stripe)[0]
 
