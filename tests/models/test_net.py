@@ -144,7 +144,7 @@ def test_without_content_only_similarities_matter(content):
 
 
 def test_content_off_needs_cohesion():
-    with pytest.raises(ValueError, match="content=False needs a cohesion module"):
+    with pytest.raises(ValueError, match="content=False needs a cohesion or similarity module"):
         SegmenterNet(
             encoder=HashedNgramEncoder(dim=32),
             attention=functools.partial(SelfAttention, dim=32, num_heads=4),
