@@ -24,6 +24,7 @@ relative), applied identically in all three.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from typing import NamedTuple
@@ -120,26 +121,51 @@ def _fold(g: Tensor, radius: int) -> Tensor:
     return z
 
 
+def _autocast_off(device: torch.device):
+    """A context with autocast disabled on ``device`` (a no-op where autocast does not exist)."""
+    if torch.amp.is_autocast_available(device.type):
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
+def compute_dtype(*tensors: Tensor) -> torch.dtype:
+    """The dtype a hand-written kernel should run its matmuls in: autocast's where it is on
+    for the tensors' device (as it would cast a matmul), else the inputs' common dtype."""
+    device = tensors[0].device.type
+    if torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    return functools.reduce(torch.promote_types, (t.dtype for t in tensors))
+
+
 class _BlockBandAttention(torch.autograd.Function):
     """softmax(q k^T / sqrt(Dh), restricted by ``allowed``) v, one block of queries at a time.
 
-    q, k, v: (B, H, N, S, Dh) blocks of S units; allowed: (B, 1, N, S, S + 2r), True
-    where query a of block n may see key j of the block's window. Every block is a
-    batched (S x Dh) @ (Dh x (S + 2r)) matmul, so BLAS does the work. The backward is
-    written out so that it only ever builds window-sized tensors: autograd through
-    the window gather would zero-fill and scatter full-size buffers per slice.
+    q, k, v: (B, H, N, S, Dh) blocks of S units, all of one dtype; allowed: (B, 1, N, S,
+    S + 2r), True where query a of block n may see key j of the block's window. Every
+    block is a batched (S x Dh) @ (Dh x (S + 2r)) matmul, so BLAS does the work. The
+    backward is written out so that it only ever builds window-sized tensors: autograd
+    through the window gather would zero-fill and scatter full-size buffers per slice.
+
+    Dtypes are explicit, forward and backward, with autocast off inside: the matmuls run
+    in the inputs' dtype (bf16/fp16 under mixed precision), softmax and its backward in
+    at least float32, and an incoming gradient of another dtype is cast to the inputs'.
+    (Left to autocast, a CUDA forward saves float32 probabilities from its softmax and
+    the backward, which autocast does not cover, multiplies them with a bf16 gradient.)
     """
 
     @staticmethod
     def forward(ctx, q: Tensor, k: Tensor, v: Tensor, allowed: Tensor, radius: int, dropout_p: float) -> Tensor:
         scale = q.shape[-1] ** -0.5
-        kw, vw = _windows(k, radius), _windows(v, radius)  # (B, H, N, S+2r, Dh)
-        scores = torch.matmul(q, kw.transpose(-1, -2)).mul_(scale)  # (B, H, N, S, S+2r)
-        probs = scores.masked_fill_(~allowed, float("-inf")).softmax(dim=-1)
-        keep = None
-        if dropout_p > 0:
-            keep = torch.empty_like(probs).bernoulli_(1 - dropout_p).div_(1 - dropout_p)
-        y = torch.matmul(probs if keep is None else probs * keep, vw)  # (B, H, N, S, Dh)
+        acc = torch.promote_types(q.dtype, torch.float32)  # softmax precision
+        with _autocast_off(q.device):
+            kw, vw = _windows(k, radius), _windows(v, radius)  # (B, H, N, S+2r, Dh)
+            scores = torch.matmul(q, kw.transpose(-1, -2)).to(acc).mul_(scale)  # (B, H, N, S, S+2r)
+            probs = scores.masked_fill_(~allowed, float("-inf")).softmax(dim=-1)
+            keep = None
+            if dropout_p > 0:
+                keep = torch.empty_like(probs).bernoulli_(1 - dropout_p).div_(1 - dropout_p)
+            dropped = probs if keep is None else probs * keep
+            y = torch.matmul(dropped.to(q.dtype), vw)  # (B, H, N, S, Dh)
         ctx.save_for_backward(q, kw, vw, probs, keep)
         ctx.radius, ctx.scale = radius, scale
         return y
@@ -148,15 +174,18 @@ class _BlockBandAttention(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, dy: Tensor):
         q, kw, vw, probs, keep = ctx.saved_tensors
-        dropped = probs if keep is None else probs * keep
-        dvw = torch.matmul(dropped.transpose(-1, -2), dy)  # (B, H, N, S+2r, Dh)
-        dp = torch.matmul(dy, vw.transpose(-1, -2))  # (B, H, N, S, S+2r)
-        if keep is not None:
-            dp.mul_(keep)
-        # softmax backward; masked entries have probs == 0 and get no gradient
-        ds = dp.sub_((dp * probs).sum(dim=-1, keepdim=True)).mul_(probs).mul_(ctx.scale)
-        dq = torch.matmul(ds, kw)  # (B, H, N, S, Dh)
-        dkw = torch.matmul(ds.transpose(-1, -2), q)  # (B, H, N, S+2r, Dh)
+        dtype = q.dtype
+        with _autocast_off(q.device):
+            dy = dy.to(dtype)
+            dropped = probs if keep is None else probs * keep
+            dvw = torch.matmul(dropped.to(dtype).transpose(-1, -2), dy)  # (B, H, N, S+2r, Dh)
+            dp = torch.matmul(dy, vw.transpose(-1, -2)).to(probs.dtype)  # (B, H, N, S, S+2r)
+            if keep is not None:
+                dp.mul_(keep)
+            # softmax backward; masked entries have probs == 0 and get no gradient
+            ds = dp.sub_((dp * probs).sum(dim=-1, keepdim=True)).mul_(probs).mul_(ctx.scale).to(dtype)
+            dq = torch.matmul(ds, kw)  # (B, H, N, S, Dh)
+            dkw = torch.matmul(ds.transpose(-1, -2), q)  # (B, H, N, S+2r, Dh)
         return dq, _fold(dkw, ctx.radius), _fold(dvw, ctx.radius), None, None, None
 
 
@@ -179,6 +208,10 @@ def banded_attention(
             z = F.pad(z, (0, 0, 0, tp - t))
         return z.unflatten(2, (n, s))  # (B, H, N, S, Dh), a view
 
+    # One dtype for the three (what autocast would give a matmul); their grads come back
+    # in the dtypes they arrived in.
+    dtype = compute_dtype(q, k, v)
+    q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
     a = torch.arange(s, device=q.device)[:, None]  # query offset in its block
     j = torch.arange(w, device=q.device)[None, :]  # key offset in the block's window
     in_band = (j - a >= 0) & (j - a <= 2 * r)  # (S, S+2r): |query - key| <= r
