@@ -451,12 +451,15 @@ def ratios(cases: list[dict]) -> list[str]:
         ratio(("self", t), ("localized", t), f"self / localized at T={t}")
     for t in lengths:
         ratio(("local_attention", t), ("localized", t), f"local-attention package / localized at T={t}")
-    for t in lengths:
-        ratio(("boundary_aware", t), ("self", t), f"boundary_aware / self at T={t}")
+    boundary_rows = [r for r in dict.fromkeys(c["row"] for c in cases) if r.startswith("boundary")]
+    for row in boundary_rows:  # boundary_aware, and e.g. a segment-form row added on the command line
+        for t in lengths:
+            ratio((row, t), ("self", t), f"{row} / self at T={t}")
     peak = {(c["row"], c["length"]): c["peak_mb"] for c in cases if c["status"] == "ok"}
-    for t in lengths:
-        if ("boundary_aware", t) in peak and ("self", t) in peak:
-            lines.append(f"- peak memory, boundary_aware / self at T={t}: {peak['boundary_aware', t] / peak['self', t]:.2f}")
+    for row in boundary_rows:
+        for t in lengths:
+            if (row, t) in peak and ("self", t) in peak:
+                lines.append(f"- peak memory, {row} / self at T={t}: {peak[row, t] / peak['self', t]:.2f}")
     for t in lengths:
         ratio(("masked_full", t), ("localized", t), f"masked_full / localized at T={t}")
     for short, long in zip(lengths, lengths[1:]):

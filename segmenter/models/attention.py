@@ -273,13 +273,40 @@ def use_flex(x: Tensor, *, kernel: str, dropout_p: float) -> bool:
     return kernel == "flex"
 
 
-@functools.lru_cache(maxsize=None)
-def _flex_attention(compiled: bool):
+# Entries torch.compile may keep per compiled function (dtype x grad mode x static or
+# dynamic shapes, e.g. bf16 training plus no-grad validation plus fp32 tests). Past the
+# limit dynamo would silently run flex_attention uncompiled, which builds the whole
+# T x T score matrix: out of memory on a long document instead of a recompile.
+RECOMPILE_LIMIT = 64
+
+
+def _flex_banded(q: Tensor, k: Tensor, v: Tensor, block_mask) -> Tensor:
     from torch.nn.attention.flex_attention import flex_attention
 
-    # Uncompiled, flex_attention runs as plain PyTorch ops over the whole score matrix:
-    # correct, and fine for CPU tests, but only the compiled kernel is fused.
-    return torch.compile(flex_attention) if compiled else flex_attention
+    return flex_attention(q, k, v, block_mask=block_mask)
+
+
+def _flex_scored(q: Tensor, k: Tensor, v: Tensor, score_mod, block_mask) -> Tensor:
+    from torch.nn.attention.flex_attention import flex_attention
+
+    return flex_attention(q, k, v, score_mod=score_mod, block_mask=block_mask)
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled(fn):
+    """fn through torch.compile, once per function: one wrapper per kernel, so the banded and
+    the segment kernels each have their own compile cache (dynamo keys it on the code)."""
+    import torch._dynamo.config as dynamo_config
+
+    dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, RECOMPILE_LIMIT)
+    return torch.compile(fn)
+
+
+def _run_flex(fn, *args) -> Tensor:
+    """Compiled (fused) on CUDA. Elsewhere eager: plain PyTorch ops over the whole score
+    matrix, O(T^2), correct, and only for tests (``use_flex`` never picks it off CUDA)."""
+    with _autocast_off(args[0].device):
+        return (_compiled(fn) if args[0].is_cuda else fn)(*args)
 
 
 def _flex_pad(z: Tensor, tp: int, value: float | bool = 0) -> Tensor:
@@ -352,8 +379,7 @@ def flex_banded_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, *, radi
     t = q.shape[2]
     q, k, v, real = _flex_inputs(q, k, v, mask)
     block_mask = band_block_mask(real, radius=radius)
-    with _autocast_off(q.device):
-        y = _flex_attention(q.is_cuda)(q, k, v, block_mask=block_mask)  # (B, H, Tp, Dh)
+    y = _run_flex(_flex_banded, q, k, v, block_mask)  # (B, H, Tp, Dh)
     return y[:, :, :t]
 
 
@@ -376,8 +402,7 @@ def flex_segment_attention(q: Tensor, k: Tensor, v: Tensor, c: Tensor, mask: Ten
         return score - (c[b, q_idx] - c[b, kv_idx]).abs() * inv_temp
 
     block_mask = key_block_mask(real)
-    with _autocast_off(q.device):
-        y = _flex_attention(q.is_cuda)(q, k, v, score_mod=segment_bias, block_mask=block_mask)  # (B, H, Tp, Dh)
+    y = _run_flex(_flex_scored, q, k, v, segment_bias, block_mask)  # (B, H, Tp, Dh)
     return y[:, :, :t]
 
 
