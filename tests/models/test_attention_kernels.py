@@ -193,3 +193,37 @@ def test_key_block_mask_skips_tiles_past_the_last_real_unit():
     real = lengths_mask(tp, [tp, FLEX_BLOCK + 1, 1])
     visited = key_block_mask(real).to_dense().bool()[:, 0]  # (B, N, N)
     assert visited.sum(-1).tolist() == [[4] * 4, [2] * 4, [1] * 4]
+
+
+@needs_flex
+@pytest.mark.slow
+def test_compiled_flex_forward_on_cpu_equals_blocked(monkeypatch):
+    """The compiled path (torch.compile, here inductor's CPU backend, on CUDA Triton) traces
+    our block masks and closures and gives the blocked kernels' outputs. One shape per
+    kernel: inductor's CPU code for the dynamic-shape recompile does not build in torch 2.13."""
+    import segmenter.models.attention as attention
+
+    torch._dynamo.reset()
+    compiled = {}
+
+    def run_compiled(fn, *args):
+        return compiled.setdefault(fn, torch.compile(fn))(*args)
+
+    monkeypatch.setattr(attention, "_run_flex", run_compiled)
+    torch.manual_seed(0)
+    t = 1000
+    mask = lengths_mask(t, [t, 613])
+    q, k, v = (torch.randn(2, HEADS, t, DIM) for _ in range(3))
+    seg = BoundaryAwareAttention(dim=4 * DIM, num_heads=HEADS, bias="segment", kernel="blocked").eval()
+    x = torch.randn(2, t, 4 * DIM)
+    try:
+        with torch.no_grad():
+            blocked = banded_attention(q, k, v, mask, radius=3, block_size=16, kernel="blocked")
+            flex = banded_attention(q, k, v, mask, radius=3, block_size=16, kernel="flex")
+            torch.testing.assert_close(flex, blocked, atol=1e-5, rtol=1e-5)
+            blocked = seg(x, mask).y
+            seg.kernel = "flex"
+            m = mask[..., None]
+            torch.testing.assert_close(seg(x, mask).y * m, blocked * m, atol=1e-5, rtol=1e-5)
+    finally:
+        torch._dynamo.reset()

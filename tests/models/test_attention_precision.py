@@ -111,3 +111,17 @@ def test_banded_attention_accepts_a_gradient_of_another_dtype(grad_dtype):
     y = banded_attention(q, k, v, mask, radius=2, block_size=8, dropout_p=0.1)
     y.backward(torch.ones(y.shape, dtype=grad_dtype))
     assert all(z.grad.dtype == torch.bfloat16 and torch.isfinite(z.grad).all() for z in (q, k, v))
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_bf16_inference_close_to_fp32(kind):
+    """Prediction's case: inference_mode under bf16 autocast."""
+    mod = make(kind).eval()
+    x, mask = inputs(40)
+    with torch.inference_mode():
+        ref = mod(x, mask).y
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = mod(x, mask).y
+    assert low.dtype == torch.bfloat16
+    m = mask[..., None]
+    torch.testing.assert_close(low.float() * m, ref * m, **BF16)
