@@ -256,18 +256,29 @@ def flex_available() -> bool:
     return (major, minor) >= (2, 6)
 
 
+@functools.lru_cache(maxsize=None)
+def _triton_runs_on(device: torch.device) -> bool:
+    """Compiled FlexAttention is a Triton kernel: Triton must be installed, and the GPU
+    at least Ampere (compute capability 8.0, which bf16 needs). Older GPUs keep the
+    blocked kernel."""
+    import importlib.util
+
+    return importlib.util.find_spec("triton") is not None and torch.cuda.get_device_capability(device) >= (8, 0)
+
+
 def use_flex(x: Tensor, *, kernel: str, dropout_p: float) -> bool:
     """Which kernel runs a banded or segment-biased attention.
 
     ``"blocked"``: the portable blocked kernels (CPU, any device). ``"flex"``: FlexAttention,
     compiled on CUDA (eager elsewhere: O(T^2), for tests only). ``"auto"``: FlexAttention on
-    CUDA when it is available and no attention dropout is asked for (it has none), else
-    blocked. The choice lives here, so the network never branches on attention type.
+    a CUDA GPU that Triton serves (Ampere or newer) with torch >= 2.6, when no attention
+    dropout is asked for (it has none); else blocked. The choice lives here, so the
+    network never branches on attention type.
     """
     if kernel not in KERNELS:
         raise ValueError(f"kernel={kernel!r} is not one of {KERNELS}")
     if kernel == "auto":
-        return x.is_cuda and dropout_p == 0 and flex_available()
+        return x.is_cuda and dropout_p == 0 and flex_available() and _triton_runs_on(x.device)
     if kernel == "flex" and dropout_p > 0:
         raise ValueError(f"kernel='flex' has no attention dropout, got dropout_p={dropout_p}")
     return kernel == "flex"
