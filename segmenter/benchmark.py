@@ -17,11 +17,22 @@ sequence length the benchmark measures, at batch 1:
   whole process (Python, torch, inputs, module); "above baseline" subtracts the
   resident memory (``VmRSS``) it held just before the forward.
 
+With ``device=cuda`` the same cases run on the GPU: times from CUDA events around each
+run (the host does not wait on the kernels otherwise), and the peak is
+``torch.cuda.max_memory_allocated`` over one forward+backward ("above baseline":
+minus what was allocated before it), measured in this process (the allocator's
+counters are per process; an out-of-memory case fails alone and its memory is freed).
+``dtype=bf16`` or ``fp16`` runs every case under autocast with float32 weights, as
+``trainer=gpu`` (``bf16-mixed``) trains. ``device=cpu dtype=fp32`` (the default)
+measures exactly as before.
+
 Results go to ``results.json``, ``table.md`` and ``benchmark.png`` in the output folder.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import logging
 import math
@@ -34,7 +45,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import hydra
 import torch
@@ -50,6 +61,8 @@ GB = 2**30
 # Headroom for the address-space limit of a measured case: Python, torch and the
 # thread pools reserve virtual memory they never touch.
 ADDRESS_SPACE_SLACK = 4 * GB
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+DEVICES = ("cpu", "cuda")
 
 
 # ----------------------------------------------------------------------------- baselines
@@ -123,39 +136,60 @@ class LocalAttentionPackage(MultiHeadAttention):
 # ----------------------------------------------------------------------------- measurements
 
 
-def matmul_gflops(*, n: int, repeats: int = 5) -> float:
-    """The machine's float32 matmul speed, 2 n^3 flops per product, median of ``repeats``."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b  # warm-up
-    times = []
-    for _ in range(repeats):
+def elapsed(fn: Callable[[], Any], *, device: str) -> float:
+    """Seconds one call of ``fn`` takes: wall clock on CPU; on CUDA, CUDA events recorded
+    around it (launches return before the kernels finish) and waited for."""
+    if device == "cpu":
         start = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - start)
+        fn()
+        return time.perf_counter() - start
+    begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    begin.record()
+    fn()
+    end.record()
+    end.synchronize()
+    return begin.elapsed_time(end) / 1e3  # elapsed_time is in ms
+
+
+def matmul_gflops(*, n: int, repeats: int = 5, device: str = "cpu", dtype: torch.dtype = torch.float32) -> float:
+    """The machine's matmul speed in ``dtype``, 2 n^3 flops per product, median of ``repeats``."""
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    a @ b  # warm-up
+    times = [elapsed(lambda: a @ b, device=device) for _ in range(repeats)]
     return 2 * n**3 / statistics.median(times) / 1e9
 
 
-def _inputs(*, batch_size: int, length: int, dim: int) -> tuple[Tensor, Tensor]:
+def _inputs(*, batch_size: int, length: int, dim: int, device: str = "cpu") -> tuple[Tensor, Tensor]:
     torch.manual_seed(0)
-    x = torch.randn(batch_size, length, dim, requires_grad=True)  # (B, T, D)
-    return x, torch.ones(batch_size, length, dtype=torch.bool)
+    x = torch.randn(batch_size, length, dim, device=device, requires_grad=True)  # (B, T, D)
+    return x, torch.ones(batch_size, length, dtype=torch.bool, device=device)
 
 
-def _forward(module: nn.Module, x: Tensor, mask: Tensor) -> None:
-    with torch.no_grad():
+def precision(device: str, dtype: str):
+    """The context a case runs in: autocast to bf16/fp16 (float32 weights, as mixed-precision
+    training), or nothing for fp32."""
+    if dtype == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device, dtype=DTYPES[dtype])
+
+
+def _forward(module: nn.Module, x: Tensor, mask: Tensor, *, device: str = "cpu", dtype: str = "fp32") -> None:
+    with torch.no_grad(), precision(device, dtype):
         module(x, mask)
 
 
-def _forward_backward(module: nn.Module, x: Tensor, mask: Tensor) -> None:
+def _forward_backward(module: nn.Module, x: Tensor, mask: Tensor, *, device: str = "cpu", dtype: str = "fp32") -> None:
     module.zero_grad(set_to_none=True)
     x.grad = None
-    module(x, mask).y.sum().backward()
+    with precision(device, dtype):
+        y = module(x, mask).y
+    y.float().sum().backward()  # outside autocast, as Lightning's mixed precision does
 
 
-def _build(row: DictConfig | dict) -> nn.Module:
+def _build(row: DictConfig | dict, device: str = "cpu") -> nn.Module:
     factory = hydra.utils.instantiate(row)  # rows are partial, like the network's attention
     torch.manual_seed(0)
-    return factory().train()
+    return factory().train().to(device)
 
 
 def resident_bytes() -> tuple[int, int]:
@@ -178,7 +212,7 @@ def _memory_child() -> None:
         module = _build(spec["row"])
         x, mask = _inputs(batch_size=spec["batch_size"], length=spec["length"], dim=spec["dim"])
         before, _ = resident_bytes()
-        _forward_backward(module, x, mask)
+        _forward_backward(module, x, mask, dtype=spec.get("dtype", "fp32"))
         _, peak = resident_bytes()
         result: dict[str, Any] = {"baseline_bytes": before, "peak_bytes": peak}
     except (RuntimeError, MemoryError) as e:  # allocation refused under the limit
@@ -187,7 +221,14 @@ def _memory_child() -> None:
 
 
 def measure_peak_memory(
-    *, row: DictConfig, length: int, batch_size: int, dim: int, num_threads: int, address_space_limit: int
+    *,
+    row: DictConfig,
+    length: int,
+    batch_size: int,
+    dim: int,
+    num_threads: int,
+    address_space_limit: int,
+    dtype: str = "fp32",
 ) -> dict[str, Any]:
     """One forward+backward in a fresh process; returns its baseline and peak RSS, or an error."""
     spec = {
@@ -197,6 +238,7 @@ def measure_peak_memory(
         "dim": dim,
         "num_threads": num_threads,
         "address_space_limit": address_space_limit,
+        "dtype": dtype,
     }
     code = "from segmenter.benchmark import _memory_child; _memory_child()"
     proc = subprocess.run(
@@ -206,6 +248,25 @@ def measure_peak_memory(
         tail = proc.stderr.strip().splitlines()[-1:] or [f"exit status {proc.returncode}"]
         return {"error": f"measuring process failed ({proc.returncode}): {tail[0][:200]}"}
     return json.loads(proc.stdout)
+
+
+def measure_cuda_peak_memory(module: nn.Module, *, length: int, batch_size: int, dim: int, dtype: str) -> dict[str, Any]:
+    """One forward+backward on the GPU: ``max_memory_allocated`` over it and what was
+    allocated before it (module and inputs), or an error if it runs out of memory."""
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    try:
+        x, mask = _inputs(batch_size=batch_size, length=length, dim=dim, device="cuda")
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        _forward_backward(module, x, mask, device="cuda", dtype=dtype)
+        torch.cuda.synchronize()
+        result: dict[str, Any] = {"baseline_bytes": before, "peak_bytes": torch.cuda.max_memory_allocated()}
+    except torch.cuda.OutOfMemoryError as e:
+        result = {"error": f"OutOfMemoryError: {str(e).splitlines()[0][:200]}"}
+    module.zero_grad(set_to_none=True)
+    torch.cuda.empty_cache()
+    return result
 
 
 @dataclass
@@ -221,21 +282,28 @@ class Case:
 
 
 def time_cases(
-    modules: dict[str, nn.Module], x: Tensor, mask: Tensor, *, warmup: int, repeats: int
+    modules: dict[str, nn.Module],
+    x: Tensor,
+    mask: Tensor,
+    *,
+    warmup: int,
+    repeats: int,
+    device: str = "cpu",
+    dtype: str = "fp32",
 ) -> dict[str, tuple[float, float]]:
-    """Median forward and forward+backward seconds per module, rows interleaved run by run."""
+    """Median forward and forward+backward seconds per module, rows interleaved run by run.
+    (On CUDA the warm-up runs also compile what is compiled, e.g. FlexAttention.)"""
     for module in modules.values():
         for _ in range(warmup):
-            _forward(module, x, mask)
-            _forward_backward(module, x, mask)
+            _forward(module, x, mask, device=device, dtype=dtype)
+            _forward_backward(module, x, mask, device=device, dtype=dtype)
     fwd: dict[str, list[float]] = {name: [] for name in modules}
     both: dict[str, list[float]] = {name: [] for name in modules}
     for _ in range(repeats):
         for name, module in modules.items():
             for fn, store in ((_forward, fwd), (_forward_backward, both)):
-                start = time.perf_counter()
-                fn(module, x, mask)
-                store[name].append(time.perf_counter() - start)
+                run = functools.partial(fn, module, x, mask, device=device, dtype=dtype)
+                store[name].append(elapsed(run, device=device))
     return {name: (statistics.median(fwd[name]), statistics.median(both[name])) for name in modules}
 
 
@@ -261,6 +329,11 @@ def run_benchmark(cfg: DictConfig, *, output_dir: str | Path) -> dict[str, Any]:
         raise ValueError(f"repeats={cfg.repeats} must be >= 1 and warmup={cfg.warmup} >= 0")
     if any(t < 1 for t in cfg.lengths):
         raise ValueError(f"lengths={list(cfg.lengths)} must all be >= 1")
+    device, dtype = cfg.get("device", "cpu"), cfg.get("dtype", "fp32")
+    if device not in DEVICES or dtype not in DTYPES:
+        raise ValueError(f"device={device!r} must be one of {DEVICES} and dtype={dtype!r} one of {tuple(DTYPES)}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' but torch.cuda.is_available() is False")
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(cfg.num_threads)
@@ -270,9 +343,12 @@ def run_benchmark(cfg: DictConfig, *, output_dir: str | Path) -> dict[str, Any]:
     meta = {
         "torch": torch.__version__,
         "cpu": _cpu_name(),
+        "device": device,
+        "device_name": torch.cuda.get_device_name() if device == "cuda" else _cpu_name(),
+        "dtype": dtype,
         "num_threads": torch.get_num_threads(),
         "load_average_start": os.getloadavg(),
-        "matmul_gflops": matmul_gflops(n=cfg.matmul_size),
+        "matmul_gflops": matmul_gflops(n=cfg.matmul_size, device=device, dtype=DTYPES[dtype]),
         "matmul_size": cfg.matmul_size,
         "batch_size": cfg.batch_size,
         "dim": dim,
@@ -280,7 +356,7 @@ def run_benchmark(cfg: DictConfig, *, output_dir: str | Path) -> dict[str, Any]:
         "repeats": cfg.repeats,
         "memory_budget_gb": cfg.memory_budget_gb,
     }
-    log.info("matmul: %.1f GFLOP/s with %d threads", meta["matmul_gflops"], meta["num_threads"])
+    log.info("matmul: %.1f GFLOP/s (%s, %s)", meta["matmul_gflops"], meta["device_name"], dtype)
     counts = parameter_counts(cfg, [r for r in ("self", "localized", "boundary_aware") if r in rows])
 
     cases: list[Case] = []
@@ -289,22 +365,26 @@ def run_benchmark(cfg: DictConfig, *, output_dir: str | Path) -> dict[str, Any]:
         for name in rows:
             case = Case(name, length)
             cases.append(case)
-            module = _build(cfg.rows[name])
+            module = _build(cfg.rows[name], device)
             estimate = getattr(module, "estimated_bytes", None)
-            need = estimate(length=length, batch_size=cfg.batch_size) if estimate else 0
+            need = estimate(length=length, batch_size=cfg.batch_size, dtype=DTYPES[dtype]) if estimate else 0
             if need > budget:
                 case.status = "skipped"
                 case.note = f"needs ~{_size(need)} > budget {_size(budget)}"
                 log.info("%s T=%d: %s", name, length, case.note)
                 continue
-            mem = measure_peak_memory(
-                row=cfg.rows[name],
-                length=length,
-                batch_size=cfg.batch_size,
-                dim=dim,
-                num_threads=cfg.num_threads,
-                address_space_limit=budget + ADDRESS_SPACE_SLACK,
-            )
+            if device == "cuda":
+                mem = measure_cuda_peak_memory(module, length=length, batch_size=cfg.batch_size, dim=dim, dtype=dtype)
+            else:
+                mem = measure_peak_memory(
+                    row=cfg.rows[name],
+                    length=length,
+                    batch_size=cfg.batch_size,
+                    dim=dim,
+                    num_threads=cfg.num_threads,
+                    address_space_limit=budget + ADDRESS_SPACE_SLACK,
+                    dtype=dtype,
+                )
             if "error" in mem:
                 case.status, case.note = "failed", mem["error"]
                 log.warning("%s T=%d failed: %s", name, length, case.note)
@@ -312,8 +392,9 @@ def run_benchmark(cfg: DictConfig, *, output_dir: str | Path) -> dict[str, Any]:
             case.peak_mb = mem["peak_bytes"] / MB
             case.above_baseline_mb = (mem["peak_bytes"] - mem["baseline_bytes"]) / MB
             runnable[name] = module
-        x, mask = _inputs(batch_size=cfg.batch_size, length=length, dim=dim)
-        timings = time_cases(runnable, x, mask, warmup=cfg.warmup, repeats=cfg.repeats)
+        x, mask = _inputs(batch_size=cfg.batch_size, length=length, dim=dim, device=device)
+        timings = time_cases(runnable, x, mask, warmup=cfg.warmup, repeats=cfg.repeats, device=device, dtype=dtype)
+        del runnable, x, mask  # free the GPU before the next length
         for case in cases:
             if case.length == length and case.row in timings:
                 case.forward_ms, case.forward_backward_ms = (1e3 * s for s in timings[case.row])
@@ -370,8 +451,15 @@ def ratios(cases: list[dict]) -> list[str]:
         ratio(("self", t), ("localized", t), f"self / localized at T={t}")
     for t in lengths:
         ratio(("local_attention", t), ("localized", t), f"local-attention package / localized at T={t}")
-    for t in lengths:
-        ratio(("boundary_aware", t), ("self", t), f"boundary_aware / self at T={t}")
+    boundary_rows = [r for r in dict.fromkeys(c["row"] for c in cases) if r.startswith("boundary")]
+    for row in boundary_rows:  # boundary_aware, and e.g. a segment-form row added on the command line
+        for t in lengths:
+            ratio((row, t), ("self", t), f"{row} / self at T={t}")
+    peak = {(c["row"], c["length"]): c["peak_mb"] for c in cases if c["status"] == "ok"}
+    for row in boundary_rows:
+        for t in lengths:
+            if (row, t) in peak and ("self", t) in peak:
+                lines.append(f"- peak memory, {row} / self at T={t}: {peak[row, t] / peak['self', t]:.2f}")
     for t in lengths:
         ratio(("masked_full", t), ("localized", t), f"masked_full / localized at T={t}")
     for short, long in zip(lengths, lengths[1:]):
@@ -382,15 +470,28 @@ def ratios(cases: list[dict]) -> list[str]:
 def format_table(results: dict[str, Any]) -> str:
     meta, cases = results["meta"], results["cases"]
     base = {c["length"]: c["forward_backward_ms"] for c in cases if c["row"] == "self" and c["status"] == "ok"}
+    dtype = meta.get("dtype", "fp32")
+    if meta.get("device", "cpu") == "cuda":
+        where = (
+            f"{meta['device_name']}, {dtype}{' autocast' if dtype != 'fp32' else ''}, CUDA-event times, "
+            f"peak = torch.cuda.max_memory_allocated; matmul {meta['matmul_gflops']:.0f} GFLOP/s ({dtype}, "
+            f"n={meta['matmul_size']})"
+        )
+        peak_cols = "peak MB (CUDA) | above baseline MB"
+    else:
+        where = (
+            f"{meta['num_threads']} threads, {meta['cpu']}{', ' + dtype + ' autocast' if dtype != 'fp32' else ''}; "
+            f"matmul {meta['matmul_gflops']:.1f} GFLOP/s ({'float32' if dtype == 'fp32' else dtype}, n={meta['matmul_size']})"
+        )
+        peak_cols = "peak MB | above baseline MB"
     out = [
         "# Attention benchmark",
         "",
-        f"batch {meta['batch_size']}, width {meta['dim']}, torch {meta['torch']}, {meta['num_threads']} threads, "
-        f"{meta['cpu']}; matmul {meta['matmul_gflops']:.1f} GFLOP/s (float32, n={meta['matmul_size']}); "
+        f"batch {meta['batch_size']}, width {meta['dim']}, torch {meta['torch']}, {where}; "
         f"median of {meta['repeats']} runs after {meta['warmup']} warm-up; load average "
         f"{meta['load_average_start'][0]:.2f} at start, {meta['load_average_end'][0]:.2f} at end.",
         "",
-        "| attention | units | forward ms | fwd+bwd ms | fwd+bwd vs self | peak MB | above baseline MB |",
+        f"| attention | units | forward ms | fwd+bwd ms | fwd+bwd vs self | {peak_cols} |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for c in cases:
@@ -446,13 +547,16 @@ def plot(results: dict[str, Any], path: Path) -> None:
         ax.grid(True, alpha=0.3)
         ax.set_xlabel("units (T)")
     ax_t.set_ylabel("ms (solid: forward+backward, dashed: forward)")
-    ax_m.set_ylabel("MB (solid: process peak, dashed: above baseline)")
+    peak = "CUDA peak" if results["meta"].get("device") == "cuda" else "process peak"
+    ax_m.set_ylabel(f"MB (solid: {peak}, dashed: above baseline)")
     ax_t.set_title("time")
     ax_m.set_title("peak memory of a forward+backward")
     ax_m.legend(fontsize=8)
+    meta = results["meta"]
+    where = f"{meta['num_threads']} threads" if meta.get("device", "cpu") == "cpu" else meta["device_name"]
     fig.suptitle(
-        f"attention, batch {results['meta']['batch_size']}, width {results['meta']['dim']}, "
-        f"{results['meta']['num_threads']} threads, {results['meta']['matmul_gflops']:.0f} GFLOP/s matmul"
+        f"attention, batch {meta['batch_size']}, width {meta['dim']}, {meta.get('dtype', 'fp32')}, "
+        f"{where}, {meta['matmul_gflops']:.0f} GFLOP/s matmul"
     )
     fig.tight_layout()
     fig.savefig(path, dpi=120)

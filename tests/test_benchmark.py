@@ -71,3 +71,27 @@ def test_tiny_benchmark_writes_table_and_plot_with_every_row(tmp_path):
     counts = saved["parameters"]
     assert counts["self"]["network"] == counts["localized"]["network"] < counts["boundary_aware"]["network"]
     assert (tmp_path / "benchmark.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_tiny_benchmark_under_bf16_autocast_on_cpu(tmp_path):
+    """dtype=bf16 runs every case under autocast (what trainer=gpu trains in); the CPU
+    measurement is otherwise the default one."""
+    cfg = compose_benchmark(
+        "lengths=[24]", "repeats=1", "warmup=0", "matmul_size=32", "model.net.dim=32", "dtype=bf16",
+        "~rows.masked_full", "~rows.local_attention",
+    )  # fmt: skip
+    results = run_benchmark(cfg, output_dir=tmp_path)
+    assert results["meta"]["dtype"] == "bf16" and "bf16 autocast" in results["table"]
+    assert [c["status"] for c in results["cases"]] == ["ok"] * 3
+    assert "peak memory, boundary_aware / self at T=24" in results["table"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_cuda_benchmark_without_cuda_says_so(tmp_path):
+    with pytest.raises(ValueError, match="torch.cuda.is_available"):
+        run_benchmark(compose_benchmark("device=cuda"), output_dir=tmp_path)
+
+
+def test_benchmark_rejects_unknown_dtype(tmp_path):
+    with pytest.raises(ValueError, match="'fp8'"):
+        run_benchmark(compose_benchmark("dtype=fp8"), output_dir=tmp_path)

@@ -14,9 +14,16 @@ The backbone treats all three alike; which one it gets is decided by the Hydra
   neighbours on each side), O(T * w) time and memory: queries are cut into blocks
   of ``block_size``, each block attends to its keys plus ``r`` on either side, and
   a hand-written backward keeps every tensor at O(T * (block_size + 2r)); no T x T
-  tensor exists, forward or backward.
+  tensor exists, forward or backward. On CUDA the same window runs through
+  FlexAttention (one fused, compiled kernel over the tiles the window reaches): the
+  blocked kernel launches dozens of small kernels, which dominate on a GPU.
 - ``BoundaryAwareAttention``: a small MLP scores each unit's boundary probability
-  and those scores bias the attention logits, by broadcasting.
+  and those scores bias the attention logits, by broadcasting. On CUDA both forms keep
+  a fused kernel: the mean form's head is padded to a multiple of 8, the segment form
+  runs through FlexAttention with its bias as a ``score_mod``.
+
+Which kernel runs is decided by ``use_flex`` from the device (``kernel="auto"``), never
+by the network. Every path accepts float32, bf16 and fp16, with or without autocast.
 
 Positions enter through rotary embeddings on queries and keys (parameter free,
 relative), applied identically in all three.
@@ -24,6 +31,7 @@ relative), applied identically in all three.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from typing import NamedTuple
@@ -120,26 +128,51 @@ def _fold(g: Tensor, radius: int) -> Tensor:
     return z
 
 
+def _autocast_off(device: torch.device):
+    """A context with autocast disabled on ``device`` (a no-op where autocast does not exist)."""
+    if torch.amp.is_autocast_available(device.type):
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
+def compute_dtype(*tensors: Tensor) -> torch.dtype:
+    """The dtype a hand-written kernel should run its matmuls in: autocast's where it is on
+    for the tensors' device (as it would cast a matmul), else the inputs' common dtype."""
+    device = tensors[0].device.type
+    if torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    return functools.reduce(torch.promote_types, (t.dtype for t in tensors))
+
+
 class _BlockBandAttention(torch.autograd.Function):
     """softmax(q k^T / sqrt(Dh), restricted by ``allowed``) v, one block of queries at a time.
 
-    q, k, v: (B, H, N, S, Dh) blocks of S units; allowed: (B, 1, N, S, S + 2r), True
-    where query a of block n may see key j of the block's window. Every block is a
-    batched (S x Dh) @ (Dh x (S + 2r)) matmul, so BLAS does the work. The backward is
-    written out so that it only ever builds window-sized tensors: autograd through
-    the window gather would zero-fill and scatter full-size buffers per slice.
+    q, k, v: (B, H, N, S, Dh) blocks of S units, all of one dtype; allowed: (B, 1, N, S,
+    S + 2r), True where query a of block n may see key j of the block's window. Every
+    block is a batched (S x Dh) @ (Dh x (S + 2r)) matmul, so BLAS does the work. The
+    backward is written out so that it only ever builds window-sized tensors: autograd
+    through the window gather would zero-fill and scatter full-size buffers per slice.
+
+    Dtypes are explicit, forward and backward, with autocast off inside: the matmuls run
+    in the inputs' dtype (bf16/fp16 under mixed precision), softmax and its backward in
+    at least float32, and an incoming gradient of another dtype is cast to the inputs'.
+    (Left to autocast, a CUDA forward saves float32 probabilities from its softmax and
+    the backward, which autocast does not cover, multiplies them with a bf16 gradient.)
     """
 
     @staticmethod
     def forward(ctx, q: Tensor, k: Tensor, v: Tensor, allowed: Tensor, radius: int, dropout_p: float) -> Tensor:
         scale = q.shape[-1] ** -0.5
-        kw, vw = _windows(k, radius), _windows(v, radius)  # (B, H, N, S+2r, Dh)
-        scores = torch.matmul(q, kw.transpose(-1, -2)).mul_(scale)  # (B, H, N, S, S+2r)
-        probs = scores.masked_fill_(~allowed, float("-inf")).softmax(dim=-1)
-        keep = None
-        if dropout_p > 0:
-            keep = torch.empty_like(probs).bernoulli_(1 - dropout_p).div_(1 - dropout_p)
-        y = torch.matmul(probs if keep is None else probs * keep, vw)  # (B, H, N, S, Dh)
+        acc = torch.promote_types(q.dtype, torch.float32)  # softmax precision
+        with _autocast_off(q.device):
+            kw, vw = _windows(k, radius), _windows(v, radius)  # (B, H, N, S+2r, Dh)
+            scores = torch.matmul(q, kw.transpose(-1, -2)).to(acc).mul_(scale)  # (B, H, N, S, S+2r)
+            probs = scores.masked_fill_(~allowed, float("-inf")).softmax(dim=-1)
+            keep = None
+            if dropout_p > 0:
+                keep = torch.empty_like(probs).bernoulli_(1 - dropout_p).div_(1 - dropout_p)
+            dropped = probs if keep is None else probs * keep
+            y = torch.matmul(dropped.to(q.dtype), vw)  # (B, H, N, S, Dh)
         ctx.save_for_backward(q, kw, vw, probs, keep)
         ctx.radius, ctx.scale = radius, scale
         return y
@@ -148,27 +181,40 @@ class _BlockBandAttention(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, dy: Tensor):
         q, kw, vw, probs, keep = ctx.saved_tensors
-        dropped = probs if keep is None else probs * keep
-        dvw = torch.matmul(dropped.transpose(-1, -2), dy)  # (B, H, N, S+2r, Dh)
-        dp = torch.matmul(dy, vw.transpose(-1, -2))  # (B, H, N, S, S+2r)
-        if keep is not None:
-            dp.mul_(keep)
-        # softmax backward; masked entries have probs == 0 and get no gradient
-        ds = dp.sub_((dp * probs).sum(dim=-1, keepdim=True)).mul_(probs).mul_(ctx.scale)
-        dq = torch.matmul(ds, kw)  # (B, H, N, S, Dh)
-        dkw = torch.matmul(ds.transpose(-1, -2), q)  # (B, H, N, S+2r, Dh)
+        dtype = q.dtype
+        with _autocast_off(q.device):
+            dy = dy.to(dtype)
+            dropped = probs if keep is None else probs * keep
+            dvw = torch.matmul(dropped.to(dtype).transpose(-1, -2), dy)  # (B, H, N, S+2r, Dh)
+            dp = torch.matmul(dy, vw.transpose(-1, -2)).to(probs.dtype)  # (B, H, N, S, S+2r)
+            if keep is not None:
+                dp.mul_(keep)
+            # softmax backward; masked entries have probs == 0 and get no gradient
+            ds = dp.sub_((dp * probs).sum(dim=-1, keepdim=True)).mul_(probs).mul_(ctx.scale).to(dtype)
+            dq = torch.matmul(ds, kw)  # (B, H, N, S, Dh)
+            dkw = torch.matmul(ds.transpose(-1, -2), q)  # (B, H, N, S+2r, Dh)
         return dq, _fold(dkw, ctx.radius), _fold(dvw, ctx.radius), None, None, None
 
 
 def banded_attention(
-    q: Tensor, k: Tensor, v: Tensor, mask: Tensor, *, radius: int, block_size: int, dropout_p: float = 0.0
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    mask: Tensor,
+    *,
+    radius: int,
+    block_size: int,
+    dropout_p: float = 0.0,
+    kernel: str = "auto",
 ) -> Tensor:
     """Exact sliding-window attention: query i sees keys i-r..i+r that are real units.
 
     q, k, v: (B, H, T, Dh); mask: (B, T), True = real. Returns (B, H, T, Dh). A query
     with no real key in its window (a padded unit) sees itself, so no row is empty.
-    Time and memory O(T * (block_size + 2r)).
+    Time and memory O(T * (block_size + 2r)). ``kernel``: see ``use_flex``.
     """
+    if use_flex(q, kernel=kernel, dropout_p=dropout_p):
+        return flex_banded_attention(q, k, v, mask, radius=radius)
     b, h, t, dh = q.shape
     r, s = radius, max(block_size, radius)  # s >= r: a window reaches only the adjacent blocks
     n = -(-t // s)  # blocks
@@ -179,6 +225,10 @@ def banded_attention(
             z = F.pad(z, (0, 0, 0, tp - t))
         return z.unflatten(2, (n, s))  # (B, H, N, S, Dh), a view
 
+    # One dtype for the three (what autocast would give a matmul); their grads come back
+    # in the dtypes they arrived in.
+    dtype = compute_dtype(q, k, v)
+    q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
     a = torch.arange(s, device=q.device)[:, None]  # query offset in its block
     j = torch.arange(w, device=q.device)[None, :]  # key offset in the block's window
     in_band = (j - a >= 0) & (j - a <= 2 * r)  # (S, S+2r): |query - key| <= r
@@ -186,6 +236,185 @@ def banded_attention(
     allowed = (in_band & key_real[:, :, None, :]) | (j - a == r)  # (B, N, S, S+2r), itself always
     y = _BlockBandAttention.apply(blocks(q), blocks(k), blocks(v), allowed[:, None], r, dropout_p)
     return y.flatten(2, 3)[:, :, :t]  # (B, H, T, Dh)
+
+
+# ----------------------------------------------------------------------------- fused kernels
+
+KERNELS = ("auto", "blocked", "flex")
+# FlexAttention's tile along both sequence axes; lengths are padded up to a multiple of it
+# (which also keeps the number of shapes torch.compile sees small).
+FLEX_BLOCK = 128
+# Head sizes the fused CUDA SDPA kernels (flash, memory-efficient) accept are multiples
+# of 8; any other size sends SDPA to its math path and its T x T matrices.
+FUSED_HEAD_MULTIPLE = 8
+
+
+def flex_available() -> bool:
+    """FlexAttention as used here: BlockMask.from_kv_blocks with seq_lengths, and gradients
+    for tensors a score_mod reads (the segment form's prefix sums) need torch >= 2.6."""
+    major, minor = (int(part) for part in torch.__version__.split(".")[:2])
+    return (major, minor) >= (2, 6)
+
+
+@functools.lru_cache(maxsize=None)
+def _triton_runs_on(device: torch.device) -> bool:
+    """Compiled FlexAttention is a Triton kernel: Triton must be installed, and the GPU
+    at least Ampere (compute capability 8.0, which bf16 needs). Older GPUs keep the
+    blocked kernel."""
+    import importlib.util
+
+    return importlib.util.find_spec("triton") is not None and torch.cuda.get_device_capability(device) >= (8, 0)
+
+
+def use_flex(x: Tensor, *, kernel: str, dropout_p: float) -> bool:
+    """Which kernel runs a banded or segment-biased attention.
+
+    ``"blocked"``: the portable blocked kernels (CPU, any device). ``"flex"``: FlexAttention,
+    compiled on CUDA (eager elsewhere: O(T^2), for tests only). ``"auto"``: FlexAttention on
+    a CUDA GPU that Triton serves (Ampere or newer) with torch >= 2.6, when no attention
+    dropout is asked for (it has none); else blocked. The choice lives here, so the
+    network never branches on attention type.
+    """
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel={kernel!r} is not one of {KERNELS}")
+    if kernel == "auto":
+        return x.is_cuda and dropout_p == 0 and flex_available() and _triton_runs_on(x.device)
+    if kernel == "flex" and dropout_p > 0:
+        raise ValueError(f"kernel='flex' has no attention dropout, got dropout_p={dropout_p}")
+    return kernel == "flex"
+
+
+# Entries torch.compile may keep per compiled function (dtype x grad mode x static or
+# dynamic shapes, e.g. bf16 training plus no-grad validation plus fp32 tests). Past the
+# limit dynamo would silently run flex_attention uncompiled, which builds the whole
+# T x T score matrix: out of memory on a long document instead of a recompile.
+RECOMPILE_LIMIT = 64
+
+
+def _flex_banded(q: Tensor, k: Tensor, v: Tensor, block_mask) -> Tensor:
+    from torch.nn.attention.flex_attention import flex_attention
+
+    return flex_attention(q, k, v, block_mask=block_mask)
+
+
+def _flex_scored(q: Tensor, k: Tensor, v: Tensor, score_mod, block_mask) -> Tensor:
+    from torch.nn.attention.flex_attention import flex_attention
+
+    return flex_attention(q, k, v, score_mod=score_mod, block_mask=block_mask)
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled(fn):
+    """fn through torch.compile, once per function: one wrapper per kernel, so the banded and
+    the segment kernels each have their own compile cache (dynamo keys it on the code)."""
+    import torch._dynamo.config as dynamo_config
+
+    dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, RECOMPILE_LIMIT)
+    return torch.compile(fn)
+
+
+def _run_flex(fn, *args) -> Tensor:
+    """Compiled (fused) on CUDA. Elsewhere eager: plain PyTorch ops over the whole score
+    matrix, O(T^2), correct, and only for tests (``use_flex`` never picks it off CUDA)."""
+    with _autocast_off(args[0].device):
+        return (_compiled(fn) if args[0].is_cuda else fn)(*args)
+
+
+def _flex_pad(z: Tensor, tp: int, value: float | bool = 0) -> Tensor:
+    """Pad dim 2 of (B, H, T, Dh), or dim 1 of (B, T), up to tp."""
+    dim = 2 if z.dim() == 4 else 1
+    pad = [0, 0] * (z.dim() - dim - 1) + [0, tp - z.shape[dim]]
+    return F.pad(z, pad, value=value) if tp != z.shape[dim] else z
+
+
+def _runs_block_mask(mask_mod, first: Tensor, count: Tensor, *, tp: int):
+    """BlockMask in which query block i visits ``count[b, i]`` kv blocks from ``first[b, i]``
+    ((B, N) each). It holds O(N^2) block indices, N = Tp / FLEX_BLOCK (16 MB at 262,144
+    units), where ``create_block_mask`` would evaluate ``mask_mod`` over all T x T pairs
+    (68 G of them at 262,144 units)."""
+    from torch.nn.attention.flex_attention import BlockMask
+
+    n = tp // FLEX_BLOCK
+    # BlockMask wants a full row of N indices per query block; entries past count are never
+    # read (the clamp only keeps them in range). H = 1: all heads alike.
+    idx = (first[..., None] + torch.arange(n, device=first.device)).clamp_(max=n - 1)  # (B, N, N)
+    kv_num, kv_idx = count[:, None].int().contiguous(), idx[:, None].int().contiguous()  # (B, 1, N), (B, 1, N, N)
+    return BlockMask.from_kv_blocks(kv_num, kv_idx, BLOCK_SIZE=FLEX_BLOCK, mask_mod=mask_mod, seq_lengths=(tp, tp))
+
+
+def band_block_mask(real: Tensor, *, radius: int):
+    """Sliding-window BlockMask over ``real`` (B, Tp), Tp a multiple of FLEX_BLOCK: query i
+    sees key j when |i - j| <= radius and j is real, and always itself (as in
+    ``banded_attention``). Query block i visits kv blocks i - reach .. i + reach only."""
+    b, tp = real.shape
+    n, r = tp // FLEX_BLOCK, radius
+
+    def in_window(b, h, q_idx, kv_idx):
+        near = (q_idx - kv_idx <= r) & (kv_idx - q_idx <= r)
+        return near & (real[b, kv_idx] | (q_idx == kv_idx))
+
+    reach = -(-r // FLEX_BLOCK)  # kv blocks on each side
+    blocks = torch.arange(n, device=real.device)
+    first = (blocks - reach).clamp(min=0)  # (N,)
+    count = (blocks + reach).clamp(max=n - 1) - first + 1  # (N,)
+    return _runs_block_mask(in_window, first.expand(b, n), count.expand(b, n), tp=tp)
+
+
+def key_block_mask(real: Tensor):
+    """BlockMask over ``real`` (B, Tp): every query sees every real key; kv blocks past a
+    sequence's last real unit are skipped."""
+    b, tp = real.shape
+    n = tp // FLEX_BLOCK
+
+    def real_key(b, h, q_idx, kv_idx):
+        return real[b, kv_idx]
+
+    last = (real * torch.arange(1, tp + 1, device=real.device)).amax(dim=1)  # (B,) units up to the last real one
+    count = (-(-last // FLEX_BLOCK)).clamp(min=1)[:, None].expand(b, n)  # (B, N)
+    return _runs_block_mask(real_key, torch.zeros_like(count), count, tp=tp)
+
+
+def _flex_inputs(q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """q, k, v in one dtype (autocast's, if on) and the mask, padded to a multiple of FLEX_BLOCK."""
+    t = q.shape[2]
+    tp = -(-t // FLEX_BLOCK) * FLEX_BLOCK
+    dtype = compute_dtype(q, k, v)
+    q, k, v = (_flex_pad(z.to(dtype), tp) for z in (q, k, v))  # (B, H, Tp, Dh)
+    return q, k, v, _flex_pad(mask, tp, value=False)  # mask: (B, Tp)
+
+
+def flex_banded_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, *, radius: int) -> Tensor:
+    """``banded_attention`` through FlexAttention: on CUDA one fused kernel forward and one
+    backward, visiting only the kv tiles the window reaches. Same contract: q, k, v
+    (B, H, T, Dh), mask (B, T) -> (B, H, T, Dh)."""
+    t = q.shape[2]
+    q, k, v, real = _flex_inputs(q, k, v, mask)
+    block_mask = band_block_mask(real, radius=radius)
+    y = _run_flex(_flex_banded, q, k, v, block_mask)  # (B, H, Tp, Dh)
+    return y[:, :, :t]
+
+
+def flex_segment_attention(q: Tensor, k: Tensor, v: Tensor, c: Tensor, mask: Tensor, *, temperature: float) -> Tensor:
+    """softmax(q k^T / sqrt(Dh) - |c_i - c_j| / temperature) v over real keys, fused.
+
+    q, k, v (B, H, T, Dh); c (B, T) the prefix sums of the boundary probabilities. The
+    bias is a ``score_mod`` that reads c at i and j, so no T x T bias exists, forward or
+    backward: the fused backward accumulates c's gradient itself (captured tensors with
+    gradients need torch >= 2.6).
+    """
+    t = q.shape[2]
+    q, k, v, real = _flex_inputs(q, k, v, mask)
+    # at least float32 (a bf16 prefix sum loses the small steps); padded keys are masked
+    # and padded queries sliced off, so the padding's value does not matter
+    c = _flex_pad(c.to(torch.promote_types(c.dtype, torch.float32)), q.shape[2])  # (B, Tp)
+    inv_temp = 1.0 / temperature
+
+    def segment_bias(score, b, h, q_idx, kv_idx):
+        return score - (c[b, q_idx] - c[b, kv_idx]).abs() * inv_temp
+
+    block_mask = key_block_mask(real)
+    y = _run_flex(_flex_scored, q, k, v, segment_bias, block_mask)  # (B, H, Tp, Dh)
+    return y[:, :, :t]
 
 
 # ----------------------------------------------------------------------------- modules
@@ -238,19 +467,28 @@ class SelfAttention(MultiHeadAttention):
 
 
 class LocalizedAttention(MultiHeadAttention):
-    """Exact sliding-window attention: unit i attends to units i-r..i+r, r = window_size // 2."""
+    """Exact sliding-window attention: unit i attends to units i-r..i+r, r = window_size // 2.
+
+    ``kernel``: ``"auto"`` (FlexAttention on CUDA, the blocked kernel elsewhere), ``"blocked"``
+    or ``"flex"``; see ``use_flex``.
+    """
 
     # Queries per block. Each block is one small matmul against block_size + 2r keys:
     # smaller blocks waste fewer products on keys outside the band, larger ones keep
     # BLAS busy. Tuned for w = 7 on CPU; scripts/benchmark.py measures the result.
     block_size = 16
 
-    def __init__(self, *, dim: int, num_heads: int, window_size: int = 7, dropout: float = 0.0) -> None:
+    def __init__(
+        self, *, dim: int, num_heads: int, window_size: int = 7, dropout: float = 0.0, kernel: str = "auto"
+    ) -> None:
         super().__init__(dim=dim, num_heads=num_heads, dropout=dropout)
         if window_size < 1 or window_size % 2 == 0:
             raise ValueError(f"window_size={window_size} must be a positive odd number")
+        if kernel not in KERNELS:
+            raise ValueError(f"kernel={kernel!r} is not one of {KERNELS}")
         self.window_size = window_size
         self.radius = window_size // 2
+        self.kernel = kernel
 
     def _band_probs(self, q: Tensor, k: Tensor, mask: Tensor) -> Tensor:
         """(B, H, T, w) banded probabilities, gathered per query: simple, for inspection only."""
@@ -265,7 +503,9 @@ class LocalizedAttention(MultiHeadAttention):
 
     def forward(self, x: Tensor, mask: Tensor) -> AttentionOutput:
         q, k, v = self._heads(x)
-        y = banded_attention(q, k, v, mask, radius=self.radius, block_size=self.block_size, dropout_p=self._p)
+        y = banded_attention(
+            q, k, v, mask, radius=self.radius, block_size=self.block_size, dropout_p=self._p, kernel=self.kernel
+        )
         return AttentionOutput(self._merge(y), None)  # y: (B, H, T, Dh)
 
     @torch.no_grad()
@@ -293,7 +533,9 @@ class BoundaryAwareAttention(MultiHeadAttention):
     minus the boundary mass between i and j, so attention fades across predicted
     boundaries. It is not separable, so it is built for ``query_block`` queries at a
     time, each block recomputed in the backward (activation checkpointing): peak
-    memory O(query_block * T) instead of O(T^2).
+    memory O(query_block * T) instead of O(T^2). On CUDA (``kernel="auto"``) it runs
+    through FlexAttention instead, the bias a ``score_mod`` reading c at i and j: O(T)
+    memory and one fused kernel.
     """
 
     BIASES = ("mean", "segment")
@@ -308,6 +550,7 @@ class BoundaryAwareAttention(MultiHeadAttention):
         temperature: float = 1.0,
         predictor_hidden: int | None = None,
         query_block: int = 1024,
+        kernel: str = "auto",
     ) -> None:
         super().__init__(dim=dim, num_heads=num_heads, dropout=dropout)
         if bias not in self.BIASES:
@@ -316,8 +559,10 @@ class BoundaryAwareAttention(MultiHeadAttention):
             raise ValueError(f"temperature={temperature} must be > 0")
         if query_block < 1:
             raise ValueError(f"query_block={query_block} must be >= 1")
+        if kernel not in KERNELS:
+            raise ValueError(f"kernel={kernel!r} is not one of {KERNELS}")
         hidden = predictor_hidden or dim // 2
-        self.bias, self.temperature, self.query_block = bias, temperature, query_block
+        self.bias, self.temperature, self.query_block, self.kernel = bias, temperature, query_block, kernel
         self.predictor = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, 1))
 
     def boundary_probs(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
@@ -328,20 +573,28 @@ class BoundaryAwareAttention(MultiHeadAttention):
         q, k, v = self._heads(x)
         logits, p = self.boundary_probs(x, mask)
         if self.bias == "mean":
-            y = self._attend_mean(q, k, v, p, mask)
+            # head Dh + 1: on CUDA, padded to a size the fused kernels take (O(T) memory)
+            y = self._attend_mean(q, k, v, p, mask, multiple=FUSED_HEAD_MULTIPLE if q.is_cuda else 1)
+        elif use_flex(q, kernel=self.kernel, dropout_p=self._p):
+            c = p.to(torch.promote_types(p.dtype, torch.float32)).cumsum(dim=-1)  # (B, T)
+            y = flex_segment_attention(q, k, v, c, mask, temperature=self.temperature)
         else:
             y = self._attend_segment(q, k, v, p, mask)
         return AttentionOutput(self._merge(y), logits)
 
-    def _attend_mean(self, q: Tensor, k: Tensor, v: Tensor, p: Tensor, mask: Tensor) -> Tensor:
+    def _attend_mean(self, q: Tensor, k: Tensor, v: Tensor, p: Tensor, mask: Tensor, *, multiple: int = 1) -> Tensor:
+        """``multiple``: pad the head to a multiple of it (``FUSED_HEAD_MULTIPLE`` on CUDA)."""
         b, h, t, dh = q.shape
-        scale = 1.0 / math.sqrt(dh)
+        scale = 1.0 / math.sqrt(dh)  # of the real head: the extra channels must not change it
         key_bias = (p / (2 * self.temperature))[:, None, :, None].expand(b, h, t, 1)  # (B, H, T, 1)
         # q' . k' * scale = q . k * scale + key_bias: append [1] to q, [bias/scale] to k,
         # and a zero channel to v so all three share a width (the fused kernel needs it).
-        q = torch.cat((q, q.new_ones(b, h, t, 1)), dim=-1)  # (B, H, T, Dh+1)
-        k = torch.cat((k, key_bias / scale), dim=-1)  # (B, H, T, Dh+1)
-        v = torch.cat((v, v.new_zeros(b, h, t, 1)), dim=-1)  # (B, H, T, Dh+1)
+        # Zero channels up to the multiple change nothing: they add 0 to every q'.k' and
+        # give zero output channels, sliced off below.
+        extra = -(dh + 1) % multiple
+        q = torch.cat((q, q.new_ones(b, h, t, 1), q.new_zeros(b, h, t, extra)), dim=-1)  # (B, H, T, Dh+1+extra)
+        k = torch.cat((k, (key_bias / scale).to(k.dtype), k.new_zeros(b, h, t, extra)), dim=-1)  # (B, H, T, Dh+1+extra)
+        v = torch.cat((v, v.new_zeros(b, h, t, 1 + extra)), dim=-1)  # (B, H, T, Dh+1+extra)
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask[:, None, None, :], dropout_p=self._p, scale=scale
         )
