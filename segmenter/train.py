@@ -1,5 +1,11 @@
 """Training entry point: instantiate data, model, callbacks, loggers and trainer from
-the config, fit, then test the best checkpoint."""
+the config, fit, then test the best checkpoint.
+
+Every checkpoint this opens (the one resumed from, the best one tested after fit) is
+checked by ``segmenter.checkpoint.load`` first (weights_only, format, weights digest,
+finite weights) and handed to Lightning with ``weights_only=True``; a checkpoint path
+taken from a checkpoint's own state must lie in the folder of the checkpoint that named
+it (resume) or in this run's checkpoint folder (test)."""
 
 from __future__ import annotations
 
@@ -13,7 +19,7 @@ import lightning as L
 from omegaconf import DictConfig
 
 from segmenter.callbacks import log_hparams_with_metrics, run_hparams
-from segmenter.checkpoint import CheckpointMetadata, net_config
+from segmenter.checkpoint import CheckpointError, CheckpointMetadata, check_state_paths, load, net_config, safe_globals
 from segmenter.data.datamodule import SegmentationDataModule
 from segmenter.module import SegmenterModule
 from segmenter.sweep import hydra_choices, save_metrics
@@ -43,6 +49,8 @@ def build(cfg: DictConfig) -> tuple[SegmentationDataModule, SegmenterModule]:
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
+    # First: a checkpoint to resume from is checked before anything is built or written.
+    ckpt_path = resume_path(cfg.get("ckpt_path"), checkpoint_dirs(cfg))
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     datamodule, model = build(cfg)
@@ -57,10 +65,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     loggers = instantiate_group(cfg.get("logger"))
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
-    ckpt_path = resume_path(cfg.get("ckpt_path"), trainer)
     fit_start = time.perf_counter()
     if cfg.get("train"):
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        with safe_globals():
+            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     fit_seconds = time.perf_counter() - fit_start
     metrics = dict(trainer.callback_metrics)
     best = getattr(trainer.checkpoint_callback, "best_model_score", None)
@@ -68,10 +76,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
         metrics[f"{trainer.checkpoint_callback.monitor}_best"] = best
 
     if cfg.get("test"):
-        ckpt = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
+        ckpt = best_checkpoint(trainer)
         if ckpt is None:
             log.warning("no best checkpoint (fast_dev_run or no checkpoint callback): testing the current weights")
-        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=False)
+        with safe_globals():
+            trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
         log.info("tested checkpoint: %s", ckpt)
         metrics.update(trainer.callback_metrics)
 
@@ -84,16 +93,49 @@ def train(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-def resume_path(ckpt_path: str | None, trainer: L.Trainer) -> str | None:
-    """``ckpt_path=last`` resumes the run whose folder this run writes into (give it
-    with ``hydra.run.dir=<old run>``): Lightning picks the newest ``last*.ckpt`` of the
-    checkpoint callback; unlike Lightning, a missing one is an error, not a fresh start."""
-    if ckpt_path != "last":
-        return ckpt_path
-    dirpath = getattr(trainer.checkpoint_callback, "dirpath", None)
-    if not dirpath or not list(Path(dirpath).glob("last*.ckpt")):
-        raise FileNotFoundError(
-            f"ckpt_path=last but there is no last*.ckpt in {dirpath}: point hydra.run.dir at the run to resume"
-            " (e.g. hydra.run.dir=outputs/runs/<run>) or give ckpt_path=<file.ckpt>"
+def checkpoint_dirs(cfg: DictConfig) -> list[str]:
+    """The folders the configured ModelCheckpoint callbacks write to."""
+    callbacks = cfg.get("callbacks") or {}
+    return sorted(
+        {str(c.dirpath) for c in callbacks.values() if isinstance(c, DictConfig) and str(c.get("_target_", "")).endswith("ModelCheckpoint") and c.get("dirpath")}
+    )
+
+
+def resume_path(ckpt_path: str | None, dirs: list[str]) -> str | None:
+    """The checkpoint to resume from, checked (``segmenter.checkpoint.load`` and
+    ``check_state_paths``) before Lightning opens it. ``ckpt_path=last`` resumes the run
+    whose folder this run writes into (give it with ``hydra.run.dir=<old run>``): the newest
+    ``last*.ckpt`` of the checkpoint callback, as Lightning picks it; unlike Lightning, a
+    missing one is an error, not a fresh start."""
+    if ckpt_path is None:
+        return None
+    if ckpt_path == "last":
+        candidates = [p for d in dirs for p in Path(d).glob("last*.ckpt")]
+        if not candidates:
+            raise FileNotFoundError(
+                f"ckpt_path=last but there is no last*.ckpt in {', '.join(dirs) or 'a checkpoint folder'}: point hydra.run.dir at the run to resume"
+                " (e.g. hydra.run.dir=outputs/runs/<run>) or give ckpt_path=<file.ckpt>"
+            )
+        ckpt_path = str(max(candidates, key=lambda p: p.stat().st_mtime))
+    path = Path(ckpt_path)
+    # A checkpoint's callback state names checkpoints of its own run only.
+    check_state_paths(load(path), folder=path.resolve().parent, path=path)
+    return str(path)
+
+
+def best_checkpoint(trainer: L.Trainer) -> str | None:
+    """The best checkpoint of this run, to test after fit (None: none written), checked:
+    inside this run's checkpoint folder (the path may come from a resumed checkpoint's state)
+    and loadable by ``segmenter.checkpoint.load``."""
+    callback = trainer.checkpoint_callback
+    best = getattr(callback, "best_model_path", "") or None
+    if best is None:
+        return None
+    folder = Path(callback.dirpath).resolve()
+    if not Path(best).resolve().is_relative_to(folder):
+        raise CheckpointError(
+            f"the best checkpoint {best} (from the checkpoint callback's state) is outside this run's checkpoint "
+            f"folder {folder}: refusing to open it"
         )
-    return ckpt_path
+    load(best)
+    return best
