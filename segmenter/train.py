@@ -10,12 +10,14 @@ it (resume) or in this run's checkpoint folder (test)."""
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 import hydra
 import lightning as L
+from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig
 
 from segmenter.callbacks import log_hparams_with_metrics, run_hparams
@@ -67,8 +69,16 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     fit_start = time.perf_counter()
     if cfg.get("train"):
-        with safe_globals():
-            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        new_event_dirs = [Path(lg.log_dir) for lg in loggers if isinstance(lg, TensorBoardLogger) and not Path(lg.log_dir).exists()]
+        try:
+            with safe_globals():
+                trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        except BaseException:
+            if trainer.global_step == 0:  # failed before its first step: leave no empty TensorBoard run behind
+                for d in new_event_dirs:
+                    shutil.rmtree(d, ignore_errors=True)
+                    log.info("removed %s: the run failed before its first training step", d)
+            raise
     fit_seconds = time.perf_counter() - fit_start
     metrics = dict(trainer.callback_metrics)
     best = getattr(trainer.checkpoint_callback, "best_model_score", None)

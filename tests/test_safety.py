@@ -210,23 +210,6 @@ def test_runs_started_in_the_same_second_get_their_own_folders(frozen_now):
     assert run1 != run2 and sweep1 != sweep2
 
 
-def test_one_run_folder_for_everything_a_run_writes(tmp_path):
-    """The random part is drawn once: log file, config snapshot and outputs share one folder."""
-    import subprocess
-    import sys
-
-    from tests.conftest import ROOT
-
-    cmd = [sys.executable, "scripts/train.py", "debug=fdr", "logger=none", "callbacks.rich_progress_bar=null", "callbacks.lr_monitor=null",
-           *TINY_DATA, f"paths.log_dir={tmp_path}"]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONWARNINGS": "ignore"})  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    (run,) = (tmp_path / "runs").iterdir()
-    assert (run / "train.log").is_file() and (run / ".hydra" / "config.yaml").is_file()
-    assert OmegaConf.load(run / ".hydra" / "hydra.yaml").hydra.runtime.output_dir == str(run)
-
-
 # ----------------------------------------------------------------------------- 4: paths and sizes
 
 
