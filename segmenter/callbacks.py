@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 from lightning import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import ProgressBar, RichProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
@@ -193,6 +194,45 @@ class RandomStateCheckpoint(Callback):
         np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
         version, mt, py_gauss = state_dict["python"]
         random.setstate((version, tuple(mt), py_gauss))
+
+
+# -- console ---------------------------------------------------------------------------
+class LogProgress(ProgressBar):
+    """Progress as one log line per epoch, for output that is not a terminal (CI, ``| tee``),
+    where a live progress bar leaves wrapped and cut frames: epoch, step and the epoch's
+    metrics. Used in place of the Rich bar when standard output is not a TTY (train.py)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._enabled = True
+        self._start = time.monotonic()
+
+    def disable(self) -> None:
+        self._enabled = False
+
+    def enable(self) -> None:
+        self._enabled = True
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._start = time.monotonic()
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.sanity_checking or not self._enabled or not trainer.is_global_zero:
+            return
+        shown = ("train/loss", "val/loss", "val/f1", "val/pk")
+        values = " ".join(
+            f"{k}={float(trainer.callback_metrics[k]):.4f}" for k in shown if k in trainer.callback_metrics
+        )
+        epochs = f"/{trainer.max_epochs}" if trainer.max_epochs and trainer.max_epochs > 0 else ""
+        log.info("epoch %d%s step %d: %s (%.1f s)", trainer.current_epoch + 1, epochs, trainer.global_step, values,
+                 time.monotonic() - self._start)  # fmt: skip
+
+
+def for_terminal(callbacks: list[Callback], *, tty: bool) -> list[Callback]:
+    """``callbacks`` with a Rich progress bar replaced by LogProgress when not on a terminal."""
+    if tty:
+        return callbacks
+    return [LogProgress() if isinstance(c, RichProgressBar) else c for c in callbacks]
 
 
 # -- HPARAMS ---------------------------------------------------------------------------

@@ -29,6 +29,7 @@ import logging
 import math
 import os
 import re
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -132,15 +133,19 @@ class Segmenter:
 
     def split(self, text: str, *, units: str = "sentences") -> list[str]:
         """Units of a text. ``lines``: every non-blank line, stripped. ``sentences``: pysbd's
-        sentences of each paragraph (blank-line separated), whitespace inside collapsed so a
-        unit is one line of the text form."""
+        sentences of each paragraph (blank-line separated); a single line break inside a
+        paragraph is a space (hard-wrapped text), so only punctuation ends a sentence and a
+        sentence never runs across a blank line. Whitespace inside a unit is collapsed: a unit
+        is one line of the text form."""
         if units not in UNITS:
             raise ValueError(f"units={units!r} is not one of {UNITS}")
         if units == "lines":
             return [line.strip() for line in text.splitlines() if line.strip()]
         out = []
+        progress = Progress("splitting into sentences", total=len(text), unit="characters")
         for chunk in _chunks(text):
-            out += [" ".join(s.split()) for s in self._sentence_splitter.segment(chunk) if s.strip()]
+            out += [" ".join(s.split()) for s in self._sentence_splitter.segment(" ".join(chunk.split())) if s.strip()]
+            progress.advance(len(chunk))
         return out
 
     # -- units -> predictions ---------------------------------------------------------------
@@ -150,8 +155,10 @@ class Segmenter:
         items = [(i, s, e) for i, sp in enumerate(spans) for s, e in sp]
         items.sort(key=lambda it: it[2] - it[1])  # similar lengths share a batch: little padding
         outs: dict[tuple[int, int], Tensor] = {}
+        progress = Progress("predicting", total=len(items), unit="windows")
         with torch.inference_mode():
             for b in range(0, len(items), self.batch_size):
+                progress.advance(min(self.batch_size, len(items) - b), done=b)
                 batch = items[b : b + self.batch_size]
                 start = torch.tensor([s for _, s, _ in batch], device=self.device)
                 out = self.net([docs[i][s:e] for i, s, e in batch], start=start)
@@ -189,6 +196,26 @@ class Segmenter:
         """``segment`` for many texts, run through the network in batches."""
         preds = self.predict([self.split(t, units=units) for t in texts])
         return preds if return_probs else [p.segments for p in preds]
+
+
+class Progress:
+    """Progress of a long step as log lines (stderr in scripts/predict.py): one every
+    ``every`` seconds once the step has run that long; short steps say nothing."""
+
+    every = 5.0  # seconds
+
+    def __init__(self, what: str, *, total: int, unit: str) -> None:
+        self.what, self.total, self.unit = what, total, unit
+        self.done, self.start = 0, time.monotonic()
+        self.last = self.start
+
+    def advance(self, n: int, *, done: int | None = None) -> None:
+        self.done = self.done + n if done is None else done
+        now = time.monotonic()
+        if now - self.last >= self.every and self.total:
+            self.last = now
+            log.info("%s: %s/%s %s (%.0f%%, %.0f s)", self.what, f"{self.done:,}", f"{self.total:,}", self.unit,
+                     100 * self.done / self.total, now - self.start)  # fmt: skip
 
 
 _LINE_END = re.compile(r"[.!?][\"')\]]*\s*$")  # a line that ends like a sentence

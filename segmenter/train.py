@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import logging
 import shutil
+import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,7 @@ import lightning as L
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig
 
-from segmenter.callbacks import log_hparams_with_metrics, run_hparams
+from segmenter.callbacks import for_terminal, log_hparams_with_metrics, run_hparams
 from segmenter.checkpoint import CheckpointError, CheckpointMetadata, check_state_paths, load, net_config, safe_globals
 from segmenter.data.datamodule import SegmentationDataModule
 from segmenter.module import SegmenterModule
@@ -50,13 +52,38 @@ def build(cfg: DictConfig) -> tuple[SegmentationDataModule, SegmenterModule]:
     return datamodule, model
 
 
+class _NoTips(logging.Filter):
+    """Drops Lightning's advertisements ("💡 Tip: ... try installing ...")."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tip:" not in str(record.msg)
+
+
+def one_line_per_event() -> None:
+    """Lightning's messages once each: when the application has set up logging (Hydra's
+    console and train.log handlers on the root logger), Lightning's own console handler is
+    removed (it printed every INFO line a second time as "INFO: ..."); its advertisements
+    and the LeafSpec deprecation warning it triggers in torch are dropped."""
+    if logging.getLogger().handlers:
+        lightning_log = logging.getLogger("lightning")
+        for h in list(lightning_log.handlers):
+            if type(h) is logging.StreamHandler:
+                lightning_log.removeHandler(h)
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _NoTips) for f in logger.filters):
+            logger.addFilter(_NoTips())
+    warnings.filterwarnings("ignore", message=r".*LeafSpec.* is deprecated")
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     # First: a checkpoint to resume from is checked before anything is built or written.
     ckpt_path = resume_path(cfg.get("ckpt_path"), checkpoint_dirs(cfg))
+    one_line_per_event()
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     datamodule, model = build(cfg)
-    callbacks = instantiate_group(cfg.get("callbacks"))
+    callbacks = for_terminal(instantiate_group(cfg.get("callbacks")), tty=sys.stdout.isatty())
     # Not a config option: every checkpoint must say how to rebuild its model (predict needs it).
     meta = CheckpointMetadata(
         net=net_config(cfg.model.net, num_classes=datamodule.num_classes),
