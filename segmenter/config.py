@@ -40,7 +40,7 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class Number:
     """A number (``whole``: an int) in [lo, hi]; ``none``: null allowed; ``words``: strings
-    allowed too (e.g. devices=auto); ``flag``: a bool allowed too (fast_dev_run=true)."""
+    allowed too; ``flag``: a bool allowed too (fast_dev_run=true)."""
 
     lo: float = -math.inf
     hi: float = math.inf
@@ -48,9 +48,14 @@ class Number:
     none: bool = False
     words: tuple[str, ...] = ()
     flag: bool = False
+    many: bool = False  # a list of such values is fine too (predict_throughput's threads=[1, 2])
 
     def check(self, key: str, value: Any) -> None:
         if value is None and self.none:
+            return
+        if self.many and isinstance(value, ListConfig):
+            for i, v in enumerate(value):
+                self.check(f"{key}[{i}]", v)
             return
         if isinstance(value, bool):
             if self.flag:
@@ -108,7 +113,7 @@ RULES: dict[str, Number] = {
     "segmenter.max_units": INT1,
     "segmenter.overlap": Number(lo=0),
     "segmenter.batch_size": INT1,
-    "threads": Number(lo=1, none=True),
+    "threads": Number(lo=1, none=True, many=True),
 }
 
 
