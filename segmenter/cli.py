@@ -99,6 +99,7 @@ def run_task(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
         mistake = user_error(e)
         if mistake is None:
             log.error("failed with an unexpected error (a bug; traceback follows): %s: %s", type(e).__name__, e)
+            _traceback_to_log_files(e)  # Hydra prints it on stderr; the run's log file gets it too
             raise
         full = os.environ.get("HYDRA_FULL_ERROR") == "1"
         log.error("%s", one_line(mistake), exc_info=e if full else None)
@@ -106,6 +107,13 @@ def run_task(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
             raise
         logging.shutdown()  # flush the run's log file
         sys.exit(USER_ERROR_STATUS)
+
+
+def _traceback_to_log_files(error: BaseException) -> None:
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "traceback:", (), (type(error), error, error.__traceback__))
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
 
 
 def main(*, config_name: str, config_path: str = "../conf") -> Callable[[Callable[[DictConfig], Any]], Callable[[], Any]]:

@@ -83,9 +83,17 @@ def test_bad_data_is_one_line_and_exit_2(tmp_path, caplog):
 
 def test_a_bug_keeps_its_traceback(tmp_path):
     cfg = compose_train(tmp_path, [])
-    with pytest.raises(ZeroDivisionError):
-        run_task(lambda cfg: 1 / 0, cfg)
-    GlobalHydra.instance().clear()
+    log_file = logging.FileHandler(tmp_path / "train.log")  # as Hydra's job logging adds it
+    logging.getLogger().addHandler(log_file)
+    try:
+        with pytest.raises(ZeroDivisionError):
+            run_task(lambda cfg: 1 / 0, cfg)
+    finally:
+        logging.getLogger().removeHandler(log_file)
+        log_file.close()
+        GlobalHydra.instance().clear()
+    text = (tmp_path / "train.log").read_text()
+    assert "unexpected error (a bug" in text and "Traceback (most recent call last)" in text and "ZeroDivisionError" in text
 
 
 def test_full_error_adds_the_traceback(tmp_path, caplog, monkeypatch):
