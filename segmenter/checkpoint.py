@@ -26,7 +26,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import logging
-import math
 import os
 import re
 from collections.abc import Mapping, Sequence
