@@ -20,12 +20,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from segmenter.checkpoint import run_config_file, run_dir
-from segmenter.config import ConfigError
 from segmenter.data.document import BOUNDARY, Document, boundary_labels
 from segmenter.data.readers import read_separator_files
 from segmenter.data.splits import SPLIT_FILE, fingerprint, read_split_file
 from segmenter.metrics import build_metrics
 from segmenter.predict import Segmenter
+from segmenter.config import ConfigError  # noqa: I001  (kept apart from the imports above: merges)
 
 log = logging.getLogger(__name__)
 
