@@ -3,14 +3,15 @@
 import os
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("SEGMENTER_ROOT", str(ROOT))
 
+import segmenter.cli  # noqa: E402  (after SEGMENTER_ROOT: the configs read it)
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+
+@segmenter.cli.main(config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     from segmenter.evaluate import evaluate  # after Hydra has set up logging
 

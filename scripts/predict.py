@@ -5,23 +5,21 @@
 """
 
 import os
-import sys
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("SEGMENTER_ROOT", str(ROOT))
 
+import segmenter.cli  # noqa: E402  (after SEGMENTER_ROOT: the configs read it)
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
+
+@segmenter.cli.main(config_name="predict")
 def main(cfg: DictConfig) -> None:
     from segmenter.predict import run  # after Hydra has set up logging
 
-    status = run(cfg)
-    if status:
-        sys.exit(status)
+    run(cfg)
 
 
 if __name__ == "__main__":

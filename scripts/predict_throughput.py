@@ -24,6 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("SEGMENTER_ROOT", str(ROOT))
 log = logging.getLogger("predict_throughput")
 
+import segmenter.cli  # noqa: E402  (after SEGMENTER_ROOT: the configs read it)
+
 
 def choi_documents(root: Path, max_docs: int | None) -> list[list[str]]:
     """The units of the Choi *.ref files, read by the package's separator reader."""
@@ -58,7 +60,7 @@ def timed(seg, docs: list[list[str]]) -> float:
     return seconds
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="predict_throughput")
+@segmenter.cli.main(config_name="predict_throughput")
 def main(cfg: DictConfig) -> None:
     from segmenter.predict import Segmenter
 

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 from lightning import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import ProgressBar, RichProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
@@ -60,8 +61,11 @@ def tensorboard_loggers(trainer: Trainer) -> list[TensorBoardLogger]:
 
 class AttentionHeatmap(Callback):
     """After every validation epoch, draw each layer's attention (head mean) over one
-    fixed validation document, gold boundaries in red, into TensorBoard's Images tab
-    (tags ``attention/layer<i>``; the step slider walks through training)."""
+    fixed validation document, gold boundaries in red, into TensorBoard's Images tab: one
+    image per validation, layers left to right, under the tag ``val_attention/layers`` (one
+    card per run, sorted after the train/val curves; the step slider walks through training)."""
+
+    TAG = "val_attention/layers"
 
     def __init__(self, *, doc_index: int = 0, max_units: int = 96, image_size: int = 288) -> None:
         if doc_index < 0 or max_units < 2 or image_size < 1:
@@ -104,10 +108,11 @@ class AttentionHeatmap(Callback):
         t = min(len(doc), self.max_units)
         gold = boundary_labels(doc.labels, pl_module.hparams.task)[:t]
         scale = max(1, self.image_size // t)
-        for i, attn in enumerate(self.attention_maps(pl_module, doc.units[:t])):
-            img = heatmap_image(attn, gold, scale=scale)
-            for lg in loggers:
-                lg.experiment.add_image(f"attention/layer{i}", img, trainer.global_step, dataformats="CHW")
+        images = [heatmap_image(attn, gold, scale=scale) for attn in self.attention_maps(pl_module, doc.units[:t])]
+        gap = torch.ones(3, images[0].shape[1], max(2, scale))  # white column between layers
+        img = torch.cat([x for im in images for x in (im, gap)][:-1], dim=2)  # (3, H, L * W + gaps)
+        for lg in loggers:
+            lg.experiment.add_image(self.TAG, img, trainer.global_step, dataformats="CHW")
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -195,15 +200,55 @@ class RandomStateCheckpoint(Callback):
         random.setstate((version, tuple(mt), py_gauss))
 
 
+# -- console ---------------------------------------------------------------------------
+class LogProgress(ProgressBar):
+    """Progress as one log line per epoch, for output that is not a terminal (CI, ``| tee``),
+    where a live progress bar leaves wrapped and cut frames: epoch, step and the epoch's
+    metrics. Used in place of the Rich bar when standard output is not a TTY (train.py)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._enabled = True
+        self._start = time.monotonic()
+
+    def disable(self) -> None:
+        self._enabled = False
+
+    def enable(self) -> None:
+        self._enabled = True
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._start = time.monotonic()
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.sanity_checking or not self._enabled or not trainer.is_global_zero:
+            return
+        shown = ("train/loss", "val/loss", "val/f1", "val/pk")
+        values = " ".join(
+            f"{k}={float(trainer.callback_metrics[k]):.4f}" for k in shown if k in trainer.callback_metrics
+        )
+        epochs = f"/{trainer.max_epochs}" if trainer.max_epochs and trainer.max_epochs > 0 else ""
+        log.info("epoch %d%s step %d: %s (%.1f s)", trainer.current_epoch + 1, epochs, trainer.global_step, values,
+                 time.monotonic() - self._start)  # fmt: skip
+
+
+def for_terminal(callbacks: list[Callback], *, tty: bool) -> list[Callback]:
+    """``callbacks`` with a Rich progress bar replaced by LogProgress when not on a terminal."""
+    if tty:
+        return callbacks
+    return [LogProgress() if isinstance(c, RichProgressBar) else c for c in callbacks]
+
+
 # -- HPARAMS ---------------------------------------------------------------------------
-HPARAM_METRICS = {  # run metric -> HPARAMS column; new tags so the curves get no extra points
-    "val/f1_best": "hparam/val_f1_best",
-    "test/f1": "hparam/test_f1",
-    "test/pk": "hparam/test_pk",
-    "test/windowdiff": "hparam/test_windowdiff",
-    "train/units_per_sec": "hparam/units_per_sec",
-    "time/fit_s": "hparam/fit_s",
-    "model/params": "hparam/params",
+# The HPARAMS tab's metric columns: curves the run logs anyway (their last value is shown),
+# so the tab adds no one-point charts to the Time Series and Scalars tabs.
+HPARAM_METRICS = ("val/f1", "test/f1", "test/pk", "test/windowdiff")
+# Final numbers with no curve of their own: columns of the HPARAMS table (as hparam values).
+HPARAM_FINALS = {
+    "val/f1_best": "final/val_f1_best",
+    "train/units_per_sec": "final/units_per_sec",
+    "time/fit_s": "final/fit_s",
+    "model/params": "final/params",
 }
 
 
@@ -229,11 +274,19 @@ def run_hparams(cfg: DictConfig, choices: Mapping[str, str]) -> dict[str, Any]:
 
 
 def log_hparams_with_metrics(trainer: Trainer, params: dict[str, Any], metrics: Mapping[str, float]) -> None:
-    """One HPARAMS entry per run: its hyperparameters and final metrics (best val F1,
-    test F1/Pk/WindowDiff, speed), so TensorBoard can sort and compare a sweep's runs."""
-    final = {tag: float(metrics[k]) for k, tag in HPARAM_METRICS.items() if k in metrics and math.isfinite(metrics[k])}
+    """One HPARAMS entry per run: its hyperparameters and final numbers (best val F1, speed,
+    size) and, as metric columns, the curves val/f1 and test F1/Pk/WindowDiff, so TensorBoard
+    can sort and compare a sweep's runs. Written with the HPARAMS plugin only: no scalars."""
+    from lightning.fabric.utilities.logger import _convert_params, _flatten_dict
+    from torch.utils.tensorboard.summary import hparams
+
+    finals = {tag: float(metrics[k]) for k, tag in HPARAM_FINALS.items() if k in metrics and math.isfinite(metrics[k])}
+    shown = {k: 0.0 for k in HPARAM_METRICS if k in metrics}  # names only: the values come from the curves
     for lg in tensorboard_loggers(trainer):
-        lg.log_hyperparams(params, final)
+        flat = lg._sanitize_params(_flatten_dict(_convert_params({**params, **finals})))
+        writer = lg.experiment._get_file_writer()
+        for summary in hparams(flat, shown):
+            writer.add_summary(summary)
         # Written after fit and test have closed the writer: flush and close it again, or
         # the entry waits in the writer's queue and a reader (or a killed job) misses it.
         lg.finalize("success")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +28,7 @@ from segmenter.data.readers import read_separator_files
 from segmenter.data.splits import SPLIT_FILE, fingerprint, read_split_file
 from segmenter.metrics import build_metrics
 from segmenter.predict import Segmenter
+from segmenter.config import ConfigError  # noqa: I001  (kept apart from the imports above: merges)
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +41,7 @@ def load_run(ckpt_path: str | Path) -> tuple[Path, DictConfig, Segmenter]:
     segmenter = Segmenter.from_checkpoint(ckpt_path)
     run, cfg_file = run_dir(ckpt_path), run_config_file(ckpt_path)
     if not cfg_file.is_file():
-        raise FileNotFoundError(f"run config {cfg_file} not found next to checkpoint {ckpt_path}")
+        raise FileNotFoundError(f"run config {cfg_file} not found next to checkpoint {ckpt_path} (evaluate reads the run's data settings)")
     cfg = OmegaConf.load(cfg_file)
     with open_dict(cfg):
         cfg.paths.output_dir = str(run)  # the saved value points at Hydra's runtime folder
@@ -89,6 +91,18 @@ def evaluate_documents(
             pairs = [(hyps[name][d.id], refs[d.id]) for d in members]
             table[subset][name] = score(pairs) if task == BOUNDARY else score_labels(pairs, task, label_names)
     return table
+
+
+def _finite(obj: Any) -> Any:
+    """``obj`` with every NaN/inf metric as null (strict JSON has no NaN), each one logged."""
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        log.warning("a metric is %s (no boundaries to score?): written as null", obj)
+        return None
+    return obj
 
 
 def _subset_order(name: str):
@@ -146,6 +160,8 @@ def select_documents(cfg: DictConfig, run_cfg: DictConfig, run: Path) -> tuple[l
 
 
 def evaluate(cfg: DictConfig) -> dict:
+    if cfg.get("folder") and not Path(cfg.folder).is_dir():
+        raise ConfigError(f"folder={cfg.folder}: not a folder (give a folder of separator-format files, or split=test|val)")
     run, run_cfg, segmenter = load_run(cfg.ckpt_path)
     docs, train_docs, task, name = select_documents(cfg, run_cfg, run)
     model_name = f"segmenter ({run_cfg.get('attention', {}).get('_target_', 'model').rsplit('.', 1)[-1]})"
@@ -176,7 +192,7 @@ def evaluate(cfg: DictConfig) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"{name}.md").write_text(markdown, encoding="utf-8")
     result = {"checkpoint": str(cfg.ckpt_path), "documents": [d.id for d in docs], "table": table}
-    (out_dir / f"{name}.json").write_text(json.dumps(result, indent=1), encoding="utf-8")
+    (out_dir / f"{name}.json").write_text(json.dumps(_finite(result), indent=1, allow_nan=False), encoding="utf-8")
     log.info("wrote %s and %s", out_dir / f"{name}.md", out_dir / f"{name}.json")
     print(markdown)  # the CLI's output
     return result

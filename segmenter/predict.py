@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -50,6 +52,10 @@ SEPARATOR = "=========="  # Choi's segment separator line: the text form reads b
 
 class InputError(ValueError):
     """Input text that cannot be segmented: empty, not UTF-8, binary, malformed JSONL."""
+
+
+class PredictionError(ValueError):
+    """Predictions that cannot be written faithfully (non-finite probabilities)."""
 
 
 @dataclass
@@ -106,12 +112,14 @@ class Segmenter:
         self.max_units, self.overlap, self.batch_size, self.language = max_units, overlap, batch_size, language
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, **kwargs: Any) -> Segmenter:
+    def from_checkpoint(cls, path: str | os.PathLike, *, cache_dir: str | None = None, **kwargs: Any) -> Segmenter:
         """A segmenter from a checkpoint written by scripts/train.py; ``kwargs`` are the
-        inference settings (max_units, overlap, batch_size, device, language)."""
+        inference settings (max_units, overlap, batch_size, device, language). ``cache_dir``:
+        where a MiniLM encoder caches embeddings (this side's setting, never the checkpoint's;
+        None: memory only)."""
         from segmenter.checkpoint import load_net
 
-        net, meta = load_net(path)
+        net, meta = load_net(path, cache_dir=cache_dir)
         attention = (meta["net"].get("attention") or {}).get("_target_", "?")
         log.info("loaded %s (written by segmenter %s; %s)", path, meta["segmenter_version"], attention)
         return cls(net=net, task=meta["task"], label_names=meta["label_names"], **kwargs)
@@ -125,15 +133,19 @@ class Segmenter:
 
     def split(self, text: str, *, units: str = "sentences") -> list[str]:
         """Units of a text. ``lines``: every non-blank line, stripped. ``sentences``: pysbd's
-        sentences of each paragraph (blank-line separated), whitespace inside collapsed so a
-        unit is one line of the text form."""
+        sentences of each paragraph (blank-line separated); a single line break inside a
+        paragraph is a space (hard-wrapped text), so only punctuation ends a sentence and a
+        sentence never runs across a blank line. Whitespace inside a unit is collapsed: a unit
+        is one line of the text form."""
         if units not in UNITS:
             raise ValueError(f"units={units!r} is not one of {UNITS}")
         if units == "lines":
             return [line.strip() for line in text.splitlines() if line.strip()]
         out = []
+        progress = Progress("splitting into sentences", total=len(text), unit="characters")
         for chunk in _chunks(text):
-            out += [" ".join(s.split()) for s in self._sentence_splitter.segment(chunk) if s.strip()]
+            out += [" ".join(s.split()) for s in self._sentence_splitter.segment(" ".join(chunk.split())) if s.strip()]
+            progress.advance(len(chunk))
         return out
 
     # -- units -> predictions ---------------------------------------------------------------
@@ -143,8 +155,10 @@ class Segmenter:
         items = [(i, s, e) for i, sp in enumerate(spans) for s, e in sp]
         items.sort(key=lambda it: it[2] - it[1])  # similar lengths share a batch: little padding
         outs: dict[tuple[int, int], Tensor] = {}
+        progress = Progress("predicting", total=len(items), unit="windows")
         with torch.inference_mode():
             for b in range(0, len(items), self.batch_size):
+                progress.advance(min(self.batch_size, len(items) - b), done=b)
                 batch = items[b : b + self.batch_size]
                 start = torch.tensor([s for _, s, _ in batch], device=self.device)
                 out = self.net([docs[i][s:e] for i, s, e in batch], start=start)
@@ -187,6 +201,26 @@ class Segmenter:
         """``segment`` for many texts, run through the network in batches."""
         preds = self.predict([self.split(t, units=units) for t in texts])
         return preds if return_probs else [p.segments for p in preds]
+
+
+class Progress:
+    """Progress of a long step as log lines (stderr in scripts/predict.py): one every
+    ``every`` seconds once the step has run that long; short steps say nothing."""
+
+    every = 5.0  # seconds
+
+    def __init__(self, what: str, *, total: int, unit: str) -> None:
+        self.what, self.total, self.unit = what, total, unit
+        self.done, self.start = 0, time.monotonic()
+        self.last = self.start
+
+    def advance(self, n: int, *, done: int | None = None) -> None:
+        self.done = self.done + n if done is None else done
+        now = time.monotonic()
+        if now - self.last >= self.every and self.total:
+            self.last = now
+            log.info("%s: %s/%s %s (%.0f%%, %.0f s)", self.what, f"{self.done:,}", f"{self.total:,}", self.unit,
+                     100 * self.done / self.total, now - self.start)  # fmt: skip
 
 
 _LINE_END = re.compile(r"[.!?][\"')\]]*\s*$")  # a line that ends like a sentence
@@ -294,15 +328,32 @@ def _read_jsonl(path: Path, *, splitter: Segmenter, units: str) -> list[InputDoc
     return docs
 
 
+def to_jsonl(docs: Sequence[InputDoc], preds: Sequence[Prediction]) -> str:
+    """The JSON form, strict JSON: a non-finite probability (which JSON cannot hold) is an
+    error naming the document, never a bare NaN in the file."""
+    lines = []
+    for d, p in zip(docs, preds):
+        try:
+            lines.append(json.dumps(p.to_json(d.id), ensure_ascii=False, allow_nan=False) + "\n")
+        except ValueError:
+            bad = sum(not math.isfinite(x) for x in p.boundary_probs)
+            raise PredictionError(
+                f"{d.source}: the model gave {bad} non-finite boundary probabilities (NaN or inf); nothing written. "
+                "Its weights or the input may be broken."
+            ) from None
+    return "".join(lines)
+
+
 def write_outputs(docs: Sequence[InputDoc], preds: Sequence[Prediction], out_dir: Path) -> list[Path]:
     """<out_dir>/<id>.txt (text form) per document and <out_dir>/predictions.jsonl (JSON form)."""
+    jsonl = to_jsonl(docs, preds)  # before any file: a failure leaves nothing behind
     written = []
     for doc, pred in zip(docs, preds):
         path = out_dir / f"{doc.id}.txt"
         atomic_write(path, pred.to_text())
         written.append(path)
     path = out_dir / "predictions.jsonl"
-    atomic_write(path, "".join(json.dumps(p.to_json(d.id), ensure_ascii=False) + "\n" for d, p in zip(docs, preds)))
+    atomic_write(path, jsonl)
     return [*written, path]
 
 
@@ -316,37 +367,48 @@ def default_output_dir(ckpt_path: str | os.PathLike, source: str) -> Path:
 # ----------------------------------------------------------------------------- command line
 
 
-def run(cfg: Any) -> int:
-    """scripts/predict.py's body: 0 on success, 2 with a one-line error on bad input."""
+def check_output_dir(out: Path) -> None:
+    """Fail before any work when results cannot go to ``out``: an existing file, a path through
+    a file, or a folder without write permission (creates nothing)."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"output={out}: exists and is not a folder (output names the folder the results go to)")
+    parent = out
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(f"output={out}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"output={out}: no permission to create files in {parent}")
+
+
+def run(cfg: Any) -> None:
+    """scripts/predict.py's body. Raises InputError, CheckpointError or PredictionError for
+    the user's mistakes (segmenter.cli turns them into one line and exit status 2), before
+    anything is written."""
     import sys
 
     import hydra
 
-    from hydra.errors import InstantiationException
-
-    from segmenter.checkpoint import CheckpointError
-
-    try:
-        if cfg.units not in UNITS:
-            raise InputError(f"units={cfg.units!r} is not one of {UNITS}")
-        if cfg.get("threads"):
-            torch.set_num_threads(int(cfg.threads))
-        try:
-            seg: Segmenter = hydra.utils.instantiate(cfg.segmenter)
-        except InstantiationException as e:  # Hydra wraps what from_checkpoint raised
-            raise e.__cause__ if isinstance(e.__cause__, CheckpointError) else e
-        docs = read_inputs(str(cfg.input), splitter=seg, units=cfg.units)
-        preds = seg.predict([d.units for d in docs])
-    except (InputError, CheckpointError) as e:
-        log.error("%s", e)
-        return 2
+    if cfg.units not in UNITS:
+        raise InputError(f"units={cfg.units!r} is not one of {UNITS}")
+    out = None
+    if cfg.input != "-":
+        out = Path(cfg.output) if cfg.output else default_output_dir(cfg.ckpt_path, str(cfg.input))
+        check_output_dir(out)
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
+    seg: Segmenter = hydra.utils.instantiate(cfg.segmenter)  # CheckpointError comes wrapped by Hydra
+    docs = read_inputs(str(cfg.input), splitter=seg, units=cfg.units)
+    preds = seg.predict([d.units for d in docs])
     n = sum(len(d.units) for d in docs)
-    if cfg.input == "-":
+    if out is None:
+        to_jsonl(docs, preds)  # the same check as for files: no NaN behind the text form
         sys.stdout.write(preds[0].to_text())
         sys.stdout.flush()
         log.info("segmented %d units into %d segments", n, len(preds[0].segments))
-        return 0
-    out = Path(cfg.output) if cfg.output else default_output_dir(cfg.ckpt_path, str(cfg.input))
-    written = write_outputs(docs, preds, out)
+        return
+    try:
+        written = write_outputs(docs, preds, out)
+    except OSError as e:  # disk full, read-only file system, a file where a folder must go...
+        raise PredictionError(f"cannot write the results to output={out}: {type(e).__name__}: {e}") from e
     log.info("segmented %d documents (%d units); wrote %d files to %s", len(docs), n, len(written), out)
-    return 0

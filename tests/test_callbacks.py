@@ -37,19 +37,24 @@ def test_tensorboard_gets_heatmaps_and_hparams_with_final_metrics(tmp_path):
     acc = EventAccumulator(str(Path(cfg.paths.output_dir) / "tensorboard"), size_guidance={"images": 0})
     acc.Reload()
     tags = acc.Tags()
-    assert {"attention/layer0", "attention/layer1"} <= set(tags["images"])
-    steps = [im.step for im in acc.Images("attention/layer0")]
-    assert steps == [3, 6]  # each validation epoch, not the sanity check
+    # Issue 12 (16): one heatmap card per run, all layers side by side, sorted after the val/ curves
+    assert tags["images"] == ["val_attention/layers"] and sorted(["val/f1", "val_attention/layers"])[0] == "val/f1"
+    images = acc.Images("val_attention/layers")
+    assert [im.step for im in images] == [3, 6]  # each validation epoch, not the sanity check
+    assert images[0].width > 2 * images[0].height  # two layers left to right
     assert {"train/loss", "val/f1", "lr-AdamW", "train/units_per_sec"} <= set(tags["scalars"])
 
     hp = acc.PluginTagToContent("hparams")
     session = HParamsPluginData.FromString(hp["_hparams_/session_start_info"]).session_start_info
     assert session.hparams["attention"].string_value == "localized"
     assert session.hparams["attn/window_size"].number_value == 7
+    assert session.hparams["final/val_f1_best"].number_value == pytest.approx(metrics["val/f1_best"])
     experiment = HParamsPluginData.FromString(hp["_hparams_/experiment"]).experiment
     names = {m.name.tag for m in experiment.metric_infos}
-    assert {"hparam/val_f1_best", "hparam/test_f1"} <= names
-    assert [e.value for e in acc.Scalars("hparam/test_f1")] == [pytest.approx(metrics["test/f1"])]
+    assert {"val/f1", "test/f1", "test/pk", "test/windowdiff"} <= names
+    # The HPARAMS plugin only: no one-point hparam charts among the curves.
+    assert not [t for t in tags["scalars"] if t.startswith("hparam")]
+    assert [e.value for e in acc.Scalars("test/f1")] == [pytest.approx(metrics["test/f1"])]  # no extra point
 
 
 def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):

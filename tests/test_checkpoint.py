@@ -121,12 +121,21 @@ def test_missing_and_damaged_files(tiny_checkpoint, tmp_path):
         load(tmp_path / "other.ckpt")
 
 
-def test_resume_and_test_from_the_plain_checkpoint(tiny_checkpoint, tmp_path):
+def test_resume_and_test_from_the_plain_checkpoint(tiny_checkpoint, tmp_path, monkeypatch):
     """Lightning's own uses of the checkpoint still work: resume (optimizer and scheduler
-    state come back although the factories are not stored) and testing the best one."""
+    state come back although the factories are not stored) and testing the best one, every
+    torch.load with weights_only=True (issue 12: test-after-fit used weights_only=False)."""
     from segmenter.train import train
 
+    calls = []
+    real_load = torch.load
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs.get("weights_only"))
+        return real_load(*args, **kwargs)
+
     before = raw(tiny_checkpoint)
+    monkeypatch.setattr(torch, "load", spy)
     cfg = compose_train(
         tmp_path,
         ["data.corpus.num_docs={train: 16, val: 4, test: 4}", "data.corpus.segments_per_doc=4", "data.batch_size=4",
@@ -138,3 +147,4 @@ def test_resume_and_test_from_the_plain_checkpoint(tiny_checkpoint, tmp_path):
     assert after["epoch"] == before["epoch"] + 1 and after["global_step"] > before["global_step"]
     assert after["lr_schedulers"][0]["last_epoch"] == after["global_step"]  # scheduler continued, not restarted
     assert 0.0 <= metrics["test/f1"] <= 1.0
+    assert len(calls) >= 4 and all(w is True for w in calls), calls  # resume + test, each checked and loaded

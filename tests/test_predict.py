@@ -62,6 +62,17 @@ def predict_cfg(*overrides: str):
     return cfg
 
 
+def cli_status(cfg) -> int:
+    """scripts/predict.py's body under the scripts' error policy, in-process: the exit status."""
+    from segmenter.cli import run_task
+
+    try:
+        run_task(run, cfg)
+    except SystemExit as e:
+        return e.code
+    return 0
+
+
 @pytest.fixture(scope="module")
 def seg(tiny_checkpoint) -> Segmenter:
     return Segmenter.from_checkpoint(tiny_checkpoint)
@@ -174,7 +185,7 @@ def test_bad_text_files(tiny_checkpoint, tmp_path, caplog, kind, content, messag
     path.write_bytes(content)
     out = tmp_path / "out"
     with caplog.at_level(logging.ERROR):
-        status = run(predict_cfg(f"ckpt_path={tiny_checkpoint}", f"input={path}", f"output={out}"))
+        status = cli_status(predict_cfg(f"ckpt_path={tiny_checkpoint}", f"input={path}", f"output={out}"))
     assert status == 2
     assert any(__import__("re").search(message, r.getMessage()) for r in caplog.records), caplog.text
     assert not out.exists()  # nothing written, not even half
@@ -186,7 +197,7 @@ def test_bad_file_in_a_folder_stops_everything(tiny_checkpoint, tmp_path, caplog
     (tmp_path / "in" / "sub" / "b.txt").write_bytes(b"ok\n\xff\xfe\n")
     out = tmp_path / "out"
     with caplog.at_level(logging.ERROR):
-        assert run(predict_cfg(f"ckpt_path={tiny_checkpoint}", f"input={tmp_path / 'in'}", f"output={out}")) == 2
+        assert cli_status(predict_cfg(f"ckpt_path={tiny_checkpoint}", f"input={tmp_path / 'in'}", f"output={out}")) == 2
     assert "sub/b.txt: line 2: not UTF-8" in caplog.text and not out.exists()
 
 
@@ -195,7 +206,7 @@ def test_folder_and_jsonl_inputs(seg, tiny_checkpoint, tmp_path):
     (folder / "sub").mkdir(parents=True)
     (folder / "a.txt").write_text(TEXT)
     (folder / "sub" / "b.txt").write_text("First line here.\nSecond line there.\n")
-    assert run(predict_cfg(f"ckpt_path={tiny_checkpoint}", f"input={folder}", f"output={tmp_path / 'o1'}")) == 0
+    run(predict_cfg(f"ckpt_path={tiny_checkpoint}", f"input={folder}", f"output={tmp_path / 'o1'}"))
     assert parse_text_form((tmp_path / "o1" / "a.txt").read_text()) == seg.segment(TEXT)
     assert (tmp_path / "o1" / "sub" / "b.txt").is_file()
     ids = [json.loads(x)["id"] for x in (tmp_path / "o1" / "predictions.jsonl").read_text().splitlines()]
@@ -204,7 +215,7 @@ def test_folder_and_jsonl_inputs(seg, tiny_checkpoint, tmp_path):
     jsonl = tmp_path / "docs.jsonl"
     lines = long_doc(12)
     jsonl.write_text(json.dumps({"id": "t/1", "text": TEXT}) + "\n\n" + json.dumps({"id": "l", "lines": lines}) + "\n")
-    assert run(predict_cfg(f"ckpt_path={tiny_checkpoint}", f"input={jsonl}", f"output={tmp_path / 'o2'}")) == 0
+    run(predict_cfg(f"ckpt_path={tiny_checkpoint}", f"input={jsonl}", f"output={tmp_path / 'o2'}"))
     assert parse_text_form((tmp_path / "o2" / "t_1.txt").read_text()) == seg.segment(TEXT)  # an id is never a path
     assert [u for s in parse_text_form((tmp_path / "o2" / "l.txt").read_text()) for u in s] == lines
 
@@ -237,7 +248,7 @@ def test_cli_exit_status_for_bad_checkpoints(tiny_checkpoint, tmp_path):
 
 def test_default_output_is_beside_the_run(tiny_checkpoint, tmp_path):
     (tmp_path / "doc.txt").write_text(TEXT)
-    assert run(predict_cfg(f"ckpt_path={tiny_checkpoint}", f"input={tmp_path / 'doc.txt'}")) == 0
+    run(predict_cfg(f"ckpt_path={tiny_checkpoint}", f"input={tmp_path / 'doc.txt'}"))
     assert (tiny_checkpoint.parent.parent / "predictions" / "doc" / "doc.txt").is_file()
 
 
