@@ -223,6 +223,10 @@ def test_sizes_in_a_checkpoint_are_bounded(tiny_checkpoint):
     with pytest.raises(CheckpointError, match=r"net\.cohesion\.blocks=\[1, 2, 1000000000\]"):
         build_net(net)
     net["cohesion"]["blocks"] = [1, 2]
+    net["similarity"] = {"_target_": "segmenter.models.net.SelfSimilarity", "dim": net["dim"], "surface_buckets": 10**9}
+    with pytest.raises(CheckpointError, match=r"net\.similarity\.surface_buckets=1000000000"):
+        build_net(net)
+    net["similarity"] = None
     net["dim"] = "128"
     with pytest.raises(CheckpointError, match=r"net\.dim='128'"):
         build_net(net)

@@ -133,18 +133,19 @@ def recurrence_features(v: Tensor, mask: Tensor, *, thresholds: Sequence[float],
     u = F.normalize(v.float(), dim=-1) * m[..., None]  # (B, T, F) unit length, zeros at padding
     s = u @ u.transpose(1, 2)  # (B, T, T) cosines
     pair = mask[:, :, None] & mask[:, None, :]  # (B, T, T) both real units
-    i = torch.arange(t, device=v.device)
-    dist = (i[None, :] - i[:, None]).abs()  # (T, T) |j - i|
-    other = pair & (dist > 0)  # j != i
-    before = pair & (i[None, :] < i[:, None])  # j < i
-    after = pair & (i[None, :] > i[:, None])  # j > i
+    ones = torch.ones(t, t, dtype=torch.bool, device=v.device)  # boolean (T, T) masks: 1 byte a pair
+    after = pair & ones.triu(1)  # j > i
+    before = pair & ones.tril(-1)  # j < i
+    other = after | before  # j != i
+    far = pair & (ones.triu(stripe + 1) | ones.tril(-stripe - 1))  # |j - i| > stripe
     # Stripe: mean of S along the diagonal through (i, j), over real pairs only.
+    s_real, real = s * pair, pair.to(s.dtype)  # (B, T, T) each
     num, den = torch.zeros_like(s), torch.zeros_like(s)
     for o in range(-stripe, stripe + 1):
-        num += diagonal_shift(s * pair, o)
-        den += diagonal_shift(pair.to(s.dtype), o)
-    d = num / den.clamp(min=1)  # (B, T, T)
-    far = pair & (dist > stripe)  # a stripe away from the main diagonal
+        num += diagonal_shift(s_real, o)
+        den += diagonal_shift(real, o)
+    d = num.div_(den.clamp_(min=1))  # (B, T, T)
+    del s_real, real, den
 
     def masked_max(x: Tensor, where: Tensor) -> Tensor:  # (B, T): 0 where nothing qualifies
         return x.masked_fill(~where, float("-inf")).amax(-1).clamp(min=0)
