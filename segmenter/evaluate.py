@@ -50,14 +50,11 @@ def load_run(ckpt_path: str | Path) -> tuple[Path, DictConfig, Segmenter]:
 
 def score(pairs: Sequence[tuple[list[int], list[int]]]) -> dict[str, float]:
     """(hypothesis, reference) slot lists of documents -> F1, precision, recall, Pk, WindowDiff:
-    the metrics training logs (``build_metrics``), on boundary slots."""
-    metrics = build_metrics(BOUNDARY, num_classes=2)
-    for hyp, ref in pairs:
-        # Slots -> boundary-task labels of N units (the last unit is no slot).
-        metrics.update(torch.tensor([hyp + [0]]), torch.tensor([ref + [0]]))  # (1, N) each
-    out = metrics.compute()
+    the metrics training logs (``score_labels``), on boundary slots."""
+    # Slots -> boundary-task labels of N units (the last unit is no slot).
+    out = score_labels([(hyp + [0], ref + [0]) for hyp, ref in pairs], BOUNDARY, ("inside", "boundary"))
     names = {"f1": "boundary_f1", "precision": "boundary_precision", "recall": "boundary_recall"}
-    return {name: float(out[names.get(name, name)]) for name in ("f1", "precision", "recall", "pk", "windowdiff")}
+    return {name: out[names.get(name, name)] for name in ("f1", "precision", "recall", "pk", "windowdiff")}
 
 
 def score_labels(pairs: Sequence[tuple[list[int], list[int]]], task: str, label_names: Sequence[str]) -> dict[str, float]:

@@ -164,15 +164,19 @@ def recurrence_features(v: Tensor, mask: Tensor, *, thresholds: Sequence[float],
     return torch.cat((own, rel, share[:, None, None].expand(-1, t, 1)), dim=-1) * m[..., None]  # (B, T, 2K + 1)
 
 
+def ngram_counts(units: Sequence[str], ngram: int, buckets: int) -> Tensor:
+    """(n, buckets) counts of each unit's hashed character n-grams (``char_ngrams``)."""
+    grams = [char_ngrams(unit, ngram, buckets) for unit in units]
+    rows = torch.repeat_interleave(torch.arange(len(units)), torch.tensor([len(g) for g in grams]))
+    cols = torch.tensor([x for g in grams for x in g], dtype=torch.long)
+    return torch.zeros(len(units), buckets).index_put_((rows, cols), torch.ones(len(cols)), accumulate=True)
+
+
 @lru_cache(maxsize=8192)
 def _surface_document_features(units: tuple[str, ...], ngram: int, buckets: int, thresholds: tuple[float, ...],
                                stripe: int) -> Tensor:  # fmt: skip
     """(n, 2K + 1) surface-view recurrence features of one document (memoised)."""
-    grams = [char_ngrams(unit, ngram, buckets) for unit in units]
-    rows = torch.repeat_interleave(torch.arange(len(units)), torch.tensor([len(g) for g in grams]))
-    cols = torch.tensor([x for g in grams for x in g], dtype=torch.long)
-    v = torch.zeros(len(units), buckets).index_put_((rows, cols), torch.ones(len(cols)), accumulate=True)
-    v = v[None]  # (1, n, buckets) character n-gram counts
+    v = ngram_counts(units, ngram, buckets)[None]  # (1, n, buckets)
     mask = torch.ones(1, len(units), dtype=torch.bool)
     return recurrence_features(v, mask, thresholds=thresholds, stripe=stripe)[0]
 
@@ -221,21 +225,17 @@ class SelfSimilarity(nn.Module):
         self.thresholds = tuple(float(t) for t in sorted(thresholds))
         self.stripe, self.fixed, self.surface = stripe, fixed, surface
         self.surface_ngram, self.surface_buckets = surface_ngram, surface_buckets
-        per_view = 2 * (3 + 2 * len(self.thresholds) + 1) + 1  # (max, before, after; counts of S, D; max D) x (own, relative); share
-        self.proj = nn.Linear(per_view * (fixed + surface), dim)  # U
+        # (max, before, after; counts of S, D; max D) x (own, relative); share
+        self.per_view = 2 * (3 + 2 * len(self.thresholds) + 1) + 1
+        self.proj = nn.Linear(self.per_view * (fixed + surface), dim)  # U
 
     def surface_vectors(self, docs: Sequence[Sequence[str]], t: int, device: torch.device) -> Tensor:
-        """(B, T, buckets) character n-gram counts of every unit, zeros at padding."""
-        b_idx, t_idx, g_idx = [], [], []
-        for b, doc in enumerate(docs):
-            for i, unit in enumerate(doc):
-                grams = char_ngrams(unit, self.surface_ngram, self.surface_buckets)
-                b_idx += [b] * len(grams)
-                t_idx += [i] * len(grams)
-                g_idx += grams
+        """(B, T, buckets) character n-gram counts of every unit, zeros at padding (the
+        surface view unmemoised: what ``surface_features`` computes once per document)."""
         out = torch.zeros(len(docs), t, self.surface_buckets, device=device)
-        index = tuple(torch.tensor(ix, dtype=torch.long, device=device) for ix in (b_idx, t_idx, g_idx))
-        return out.index_put_(index, torch.ones(len(g_idx), device=device), accumulate=True)
+        for b, doc in enumerate(docs):
+            out[b, : len(doc)] = ngram_counts(doc, self.surface_ngram, self.surface_buckets).to(device)
+        return out
 
     def view_features(self, v: Tensor, mask: Tensor) -> Tensor:
         """v (B, T, F) unit vectors of one view -> (B, T, per_view) recurrence features."""
@@ -245,7 +245,7 @@ class SelfSimilarity(nn.Module):
         """(B, T, per_view) recurrence features of the surface view. They depend on the text
         alone, so each document's are computed once and memoised (training sees the same
         documents every epoch)."""
-        out = torch.zeros(len(docs), t, self.proj.in_features // (self.fixed + self.surface), device=device)
+        out = torch.zeros(len(docs), t, self.per_view, device=device)
         for b, doc in enumerate(docs):
             key = (tuple(doc), self.surface_ngram, self.surface_buckets, self.thresholds, self.stripe)
             out[b, : len(doc)] = _surface_document_features(*key).to(device)
