@@ -296,3 +296,29 @@ def test_long_texts_reach_the_sentence_splitter_in_pieces(seg):
     assert len(pieces) > 10 and "\n".join(pieces) == text  # cut at line ends only, nothing lost
     whole = [" ".join(s.split()) for s in pysbd.Segmenter(language="en", clean=False).segment(text)]
     assert seg.split(text) == whole and len(whole) == 400  # the same sentences as one pysbd call
+
+
+def test_cli_lines_with_a_verse_chorus_crf_checkpoint(tmp_path, songs_jsonl):
+    """The lyrics user path: experiment=lyrics (self-similarity view + CRF) trained briefly, then
+    scripts/predict.py on a song's lines; labels are the Viterbi labels the API gives, by name."""
+    from segmenter.train import train
+    from tests.conftest import compose_train
+
+    files = [f"data.corpus.files.{split}={songs_jsonl}" for split in ("train", "val", "test")]
+    cfg = compose_train(tmp_path, ["experiment=lyrics", "debug=limit", "logger=none", "callbacks.lr_monitor=null",
+                                   "callbacks.rich_progress_bar=null", *files])  # fmt: skip
+    train(cfg)
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    song = json.loads(songs_jsonl.read_text().splitlines()[0])["lines"]
+    (tmp_path / "song.txt").write_text("\n".join(song) + "\n", encoding="utf-8")
+    out = tmp_path / "out"
+    proc = cli(f"ckpt_path={ckpt}", f"input={tmp_path / 'song.txt'}", "units=lines", f"output={out}")
+    assert proc.returncode == 0, proc.stderr.decode()[-3000:]
+    (record,) = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    seg = Segmenter.from_checkpoint(ckpt)
+    assert seg.net.crf is not None and seg.net.similarity is not None
+    (api,) = seg.predict([song])
+    assert record["units"] == song and record["labels"] == [api.label_names[k] for k in api.labels]
+    assert set(record["labels"]) <= {"verse", "chorus"}
+    # a boundary exactly where the decoded label changes
+    assert record["boundaries"][:-1] == [int(a != b) for a, b in zip(api.labels, api.labels[1:])]
