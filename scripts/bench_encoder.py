@@ -9,21 +9,18 @@ of JSON: units, unique units, units encoded, seconds, and sentences/s.
 """
 
 import json
-import os
 import time
-from pathlib import Path
 
 import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-ROOT = Path(__file__).resolve().parents[1]
-os.environ.setdefault("SEGMENTER_ROOT", str(ROOT))
+import segmenter.cli
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@segmenter.cli.main(config_name="train")
 def main(cfg: DictConfig) -> None:
-    import torch
-
     datamodule = hydra.utils.instantiate(cfg.data)
     units = datamodule.all_units()
     start = time.perf_counter()
@@ -40,7 +37,7 @@ def main(cfg: DictConfig) -> None:
     stats = dict(cache.stats) if cache is not None else {}
     result = {
         "encoder": cfg.encoder._target_.rsplit(".", 1)[-1],
-        "data": hydra.core.hydra_config.HydraConfig.get().runtime.choices.get("data"),
+        "data": HydraConfig.get().runtime.choices.get("data"),
         "units": len(units),
         "unique_units": len(set(units)),
         "units_encoded": stats["misses"] if cache is not None else len(units),

@@ -4,18 +4,13 @@ Writes table.md, benchmark.png and results.json into the run folder
 (outputs/benchmark/<time>/) and prints the table.
 """
 
-import os
-from pathlib import Path
-
-import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-ROOT = Path(__file__).resolve().parents[1]
-os.environ.setdefault("SEGMENTER_ROOT", str(ROOT))
+import segmenter.cli
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="benchmark")
+@segmenter.cli.main(config_name="benchmark")
 def main(cfg: DictConfig) -> None:
     from segmenter.benchmark import run_benchmark  # after Hydra has set up logging
 

@@ -1,14 +1,8 @@
 """Evaluate a checkpoint next to baselines: python scripts/evaluate.py ckpt_path=... data=choi"""
 
-import os
-from pathlib import Path
-
 from omegaconf import DictConfig
 
-ROOT = Path(__file__).resolve().parents[1]
-os.environ.setdefault("SEGMENTER_ROOT", str(ROOT))
-
-import segmenter.cli  # noqa: E402  (after SEGMENTER_ROOT: the configs read it)
+import segmenter.cli
 
 
 @segmenter.cli.main(config_name="evaluate")

@@ -1,6 +1,6 @@
 """Throughput of predict (units/s) on the Choi corpus for each attention type.
 
-    python scripts/predict_throughput.py            # trains a brief model per attention first
+    python scripts/predict_throughput.py            # every attention type; trains a brief model per type first
     python scripts/predict_throughput.py attentions=[localized] checkpoints.localized=outputs/runs/<run>/checkpoints/last.ckpt
 
 Times Segmenter.predict (batched, torch.inference_mode, windows of max_units) over all
@@ -20,17 +20,19 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-ROOT = Path(__file__).resolve().parents[1]
-os.environ.setdefault("SEGMENTER_ROOT", str(ROOT))
-log = logging.getLogger("predict_throughput")
+import segmenter.cli
+from segmenter.api import Segmenter
+from segmenter.config import attention_types
+from segmenter.data.formats import list_files, read_separator_files
+from segmenter.io import atomic_write
+from segmenter.models.encoder import hashed_features
+from segmenter.train import train
 
-import segmenter.cli  # noqa: E402  (after SEGMENTER_ROOT: the configs read it)
+log = logging.getLogger("predict_throughput")
 
 
 def choi_documents(root: Path, max_docs: int | None) -> list[list[str]]:
     """The units of the Choi *.ref files, read by the package's separator reader."""
-    from segmenter.data.readers import list_files, read_separator_files
-
     files = list_files(root, pattern="*.ref") if root.is_dir() else []
     if not files:
         raise FileNotFoundError(f"no Choi *.ref files under {root} (see ../shared/data/README.md)")
@@ -38,8 +40,6 @@ def choi_documents(root: Path, max_docs: int | None) -> list[list[str]]:
 
 
 def brief_checkpoint(attention: str, cfg: DictConfig, out: Path) -> Path:
-    from segmenter.train import train
-
     run = out / f"train_{attention}"
     train_cfg = hydra.compose(
         config_name="train",
@@ -49,9 +49,7 @@ def brief_checkpoint(attention: str, cfg: DictConfig, out: Path) -> Path:
     return run / "checkpoints" / "last.ckpt"
 
 
-def timed(seg, docs: list[list[str]]) -> float:
-    from segmenter.models.encoder import hashed_features
-
+def timed(seg: Segmenter, docs: list[list[str]]) -> float:
     hashed_features.cache_clear()  # cold: every unit is hashed inside the timed region
     t0 = time.perf_counter()
     preds = seg.predict(docs)
@@ -62,8 +60,6 @@ def timed(seg, docs: list[list[str]]) -> float:
 
 @segmenter.cli.main(config_name="predict_throughput")
 def main(cfg: DictConfig) -> None:
-    from segmenter.predict import Segmenter
-
     out = Path(cfg.paths.output_dir)
     docs = choi_documents(Path(cfg.choi_dir), cfg.max_docs)
     n_units = sum(len(d) for d in docs)
@@ -71,7 +67,7 @@ def main(cfg: DictConfig) -> None:
     long_doc = (pool * (cfg.long_doc_units // len(pool) + 1))[: cfg.long_doc_units]
     log.info("%d Choi documents, %d sentences; torch %s", len(docs), n_units, torch.__version__)
     rows = []
-    for attention in cfg.attentions:
+    for attention in cfg.attentions or attention_types():
         ckpt = cfg.checkpoints.get(attention) or brief_checkpoint(attention, cfg, out)
         seg = Segmenter.from_checkpoint(ckpt, **cfg.segmenter)
         for threads in cfg.threads:
@@ -96,9 +92,8 @@ def main(cfg: DictConfig) -> None:
     )
     settings = OmegaConf.to_container(cfg.segmenter)
     md = f"Predict throughput ({machine}; settings {settings}; cold feature cache)\n\n{table}"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "throughput.md").write_text(md)
-    (out / "throughput.json").write_text(json.dumps({"machine": machine, "settings": settings, "rows": rows}, indent=2))
+    atomic_write(out / "throughput.md", md)
+    atomic_write(out / "throughput.json", json.dumps({"machine": machine, "settings": settings, "rows": rows}, indent=2))
     print(md)  # the script's result, on stdout
     log.info("wrote %s", out / "throughput.md")
 

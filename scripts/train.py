@@ -1,14 +1,8 @@
 """Train a segmentation model: python scripts/train.py attention=localized trainer.max_epochs=2"""
 
-import os
-from pathlib import Path
-
 from omegaconf import DictConfig
 
-ROOT = Path(__file__).resolve().parents[1]
-os.environ.setdefault("SEGMENTER_ROOT", str(ROOT))
-
-import segmenter.cli  # noqa: E402  (after SEGMENTER_ROOT: the configs read it)
+import segmenter.cli
 
 
 @segmenter.cli.main(config_name="train")

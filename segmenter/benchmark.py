@@ -1,7 +1,8 @@
 """Attention benchmark: time and peak memory against sequence length.
 
 Every row is an attention module with its projections, built from the same Hydra
-configs that training uses (plus two baselines defined here). For each row and
+configs that training uses (every conf/attention/*.yaml: conf/benchmark.yaml's
+``every_attention@rows``), plus two baselines defined here. For each row and
 sequence length the benchmark measures, at batch 1:
 
 - forward time (under ``torch.no_grad``) and forward+backward time (``y.sum()``
@@ -52,6 +53,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
+from segmenter.config import attention_types
+from segmenter.io import atomic_file, atomic_write
 from segmenter.models.attention import AttentionOutput, MultiHeadAttention
 
 log = logging.getLogger(__name__)
@@ -357,7 +360,7 @@ def run_benchmark(cfg: DictConfig, *, output_dir: str | Path) -> dict[str, Any]:
         "memory_budget_gb": cfg.memory_budget_gb,
     }
     log.info("matmul: %.1f GFLOP/s (%s, %s)", meta["matmul_gflops"], meta["device_name"], dtype)
-    counts = parameter_counts(cfg, [r for r in ("self", "localized", "boundary_aware") if r in rows])
+    counts = parameter_counts(cfg, [r for r in rows if r in attention_types()])  # rows training can use
 
     cases: list[Case] = []
     for length in cfg.lengths:
@@ -405,9 +408,9 @@ def run_benchmark(cfg: DictConfig, *, output_dir: str | Path) -> dict[str, Any]:
     meta["load_average_end"] = os.getloadavg()
 
     results = {"meta": meta, "parameters": counts, "cases": [asdict(c) for c in cases]}
-    (output_dir / "results.json").write_text(json.dumps(results, indent=2))
+    atomic_write(output_dir / "results.json", json.dumps(results, indent=2))
     table = format_table(results)
-    (output_dir / "table.md").write_text(table)
+    atomic_write(output_dir / "table.md", table)
     plot(results, output_dir / "benchmark.png")
     results["table"] = table
     return results
@@ -559,5 +562,6 @@ def plot(results: dict[str, Any], path: Path) -> None:
         f"{where}, {meta['matmul_gflops']:.0f} GFLOP/s matmul"
     )
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_file(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=120)
     plt.close(fig)

@@ -1,26 +1,29 @@
-"""Lightning callbacks for watching and protecting runs: attention heatmaps, a guard
-against non-finite losses, training throughput, resumable random state, and the
-hyperparameters-with-final-metrics record for TensorBoard's HPARAMS tab."""
+"""Every Lightning callback of segmenter: what each checkpoint carries (CheckpointMetadata,
+RandomStateCheckpoint), watching runs (AttentionHeatmap, UnitThroughput, LogProgress),
+protecting them (FiniteLossGuard), and encoding every unit once before training
+(WarmEncoderCache). conf/callbacks/*.yaml select them; train.py adds CheckpointMetadata
+to every run."""
 
 from __future__ import annotations
 
+import copy
 import logging
-import math
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from lightning import Callback, LightningModule, Trainer
-from lightning.pytorch.callbacks import ProgressBar, RichProgressBar
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
-from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
+from segmenter.checkpoint import DIGEST_KEY, KEY, metadata, weights_digest
 from segmenter.data.document import boundary_labels
+from segmenter.models.attention import InspectableAttention
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +101,8 @@ class AttentionHeatmap(Callback):
         loggers = tensorboard_loggers(trainer)
         if trainer.sanity_checking or not trainer.is_global_zero or not loggers:
             return
-        if not all(hasattr(b.attention, "attention_weights") for b in pl_module.net.blocks):
-            return
+        if not all(isinstance(b.attention, InspectableAttention) for b in pl_module.net.blocks):
+            return  # an attention type without attention_weights (optional): nothing to draw
         loader = trainer.val_dataloaders
         dataset = (loader[0] if isinstance(loader, list) else loader).dataset
         if self.doc_index >= len(dataset):
@@ -232,61 +235,45 @@ class LogProgress(ProgressBar):
                  time.monotonic() - self._start)  # fmt: skip
 
 
-def for_terminal(callbacks: list[Callback], *, tty: bool) -> list[Callback]:
-    """``callbacks`` with a Rich progress bar replaced by LogProgress when not on a terminal."""
-    if tty:
-        return callbacks
-    return [LogProgress() if isinstance(c, RichProgressBar) else c for c in callbacks]
+# -- checkpoints and encoders ------------------------------------------------------------
+class CheckpointMetadata(Callback):
+    """Writes the "segmenter" entry (segmenter/checkpoint.py: how to rebuild the model, and
+    the weights' digest) into every checkpoint the trainer saves (ModelCheckpoint's
+    epoch_XXX.ckpt and last.ckpt alike)."""
+
+    def __init__(self, *, net: Mapping[str, Any], task: str, label_names: Sequence[str]) -> None:
+        self.meta = metadata(net=net, task=task, label_names=label_names)
+
+    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        checkpoint[KEY] = {**copy.deepcopy(self.meta), DIGEST_KEY: weights_digest(checkpoint["state_dict"])}
 
 
-# -- HPARAMS ---------------------------------------------------------------------------
-# The HPARAMS tab's metric columns: curves the run logs anyway (their last value is shown),
-# so the tab adds no one-point charts to the Time Series and Scalars tabs.
-HPARAM_METRICS = ("val/f1", "test/f1", "test/pk", "test/windowdiff")
-# Final numbers with no curve of their own: columns of the HPARAMS table (as hparam values).
-HPARAM_FINALS = {
-    "val/f1_best": "final/val_f1_best",
-    "train/units_per_sec": "final/units_per_sec",
-    "time/fit_s": "final/fit_s",
-    "model/params": "final/params",
-}
+class WarmEncoderCache(Callback):
+    """Before fitting, testing or predicting, encode every unit of the datamodule's splits
+    in one batched pass (progress bar, then cached on disk), so no training step waits
+    on the sentence encoder. Does nothing for encoders without ``warm`` (e.g. hashed).
 
+    Rank 0 encodes and writes the cache; the other ranks then read it from disk.
+    """
 
-def run_hparams(cfg: DictConfig, choices: Mapping[str, str]) -> dict[str, Any]:
-    """What distinguishes runs of a sweep: the chosen config options and the model,
-    attention, optimizer, data and trainer settings that sweeps change."""
-    def plain(node: Any) -> Any:
-        return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+    def _warm(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        encoder = getattr(getattr(pl_module, "net", None), "encoder", None)
+        warm = getattr(encoder, "warm", None)
+        all_units = getattr(trainer.datamodule, "all_units", None)
+        if warm is None or all_units is None:
+            return
+        units = all_units()
+        if trainer.is_global_zero:
+            warm(units)
+        trainer.strategy.barrier("warm_encoder_cache")
+        if not trainer.is_global_zero:
+            warm(units)  # reads rank 0's shards; encodes nothing new
 
-    net = {k: v for k, v in plain(cfg.model.net).items() if k not in ("encoder", "attention", "num_classes", "_target_")}
-    attention = {k: v for k, v in plain(cfg.model.net.attention).items() if not k.startswith("_")}
-    model = {k: plain(v) for k, v in cfg.model.items() if k not in ("net", "_target_")}
-    return {
-        **{g: choices[g] for g in ("data", "encoder", "attention", "trainer") if g in choices},
-        "seed": cfg.get("seed"),
-        "net": net,
-        "attn": attention,
-        "model": model,
-        "batch_size": cfg.data.get("batch_size"),
-        "max_epochs": cfg.trainer.get("max_epochs"),
-        "max_steps": cfg.trainer.get("max_steps", -1),
-    }
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._warm(trainer, pl_module)
 
+    def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._warm(trainer, pl_module)
 
-def log_hparams_with_metrics(trainer: Trainer, params: dict[str, Any], metrics: Mapping[str, float]) -> None:
-    """One HPARAMS entry per run: its hyperparameters and final numbers (best val F1, speed,
-    size) and, as metric columns, the curves val/f1 and test F1/Pk/WindowDiff, so TensorBoard
-    can sort and compare a sweep's runs. Written with the HPARAMS plugin only: no scalars."""
-    from lightning.fabric.utilities.logger import _convert_params, _flatten_dict
-    from torch.utils.tensorboard.summary import hparams
-
-    finals = {tag: float(metrics[k]) for k, tag in HPARAM_FINALS.items() if k in metrics and math.isfinite(metrics[k])}
-    shown = {k: 0.0 for k in HPARAM_METRICS if k in metrics}  # names only: the values come from the curves
-    for lg in tensorboard_loggers(trainer):
-        flat = lg._sanitize_params(_flatten_dict(_convert_params({**params, **finals})))
-        writer = lg.experiment._get_file_writer()
-        for summary in hparams(flat, shown):
-            writer.add_summary(summary)
-        # Written after fit and test have closed the writer: flush and close it again, or
-        # the entry waits in the writer's queue and a reader (or a killed job) misses it.
-        lg.finalize("success")
+    def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._warm(trainer, pl_module)

@@ -29,16 +29,19 @@ import logging
 import os
 import re
 from collections.abc import Mapping, Sequence
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import hydra
+import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 import segmenter
-from segmenter.data.document import TASKS
+from segmenter.data.document import check_label_names, check_task
+from segmenter.io import atomic_file
+from segmenter.models.net import SegmenterNet
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +56,7 @@ SIZE_LIMITS = {
     "dim": 16_384, "ff_dim": 65_536, "code_dim": 16_384, "num_buckets": 1 << 22, "num_layers": 256,
     "num_heads": 1_024, "window_size": 1 << 20, "radius": 4_096, "blocks": 4_096, "char_ngram": 64,
     "num_classes": 65_536, "batch_size": 1 << 16, "max_seq_length": 4_096,
-    "surface_buckets": 1 << 16, "surface_ngram": 64, "stripe": 4_096,
+    "surface_buckets": 1 << 16, "surface_ngram": 64, "stripe": 4_096, "block_size": 1 << 16, "query_block": 1 << 20,
 }  # fmt: skip
 # Keys naming places on disk: taken from the loading side's settings, never from the file.
 PATH_KEYS = {"cache_dir"}
@@ -95,10 +98,8 @@ def net_config(net: DictConfig | Mapping[str, Any], *, num_classes: int) -> dict
 
 def metadata(*, net: Mapping[str, Any], task: str, label_names: Sequence[str]) -> dict[str, Any]:
     """The checkpoint's "segmenter" entry (validated: plain data, known task, one name per class)."""
-    if task not in TASKS:
-        raise ValueError(f"task={task!r} is not one of {TASKS}")
-    if len(label_names) != net.get("num_classes"):
-        raise ValueError(f"{len(label_names)} label_names {list(label_names)} for num_classes={net.get('num_classes')}")
+    check_task(task)
+    check_label_names(label_names, net.get("num_classes"))
     meta = {
         "format_version": FORMAT_VERSION,
         "segmenter_version": segmenter.__version__,
@@ -108,32 +109,6 @@ def metadata(*, net: Mapping[str, Any], task: str, label_names: Sequence[str]) -
     }
     _check_plain(meta, "segmenter")
     return meta
-
-
-@lru_cache(maxsize=1)
-def _callback_class() -> type:
-    from lightning.pytorch.callbacks import Callback
-
-    class CheckpointMetadata(Callback):
-        """Writes the "segmenter" entry into every checkpoint the trainer saves
-        (ModelCheckpoint's epoch_XXX.ckpt and last.ckpt alike)."""
-
-        def __init__(self, *, net: Mapping[str, Any], task: str, label_names: Sequence[str]) -> None:
-            self.meta = metadata(net=net, task=task, label_names=label_names)
-
-        def on_save_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]) -> None:
-            checkpoint[KEY] = {**copy.deepcopy(self.meta), DIGEST_KEY: weights_digest(checkpoint["state_dict"])}
-
-    CheckpointMetadata.__module__, CheckpointMetadata.__qualname__ = __name__, "CheckpointMetadata"
-    return CheckpointMetadata
-
-
-def __getattr__(name: str) -> Any:
-    # The Lightning callback is defined on first use: reading checkpoints (predict)
-    # then never imports Lightning, which takes seconds.
-    if name == "CheckpointMetadata":
-        return _callback_class()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ----------------------------------------------------------------------------- reading
@@ -234,10 +209,6 @@ def build_net(net: Mapping[str, Any], *, where: str = "net", cache_dir: str | No
     """Instantiate a checkpoint's net entry, after checking every ``_target_`` in it and
     bounding its sizes; every ``cache_dir`` in it is replaced by ``cache_dir`` (the loading
     side's setting; None: no cache on disk)."""
-    import hydra
-
-    from segmenter.models.net import SegmenterNet
-
     _check_targets(net, where)
     _check_sizes(net, where)
     net = _local_paths(net, {"cache_dir": cache_dir})
@@ -334,9 +305,8 @@ def upgrade(src: str | Path, dst: str | Path, *, config: str | Path | None = Non
         )
     _check_no_placeholder(ckpt, str(src))
     ckpt[KEY][DIGEST_KEY] = weights_digest(ckpt["state_dict"])
-    tmp = dst.with_name(dst.name + ".tmp")
-    torch.save(ckpt, tmp)
-    tmp.replace(dst)
+    with atomic_file(dst, "wb") as f:
+        torch.save(ckpt, f)
     load(dst)  # proves the result is plain (loads with weights_only=True) and its digest fits
     log.info("upgraded %s -> %s (checkpoint format %d, weights digest)", src, dst, FORMAT_VERSION)
     return dst
@@ -422,8 +392,6 @@ def _numeric_array_globals() -> list[Any]:
     """What unpickling a numeric numpy array needs (callbacks may store e.g. numpy's random
     state): the array constructor and numeric dtypes. An object array would need more and
     stays refused, so no Python object can come back from the file."""
-    import numpy as np
-
     dtypes = [type(np.dtype(t)) for t in ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "float16", "float32", "float64")]
     return [np.zeros(1).__reduce__()[0], np.ndarray, np.dtype, *dtypes]
 
@@ -462,8 +430,6 @@ def _check_targets(obj: Any, where: str) -> None:
 def _check_target(target: Any, where: str) -> None:
     """Only nn.Module classes defined in the segmenter package, named by their own path
     (an alias such as segmenter.models.net.torch.load resolves elsewhere and is refused)."""
-    import hydra
-
     if not isinstance(target, str) or not target.startswith(TRUSTED_PACKAGE + "."):
         raise CheckpointError(f"{where}={target!r}: only classes of the {TRUSTED_PACKAGE} package may be built")
     try:

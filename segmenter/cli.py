@@ -1,4 +1,4 @@
-"""The scripts' entry point: Hydra's main with one error policy.
+"""The scripts' entry point: Hydra's main with one error policy, and SEGMENTER_ROOT.
 
 A user's mistake -- bad data (``ReaderError``), a bad checkpoint (``CheckpointError``), bad
 input text, a bad or missing config value (``ConfigError``, checked before the script
@@ -7,6 +7,9 @@ standard error (also in the run's log file), naming what is wrong, and exit stat
 ``HYDRA_FULL_ERROR=1`` adds the traceback. Anything else is a bug: Hydra prints its
 traceback, exit status 1. Hydra's own refusals of the command line (an unknown key or
 option, bad override syntax) happen before the script starts; they exit with 2 as well.
+
+``SEGMENTER_ROOT`` (``paths.root_dir``: where outputs/ and ../shared/data are found) is set
+here, to the folder holding the script's conf/ (the repository root), unless already set.
 
 Usage in scripts/<name>.py::
 
@@ -17,14 +20,22 @@ Usage in scripts/<name>.py::
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
+from hydra.types import RunMode
 from omegaconf import DictConfig
+from omegaconf.errors import MissingMandatoryValue
+
+from segmenter.config import validate
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +47,7 @@ FILE_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, Permiss
 # The user's mistakes, by class name: matching them imports nothing (torch stays unloaded
 # when a config value is refused).
 USER_ERRORS = {
-    "segmenter.data.readers.ReaderError",
+    "segmenter.data.formats.ReaderError",
     "segmenter.checkpoint.CheckpointError",
     "segmenter.config.ConfigError",
     "segmenter.predict.InputError",
@@ -54,8 +65,6 @@ def _is_user_error(error: BaseException) -> bool:
 def user_error(error: BaseException) -> BaseException | None:
     """The user's mistake behind ``error`` (itself, or what Hydra wrapped while instantiating
     a config: a constructor refusing a value), None for a bug."""
-    from hydra.errors import InstantiationException
-
     seen = error
     while seen is not None:
         if _is_user_error(seen):
@@ -67,8 +76,6 @@ def user_error(error: BaseException) -> BaseException | None:
 
 
 def one_line(error: BaseException) -> str:
-    from omegaconf.errors import MissingMandatoryValue
-
     if isinstance(error, MissingMandatoryValue):
         key = getattr(error, "full_key", None) or "a value"
         return f"missing value for {key} (??? in the config): give it on the command line as {key}=...; --help lists the settings"
@@ -81,17 +88,12 @@ def one_line(error: BaseException) -> str:
 
 
 def _multirun() -> bool:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def run_task(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     """Validate ``cfg``, run ``task``; a user's mistake -> one logged line and exit status 2
     (in a multirun it is re-raised after logging: the sweep records the job as failed)."""
-    from segmenter.config import validate
-
     try:
         validate(cfg)
         return task(cfg)
@@ -117,10 +119,13 @@ def _traceback_to_log_files(error: BaseException) -> None:
 
 
 def main(*, config_name: str, config_path: str = "../conf") -> Callable[[Callable[[DictConfig], Any]], Callable[[], Any]]:
-    """``hydra.main`` (version_base 1.3, ``config_path`` relative to the script) with the error policy."""
+    """``hydra.main`` (version_base 1.3, ``config_path`` relative to the script) with the error
+    policy; sets SEGMENTER_ROOT to the parent of that config folder unless it is set."""
 
     def decorate(task: Callable[[DictConfig], Any]) -> Callable[[], Any]:
         started = False
+        conf = (Path(inspect.getfile(task)).resolve().parent / config_path).resolve()
+        os.environ.setdefault("SEGMENTER_ROOT", str(conf.parent))  # read by conf/paths/default.yaml
 
         @functools.wraps(task)  # Hydra finds the script (config_path, job name) through __wrapped__
         def guarded(cfg: DictConfig) -> Any:

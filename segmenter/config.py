@@ -1,18 +1,80 @@
-"""Checks of a composed config before a script does anything with it: values the user
-must give, types and ranges of the settings users change most, and data paths that
-must exist. Each failure is a ``ConfigError`` naming the key, its value and what is
-expected (scripts/*.py run these through ``segmenter.cli``: one line, exit status 2).
+"""The config tree (conf/) as code sees it: where it is, which options its groups offer,
+what composing it needs registered first, and the checks a composed config passes before
+a script does anything with it.
 
-Only keys present in the config are checked, so one table serves every script."""
+- ``config_dir()``, ``options(group)``, ``attention_types()``: the options are the YAML
+  files of a group's folder; tests and tools discover the attention types here, so a new
+  attention type is a class plus ``conf/attention/<name>.yaml`` and nothing else.
+- ``register()`` (run when the package is imported): the ``${uid:}`` resolver of
+  conf/hydra/default.yaml, and two generated configs that spell out every attention option
+  (``every_attention``: each option under its own name, the benchmark's rows;
+  ``attention_keys``: a null under every option's name, predict_throughput's checkpoints).
+- ``validate(cfg)``: values the user must give, types and ranges of the settings users
+  change most, and data paths that must exist. Each failure is a ``ConfigError`` naming the
+  key, its value and what is expected (scripts/*.py run these through ``segmenter.cli``:
+  one line, exit status 2). Only keys present in the config are checked, so one table
+  serves every script.
+"""
 
 from __future__ import annotations
 
 import math
+import os
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, ListConfig, OmegaConf
+
+# ----------------------------------------------------------------------------- the tree
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # the repository root (conf/, scripts/, segmenter/)
+
+
+def config_dir() -> Path:
+    """conf/ of the repository: ``$SEGMENTER_ROOT/conf`` where SEGMENTER_ROOT is set and has
+    one (the scripts set it to the repository root), else the one beside the package."""
+    root = os.environ.get("SEGMENTER_ROOT")
+    if root and (Path(root) / "conf").is_dir():
+        return Path(root) / "conf"
+    return PACKAGE_ROOT / "conf"
+
+
+def options(group: str, *, conf: str | os.PathLike | None = None) -> list[str]:
+    """The options of a config group: the stems of ``<conf>/<group>/*.yaml``, sorted."""
+    return sorted(p.stem for p in (Path(conf) if conf else config_dir()).joinpath(group).glob("*.yaml"))
+
+
+def attention_types(*, conf: str | os.PathLike | None = None) -> list[str]:
+    """Every attention type: the options of the ``attention`` group (conf/attention/*.yaml)."""
+    return options("attention", conf=conf)
+
+
+# ----------------------------------------------------------------------------- registrations
+
+
+def unique_id(nbytes: int = 3) -> str:
+    """``${uid:}``: random hex (6 characters by default), drawn once per config (cached like
+    Hydra's ``${now:}``, and copied with it into every job of a sweep). Run folders carry it:
+    two runs started in the same second never share a folder."""
+    return secrets.token_hex(int(nbytes))
+
+
+def register() -> None:
+    """What the configs need before Hydra composes them (idempotent)."""
+    if not OmegaConf.has_resolver("uid"):
+        OmegaConf.register_new_resolver("uid", unique_id, use_cache=True)
+    names = attention_types()
+    store = ConfigStore.instance()
+    # `- every_attention@rows` in a defaults list: rows.<name> = conf/attention/<name>.yaml, for every name
+    store.store(name="every_attention", node={"defaults": [{f"/attention@{n}": n} for n in names]})
+    # `- attention_keys@checkpoints`: checkpoints.<name> = null for every name (set with checkpoints.<name>=...)
+    store.store(name="attention_keys", node={n: None for n in names})
+
+
+# ----------------------------------------------------------------------------- checks
 
 _ABSENT = object()
 # ??? values the training script fills in itself, not the user.

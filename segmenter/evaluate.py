@@ -22,13 +22,14 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from segmenter.api import Segmenter
 from segmenter.checkpoint import run_config_file, run_dir
+from segmenter.config import ConfigError
 from segmenter.data.document import BOUNDARY, SECTION, Document, boundary_labels
-from segmenter.data.readers import read_separator_files
+from segmenter.data.formats import read_separator_files
 from segmenter.data.splits import SPLIT_FILE, fingerprint, read_split_file
+from segmenter.io import atomic_write
 from segmenter.metrics import build_metrics
-from segmenter.predict import Segmenter
-from segmenter.config import ConfigError  # noqa: I001  (kept apart from the imports above: merges)
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +39,14 @@ ALL = "all"
 def load_run(ckpt_path: str | Path) -> tuple[Path, DictConfig, Segmenter]:
     """The checkpoint's run folder, the run's config (for its data) and the checkpoint's
     model, rebuilt from the checkpoint alone (weights_only loading)."""
-    segmenter = Segmenter.from_checkpoint(ckpt_path)
+    model = Segmenter.from_checkpoint(ckpt_path)
     run, cfg_file = run_dir(ckpt_path), run_config_file(ckpt_path)
     if not cfg_file.is_file():
         raise FileNotFoundError(f"run config {cfg_file} not found next to checkpoint {ckpt_path} (evaluate reads the run's data settings)")
     cfg = OmegaConf.load(cfg_file)
     with open_dict(cfg):
         cfg.paths.output_dir = str(run)  # the saved value points at Hydra's runtime folder
-    return run, cfg, segmenter
+    return run, cfg, model
 
 
 def score(pairs: Sequence[tuple[list[int], list[int]]]) -> dict[str, float]:
@@ -159,18 +160,18 @@ def select_documents(cfg: DictConfig, run_cfg: DictConfig, run: Path) -> tuple[l
 def evaluate(cfg: DictConfig) -> dict:
     if cfg.get("folder") and not Path(cfg.folder).is_dir():
         raise ConfigError(f"folder={cfg.folder}: not a folder (give a folder of separator-format files, or split=test|val)")
-    run, run_cfg, segmenter = load_run(cfg.ckpt_path)
+    run, run_cfg, model = load_run(cfg.ckpt_path)
     docs, train_docs, task, name = select_documents(cfg, run_cfg, run)
     model_name = f"segmenter ({run_cfg.get('attention', {}).get('_target_', 'model').rsplit('.', 1)[-1]})"
     # The predict path, all documents in one batched call (windows of similar length share
     # a batch; long documents are windowed and stitched); N - 1 boundary slots each.
     units = [d.units for d in docs]
     decodings = {model_name: True}
-    if getattr(segmenter.net, "crf", None) is not None:  # with and without the CRF's Viterbi decoding
+    if getattr(model.net, "crf", None) is not None:  # with and without the CRF's Viterbi decoding
         decodings = {f"{model_name}, CRF": True, f"{model_name}, argmax": False}
     methods: dict[str, Any] = {}
     for method, structured in decodings.items():
-        preds = {tuple(d.units): p for d, p in zip(docs, segmenter.predict(units, structured=structured))}
+        preds = {tuple(d.units): p for d, p in zip(docs, model.predict(units, structured=structured))}
         methods[method] = (
             (lambda u, preds=preds: preds[tuple(u)].boundaries[:-1]) if task == BOUNDARY
             else (lambda u, preds=preds: preds[tuple(u)].labels)
@@ -180,16 +181,15 @@ def evaluate(cfg: DictConfig) -> dict:
         if task not in baseline.tasks:
             log.info("baseline %s is for %s, not task=%s: skipped", key, "/".join(baseline.tasks), task)
             continue
-        baseline = baseline.fit(train_docs, task, label_names=segmenter.label_names)
+        baseline = baseline.fit(train_docs, task, label_names=model.label_names)
         methods[baseline.name] = baseline
-    table = evaluate_documents(docs, task, methods, label_names=segmenter.label_names)
+    table = evaluate_documents(docs, task, methods, label_names=model.label_names)
     title = f"{name}: {len(docs)} documents, checkpoint {cfg.ckpt_path}"
     markdown = to_markdown(table, title)
     out_dir = Path(cfg.output_dir) if cfg.get("output_dir") else run / "eval"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / f"{name}.md").write_text(markdown, encoding="utf-8")
+    atomic_write(out_dir / f"{name}.md", markdown)
     result = {"checkpoint": str(cfg.ckpt_path), "documents": [d.id for d in docs], "table": table}
-    (out_dir / f"{name}.json").write_text(json.dumps(_finite(result), indent=1, allow_nan=False), encoding="utf-8")
+    atomic_write(out_dir / f"{name}.json", json.dumps(_finite(result), indent=1, allow_nan=False))
     log.info("wrote %s and %s", out_dir / f"{name}.md", out_dir / f"{name}.json")
     print(markdown)  # the CLI's output
     return result

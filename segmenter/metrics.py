@@ -21,8 +21,7 @@ from torch import Tensor
 from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import BinaryF1Score, MulticlassF1Score
 
-from segmenter.data.datamodule import IGNORE
-from segmenter.data.document import BOUNDARY, SECTION, TASKS
+from segmenter.data.document import BOUNDARY, IGNORE, boundary_slots, check_label_names, check_task
 
 
 def window_size(reference: Tensor) -> int:
@@ -65,15 +64,6 @@ def window_diff(hypothesis: Tensor, reference: Tensor, k: int | None = None) -> 
     return ((ref[k:] - ref[:-k]) != (hyp[k:] - hyp[:-k])).float().mean().item()
 
 
-def boundary_slots(labels: Tensor, task: str) -> Tensor:
-    """Per-unit labels of one document (N,) -> (N - 1,) 0/1 boundary slots."""
-    if task == BOUNDARY:
-        return (labels[:-1] == 1).long()
-    if task == SECTION:
-        return (labels[:-1] != labels[1:]).long()
-    raise ValueError(f"task={task!r} is not one of {TASKS}")
-
-
 def _documents(preds: Tensor, target: Tensor, task: str):
     """(B, T) preds/target with IGNORE at padding -> (hyp, ref) boundary slots per document."""
     if preds.shape != target.shape or preds.dim() != 2:
@@ -92,9 +82,7 @@ class _PerDocument(Metric):
 
     def __init__(self, *, task: str = BOUNDARY, **kwargs) -> None:
         super().__init__(**kwargs)
-        if task not in TASKS:
-            raise ValueError(f"task={task!r} is not one of {TASKS}")
-        self.task = task
+        self.task = check_task(task)
         self.add_state("total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("docs", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
@@ -133,8 +121,7 @@ class BoundaryF1(Metric):
 
     def __init__(self, *, task: str = BOUNDARY, output: str = "f1", **kwargs) -> None:
         super().__init__(**kwargs)
-        if task not in TASKS:
-            raise ValueError(f"task={task!r} is not one of {TASKS}")
+        check_task(task)
         if output not in ("precision", "recall", "f1"):
             raise ValueError(f"output={output!r} is not one of ('precision', 'recall', 'f1')")
         self.task, self.output = task, output
@@ -177,13 +164,12 @@ def build_metrics(task: str, num_classes: int, label_names: Sequence[str] | None
     per-class F1 (``f1_<label>``) for sections; ``pk``, ``windowdiff`` and
     ``boundary_precision/recall/f1`` on the boundaries (where a section label changes)."""
     metrics = {}
-    if task == BOUNDARY:
+    if check_task(task) == BOUNDARY:
         metrics["f1"] = BinaryF1Score(ignore_index=IGNORE)
     else:
         metrics["f1"] = MulticlassF1Score(num_classes=num_classes, average="macro", ignore_index=IGNORE)
         names = list(label_names) if label_names is not None else [str(i) for i in range(num_classes)]
-        if len(names) != num_classes:
-            raise ValueError(f"{len(names)} label_names {names} for num_classes={num_classes}")
+        check_label_names(names, num_classes)
         for c, name in enumerate(names):
             metrics[f"f1_{name}"] = ClassF1(num_classes=num_classes, class_index=c, ignore_index=IGNORE)
     metrics["pk"] = Pk(task=task)

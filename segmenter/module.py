@@ -11,8 +11,9 @@ from lightning import LightningModule
 from omegaconf import Container, OmegaConf
 from torch import Tensor, nn
 
-from segmenter.data.document import BOUNDARY, TASKS
+from segmenter.data.document import BOUNDARY, check_label_names, check_task
 from segmenter.metrics import build_metrics
+from segmenter.models.net import NetOutput
 
 STAGES = ("train", "val", "test")
 WEIGHTINGS = {"none": 0.0, "sqrt": 0.5, "balanced": 1.0}
@@ -45,10 +46,8 @@ class SegmenterModule(LightningModule):
         aux_loss_weight: float = 0.0,
     ) -> None:
         super().__init__()
-        if task not in TASKS:
-            raise ValueError(f"task={task!r} is not one of {TASKS}")
-        if len(label_names) != net.num_classes:
-            raise ValueError(f"{len(label_names)} label_names {list(label_names)} for num_classes={net.num_classes}")
+        check_task(task)
+        check_label_names(label_names, net.num_classes)
         # Checkpoints hold plain data only (they load with torch.load(weights_only=True)):
         # the optimizer and scheduler factories are functools.partial objects, kept as
         # attributes rather than hyperparameters; the net is rebuilt from the checkpoint's
@@ -61,11 +60,12 @@ class SegmenterModule(LightningModule):
         # One collection per stage: torchmetrics keeps (and syncs) their states apart.
         self.metrics = nn.ModuleDict({f"{stage}_metrics": metrics.clone(prefix=f"{stage}/") for stage in STAGES})
 
-    def forward(self, docs: Sequence[Sequence[str]]):
-        return self.net(docs)
+    def forward(self, docs: Sequence[Sequence[str]], *, start: Tensor | None = None) -> NetOutput:
+        """The network on B documents (or windows starting at ``start`` (B,) in theirs)."""
+        return self.net(docs, start=start)
 
     def _shared_step(self, batch: dict[str, Any], stage: str) -> Tensor:
-        out = self.net(batch["units"], start=batch["start"])
+        out = self(batch["units"], start=batch["start"])
         mask = out.mask  # (B, T)
         labels = batch["labels"]  # (B, T), IGNORE at padding
         loss = F.cross_entropy(out.logits[mask], labels[mask], weight=self.class_weights)

@@ -1,5 +1,6 @@
-"""Training entry point: instantiate data, model, callbacks, loggers and trainer from
-the config, fit, then test the best checkpoint.
+"""One training run from a composed config (scripts/train.py): instantiate data, model,
+callbacks, loggers and trainer, fit, test the best checkpoint, and record the run for
+comparing runs: metrics.json (the sweep summary reads it) and TensorBoard's HPARAMS entry.
 
 Every checkpoint this opens (the one resumed from, the best one tested after fit) is
 checked by ``segmenter.checkpoint.load`` first (weights_only, format, weights digest,
@@ -9,24 +10,33 @@ it (resume) or in this run's checkpoint folder (test)."""
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import shutil
 import sys
 import time
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import hydra
 import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from lightning import Callback, Trainer
+from lightning.fabric.utilities.logger import _convert_params, _flatten_dict
+from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.tensorboard.summary import hparams
 
-from segmenter.callbacks import for_terminal, log_hparams_with_metrics, run_hparams
-from segmenter.checkpoint import CheckpointError, CheckpointMetadata, check_state_paths, load, net_config, safe_globals
+from segmenter.callbacks import CheckpointMetadata, LogProgress, tensorboard_loggers
+from segmenter.checkpoint import CheckpointError, check_state_paths, load, net_config, safe_globals
 from segmenter.data.datamodule import SegmentationDataModule
+from segmenter.io import atomic_write
 from segmenter.module import SegmenterModule
-from segmenter.sweep import hydra_choices, save_metrics
+from segmenter.sweep import METRICS_FILE
 
 log = logging.getLogger(__name__)
 
@@ -108,9 +118,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
             raise
     fit_seconds = time.perf_counter() - fit_start
     metrics = dict(trainer.callback_metrics)
-    best = getattr(trainer.checkpoint_callback, "best_model_score", None)
+    monitored = monitored_checkpoint(trainer)
+    best = getattr(monitored, "best_model_score", None)
     if best is not None:  # e.g. val/f1_best: the score of the checkpoint tested below
-        metrics[f"{trainer.checkpoint_callback.monitor}_best"] = best
+        metrics[f"{monitored.monitor}_best"] = best
 
     if cfg.get("test"):
         ckpt = best_checkpoint(trainer)
@@ -125,7 +136,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     metrics["model/params"] = float(sum(p.numel() for p in model.parameters()))
     metrics["time/fit_s"] = fit_seconds
     if trainer.is_global_zero:  # the record a sweep summary reads (segmenter/sweep.py)
-        save_metrics(Path(cfg.paths.output_dir) / "metrics.json", metrics)
+        save_metrics(Path(cfg.paths.output_dir) / METRICS_FILE, metrics)
     log_hparams_with_metrics(trainer, run_hparams(cfg, hydra_choices()), metrics)
     return metrics
 
@@ -160,11 +171,18 @@ def resume_path(ckpt_path: str | None, dirs: list[str]) -> str | None:
     return str(path)
 
 
+def monitored_checkpoint(trainer: L.Trainer) -> ModelCheckpoint | None:
+    """The checkpoint callback that keeps the best checkpoint: the first ModelCheckpoint with
+    a ``monitor`` (Lightning's ``trainer.checkpoint_callback`` is merely the first one listed,
+    which would be last_checkpoint if conf/callbacks listed it first). None: none monitors."""
+    return next((c for c in trainer.checkpoint_callbacks if getattr(c, "monitor", None)), None)
+
+
 def best_checkpoint(trainer: L.Trainer) -> str | None:
     """The best checkpoint of this run, to test after fit (None: none written), checked:
     inside this run's checkpoint folder (the path may come from a resumed checkpoint's state)
     and loadable by ``segmenter.checkpoint.load``."""
-    callback = trainer.checkpoint_callback
+    callback = monitored_checkpoint(trainer)
     best = getattr(callback, "best_model_path", "") or None
     if best is None:
         return None
@@ -176,3 +194,77 @@ def best_checkpoint(trainer: L.Trainer) -> str | None:
         )
     load(best)
     return best
+
+
+# ----------------------------------------------------------------------------- the run's record
+
+
+def hydra_choices() -> dict[str, str]:
+    """The config group options of the running Hydra job ({} outside Hydra)."""
+    if not HydraConfig.initialized():
+        return {}
+    return {k: str(v) for k, v in HydraConfig.get().runtime.choices.items() if v is not None}
+
+
+def save_metrics(path: Path, metrics: Mapping[str, float]) -> None:
+    """A run's final metrics as JSON (non-finite values as null)."""
+    clean = {k: (float(v) if math.isfinite(v) else None) for k, v in sorted(metrics.items())}
+    atomic_write(Path(path), json.dumps(clean, indent=2) + "\n")
+
+
+def for_terminal(callbacks: list[Callback], *, tty: bool) -> list[Callback]:
+    """``callbacks`` with a Rich progress bar replaced by LogProgress when not on a terminal."""
+    if tty:
+        return callbacks
+    return [LogProgress() if isinstance(c, RichProgressBar) else c for c in callbacks]
+
+
+# -- HPARAMS ---------------------------------------------------------------------------
+# The HPARAMS tab's metric columns: curves the run logs anyway (their last value is shown),
+# so the tab adds no one-point charts to the Time Series and Scalars tabs.
+HPARAM_METRICS = ("val/f1", "test/f1", "test/pk", "test/windowdiff")
+# Final numbers with no curve of their own: columns of the HPARAMS table (as hparam values).
+HPARAM_FINALS = {
+    "val/f1_best": "final/val_f1_best",
+    "train/units_per_sec": "final/units_per_sec",
+    "time/fit_s": "final/fit_s",
+    "model/params": "final/params",
+}
+
+
+def run_hparams(cfg: DictConfig, choices: Mapping[str, str]) -> dict[str, Any]:
+    """What distinguishes runs of a sweep: the chosen config options and the model,
+    attention, optimizer, data and trainer settings that sweeps change."""
+    def plain(node: Any) -> Any:
+        return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+    net = {k: v for k, v in plain(cfg.model.net).items() if k not in ("encoder", "attention", "num_classes", "_target_")}
+    attention = {k: v for k, v in plain(cfg.model.net.attention).items() if not k.startswith("_")}
+    model = {k: plain(v) for k, v in cfg.model.items() if k not in ("net", "_target_")}
+    return {
+        **{g: choices[g] for g in ("data", "encoder", "attention", "trainer", "experiment") if g in choices},
+        "tags": ",".join(cfg.get("tags") or []),
+        "seed": cfg.get("seed"),
+        "net": net,
+        "attn": attention,
+        "model": model,
+        "batch_size": cfg.data.get("batch_size"),
+        "max_epochs": cfg.trainer.get("max_epochs"),
+        "max_steps": cfg.trainer.get("max_steps", -1),
+    }
+
+
+def log_hparams_with_metrics(trainer: Trainer, params: dict[str, Any], metrics: Mapping[str, float]) -> None:
+    """One HPARAMS entry per run: its hyperparameters and final numbers (best val F1, speed,
+    size) and, as metric columns, the curves val/f1 and test F1/Pk/WindowDiff, so TensorBoard
+    can sort and compare a sweep's runs. Written with the HPARAMS plugin only: no scalars."""
+    finals = {tag: float(metrics[k]) for k, tag in HPARAM_FINALS.items() if k in metrics and math.isfinite(metrics[k])}
+    shown = {k: 0.0 for k in HPARAM_METRICS if k in metrics}  # names only: the values come from the curves
+    for lg in tensorboard_loggers(trainer):
+        flat = lg._sanitize_params(_flatten_dict(_convert_params({**params, **finals})))
+        writer = lg.experiment._get_file_writer()
+        for summary in hparams(flat, shown):
+            writer.add_summary(summary)
+        # Written after fit and test have closed the writer: flush and close it again, or
+        # the entry waits in the writer's queue and a reader (or a killed job) misses it.
+        lg.finalize("success")

@@ -13,7 +13,7 @@ from hydra.core.global_hydra import GlobalHydra
 from segmenter.benchmark import LocalAttentionPackage, MaskedFullLocalized, run_benchmark
 from segmenter.models.attention import LocalizedAttention
 
-from tests.conftest import CONF
+from tests.helpers import CONF
 
 ROWS = ("self", "localized", "boundary_aware", "masked_full", "local_attention")
 

@@ -12,7 +12,7 @@ from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 from segmenter.callbacks import NonFiniteLossError, heatmap_image
 from segmenter.module import SegmenterModule
 from segmenter.train import train
-from tests.conftest import TINY_DATA, compose_train
+from tests.helpers import TINY_DATA, compose_train
 
 FAST = [*TINY_DATA, "debug=limit", "model.net.dim=32", "model.net.num_layers=2", "callbacks.rich_progress_bar=null",
         "callbacks.model_summary=null", "trainer.log_every_n_steps=1"]  # fmt: skip

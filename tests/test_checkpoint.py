@@ -10,7 +10,7 @@ import torch
 import segmenter
 from segmenter.checkpoint import FORMAT_VERSION, KEY, CheckpointError, build_net, load, load_net, upgrade
 from segmenter.train import build
-from tests.conftest import compose_train
+from tests.helpers import compose_train
 
 
 def raw(path):

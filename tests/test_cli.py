@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 
 from segmenter.cli import run_task
 from segmenter.train import train
-from tests.conftest import ROOT, compose_train
+from tests.helpers import ROOT, compose_train
 
 
 def script(name: str, *args: str, cwd=ROOT) -> subprocess.CompletedProcess:

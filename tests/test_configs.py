@@ -5,17 +5,17 @@ from __future__ import annotations
 import hydra
 import pytest
 from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
 
+from segmenter.config import attention_types, options
+from segmenter.models.attention import BoundaryAwareAttention, LocalizedAttention, SelfAttention
 from segmenter.train import build, instantiate_group
-from tests.conftest import ATTENTIONS, CONF, TINY_DATA, compose_train
-
-
-def options(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+from tests.helpers import ATTENTIONS, CONF, TINY_DATA, compose_train
 
 
 def test_groups_exist():
-    assert options("attention") == sorted(ATTENTIONS)
+    assert attention_types() == list(ATTENTIONS) == options("attention", conf=CONF)
+    assert {"self", "localized", "boundary_aware"} <= set(ATTENTIONS)
     for group in ("model", "data", "trainer", "logger", "callbacks", "paths", "hydra", "experiment", "debug", "encoder"):
         assert options(group), group
     assert {"default", "cpu", "gpu", "ddp"} <= set(options("trainer"))
@@ -24,11 +24,22 @@ def test_groups_exist():
 
 @pytest.mark.parametrize("attention", ATTENTIONS)
 def test_attention_options_build_the_model(tiny_cfg, attention):
+    """attention=<name> puts the class conf/attention/<name>.yaml names into every block,
+    one module of its own per layer."""
     cfg = tiny_cfg(f"attention={attention}")
     dm, model = build(cfg)
     assert model.net.num_classes == dm.num_classes == 2
-    kinds = {type(b.attention).__name__ for b in model.net.blocks}
-    assert len(kinds) == 1
+    named = hydra.utils.get_class(OmegaConf.load(CONF / "attention" / f"{attention}.yaml")._target_)
+    assert [type(b.attention) for b in model.net.blocks] == [named] * cfg.model.net.num_layers
+    assert len({id(b.attention) for b in model.net.blocks}) == cfg.model.net.num_layers
+
+
+@pytest.mark.parametrize(
+    "attention,cls", [("self", SelfAttention), ("localized", LocalizedAttention), ("boundary_aware", BoundaryAwareAttention)]
+)
+def test_the_three_options_build_the_three_classes(tiny_cfg, attention, cls):
+    _, model = build(tiny_cfg(f"attention={attention}"))
+    assert all(type(b.attention) is cls for b in model.net.blocks)
 
 
 @pytest.mark.parametrize("trainer", ["default", "cpu", "gpu", "ddp"])
@@ -47,10 +58,21 @@ def test_callback_and_logger_options_instantiate(tiny_cfg, group):
         assert option == "none" or objs
 
 
-@pytest.mark.parametrize("option", ["fdr", "overfit", "limit"])
-def test_debug_options_compose(tiny_cfg, option):
+@pytest.mark.parametrize(
+    "option,expected",
+    [
+        ("fdr", {"fast_dev_run": 1}),
+        ("overfit", {"overfit_batches": 2, "max_epochs": 30}),
+        ("limit", {"max_epochs": 2, "limit_train_batches": 3, "limit_val_batches": 2, "limit_test_batches": 2}),
+    ],
+)
+def test_debug_options_set_the_trainer(tiny_cfg, option, expected):
     cfg = tiny_cfg(f"debug={option}")
-    hydra.utils.instantiate(cfg.trainer, logger=False)
+    trainer = hydra.utils.instantiate(cfg.trainer, logger=False)
+    assert {k: getattr(trainer, k) for k in expected} == expected
+    if option == "overfit":
+        assert cfg.callbacks.early_stopping is None
+        assert not [c for c in instantiate_group(cfg.callbacks) if type(c).__name__ == "EarlyStopping"]
 
 
 def test_experiment_options_compose(tmp_path):
@@ -82,7 +104,7 @@ def test_shared_sizes_are_interpolated(tiny_cfg):
 
 def test_parameter_counts_match_the_reference_size(tiny_cfg):
     counts = {}
-    for attention in ATTENTIONS:
+    for attention in ("self", "localized", "boundary_aware"):
         _, model = build(tiny_cfg(f"attention={attention}"))
         counts[attention] = sum(p.numel() for p in model.parameters())
     assert counts["self"] == counts["localized"]

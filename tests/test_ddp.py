@@ -16,7 +16,7 @@ import torch
 
 from segmenter.data.datamodule import SegmentationDataModule
 from segmenter.train import build
-from tests.conftest import ROOT, compose_train
+from tests.helpers import ROOT, compose_train
 
 # An odd number of validation documents, two per batch: rank 0 gets documents 0, 2, 4
 # (two batches), rank 1 gets 1, 3 (one batch). A padding sampler would evaluate one

@@ -14,7 +14,7 @@ from segmenter.data.datamodule import SegmentationDataModule
 from segmenter.data.document import segments_to_document
 from segmenter.evaluate import evaluate, evaluate_documents, score, to_markdown
 from segmenter.train import train
-from tests.conftest import CONF
+from tests.helpers import CONF
 
 FAST = ("attention=localized", "debug=limit", "logger=none", "callbacks.lr_monitor=null", "callbacks.rich_progress_bar=null")
 
@@ -95,7 +95,7 @@ def test_section_labels_evaluate_with_crf_and_section_baselines(tmp_path, songs_
     """A verse/chorus run with the self-similarity view and a CRF: evaluate scores the model
     with Viterbi and with argmax, next to the all-verse and repetition-rule baselines, on
     macro F1, F1 per label and the label changes; boundary-only baselines are skipped."""
-    from tests.conftest import compose_train
+    from tests.helpers import compose_train
 
     run = tmp_path / "run"
     cfg = compose_train(tmp_path, [

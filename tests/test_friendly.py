@@ -12,9 +12,10 @@ import pytest
 from lightning.pytorch.callbacks import RichProgressBar
 
 from segmenter import Segmenter
-from segmenter.callbacks import LogProgress, for_terminal
+from segmenter.api import Progress
+from segmenter.callbacks import LogProgress
 from segmenter.io import atomic_write
-from segmenter.train import one_line_per_event, train
+from segmenter.train import for_terminal, one_line_per_event, train
 
 
 def test_lightning_messages_once_and_no_advertisement(caplog):
@@ -62,11 +63,9 @@ def seg(tiny_checkpoint) -> Segmenter:
 
 
 def test_long_predictions_show_progress(seg, caplog, monkeypatch):
-    from segmenter.predict import Progress
-
     monkeypatch.setattr(Progress, "every", 0.0)
     doc = [f"unit {i} about the cat" for i in range(300)]
-    with caplog.at_level(logging.INFO, logger="segmenter.predict"):
+    with caplog.at_level(logging.INFO, logger="segmenter.api"):
         Segmenter(net=seg.net, max_units=32, overlap=8, batch_size=2).predict([doc])
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("predicting: ")]
     assert len(lines) > 3 and "windows" in lines[-1], lines

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from segmenter.train import build
-from tests.conftest import ATTENTIONS
+from tests.helpers import ATTENTIONS
 
 TINY_MODEL = ["model.net.dim=32", "model.net.num_layers=2", "model.net.ff_dim=32", "model.net.cohesion.radius=2"]
 

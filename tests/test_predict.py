@@ -16,8 +16,10 @@ from hydra.core.global_hydra import GlobalHydra
 
 from segmenter import Segmenter
 from segmenter.checkpoint import build_net, net_config
-from segmenter.predict import SEPARATOR, InputError, Prediction, atomic_write, read_inputs, run
-from tests.conftest import ATTENTIONS, CONF, ROOT
+from segmenter.api import SEPARATOR, Prediction
+from segmenter.io import atomic_write
+from segmenter.predict import InputError, read_inputs, run
+from tests.helpers import ATTENTIONS, CONF, ROOT
 
 TEXT = (
     "The cat sat on the mat. It purred all afternoon in the sun. Cats like warm places.\n\n"
@@ -223,9 +225,9 @@ def test_folder_and_jsonl_inputs(seg, tiny_checkpoint, tmp_path):
 @pytest.mark.parametrize(
     "line,message",
     [
-        ('{"id": 1, "text": "a"', "line 2: invalid JSON"),
+        ('{"id": 1, "text": "a"', "line 2: malformed JSON"),
         ('{"id": 2}', "line 2: expected an object with either 'text'"),
-        ('{"id": 3, "lines": ["a", 4]}', "line 2: 'lines' must be a list of strings"),
+        ('{"id": 3, "lines": ["a", 4]}', 'line 2: "lines" must be a list of strings'),
         ('{"id": 4, "lines": []}', "line 2: no units"),
         ('{"id": 0, "text": "again"}', "line 2: duplicate id"),
     ],
@@ -289,7 +291,7 @@ def test_throughput_script_on_a_tiny_corpus(tiny_checkpoint, tmp_path):
 def test_long_texts_reach_the_sentence_splitter_in_pieces(seg):
     import pysbd
 
-    from segmenter.predict import _chunks
+    from segmenter.api import _chunks
 
     text = "\n".join(f"Sentence number {i} talks about the {WORDS[i % len(WORDS)]}." for i in range(400))
     pieces = list(_chunks(text, size=500))
@@ -302,7 +304,7 @@ def test_cli_lines_with_a_verse_chorus_crf_checkpoint(tmp_path, songs_jsonl):
     """The lyrics user path: experiment=lyrics (self-similarity view + CRF) trained briefly, then
     scripts/predict.py on a song's lines; labels are the Viterbi labels the API gives, by name."""
     from segmenter.train import train
-    from tests.conftest import compose_train
+    from tests.helpers import compose_train
 
     files = [f"data.corpus.files.{split}={songs_jsonl}" for split in ("train", "val", "test")]
     cfg = compose_train(tmp_path, ["experiment=lyrics", "debug=limit", "logger=none", "callbacks.lr_monitor=null",

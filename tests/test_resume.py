@@ -10,7 +10,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from segmenter.train import train
-from tests.conftest import TINY_DATA, compose_train
+from tests.helpers import TINY_DATA, compose_train
 
 # Three training batches per epoch (debug=limit), a small net: seconds per run.
 FAST = [*TINY_DATA, "debug=limit", "attention=localized", "model.net.dim=32", "model.net.num_layers=2",

@@ -19,9 +19,10 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
 from segmenter.checkpoint import DIGEST_KEY, KEY, CheckpointError, build_net, load, load_net, upgrade, weights_digest
-from segmenter.predict import InputDoc, Prediction, PredictionError, write_outputs
+from segmenter.api import Prediction
+from segmenter.predict import InputDoc, PredictionError, write_outputs
 from segmenter.train import best_checkpoint, train
-from tests.conftest import CONF, TINY_DATA, compose_train
+from tests.helpers import CONF, TINY_DATA, compose_train
 
 
 def raw(path):
@@ -74,22 +75,23 @@ def test_resume_refuses_a_best_model_path_outside_the_run(tiny_checkpoint, tmp_p
 def test_best_checkpoint_to_test_must_be_in_the_run_folder(tiny_checkpoint, tmp_path):
     marker = tmp_path / "code_ran"
     torch.save({"x": MakesFile(marker)}, tmp_path / "evil.ckpt")
-    callback = SimpleNamespace(best_model_path=str(tmp_path / "evil.ckpt"), dirpath=str(tmp_path / "run" / "checkpoints"))
+    callback = SimpleNamespace(best_model_path=str(tmp_path / "evil.ckpt"), dirpath=str(tmp_path / "run" / "checkpoints"),
+                               monitor="val/f1")  # fmt: skip
     with pytest.raises(CheckpointError, match="outside this run's checkpoint folder"):
-        best_checkpoint(SimpleNamespace(checkpoint_callback=callback))
+        best_checkpoint(SimpleNamespace(checkpoint_callbacks=[callback]))
     # A path that only looks inside (..) is outside too.
     callback.best_model_path = str(tmp_path / "run" / "checkpoints" / ".." / ".." / "evil.ckpt")
     with pytest.raises(CheckpointError, match="outside"):
-        best_checkpoint(SimpleNamespace(checkpoint_callback=callback))
+        best_checkpoint(SimpleNamespace(checkpoint_callbacks=[callback]))
     # Inside the folder, the file is still checked (weights_only): refused, not run.
     (tmp_path / "run" / "checkpoints").mkdir(parents=True)
     shutil.copy(tmp_path / "evil.ckpt", tmp_path / "run" / "checkpoints" / "evil.ckpt")
     callback.best_model_path = str(tmp_path / "run" / "checkpoints" / "evil.ckpt")
     with pytest.raises(CheckpointError, match="holds pickled Python objects, refusing"):
-        best_checkpoint(SimpleNamespace(checkpoint_callback=callback))
+        best_checkpoint(SimpleNamespace(checkpoint_callbacks=[callback]))
     assert not marker.exists()
     callback.best_model_path = ""
-    assert best_checkpoint(SimpleNamespace(checkpoint_callback=callback)) is None
+    assert best_checkpoint(SimpleNamespace(checkpoint_callbacks=[callback])) is None
 
 
 # ----------------------------------------------------------------------------- 2: damage

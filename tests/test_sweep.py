@@ -14,8 +14,9 @@ import pytest
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
 
-from segmenter.sweep import collect, job_record, markdown, root_cause_line, save_metrics, write_summary
-from tests.conftest import ROOT, TINY_DATA, compose_train
+from segmenter.sweep import collect, job_record, markdown, root_cause_line, write_summary
+from segmenter.train import save_metrics
+from tests.helpers import ROOT, TINY_DATA, compose_train
 
 FAST = [*TINY_DATA, "debug=limit", "model.net.dim=32", "model.net.num_layers=2", "callbacks.rich_progress_bar=null"]
 ENV = {**os.environ, "PYTHONWARNINGS": "ignore"}

@@ -11,7 +11,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from segmenter.train import train
-from tests.conftest import ATTENTIONS, ROOT, TINY_DATA, compose_train
+from tests.helpers import ATTENTIONS, ROOT, TINY_DATA, compose_train
 
 
 @pytest.mark.parametrize("attention", ATTENTIONS)

@@ -27,12 +27,13 @@ from collections import Counter
 from functools import lru_cache
 from pathlib import Path
 
-from segmenter.data.document import BOUNDARY, Document, segments_to_document
+from segmenter.data.document import BOUNDARY, Document, document_segments, segments_to_document
+from segmenter.data.splits import SPLITS, check_fractions
+from segmenter.data.synthetic import draw_segments
 from segmenter.io import atomic_write
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
 _INDENTED = (" ", "\t", ">>>")
 _RULE = re.compile(r"^[*=\-~^]{3,}$")
 
@@ -119,8 +120,7 @@ class BuiltinCorpus:
             raise ValueError(f"segment_length={tuple(segment_length)} must satisfy 1 <= min <= max")
         if segments_per_doc < 1:
             raise ValueError(f"segments_per_doc={segments_per_doc} must be >= 1")
-        if len(source_fractions) != 3 or abs(sum(source_fractions) - 1) > 1e-6 or min(source_fractions) <= 0:
-            raise ValueError(f"source_fractions={tuple(source_fractions)} must be 3 positive numbers summing to 1")
+        check_fractions(source_fractions, name="source_fractions", positive=True)
         self.settings = {
             "num_docs": {s: int(num_docs[s]) for s in SPLITS},
             "segments_per_doc": int(segments_per_doc),
@@ -177,26 +177,16 @@ class BuiltinCorpus:
         return out
 
     def _draw(self, doc_id: str, pool: list[str], sources: dict[str, list[str]], rng: random.Random) -> dict:
-        lo, hi = self.settings["segment_length"]
-        k = self.settings["segments_per_doc"]
-        # Distinct sources within a document (as many as the pool allows), never the same twice in a row.
-        names = rng.sample(pool, min(k, len(pool)))
-        while len(names) < k:
-            names.append(rng.choice([n for n in pool if n != names[-1]]))
-        segments = []
-        for name in names:
-            sents = sources[name]
-            length = min(rng.randint(lo, hi), len(sents))
-            start = rng.randrange(len(sents) - length + 1)
-            segments.append(sents[start : start + length])
+        names, segments, _ = draw_segments(
+            rng, pool, sources, segments_per_doc=self.settings["segments_per_doc"],
+            segment_length=tuple(self.settings["segment_length"]),
+        )  # fmt: skip
         doc = segments_to_document(doc_id, segments)
         return {"id": doc.id, "units": doc.units, "labels": doc.labels, "sources": names}
 
 
 def describe(corpus: BuiltinCorpus) -> str:
     """Size and statistics of each split, as a markdown table."""
-    from segmenter.data.document import document_segments
-
     rows = [
         "| split | source texts | documents | units | segments | units/document | units/segment |",
         "|---|---:|---:|---:|---:|---:|---:|",

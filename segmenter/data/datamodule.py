@@ -1,30 +1,24 @@
-"""LightningDataModule over any corpus: an object with ``load() -> {split: [Document]}``,
-``task`` and ``label_names``."""
+"""LightningDataModule over any corpus (``segmenter.data.corpora.Corpus``: an object with
+``load() -> {split: [Document]}``, ``task`` and ``label_names``): windows long training
+documents, writes the split file, and batches documents (units stay strings)."""
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from lightning import LightningDataModule
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
 
-from segmenter.data.document import Document, boundary_labels
-from segmenter.data.windows import window_document
+from segmenter.data.corpora import Corpus
+from segmenter.data.document import IGNORE, Document, boundary_labels
+from segmenter.data.splits import split_manifest, write_split_file
+from segmenter.data.windows import check_window, window_document
 
 log = logging.getLogger(__name__)
-
-IGNORE = -100  # label at padded positions: ignored by the loss and the metrics
-
-
-class Corpus(Protocol):
-    task: str
-    label_names: tuple[str, ...]
-
-    def load(self) -> dict[str, list[Document]]: ...
 
 
 class DocumentDataset(Dataset):
@@ -81,8 +75,8 @@ class SegmentationDataModule(LightningDataModule):
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size} must be >= 1")
-        if max_units is not None and not 0 <= overlap < max_units:
-            raise ValueError(f"need 0 <= overlap < max_units, got max_units={max_units}, overlap={overlap}")
+        if max_units is not None:
+            check_window(max_units, overlap, size_name="max_units")
         self.corpus = corpus
         self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
         self.max_units, self.overlap, self.split_file = max_units, overlap, split_file
@@ -109,8 +103,6 @@ class SegmentationDataModule(LightningDataModule):
                 ]
             log.info("data:\n%s", self.summary())
             if self.split_file:
-                from segmenter.data.splits import split_manifest, write_split_file
-
                 info = {"corpus": type(self.corpus).__name__}
                 log.info("split file: %s", write_split_file(self.split_file, split_manifest(self.splits, **info)))
 

@@ -1,12 +1,41 @@
-"""A document is a sequence of units with one label per unit."""
+"""The document model: a document is a sequence of units with one label per unit.
+
+Two tasks say what the labels mean, and this module is the one place that turns labels
+(or label probabilities) into boundaries:
+
+- ``boundary``: labels are 1 where a unit ends a segment (never the last unit), else 0;
+- ``section``: labels are a section type per unit (verse, chorus...); a boundary wherever
+  the label changes.
+
+A document of N units has N - 1 boundary slots (slot i: between unit i and i + 1); the
+document end is not one. ``IGNORE`` is the label of padded positions in a batch.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
 
 BOUNDARY = "boundary"  # labels: 1 where a unit ends a segment (never the last unit), else 0
 SECTION = "section"  # labels: a section type per unit; a boundary wherever the label changes
 TASKS = (BOUNDARY, SECTION)
+IGNORE = -100  # label at padded positions: ignored by the loss and the metrics
+
+
+def check_task(task: str, *, name: str = "task") -> str:
+    """``task`` when it is one of TASKS (``name``: the setting's name in the message)."""
+    if task not in TASKS:
+        raise ValueError(f"{name}={task!r} is not one of {TASKS}")
+    return task
+
+
+def check_label_names(label_names: Sequence[str], num_classes: int) -> None:
+    """One name per class."""
+    if len(label_names) != num_classes:
+        raise ValueError(f"{len(label_names)} label_names {list(label_names)} for num_classes={num_classes}")
 
 
 @dataclass
@@ -24,13 +53,29 @@ class Document:
         return len(self.units)
 
 
-def boundary_labels(labels: list[int], task: str) -> list[int]:
-    """Per-unit 0/1: 1 where unit i ends a segment and i is not the last unit."""
-    if task == BOUNDARY:
-        return [int(x == 1) for x in labels[:-1]] + [0] * bool(labels)
-    if task == SECTION:
-        return [int(a != b) for a, b in zip(labels, labels[1:])] + [0] * bool(labels)
-    raise ValueError(f"task={task!r} is not one of {TASKS}")
+def boundary_slots(labels: Tensor, task: str) -> Tensor:
+    """Per-unit labels of one document (N,) -> its N - 1 boundary slots (N - 1,), 0/1 long."""
+    if check_task(task) == BOUNDARY:
+        return (labels[:-1] == 1).long()
+    return (labels[:-1] != labels[1:]).long()
+
+
+def boundary_labels(labels: Sequence[int], task: str) -> list[int]:
+    """Per-unit 0/1: 1 where unit i ends a segment and i is not the last unit (the slots,
+    plus a 0 for the last unit)."""
+    slots = boundary_slots(torch.as_tensor(labels, dtype=torch.long), task).tolist()
+    return slots + [0] * bool(len(labels))
+
+
+def boundary_probs(probs: Tensor, task: str) -> Tensor:
+    """Per-unit class probabilities (N, C) -> (N,) P(unit i ends a segment), 0 for the last
+    unit. Boundary task: P(class 1). Section task: P(the label changes) =
+    1 - sum_c p_i(c) p_{i+1}(c), units taken as independent."""
+    if check_task(task) == BOUNDARY:
+        p_end = probs[:-1, 1]
+    else:
+        p_end = 1 - (probs[:-1] * probs[1:]).sum(-1)
+    return torch.cat((p_end, probs.new_zeros(min(1, len(probs)))))
 
 
 def segments_to_document(doc_id: str, segments: list[list[str]], meta: dict | None = None) -> Document:

@@ -10,14 +10,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from segmenter.data.document import Document
+from segmenter.io import atomic_write
 
 SPLITS = ("train", "val", "test")
 SPLIT_FILE = "splits.json"
 
 
-def check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
-    if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-6:
-        raise ValueError(f"fractions={list(fractions)} must be 3 non-negative numbers (train, val, test) summing to 1")
+def check_fractions(fractions: Sequence[float], *, name: str = "fractions", positive: bool = False) -> tuple[float, float, float]:
+    """Train, val and test shares: 3 numbers summing to 1, each >= 0 (> 0 with ``positive``)."""
+    kind = "positive" if positive else "non-negative"
+    if len(fractions) != 3 or abs(sum(fractions) - 1) > 1e-6 or min(fractions) < 0 or (positive and min(fractions) == 0):
+        raise ValueError(f"{name}={list(fractions)} must be 3 {kind} numbers (train, val, test) summing to 1")
     return tuple(float(f) for f in fractions)
 
 
@@ -57,10 +60,8 @@ def split_manifest(splits: dict[str, list[Document]], **info) -> dict:
 
 
 def write_split_file(path: str | os.PathLike, manifest: dict) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(manifest, indent=1), encoding="utf-8")
-    return path
+    atomic_write(path, json.dumps(manifest, indent=1))
+    return Path(path)
 
 
 def read_split_file(path: str | os.PathLike) -> dict:

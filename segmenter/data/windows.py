@@ -15,11 +15,19 @@ from torch import Tensor
 from segmenter.data.document import Document
 
 
+def check_window(size: int, overlap: int, *, size_name: str = "size") -> None:
+    """Windows of ``size`` units sharing ``overlap``: size >= 1 and 0 <= overlap < size
+    (``size_name``: the setting's name in the message, e.g. max_units)."""
+    if size < 1 or not 0 <= overlap < size:
+        raise ValueError(
+            f"need {size_name} >= 1 and 0 <= overlap < {size_name}, got {size_name}={size}, overlap={overlap}"
+        )
+
+
 def window_spans(n: int, *, size: int, overlap: int) -> list[tuple[int, int]]:
     """Half-open spans [start, end) covering 0..n, each at most ``size`` long, consecutive
     ones sharing ``overlap`` units (the last one is aligned to the end of the document)."""
-    if size < 1 or not 0 <= overlap < size:
-        raise ValueError(f"need size >= 1 and 0 <= overlap < size, got size={size}, overlap={overlap}")
+    check_window(size, overlap)
     if n < 0:
         raise ValueError(f"n={n} must be >= 0")
     if n <= size:

@@ -1,10 +1,12 @@
-"""The three attention modules, one interface.
+"""The attention modules, one interface (``Attention``).
 
 Every module maps units ``x`` of shape (B, T, D) and a padding mask (B, T)
 (True = real unit) to ``AttentionOutput(y, boundary_logits)``: ``y`` is (B, T, D),
 ``boundary_logits`` is (B, T) for modules that predict boundaries, else None.
-The backbone treats all three alike; which one it gets is decided by the Hydra
-``attention`` group, never by a branch in the model.
+The backbone treats all alike; which one it gets is decided by the Hydra
+``attention`` group, never by a branch in the model. A new kind is a class that
+keeps this contract plus ``conf/attention/<name>.yaml`` naming it (``_partial_: true``:
+the network builds one per layer); tests and tools find it there.
 
 - ``SelfAttention``: full multi-head attention through the fused
   ``scaled_dot_product_attention`` kernels, O(T^2) time, O(T) memory. (On CPU the
@@ -33,8 +35,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.util
 import math
-from typing import NamedTuple
+from typing import NamedTuple, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -46,6 +49,27 @@ from torch.utils.checkpoint import checkpoint
 class AttentionOutput(NamedTuple):
     y: Tensor  # (B, T, D)
     boundary_logits: Tensor | None  # (B, T) or None
+
+
+@runtime_checkable
+class Attention(Protocol):
+    """The contract of an attention module (an ``nn.Module``): ``forward(x, mask)`` with
+    x (B, T, D) and mask (B, T), True at real units, returns ``AttentionOutput``: y (B, T, D),
+    padded positions free to hold anything but never changing a real unit's output; and
+    boundary_logits (B, T) when the module predicts boundaries (trained against the gold
+    boundaries with weight ``model.aux_loss_weight``), else None."""
+
+    def forward(self, x: Tensor, mask: Tensor) -> AttentionOutput: ...
+
+
+@runtime_checkable
+class InspectableAttention(Attention, Protocol):
+    """An attention that can also show whom each unit attends to (optional: the attention
+    heatmap callback draws it where every layer's attention has it)."""
+
+    def attention_weights(self, x: Tensor, mask: Tensor) -> Tensor:
+        """(B, H, T, T) attention probabilities: rows sum to 1, zero at padded keys."""
+        ...
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -261,8 +285,6 @@ def _triton_runs_on(device: torch.device) -> bool:
     """Compiled FlexAttention is a Triton kernel: Triton must be installed, and the GPU
     at least Ampere (compute capability 8.0, which bf16 needs). Older GPUs keep the
     blocked kernel."""
-    import importlib.util
-
     return importlib.util.find_spec("triton") is not None and torch.cuda.get_device_capability(device) >= (8, 0)
 
 
@@ -470,25 +492,32 @@ class LocalizedAttention(MultiHeadAttention):
     """Exact sliding-window attention: unit i attends to units i-r..i+r, r = window_size // 2.
 
     ``kernel``: ``"auto"`` (FlexAttention on CUDA, the blocked kernel elsewhere), ``"blocked"``
-    or ``"flex"``; see ``use_flex``.
+    or ``"flex"``; see ``use_flex``. ``block_size``: queries per block of the blocked kernel.
+    Each block is one small matmul against block_size + 2r keys: smaller blocks waste fewer
+    products on keys outside the band, larger ones keep BLAS busy. 16 is tuned for w = 7 on
+    CPU; scripts/benchmark.py measures the result. Outputs do not depend on it.
     """
 
-    # Queries per block. Each block is one small matmul against block_size + 2r keys:
-    # smaller blocks waste fewer products on keys outside the band, larger ones keep
-    # BLAS busy. Tuned for w = 7 on CPU; scripts/benchmark.py measures the result.
-    block_size = 16
-
     def __init__(
-        self, *, dim: int, num_heads: int, window_size: int = 7, dropout: float = 0.0, kernel: str = "auto"
+        self,
+        *,
+        dim: int,
+        num_heads: int,
+        window_size: int = 7,
+        dropout: float = 0.0,
+        kernel: str = "auto",
+        block_size: int = 16,
     ) -> None:
         super().__init__(dim=dim, num_heads=num_heads, dropout=dropout)
         if window_size < 1 or window_size % 2 == 0:
             raise ValueError(f"window_size={window_size} must be a positive odd number")
         if kernel not in KERNELS:
             raise ValueError(f"kernel={kernel!r} is not one of {KERNELS}")
+        if block_size < 1:
+            raise ValueError(f"block_size={block_size} must be >= 1")
         self.window_size = window_size
         self.radius = window_size // 2
-        self.kernel = kernel
+        self.kernel, self.block_size = kernel, block_size
 
     def _band_probs(self, q: Tensor, k: Tensor, mask: Tensor) -> Tensor:
         """(B, H, T, w) banded probabilities, gathered per query: simple, for inspection only."""

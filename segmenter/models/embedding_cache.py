@@ -10,7 +10,7 @@ each unique text is encoded once and stored. Layout::
 Robustness, by construction:
 - a different encoder (model, weights, settings) hashes to a different directory, so
   stale vectors can never be served;
-- shards are written to a temporary file and renamed into place (atomic on POSIX), so
+- shards are written to a temporary file and renamed into place (segmenter.io), so
   an interrupted run leaves only whole shards (plus a stray ``.tmp`` that is ignored);
   everything written before the interruption is reused;
 - every entry carries a checksum; an entry that fails it (or a shard that cannot be
@@ -36,6 +36,8 @@ from typing import Any
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
+
+from segmenter.io import atomic_file, atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -98,21 +100,10 @@ class UnitEmbeddingCache:
             self.dir.mkdir(parents=True, exist_ok=True)
             meta = self.dir / "identity.json"
             if not meta.exists():
-                self._atomic_write(meta, lambda f: f.write(json.dumps(self.identity, indent=2, sort_keys=True).encode()))
+                atomic_write(meta, json.dumps(self.identity, indent=2, sort_keys=True))
         except OSError as e:  # read-only disk, a checkpoint's path from another machine...
             log.warning("embedding cache disabled, cannot write %s (%s): vectors kept in memory only", self.dir, e)
             self.dir = None
-
-    def _atomic_write(self, path: Path, write: Callable[[Any], Any]) -> None:
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-        try:
-            with open(tmp, "wb") as f:
-                write(f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)  # atomic: readers see the old state or the whole new file
-        finally:
-            tmp.unlink(missing_ok=True)
 
     def _read_shard(self, path: Path) -> tuple[Tensor, Tensor] | None:
         """(keys (N, 32), vectors (N, D)) of the entries that pass their checksum, or None
@@ -149,7 +140,8 @@ class UnitEmbeddingCache:
         sums = torch.tensor([entry_checksum(bytes(k.tolist()), v) for k, v in zip(keys, vectors)], dtype=torch.long)
         blob = {"format": FORMAT, "identity": identity_hash(self.identity), "keys": keys, "vectors": vectors, "checksums": sums}
         try:
-            self._atomic_write(path, lambda f: torch.save(blob, f))
+            with atomic_file(path, "wb") as f:  # readers see the old state or the whole new shard
+                torch.save(blob, f)
         except OSError as e:
             log.warning("embedding cache: cannot write %s (%s): vectors kept in memory only", path, e)
             self.dir = None

@@ -24,7 +24,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from lightning import Callback, LightningModule, Trainer
 from torch import Tensor, nn
 
 from segmenter.models.embedding_cache import UnitEmbeddingCache
@@ -208,34 +207,3 @@ class HybridEncoder(UnitEncoder):
     def encode_and_fix_units(self, units: Sequence[str]) -> tuple[Tensor, Tensor]:
         (xh, eh), (xm, em) = self.hashed.encode_and_fix_units(units), self.minilm.encode_and_fix_units(units)
         return self.proj(torch.cat((xh, xm), dim=-1)), self._join(eh, em)
-
-
-class WarmEncoderCache(Callback):
-    """Before fitting, testing or predicting, encode every unit of the datamodule's splits
-    in one batched pass (progress bar, then cached on disk), so no training step waits
-    on the sentence encoder. Does nothing for encoders without ``warm`` (e.g. hashed).
-
-    Rank 0 encodes and writes the cache; the other ranks then read it from disk.
-    """
-
-    def _warm(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        encoder = getattr(getattr(pl_module, "net", None), "encoder", None)
-        warm = getattr(encoder, "warm", None)
-        all_units = getattr(trainer.datamodule, "all_units", None)
-        if warm is None or all_units is None:
-            return
-        units = all_units()
-        if trainer.is_global_zero:
-            warm(units)
-        trainer.strategy.barrier("warm_encoder_cache")
-        if not trainer.is_global_zero:
-            warm(units)  # reads rank 0's shards; encodes nothing new
-
-    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._warm(trainer, pl_module)
-
-    def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._warm(trainer, pl_module)
-
-    def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._warm(trainer, pl_module)

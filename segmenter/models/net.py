@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from segmenter.models.attention import AttentionOutput
+from segmenter.models.attention import Attention, AttentionOutput
 
 
 def sinusoidal(t: int, d: int, device: torch.device, dtype: torch.dtype, start: Tensor | None = None) -> Tensor:
@@ -265,7 +265,7 @@ class SelfSimilarity(nn.Module):
 class Block(nn.Module):
     """Pre-norm residual block: x + attn(norm(x)), then x + ff(norm(x))."""
 
-    def __init__(self, *, dim: int, attention: nn.Module, ff_dim: int, dropout: float) -> None:
+    def __init__(self, *, dim: int, attention: Attention, ff_dim: int, dropout: float) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
         self.attention = attention
@@ -285,7 +285,7 @@ class SegmenterNet(nn.Module):
         self,
         *,
         encoder: nn.Module,
-        attention: Callable[[], nn.Module],
+        attention: Callable[[], Attention],
         dim: int,
         num_layers: int,
         ff_dim: int,

@@ -1,4 +1,5 @@
-"""The three attention modules against slow references, plus the interface contract."""
+"""The attention modules against slow references, plus the interface contract that every
+type found in conf/attention/*.yaml must keep. Modules are built from those configs."""
 
 from __future__ import annotations
 
@@ -11,22 +12,25 @@ import pytest
 import torch
 
 from segmenter.models.attention import (
+    Attention,
+    AttentionOutput,
     BoundaryAwareAttention,
+    InspectableAttention,
     LocalizedAttention,
-    SelfAttention,
     band,
     banded_attention,
     dense_weights,
     rotary,
 )
+from tests.helpers import ATTENTIONS, build_attention
 
 DIM, HEADS = 32, 4
 
 
 def make(kind: str, **kw):
+    """conf/attention/<kind>.yaml at width DIM with HEADS heads, ``kw`` overriding its settings."""
     torch.manual_seed(0)
-    cls = {"self": SelfAttention, "localized": LocalizedAttention, "boundary_aware": BoundaryAwareAttention}[kind]
-    return cls(dim=DIM, num_heads=HEADS, **kw).eval()
+    return build_attention(kind, dim=DIM, num_heads=HEADS, **kw).eval()
 
 
 def inputs(b: int, t: int, lengths: list[int] | None = None, seed: int = 0):
@@ -276,10 +280,29 @@ def test_boundary_aware_rejects_unknown_form():
         BoundaryAwareAttention(dim=DIM, num_heads=HEADS, bias="cosine")
 
 
-# ----------------------------------------------------------------------------- all three
+# ----------------------------------------------------------------------------- every type
 
 
-@pytest.mark.parametrize("kind", ["self", "localized", "boundary_aware"])
+def test_options_build_the_classes_they_name():
+    assert {"self", "localized", "boundary_aware"} <= set(ATTENTIONS)
+    assert type(make("localized")) is LocalizedAttention and type(make("boundary_aware")) is BoundaryAwareAttention
+    assert make("localized", window_size=3).radius == 1  # settings reach the module
+
+
+@pytest.mark.parametrize("kind", ATTENTIONS)
+def test_every_type_keeps_the_contract(kind):
+    """The Attention protocol: forward(x, mask) -> AttentionOutput, y (B, T, D) in x's dtype,
+    boundary_logits None or (B, T); an nn.Module with its settings' width."""
+    mod = make(kind).double()
+    assert isinstance(mod, torch.nn.Module) and isinstance(mod, Attention)
+    x, mask = inputs(2, 7, lengths=[7, 4])
+    out = mod(x, mask)
+    assert isinstance(out, AttentionOutput)
+    assert out.y.shape == x.shape and out.y.dtype == x.dtype and torch.isfinite(out.y).all()
+    assert out.boundary_logits is None or out.boundary_logits.shape == (2, 7)
+
+
+@pytest.mark.parametrize("kind", ATTENTIONS)
 def test_shape_padding_invariance_and_gradients(kind):
     mod = make(kind).double()
     x, mask = inputs(2, 11, lengths=[11, 6])
@@ -299,9 +322,11 @@ def test_shape_padding_invariance_and_gradients(kind):
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in mod.parameters())
 
 
-@pytest.mark.parametrize("kind", ["self", "localized", "boundary_aware"])
+@pytest.mark.parametrize("kind", ATTENTIONS)
 def test_attention_weights_are_distributions_over_real_units(kind):
     mod = make(kind).double()
+    if not isinstance(mod, InspectableAttention):
+        pytest.skip(f"attention={kind} has no attention_weights (optional)")
     x, mask = inputs(2, 9, lengths=[9, 5])
     w = mod.attention_weights(x, mask)
     torch.testing.assert_close(w.sum(-1), torch.ones(w.shape[:-1], dtype=w.dtype))

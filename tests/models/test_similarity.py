@@ -13,7 +13,7 @@ import torch
 
 from segmenter.models.encoder import HashedNgramEncoder
 from segmenter.models.net import SegmenterNet, SelfSimilarity, char_ngrams
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 
 def reference_features(v: torch.Tensor, n: int, thresholds, stripe: int) -> torch.Tensor:

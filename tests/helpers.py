@@ -1,0 +1,98 @@
+"""What tests share besides fixtures: the real Hydra configs composed as the scripts compose
+them (shrunk to test size), attention modules built from conf/attention/*.yaml, and
+synthetic data. Test modules import from here; tests/conftest.py holds only fixtures."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
+from torch import nn
+
+from segmenter.config import attention_types
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+SHARED_DATA = ROOT.parent / "shared" / "data"
+os.environ.setdefault("SEGMENTER_ROOT", str(ROOT))
+
+# Every attention type, discovered from conf/attention/*.yaml: tests that hold for all of
+# them are parametrized over this, so a new type is tested without editing a test.
+ATTENTIONS = tuple(attention_types(conf=CONF))
+
+TINY_DATA = [
+    "data.corpus.num_docs={train: 16, val: 4, test: 4}",
+    "data.corpus.segments_per_doc=4",
+    "data.batch_size=4",
+]
+
+
+def compose_config(config_name: str, overrides: list[str] = (), *, conf: Path = CONF, hydra_config: bool = False) -> DictConfig:
+    """Compose ``<conf>/<config_name>.yaml`` with ``overrides`` as the scripts would (GlobalHydra
+    is left clear). ``hydra_config``: keep the hydra node and make it current, so
+    ``${hydra:...}`` interpolations resolve."""
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+            cfg = compose(config_name=config_name, overrides=list(overrides), return_hydra_config=hydra_config)
+            if hydra_config:
+                HydraConfig().set_config(cfg)
+    finally:
+        GlobalHydra.instance().clear()
+    return cfg
+
+
+def compose_train(tmp_path: Path, overrides: list[str] = (), *, conf: Path = CONF) -> DictConfig:
+    """Compose conf/train.yaml as the CLI would, with outputs under tmp_path."""
+    cfg = compose_config("train", overrides, conf=conf, hydra_config=True)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path / "run")
+        cfg.paths.log_dir = str(tmp_path)
+        cfg.paths.cache_dir = str(tmp_path / "cache")
+    return cfg
+
+
+@functools.lru_cache(maxsize=None)
+def _attention_config(name: str, dim: int, num_heads: int) -> dict[str, Any]:
+    cfg = compose_config("train", [f"attention={name}", f"model.net.dim={dim}", f"attention.num_heads={num_heads}"])
+    return OmegaConf.to_container(cfg.attention, resolve=True)
+
+
+def build_attention(name: str, *, dim: int = 32, num_heads: int = 4, **settings: Any) -> nn.Module:
+    """One attention module as the network gets it: conf/attention/<name>.yaml composed
+    (``attention=<name>``) and instantiated, ``settings`` overriding its values."""
+    factory = hydra.utils.instantiate({**_attention_config(name, dim, num_heads), **settings})
+    return factory()
+
+
+def write_songs(path: Path, *, num_songs: int = 24, seed: int = 0) -> Path:
+    """Synthetic songs in the JSONL section format (label 0 = verse, 1 = chorus): verses of
+    fresh random lines, and one chorus block that recurs (sometimes with an ad-lib added),
+    as a chorus does. Each verse line is its own random words, so only recurrence tells the
+    chorus apart."""
+    rng = random.Random(seed)
+    vocab = [f"w{i}" for i in range(300)]
+
+    def line() -> str:
+        return " ".join(rng.choices(vocab, k=rng.randint(3, 7)))
+
+    with open(path, "w", encoding="utf-8") as f:
+        for n in range(num_songs):
+            chorus = [line() for _ in range(rng.randint(2, 4))]
+            lines, labels = [], []
+            for _ in range(rng.randint(2, 3)):
+                verse = [line() for _ in range(rng.randint(3, 6))]
+                sung = [c if rng.random() < 0.8 else f"(yeah) {c}" for c in chorus]
+                lines += verse + sung
+                labels += [0] * len(verse) + [1] * len(sung)
+            f.write(json.dumps({"id": f"song{n}", "lines": lines, "labels": labels}) + "\n")
+    return path
