@@ -83,6 +83,7 @@ FILLED_BY_PROGRAM = {"model.net.num_classes"}
 MISSING_HINTS = {
     "ckpt_path": "a checkpoint written by scripts/train.py, e.g. ckpt_path=outputs/runs/<run>/checkpoints/last.ckpt",
     "input": "a .txt file, a folder of .txt files, a .jsonl file or - for standard input, e.g. input=doc.txt",
+    "data.corpus": "a data option that names a corpus, e.g. data=builtin, data=choi, data=jsonl or data=wiki",
     "data.corpus.path": "a JSONL corpus file, e.g. data=jsonl data.corpus.path=songs.jsonl "
     "(or data.corpus.files={train: a.jsonl, val: b.jsonl, test: c.jsonl})",
 }
@@ -159,7 +160,7 @@ RULES: dict[str, Number] = {
     "trainer.num_nodes": INT1,
     "data.batch_size": INT1,
     "data.num_workers": Number(lo=0),
-    "data.max_units": Number(lo=2),
+    "data.max_units": Number(lo=2, none=True),
     "data.overlap": Number(lo=0),
     "model.net.dim": INT1,
     "model.net.num_layers": INT1,
@@ -170,6 +171,7 @@ RULES: dict[str, Number] = {
     "attention.num_heads": INT1,
     "attention.window_size": INT1,
     "attention.dropout": FRACTION,
+    "attention.block_size": INT1,
     "encoder.num_buckets": INT1,
     "encoder.code_dim": INT1,
     "segmenter.max_units": INT1,

@@ -243,7 +243,7 @@ def run_hparams(cfg: DictConfig, choices: Mapping[str, str]) -> dict[str, Any]:
     model = {k: plain(v) for k, v in cfg.model.items() if k not in ("net", "_target_")}
     return {
         **{g: choices[g] for g in ("data", "encoder", "attention", "trainer", "experiment") if g in choices},
-        "tags": ",".join(cfg.get("tags") or []),
+        "tags": ",".join(str(t) for t in cfg.get("tags") or []),
         "seed": cfg.get("seed"),
         "net": net,
         "attn": attention,
