@@ -74,6 +74,17 @@ def build_attention(name: str, *, dim: int = 32, num_heads: int = 4, **settings:
     return factory()
 
 
+def score_checkpoint(ckpt: Path, docs: list, task: str) -> dict[str, float]:
+    """The test metrics of ``ckpt`` on ``docs``, computed apart from Lightning: the API's
+    predictions (whole documents), scored by evaluate's metric path."""
+    from segmenter.api import Segmenter
+    from segmenter.evaluate import score_labels
+
+    seg = Segmenter.from_checkpoint(ckpt, max_units=max(len(d) for d in docs), overlap=0)  # whole documents
+    preds = seg.predict([d.units for d in docs])
+    return score_labels([(p.labels, d.labels) for p, d in zip(preds, docs)], task, seg.label_names)
+
+
 def write_songs(path: Path, *, num_songs: int = 24, seed: int = 0) -> Path:
     """Synthetic songs in the JSONL section format (label 0 = verse, 1 = chorus): verses of
     fresh random lines, and one chorus block that recurs (sometimes with an ad-lib added),

@@ -10,7 +10,7 @@ import torch
 import segmenter
 from segmenter.checkpoint import FORMAT_VERSION, KEY, CheckpointError, build_net, load, load_net, upgrade
 from segmenter.train import build
-from tests.helpers import compose_train
+from tests.helpers import compose_train, score_checkpoint
 
 
 def raw(path):
@@ -146,5 +146,7 @@ def test_resume_and_test_from_the_plain_checkpoint(tiny_checkpoint, tmp_path, mo
     after = load(tmp_path / "run" / "checkpoints" / "last.ckpt")
     assert after["epoch"] == before["epoch"] + 1 and after["global_step"] > before["global_step"]
     assert after["lr_schedulers"][0]["last_epoch"] == after["global_step"]  # scheduler continued, not restarted
-    assert 0.0 <= metrics["test/f1"] <= 1.0
+    (best,) = (tmp_path / "run" / "checkpoints").glob("epoch_*.ckpt")  # this run's best, tested after fit
+    expected = score_checkpoint(best, build(cfg)[0].splits["test"], "boundary")
+    assert metrics["test/f1"] == pytest.approx(expected["f1"], abs=1e-6)
     assert len(calls) >= 4 and all(w is True for w in calls), calls  # resume + test, each checked and loaded

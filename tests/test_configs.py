@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import hydra
 import pytest
 from hydra.errors import ConfigCompositionException
@@ -42,6 +44,18 @@ def test_the_three_options_build_the_three_classes(tiny_cfg, attention, cls):
     assert all(type(b.attention) is cls for b in model.net.blocks)
 
 
+@pytest.mark.parametrize("option", ["builtin", "choi", "jsonl", "wiki"])
+def test_data_options_extend_the_default(option):
+    """Each data option is default.yaml plus its corpus and what differs; data=default alone
+    leaves the corpus to give."""
+    default = OmegaConf.load(CONF / "data" / "default.yaml")
+    own = OmegaConf.load(CONF / "data" / f"{option}.yaml")
+    assert list(own.defaults) == ["default", "_self_"] and "_target_" not in own and own.corpus._target_
+    cfg = compose_train(Path("unused"), [f"data={option}", "data.corpus.path=x.jsonl"] if option == "jsonl" else [f"data={option}"])
+    assert cfg.data._target_ == default._target_ and cfg.data.split_file.endswith("splits.json")
+    assert OmegaConf.is_missing(compose_train(Path("unused"), ["data=default"]).data, "corpus")
+
+
 @pytest.mark.parametrize("trainer", ["default", "cpu", "gpu", "ddp"])
 def test_trainer_options_compose(tiny_cfg, trainer):
     cfg = tiny_cfg(f"trainer={trainer}")
@@ -77,7 +91,8 @@ def test_debug_options_set_the_trainer(tiny_cfg, option, expected):
 
 def test_experiment_options_compose(tmp_path):
     for option in options("experiment"):
-        compose_train(tmp_path, [f"experiment={option}"])
+        assert compose_train(tmp_path, [f"experiment={option}"]).tags, f"experiment={option} carries no tags"
+    assert compose_train(tmp_path, []).tags == []
     small = compose_train(tmp_path, [*TINY_DATA, "experiment=small_builtin"])
     build(small)
     choi = compose_train(tmp_path, ["experiment=choi"])

@@ -57,7 +57,7 @@ def test_two_process_ddp_matches_single_process_evaluation(tmp_path):  # ~16 s o
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False)
     (single,) = trainer.validate(model, datamodule=datamodule, ckpt_path=str(run_dir / "checkpoints" / "last.ckpt"))
     assert ddp["val/f1"] == pytest.approx(single["val/f1"], abs=1e-7)
-    for key in ("val/pk", "val/windowdiff"):  # the segmentation metrics, where present
-        if key in single:
-            assert ddp[key] == pytest.approx(single[key], abs=1e-6), key
+    for key in ("val/pk", "val/windowdiff", "val/boundary_f1"):  # the segmentation metrics
+        assert key in single and key in ddp, key
+        assert ddp[key] == pytest.approx(single[key], abs=1e-6), key
     assert torch.isfinite(torch.tensor(list(single.values()))).all()

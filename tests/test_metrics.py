@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import random
 
 import pytest
 import torch
 
-from segmenter.data.datamodule import IGNORE
+from segmenter.data.document import IGNORE
 from segmenter.metrics import BoundaryF1, Pk, WindowDiff, build_metrics, pk, window_diff, window_size
 
 segeval = pytest.importorskip("segeval", reason="segeval is a test dependency (pip install -e .[test])")
@@ -138,9 +139,20 @@ def test_section_task_takes_boundaries_where_the_label_changes():
     assert {"f1", "f1_verse", "f1_chorus", "f1_bridge", "windowdiff", "boundary_precision"} <= set(out)
 
 
-def test_states_sum_across_processes():
-    m = Pk()
-    assert all(fx is not None and fx.__name__ == "dim_zero_sum" for fx in m._reductions.values())
+@pytest.mark.parametrize("make", [Pk, WindowDiff, lambda: BoundaryF1(output="f1")])
+def test_states_merge_across_processes_by_summing(make):
+    """Two processes' states merged (as a DDP sync reduces them) give the metric over all
+    documents: the mean of per-document scores, the F1 of the pooled counts."""
+    docs = [(AGREE[0] + [0], AGREE[1] + [0]), (DIFFER[0] + [0], DIFFER[1] + [0]), ([0, 1, 0, 0], [0, 0, 1, 0])]
+    alone, rank0, rank1 = make(), make(), make()
+    for i, (hyp, ref) in enumerate(docs):
+        h, r = torch.tensor([hyp]), torch.tensor([ref])
+        alone.update(h, r)
+        (rank0 if i % 2 == 0 else rank1).update(h, r)
+    only0 = copy.deepcopy(rank0)
+    rank0.merge_state(rank1)
+    assert float(rank0.compute()) == pytest.approx(float(alone.compute()))
+    assert float(only0.compute()) != pytest.approx(float(alone.compute()))  # the check above can fail
 
 
 # A first document where Pk and WindowDiff agree, then one where they differ (a double boundary).

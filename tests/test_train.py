@@ -10,8 +10,11 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from segmenter.train import train
-from tests.helpers import ATTENTIONS, ROOT, TINY_DATA, compose_train
+from lightning import Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from segmenter.train import build, monitored_checkpoint, train
+from tests.helpers import ATTENTIONS, ROOT, TINY_DATA, compose_train, score_checkpoint
 
 
 @pytest.mark.parametrize("attention", ATTENTIONS)
@@ -30,11 +33,28 @@ def test_checkpoint_and_best_model_test(tiny_cfg, tmp_path):
     cfg = tiny_cfg("attention=localized", "debug=limit", "logger=none", "callbacks.lr_monitor=null", "callbacks.rich_progress_bar=null")
     metrics = train(cfg)
     ckpts = sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("*.ckpt"))
-    assert "last.ckpt" in ckpts and len(ckpts) >= 2
-    assert 0.0 <= metrics["test/f1"] <= 1.0
+    assert "last.ckpt" in ckpts and len(ckpts) == 2  # the best epoch (save_top_k=1) and the last
+    # The test metrics are those of the best checkpoint, recomputed apart from Lightning.
+    (best,) = (tmp_path / "run" / "checkpoints").glob("epoch_*.ckpt")
+    test_docs = build(cfg)[0].splits["test"]
+    expected = score_checkpoint(best, test_docs, "boundary")
+    assert {k: metrics[f"test/{k}"] for k in ("f1", "pk", "windowdiff")} == pytest.approx(
+        {k: expected[k] for k in ("f1", "pk", "windowdiff")}, abs=1e-6
+    )
     # last.ckpt is the last epoch whether or not val/f1 improved in it (resume must not go back)
     last = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["epoch"] == cfg.trainer.max_epochs - 1
+
+
+def test_the_tested_checkpoint_does_not_depend_on_the_callback_order(tmp_path):
+    """train.py tests the monitored checkpoint's best, wherever conf/callbacks lists it
+    (Lightning's trainer.checkpoint_callback is the first ModelCheckpoint listed)."""
+    best = ModelCheckpoint(dirpath=tmp_path, filename="epoch_{epoch:03d}", monitor="val/f1", mode="max")
+    last = ModelCheckpoint(dirpath=tmp_path, filename="last", monitor=None)
+    for order in ([best, last], [last, best]):
+        trainer = Trainer(callbacks=order, logger=False, enable_progress_bar=False, enable_model_summary=False)
+        assert monitored_checkpoint(trainer) is best
+    assert trainer.checkpoint_callback is last  # what the order alone would have picked
 
 
 def test_main_command_writes_val_f1_to_tensorboard(tmp_path):
@@ -67,7 +87,11 @@ def test_section_labels_train_end_to_end(tmp_path, songs_jsonl):
     metrics = train(cfg)
     for stage in ("val", "test"):
         assert {f"{stage}/f1", f"{stage}/f1_verse", f"{stage}/f1_chorus", f"{stage}/pk"} <= set(metrics)
-        assert all(0.0 <= metrics[f"{stage}/{k}"] <= 1.0 for k in ("f1", "f1_verse", "f1_chorus"))
+    # test/ is the best checkpoint's macro F1, F1 per label and Pk, recomputed apart from Lightning
+    (best,) = (tmp_path / "run" / "checkpoints").glob("epoch_*.ckpt")
+    expected = score_checkpoint(best, build(cfg)[0].splits["test"], "section")
+    for k in ("f1", "f1_verse", "f1_chorus", "pk"):
+        assert metrics[f"test/{k}"] == pytest.approx(expected[k], abs=1e-6), k
     # macro F1 is the mean of the per-class scores it shares its counts with
     assert metrics["test/f1"] == pytest.approx((metrics["test/f1_verse"] + metrics["test/f1_chorus"]) / 2, abs=1e-6)
 
