@@ -60,15 +60,15 @@ class UnitEncoder(nn.Module):
     def encode_units(self, units: Sequence[str]) -> Tensor:
         raise NotImplementedError
 
-    def fixed_units(self, units: Sequence[str]) -> Tensor:
-        """(N, F) vectors of the units that no training changes (what the encoder knows
-        before learning), for comparing units: the cohesion features."""
+    def frozen_units(self, units: Sequence[str]) -> Tensor:
+        """(N, F) frozen vectors of the units: what the encoder knows before learning, which
+        no training changes, for comparing units (the cohesion and similarity features)."""
         raise NotImplementedError
 
-    def encode_and_fix_units(self, units: Sequence[str]) -> tuple[Tensor, Tensor]:
+    def encode_with_frozen_units(self, units: Sequence[str]) -> tuple[Tensor, Tensor]:
         """Both at once, (N, D) and (N, F); encoders that derive one from the other
         override this to do the shared work once."""
-        return self.encode_units(units), self.fixed_units(units)
+        return self.encode_units(units), self.frozen_units(units)
 
     @staticmethod
     def _padded(docs: Sequence[Sequence[str]], encode) -> tuple[Tensor, ...]:
@@ -85,13 +85,13 @@ class UnitEncoder(nn.Module):
         """docs: B documents of units -> x (B, T, D), mask (B, T)."""
         return self._padded(docs, self.encode_units)
 
-    def fixed(self, docs: Sequence[Sequence[str]]) -> tuple[Tensor, Tensor]:
-        """docs: B documents of units -> fixed vectors (B, T, F), mask (B, T)."""
-        return self._padded(docs, self.fixed_units)
+    def frozen(self, docs: Sequence[Sequence[str]]) -> tuple[Tensor, Tensor]:
+        """docs: B documents of units -> frozen vectors (B, T, F), mask (B, T)."""
+        return self._padded(docs, self.frozen_units)
 
-    def encode_and_fix(self, docs: Sequence[Sequence[str]]) -> tuple[Tensor, Tensor, Tensor]:
-        """docs: B documents of units -> x (B, T, D), fixed vectors (B, T, F), mask (B, T)."""
-        return self._padded(docs, self.encode_and_fix_units)
+    def encode_with_frozen(self, docs: Sequence[Sequence[str]]) -> tuple[Tensor, Tensor, Tensor]:
+        """docs: B documents of units -> x (B, T, D), frozen vectors (B, T, F), mask (B, T)."""
+        return self._padded(docs, self.encode_with_frozen_units)
 
 
 class HashedNgramEncoder(UnitEncoder):
@@ -125,25 +125,25 @@ class HashedNgramEncoder(UnitEncoder):
         norm = torch.repeat_interleave(sizes.float().rsqrt(), sizes)
         return ids, offsets, norm
 
-    def _bags(self, units: Sequence[str], *, learned: bool = True, fixed: bool = True) -> tuple[Tensor | None, Tensor | None]:
+    def _bags(self, units: Sequence[str], *, learned: bool = True, frozen: bool = True) -> tuple[Tensor | None, Tensor | None]:
         """(N, code_dim) bags of the units' codes, hashed once for both: weighted by the
-        learned feature weights, and unweighted (the fixed view); None where not asked."""
+        learned feature weights, and unweighted (the frozen view); None where not asked."""
         ids, offsets, norm = (t.to(self.codes.device) for t in self.featurize(units))
 
         def bag(weights: Tensor) -> Tensor:
             return F.embedding_bag(ids, self.codes, offsets, mode="sum", per_sample_weights=weights)
 
-        return (bag(self.feature_weight[ids] * norm) if learned else None, bag(norm) if fixed else None)
+        return (bag(self.feature_weight[ids] * norm) if learned else None, bag(norm) if frozen else None)
 
     def encode_units(self, units: Sequence[str]) -> Tensor:
         """(N, D) vectors of a flat list of units."""
-        return self.proj(self.norm(self._bags(units, fixed=False)[0]))  # (N, D)
+        return self.proj(self.norm(self._bags(units, frozen=False)[0]))  # (N, D)
 
-    def fixed_units(self, units: Sequence[str]) -> Tensor:
+    def frozen_units(self, units: Sequence[str]) -> Tensor:
         """(N, code_dim) sums of the random codes, every feature weighted alike: their
         cosines approximate the lexical overlap of two units."""
         return self._bags(units, learned=False)[1]
 
-    def encode_and_fix_units(self, units: Sequence[str]) -> tuple[Tensor, Tensor]:
-        learned, fixed = self._bags(units)
-        return self.proj(self.norm(learned)), fixed  # (N, D), (N, code_dim)
+    def encode_with_frozen_units(self, units: Sequence[str]) -> tuple[Tensor, Tensor]:
+        learned, frozen = self._bags(units)
+        return self.proj(self.norm(learned)), frozen  # (N, D), (N, code_dim)

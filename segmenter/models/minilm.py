@@ -163,11 +163,11 @@ class MiniLMEncoder(UnitEncoder):
         """(N, D) vectors of a flat list of units."""
         return self.proj(self.norm(self.embed(units)))  # (N, D)
 
-    def fixed_units(self, units: Sequence[str]) -> Tensor:
+    def frozen_units(self, units: Sequence[str]) -> Tensor:
         """(N, 384) the sentence embeddings themselves (fine-tuned ones when finetune=True)."""
         return self.embed(units)
 
-    def encode_and_fix_units(self, units: Sequence[str]) -> tuple[Tensor, Tensor]:
+    def encode_with_frozen_units(self, units: Sequence[str]) -> tuple[Tensor, Tensor]:
         e = self.embed(units)  # (N, 384), one cache lookup for both
         return self.proj(self.norm(e)), e
 
@@ -195,15 +195,15 @@ class HybridEncoder(UnitEncoder):
         both = torch.cat((self.hashed.encode_units(units), self.minilm.encode_units(units)), dim=-1)  # (N, Dh + Dm)
         return self.proj(both)  # (N, D)
 
-    def fixed_units(self, units: Sequence[str]) -> Tensor:
+    def frozen_units(self, units: Sequence[str]) -> Tensor:
         """(N, Fh + 384) both views, each unit length: a cosine of these is the mean of the
         lexical and the semantic cosine."""
-        return self._join(self.hashed.fixed_units(units), self.minilm.fixed_units(units))
+        return self._join(self.hashed.frozen_units(units), self.minilm.frozen_units(units))
 
     @staticmethod
     def _join(*views: Tensor) -> Tensor:
         return torch.cat([F.normalize(v, dim=-1) for v in views], dim=-1)  # (N, sum of widths)
 
-    def encode_and_fix_units(self, units: Sequence[str]) -> tuple[Tensor, Tensor]:
-        (xh, eh), (xm, em) = self.hashed.encode_and_fix_units(units), self.minilm.encode_and_fix_units(units)
+    def encode_with_frozen_units(self, units: Sequence[str]) -> tuple[Tensor, Tensor]:
+        (xh, eh), (xm, em) = self.hashed.encode_with_frozen_units(units), self.minilm.encode_with_frozen_units(units)
         return self.proj(torch.cat((xh, xm), dim=-1)), self._join(eh, em)

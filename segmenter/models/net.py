@@ -59,7 +59,7 @@ class CohesionProfile(nn.Module):
     (TextTiling's gap score at k = 1, 2, ...; a drop marks a topic shift). Attention
     compares units only inside its softmax, and a network fed only unit vectors learns
     to recognise the training sentences themselves. These are similarities of the
-    encoder's fixed vectors e (nothing trained moves them), not word identities, so what
+    encoder's frozen vectors e (nothing trained moves them), not word identities, so what
     the network learns from them carries over to unseen text. A neighbour past the
     document edge or in the padding counts 0 and is flagged. U: one Linear.
     """
@@ -77,7 +77,7 @@ class CohesionProfile(nn.Module):
         return max(self.radius, *self.blocks)
 
     def forward(self, e: Tensor, mask: Tensor) -> Tensor:
-        """e (B, T, F) fixed unit vectors, mask (B, T) -> (B, T, dim) features."""
+        """e (B, T, F) frozen unit vectors, mask (B, T) -> (B, T, dim) features."""
         m = mask[..., None].to(e.dtype)  # (B, T, 1)
         u = F.normalize(e, dim=-1) * m  # (B, T, F) unit length, zeros at padding
         offsets = [o for o in range(-self.radius, self.radius + 1) if o]
@@ -330,11 +330,11 @@ class SegmenterNet(nn.Module):
         if self.cohesion is None and self.similarity is None:
             x, mask = self.encoder(docs)  # (B, T, D), (B, T)
         else:
-            # e (B, T, F): the encoder's fixed vectors, which training never moves
+            # e (B, T, F): the encoder's frozen vectors, which training never moves
             if self.content:
-                x, e, mask = self.encoder.encode_and_fix(docs)  # (B, T, D), (B, T, F), (B, T)
+                x, e, mask = self.encoder.encode_with_frozen(docs)  # (B, T, D), (B, T, F), (B, T)
             else:
-                e, mask = self.encoder.fixed(docs)
+                e, mask = self.encoder.frozen(docs)
                 x = e.new_zeros(*mask.shape, self.head.in_features)  # (B, T, D)
             if self.cohesion is not None:
                 x = x + self.cohesion(e, mask)  # (B, T, D)

@@ -42,23 +42,23 @@ def test_pad_units_roundtrip():
     assert torch.equal(out[mask], v)
 
 
-def test_fixed_vectors_ignore_learned_weights_and_track_overlap():
+def test_frozen_vectors_ignore_learned_weights_and_track_overlap():
     enc = HashedNgramEncoder(dim=8, num_buckets=4096, code_dim=64)
     units = ["the cat sat on the mat", "a cat sat on a mat", "stock prices fell sharply"]
-    before = enc.fixed_units(units)
+    before = enc.frozen_units(units)
     with torch.no_grad():
         enc.feature_weight.mul_(torch.rand_like(enc.feature_weight))  # training moves these
-    torch.testing.assert_close(enc.fixed_units(units), before)
+    torch.testing.assert_close(enc.frozen_units(units), before)
     u = torch.nn.functional.normalize(before, dim=-1)
     assert u[0] @ u[1] > u[0] @ u[2] + 0.3
-    e, mask = enc.fixed([units[:2], units[2:]])
+    e, mask = enc.frozen([units[:2], units[2:]])
     assert e.shape == (2, 2, 64) and mask.tolist() == [[True, True], [True, False]]
     torch.testing.assert_close(e[1, 0], before[2])
 
 
-def test_encode_and_fix_equals_both_separately():
+def test_encode_with_frozen_equals_both_separately():
     enc = HashedNgramEncoder(dim=8, num_buckets=512, code_dim=16)
     docs = [["one unit", "two units", "three"], ["alone"]]
-    x, e, mask = enc.encode_and_fix(docs)
+    x, e, mask = enc.encode_with_frozen(docs)
     torch.testing.assert_close((x, mask), enc(docs))
-    torch.testing.assert_close((e, mask), enc.fixed(docs))
+    torch.testing.assert_close((e, mask), enc.frozen(docs))

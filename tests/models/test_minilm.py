@@ -116,15 +116,15 @@ def test_hybrid_concatenates_hashed_and_minilm(tiny_cfg, session_cache):
         enc.hashed.proj.weight.zero_()
         y, _ = enc([["Heavy rain fell.", "Flooding followed."], ["The vote passed."]])
     assert not torch.allclose(x[mask], y[mask])
-    # fixed vectors (the cohesion features): a cosine of them is the mean of both views' cosines
+    # frozen vectors (the cohesion features): a cosine of them is the mean of both views' cosines
     units = ["Heavy rain fell.", "Flooding followed.", "The vote passed."]
-    e = torch.nn.functional.normalize(enc.fixed_units(units), dim=-1)
-    h, m = (torch.nn.functional.normalize(p.fixed_units(units), dim=-1) for p in (enc.hashed, enc.minilm))
+    e = torch.nn.functional.normalize(enc.frozen_units(units), dim=-1)
+    h, m = (torch.nn.functional.normalize(p.frozen_units(units), dim=-1) for p in (enc.hashed, enc.minilm))
     torch.testing.assert_close(e @ e.T, (h @ h.T + m @ m.T) / 2)
-    torch.testing.assert_close(enc.minilm.fixed_units(units), enc.minilm.embed(units))
+    torch.testing.assert_close(enc.minilm.frozen_units(units), enc.minilm.embed(units))
     for part in (enc, enc.minilm):  # one lookup for both gives what two separate calls give
-        x2, e2 = part.encode_and_fix_units(units)
-        torch.testing.assert_close((x2, e2), (part.encode_units(units), part.fixed_units(units)))
+        x2, e2 = part.encode_with_frozen_units(units)
+        torch.testing.assert_close((x2, e2), (part.encode_units(units), part.frozen_units(units)))
 
 
 def _fast_dev_run(tiny_cfg, session_cache, attention):
