@@ -226,25 +226,3 @@ def _chunks(text: str, size: int = 2000) -> Iterable[str]:
                 piece, n = [], 0
         if "".join(piece).strip():
             yield "\n".join(piece)
-
-
-_LINE_END = re.compile(r"[.!?][\"')\]]*\s*$")  # a line that ends like a sentence
-
-
-def _chunks(text: str, size: int = 2000) -> Iterable[str]:
-    """Pieces of ``text`` for the sentence splitter, cut only where a sentence surely ends:
-    at blank lines (paragraphs), and inside a long paragraph at the end of a line ending in
-    . ! or ? once the piece has ``size`` characters. pysbd's time grows faster than
-    linearly with the length of one call, so a long text without blank lines must not
-    reach it in one piece."""
-    for para in re.split(r"\n\s*\n", text):
-        piece: list[str] = []
-        n = 0
-        for line in para.splitlines():
-            piece.append(line)
-            n += len(line)
-            if n >= size and _LINE_END.search(line):
-                yield "\n".join(piece)
-                piece, n = [], 0
-        if "".join(piece).strip():
-            yield "\n".join(piece)

@@ -16,13 +16,11 @@ import csv
 import io
 import json
 import logging
-import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
@@ -45,19 +43,6 @@ COLUMNS = (
     ("test WindowDiff", "test/windowdiff", "{:.4f}"),
 )
 HEADER = ("job", "attention", "status", "overrides (varying)", *(c[0] for c in COLUMNS))
-
-
-def hydra_choices() -> dict[str, str]:
-    """The config group options of the running Hydra job ({} outside Hydra)."""
-    if not HydraConfig.initialized():
-        return {}
-    return {k: str(v) for k, v in HydraConfig.get().runtime.choices.items() if v is not None}
-
-
-def save_metrics(path: Path, metrics: Mapping[str, float]) -> None:
-    """A run's final metrics as JSON (non-finite values as null)."""
-    clean = {k: (float(v) if math.isfinite(v) else None) for k, v in sorted(metrics.items())}
-    atomic_write(Path(path), json.dumps(clean, indent=2) + "\n")
 
 
 def root_cause_line(error: BaseException) -> str:

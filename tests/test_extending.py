@@ -1,7 +1,9 @@
-"""Extending segmenter without editing it. A fourth attention type is a class plus a YAML:
-written here into a throwaway config folder (the repository's conf/ is not touched), it
-is discovered, composed, keeps the attention contract and trains, in process and through
-scripts/train.py's --config-dir."""
+"""Extending segmenter without editing it, as the README's recipes do.
+
+- A fourth attention type is a class plus a YAML: written here into a throwaway config
+  folder (the repository's conf/ is not touched), it is discovered, composed, keeps the
+  attention contract and trains, in process and through scripts/train.py's --config-dir.
+- A new corpus is a reader class plus a short YAML extending data/default.yaml."""
 
 from __future__ import annotations
 
@@ -17,7 +19,10 @@ import torch
 from omegaconf import OmegaConf
 from torch import Tensor, nn
 
-from segmenter.config import attention_types
+from segmenter.config import attention_types, options
+from segmenter.data.corpora import FileCorpus
+from segmenter.data.document import BOUNDARY, Document, segments_to_document
+from segmenter.data.formats import list_files, read_text
 from segmenter.models.attention import Attention, AttentionOutput, InspectableAttention
 from segmenter.train import train
 from tests.helpers import CONF, ROOT, TINY_DATA, compose_train
@@ -77,3 +82,46 @@ def test_the_fourth_attention_from_the_command_line(tmp_path):
     saved = OmegaConf.load(tmp_path / "run" / ".hydra" / "config.yaml")
     assert saved.model.net.attention._target_ == "tests.test_extending.MeanPoolAttention"
     assert "test/f1" in json.loads((tmp_path / "run" / "metrics.json").read_text())
+
+
+class BlankLineCorpus(FileCorpus):
+    """Plain text files: one unit per line, a blank line between segments."""
+
+    task = BOUNDARY
+    label_names = ("inside", "boundary")
+
+    def read(self, paths) -> list[Document]:
+        docs = []
+        for f in list_files(paths):
+            segments = [block.splitlines() for block in read_text(f).split("\n\n") if block.strip()]
+            docs.append(segments_to_document(f.name, segments))
+        return docs
+
+
+# All a user writes besides the class: conf/data/blank_lines.yaml.
+CORPUS_YAML = """# Plain text, a blank line between segments: data=blank_lines data.corpus.path=<folder>
+defaults:
+  - default
+  - _self_
+corpus:
+  _target_: tests.test_extending.BlankLineCorpus
+  path: ???
+"""
+
+
+def test_a_new_corpus_is_a_reader_class_plus_a_yaml(tmp_path):
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF, conf)
+    (conf / "data" / "blank_lines.yaml").write_text(CORPUS_YAML)
+    assert "blank_lines" in options("data", conf=conf)
+    texts = tmp_path / "texts"
+    texts.mkdir()
+    for i in range(10):
+        segments = [[f"topic {i}{s} line {n} about thing {i * s + n}" for n in range(3)] for s in range(3)]
+        (texts / f"doc{i}.txt").write_text("\n\n".join("\n".join(seg) for seg in segments) + "\n")
+    cfg = compose_train(tmp_path, ["data=blank_lines", f"data.corpus.path={texts}", "data.batch_size=2", *RUN], conf=conf)
+    assert cfg.data.split_file.endswith("splits.json") and cfg.data._target_.endswith("SegmentationDataModule")
+    metrics = train(cfg)
+    assert {"train/loss", "val/f1", "test/f1", "test/pk"} <= set(metrics)
+    splits = json.loads((tmp_path / "run" / "splits.json").read_text())["splits"]
+    assert sorted(id for ids in splits.values() for id in ids) == sorted(f"doc{i}.txt" for i in range(10))

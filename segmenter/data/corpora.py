@@ -41,9 +41,20 @@ class Corpus(Protocol):
 class FileCorpus:
     """Documents read from files: ``path`` split by a seeded document-level split into
     ``fractions``, or ``files`` = {"train": ..., "val": ..., "test": ...} read as given.
-    Subclasses say how to read (``_read``)."""
+    A subclass sets ``task`` and ``label_names`` and says how to read (``read``): the
+    recipe for a corpus in a format of your own."""
 
-    def __init__(self, *, path, files, fractions: Sequence[float], seed: int) -> None:
+    task: str
+    label_names: tuple[str, ...]
+
+    def __init__(
+        self,
+        *,
+        path: str | Sequence[str] | None = None,
+        files: dict[str, str | Sequence[str]] | None = None,
+        fractions: Sequence[float] = (0.8, 0.1, 0.1),
+        seed: int = 0,
+    ) -> None:
         if (path is None) == (files is None):
             raise ValueError(f"give exactly one of path={path!r} or files={files!r}")
         if files is not None and set(files) != set(SPLITS):
@@ -51,13 +62,14 @@ class FileCorpus:
         self.path, self.files = path, files
         self.fractions, self.seed = check_fractions(fractions), seed
 
-    def _read(self, paths) -> list[Document]:
+    def read(self, paths: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Document]:
+        """The documents of ``paths`` (``path``, or one split's ``files`` entry)."""
         raise NotImplementedError
 
     def load(self) -> dict[str, list[Document]]:
         if self.files is not None:
-            return {split: self._read(p) for split, p in self.files.items()}
-        return random_split(self._read(self.path), fractions=self.fractions, seed=self.seed)
+            return {split: self.read(p) for split, p in self.files.items()}
+        return random_split(self.read(self.path), fractions=self.fractions, seed=self.seed)
 
 
 class SeparatorCorpus(FileCorpus):
@@ -87,7 +99,7 @@ class SeparatorCorpus(FileCorpus):
         self.subset_by_folder = subset_by_folder
         self.max_level, self.pattern, self.on_error = max_level, pattern, on_error
 
-    def _read(self, paths) -> list[Document]:
+    def read(self, paths) -> list[Document]:
         single = paths if isinstance(paths, (str, os.PathLike)) else None
         root = Path(single) if single is not None and Path(single).is_dir() else None
         return read_separator_files(
@@ -122,7 +134,7 @@ class JsonlCorpus(FileCorpus):
         self.label_names = tuple(label_names)
         self.on_error = on_error
 
-    def _read(self, path) -> list[Document]:
+    def read(self, path) -> list[Document]:
         return read_jsonl(path, label_names=self.label_names, label_mode=self.task, on_error=self.on_error)
 
 
