@@ -7,24 +7,17 @@ import json
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 
 from segmenter.benchmark import LocalAttentionPackage, MaskedFullLocalized, run_benchmark
 from segmenter.models.attention import LocalizedAttention
 
-from tests.helpers import CONF
+from tests.helpers import ATTENTIONS, compose_config
 
-ROWS = ("self", "localized", "boundary_aware", "masked_full", "local_attention")
+ROWS = (*ATTENTIONS, "masked_full", "local_attention")  # every conf/attention option, then the two baselines
 
 
 def compose_benchmark(*overrides: str):
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            return compose(config_name="benchmark", overrides=list(overrides))
-    finally:
-        GlobalHydra.instance().clear()
+    return compose_config("benchmark", list(overrides))
 
 
 @pytest.mark.parametrize("baseline", [MaskedFullLocalized, LocalAttentionPackage])
@@ -82,7 +75,7 @@ def test_tiny_benchmark_under_bf16_autocast_on_cpu(tmp_path):
     )  # fmt: skip
     results = run_benchmark(cfg, output_dir=tmp_path)
     assert results["meta"]["dtype"] == "bf16" and "bf16 autocast" in results["table"]
-    assert [c["status"] for c in results["cases"]] == ["ok"] * 3
+    assert [c["status"] for c in results["cases"]] == ["ok"] * len(ATTENTIONS)
     assert "peak memory, boundary_aware / self at T=24" in results["table"]
 
 

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from segmenter.config import attention_types, options
 from segmenter.models.attention import BoundaryAwareAttention, LocalizedAttention, SelfAttention
 from segmenter.train import build, instantiate_group
-from tests.helpers import ATTENTIONS, CONF, TINY_DATA, compose_train
+from tests.helpers import ATTENTIONS, CONF, TINY_DATA, compose_config, compose_train
 
 
 def test_groups_exist():
@@ -34,6 +34,19 @@ def test_attention_options_build_the_model(tiny_cfg, attention):
     named = hydra.utils.get_class(OmegaConf.load(CONF / "attention" / f"{attention}.yaml")._target_)
     assert [type(b.attention) for b in model.net.blocks] == [named] * cfg.model.net.num_layers
     assert len({id(b.attention) for b in model.net.blocks}) == cfg.model.net.num_layers
+
+
+def test_tools_take_every_attention_type_from_conf_attention():
+    """conf/benchmark.yaml and conf/predict_throughput.yaml name no attention type: the
+    generated every_attention / attention_keys configs (segmenter.config) spell them out."""
+    bench = compose_config("benchmark", ["rows.localized.window_size=5", "~rows.self"])
+    assert [r for r in bench.rows if r in ATTENTIONS] == [a for a in ATTENTIONS if a != "self"]
+    for name in set(ATTENTIONS) - {"self"}:
+        assert bench.rows[name]._target_ == OmegaConf.load(CONF / "attention" / f"{name}.yaml")._target_
+    assert bench.rows.localized.window_size == 5 == bench.rows.masked_full.window_size
+    throughput = compose_config("predict_throughput", ["checkpoints.localized=x.ckpt"])
+    assert dict(throughput.checkpoints) == {**dict.fromkeys(ATTENTIONS), "localized": "x.ckpt"}
+    assert throughput.attentions is None  # every type
 
 
 @pytest.mark.parametrize(

@@ -7,23 +7,24 @@ from __future__ import annotations
 import pytest
 import torch
 
-from segmenter.models.attention import BoundaryAwareAttention, LocalizedAttention, SelfAttention, banded_attention
+from segmenter.models.attention import banded_attention
+from tests.helpers import ATTENTIONS, build_attention
 
 DIM, HEADS = 32, 4
+# Every attention type as configured (conf/attention/*.yaml; boundary_aware's mean form),
+# plus the other kernel path of boundary_aware.
 KINDS = {
-    "self": (SelfAttention, {}),
-    "localized": (LocalizedAttention, {}),
-    "boundary_aware_mean": (BoundaryAwareAttention, {"bias": "mean"}),
-    "boundary_aware_segment": (BoundaryAwareAttention, {"bias": "segment", "query_block": 8}),  # 3 blocks
+    **{name: (name, {}) for name in ATTENTIONS},
+    "boundary_aware_segment": ("boundary_aware", {"bias": "segment", "query_block": 8}),  # 3 blocks
 }
 # bf16 keeps 8 bits of mantissa: a relative error of 2^-8 per rounding, a few roundings deep
 BF16 = {"atol": 5e-2, "rtol": 5e-2}
 
 
 def make(kind: str):
-    cls, kw = KINDS[kind]
+    name, kw = KINDS[kind]
     torch.manual_seed(0)
-    return cls(dim=DIM, num_heads=HEADS, **kw)
+    return build_attention(name, dim=DIM, num_heads=HEADS, **kw)
 
 
 def inputs(t: int = 20):
