@@ -52,7 +52,7 @@ class InputDoc:
 
 
 def decode_text(data: bytes, name: str) -> str:
-    """UTF-8 text of a file's bytes (the readers' decoding), or an error naming the file,
+    """UTF-8 text of a file's bytes (the corpus readers' decoding), or an error naming the file,
     line and problem; an empty file is an error too."""
     try:
         text = decode_utf8(data, name)

@@ -18,7 +18,9 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
+from segmenter.api import Segmenter
 from segmenter.config import attention_types
+from segmenter.evaluate import score_labels
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -77,9 +79,6 @@ def build_attention(name: str, *, dim: int = 32, num_heads: int = 4, **settings:
 def score_checkpoint(ckpt: Path, docs: list, task: str) -> dict[str, float]:
     """The test metrics of ``ckpt`` on ``docs``, computed apart from Lightning: the API's
     predictions (whole documents), scored by evaluate's metric path."""
-    from segmenter.api import Segmenter
-    from segmenter.evaluate import score_labels
-
     seg = Segmenter.from_checkpoint(ckpt, max_units=max(len(d) for d in docs), overlap=0)  # whole documents
     preds = seg.predict([d.units for d in docs])
     return score_labels([(p.labels, d.labels) for p, d in zip(preds, docs)], task, seg.label_names)
@@ -107,3 +106,47 @@ def write_songs(path: Path, *, num_songs: int = 24, seed: int = 0) -> Path:
                 labels += [0] * len(verse) + [1] * len(sung)
             f.write(json.dumps({"id": f"song{n}", "lines": lines, "labels": labels}) + "\n")
     return path
+
+
+# ----------------------------------------------------------------------------- small data
+
+TEXT = (
+    "The cat sat on the mat. It purred all afternoon in the sun. Cats like warm places.\n\n"
+    "Stocks fell sharply on Monday. Investors worried about rising interest rates. "
+    "The central bank said it would act.\n\n"
+    "The recipe needs two eggs. Beat them with sugar until pale. Fold in the flour gently.\n"
+)
+# Choi's separator format: three segments of 2, 1 and 3 units.
+CHOI = """==========
+a one .
+a two .
+==========
+b one .
+==========
+c one .
+c two .
+c three .
+==========
+"""
+# Boundary slots (hypothesis, reference): a first document where Pk and WindowDiff agree,
+# then one where they differ (a double boundary).
+AGREE = ([0, 0, 0, 1, 0, 0, 0, 0], [0, 0, 0, 1, 0, 0, 0, 0])
+DIFFER = ([0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0])
+
+
+def write(path: Path, text: str | bytes, encoding: str = "utf-8") -> Path:
+    """A file with ``text`` (str: encoded with ``encoding``; bytes: as is), folders made."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(text.encode(encoding) if isinstance(text, str) else text)
+    return path
+
+
+def jsonl(tmp_path: Path, rows: list, name: str = "d.jsonl") -> Path:
+    """A JSONL file of ``rows`` (dicts as JSON, strings as they are)."""
+    lines = [r if isinstance(r, str) else json.dumps(r) for r in rows]
+    return write(tmp_path / name, "\n".join(lines) + "\n")
+
+
+def predict_cfg(*overrides: str) -> DictConfig:
+    """conf/predict.yaml composed as scripts/predict.py would."""
+    return compose_config("predict", list(overrides))

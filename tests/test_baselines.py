@@ -7,8 +7,17 @@ import random
 import pytest
 import torch
 
-from segmenter.baselines import C99, AllBoundaries, EvenlySpaced, NoBoundaries, TextTiling, content_words
-from segmenter.data.document import segments_to_document
+from segmenter.baselines import (
+    C99,
+    AllBoundaries,
+    EvenlySpaced,
+    MajorityLabel,
+    NoBoundaries,
+    RepetitionRule,
+    TextTiling,
+    content_words,
+)
+from segmenter.data.document import Document, segments_to_document
 from segmenter.metrics import pk
 
 TOPICS = {
@@ -67,9 +76,6 @@ def test_c99_with_known_number_of_segments():
 
 
 def test_section_baselines_majority_and_repetition_rule():
-    from segmenter.baselines import MajorityLabel, RepetitionRule
-    from segmenter.data.document import Document
-
     names = ("verse", "chorus")
     train_docs = [
         Document("a", ["one", "Hook, yeah!", "two", "hook yeah", "three", "four"], [0, 1, 0, 1, 0, 0]),

@@ -10,7 +10,6 @@ import torch
 
 from segmenter.benchmark import LocalAttentionPackage, MaskedFullLocalized, run_benchmark
 from segmenter.models.attention import LocalizedAttention
-
 from tests.helpers import ATTENTIONS, compose_config
 
 ROWS = (*ATTENTIONS, "masked_full", "local_attention")  # every conf/attention option, then the two baselines

@@ -9,7 +9,7 @@ import torch
 
 import segmenter
 from segmenter.checkpoint import FORMAT_VERSION, KEY, CheckpointError, build_net, load, load_net, upgrade
-from segmenter.train import build
+from segmenter.train import build, train
 from tests.helpers import compose_train, score_checkpoint
 
 
@@ -125,8 +125,6 @@ def test_resume_and_test_from_the_plain_checkpoint(tiny_checkpoint, tmp_path, mo
     """Lightning's own uses of the checkpoint still work: resume (optimizer and scheduler
     state come back although the factories are not stored) and testing the best one, every
     torch.load with weights_only=True (issue 12: test-after-fit used weights_only=False)."""
-    from segmenter.train import train
-
     calls = []
     real_load = torch.load
 

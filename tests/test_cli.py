@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 
@@ -16,8 +17,10 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from segmenter.cli import run_task
+from segmenter.module import SegmenterModule
+from segmenter.predict import run
 from segmenter.train import train
-from tests.helpers import ROOT, compose_train
+from tests.helpers import ROOT, TEXT, compose_train, predict_cfg
 
 
 def script(name: str, *args: str, cwd=ROOT) -> subprocess.CompletedProcess:
@@ -59,8 +62,6 @@ def error_lines(caplog) -> list[str]:
     ],
 )
 def test_bad_config_values_name_their_key(tmp_path, caplog, overrides, message):
-    import re
-
     cfg = compose_train(tmp_path, overrides)
     ran = []
     with caplog.at_level(logging.ERROR):
@@ -106,8 +107,6 @@ def test_full_error_adds_the_traceback(tmp_path, caplog, monkeypatch):
 
 
 def test_run_failing_before_its_first_step_leaves_no_tensorboard_run(tiny_cfg, tmp_path, monkeypatch):
-    from segmenter.module import SegmenterModule
-
     def broken(self, batch, batch_idx):
         raise RuntimeError("broken step")
 
@@ -122,9 +121,6 @@ def test_run_failing_before_its_first_step_leaves_no_tensorboard_run(tiny_cfg, t
 
 
 def test_predict_refuses_an_unusable_output_before_working(tiny_checkpoint, tmp_path, caplog):
-    from segmenter.predict import run
-    from tests.test_predict import TEXT, predict_cfg
-
     (tmp_path / "doc.txt").write_text(TEXT)
     (tmp_path / "taken").write_text("keep me")
     for output, message in [("taken", "exists and is not a folder"), ("taken/sub", "taken is a file, not a folder")]:

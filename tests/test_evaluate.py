@@ -13,8 +13,9 @@ from omegaconf import OmegaConf
 from segmenter.data.datamodule import SegmentationDataModule
 from segmenter.data.document import segments_to_document
 from segmenter.evaluate import evaluate, evaluate_documents, score, to_markdown
+from segmenter.metrics import pk, window_diff
 from segmenter.train import train
-from tests.helpers import CONF
+from tests.helpers import AGREE, CONF, DIFFER, compose_train
 
 FAST = ("attention=localized", "debug=limit", "logger=none", "callbacks.lr_monitor=null", "callbacks.rich_progress_bar=null")
 
@@ -41,7 +42,7 @@ def test_table_per_subset_and_overall():
 
 def test_training_writes_splits_and_evaluate_reuses_them(tiny_cfg, tmp_path, caplog):
     run = tmp_path / "run"
-    cfg = tiny_cfg(*FAST, "+data.max_units=12", "+data.overlap=4")
+    cfg = tiny_cfg(*FAST, "data.max_units=12", "data.overlap=4")  # every data option has them (data/default.yaml)
     (run / ".hydra").mkdir(parents=True)
     OmegaConf.save(cfg, run / ".hydra" / "config.yaml")  # as Hydra writes it for a CLI run
     with caplog.at_level("INFO"):
@@ -81,9 +82,6 @@ def test_datamodule_rejects_bad_window_settings():
 
 
 def test_score_keeps_pk_and_windowdiff_apart():
-    from segmenter.metrics import pk, window_diff
-    from tests.test_metrics import AGREE, DIFFER
-
     out = score([AGREE, DIFFER])
     wd = [window_diff(torch.tensor(h), torch.tensor(r)) for h, r in (AGREE, DIFFER)]
     pks = [pk(torch.tensor(h), torch.tensor(r)) for h, r in (AGREE, DIFFER)]
@@ -95,8 +93,6 @@ def test_section_labels_evaluate_with_crf_and_section_baselines(tmp_path, songs_
     """A verse/chorus run with the self-similarity view and a CRF: evaluate scores the model
     with Viterbi and with argmax, next to the all-verse and repetition-rule baselines, on
     macro F1, F1 per label and the label changes; boundary-only baselines are skipped."""
-    from tests.helpers import compose_train
-
     run = tmp_path / "run"
     cfg = compose_train(tmp_path, [
         "data=jsonl", f"data.corpus.path={songs_jsonl}", *FAST,

@@ -10,6 +10,7 @@ import torch
 
 from segmenter.data.document import IGNORE
 from segmenter.metrics import BoundaryF1, Pk, WindowDiff, build_metrics, pk, window_diff, window_size
+from tests.helpers import AGREE, DIFFER
 
 segeval = pytest.importorskip("segeval", reason="segeval is a test dependency (pip install -e .[test])")
 
@@ -155,9 +156,6 @@ def test_states_merge_across_processes_by_summing(make):
     assert float(only0.compute()) != pytest.approx(float(alone.compute()))  # the check above can fail
 
 
-# A first document where Pk and WindowDiff agree, then one where they differ (a double boundary).
-AGREE = ([0, 0, 0, 1, 0, 0, 0, 0], [0, 0, 0, 1, 0, 0, 0, 0])
-DIFFER = ([0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0])
 
 
 def test_collection_keeps_pk_and_windowdiff_apart():

@@ -9,24 +9,19 @@ import random
 import subprocess
 import sys
 
+import pysbd
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 
 from segmenter import Segmenter
+from segmenter.api import SEPARATOR, Prediction, _chunks
 from segmenter.checkpoint import build_net, net_config
-from segmenter.api import SEPARATOR, Prediction
+from segmenter.cli import run_task
 from segmenter.io import atomic_write
 from segmenter.predict import InputError, read_inputs, run
-from tests.helpers import ATTENTIONS, CONF, ROOT
+from segmenter.train import train
+from tests.helpers import ATTENTIONS, ROOT, TEXT, compose_train, predict_cfg
 
-TEXT = (
-    "The cat sat on the mat. It purred all afternoon in the sun. Cats like warm places.\n\n"
-    "Stocks fell sharply on Monday. Investors worried about rising interest rates. "
-    "The central bank said it would act.\n\n"
-    "The recipe needs two eggs. Beat them with sugar until pale. Fold in the flour gently.\n"
-)
 WORDS = "cat dog mat sun stock bank rate egg sugar flour river boat rain cloud train road".split()
 
 
@@ -56,18 +51,8 @@ def cli(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=ROOT, input=stdin, capture_output=True, timeout=300, env=env)
 
 
-def predict_cfg(*overrides: str):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="predict", overrides=list(overrides))
-    GlobalHydra.instance().clear()
-    return cfg
-
-
 def cli_status(cfg) -> int:
     """scripts/predict.py's body under the scripts' error policy, in-process: the exit status."""
-    from segmenter.cli import run_task
-
     try:
         run_task(run, cfg)
     except SystemExit as e:
@@ -289,10 +274,6 @@ def test_throughput_script_on_a_tiny_corpus(tiny_checkpoint, tmp_path):
 
 
 def test_long_texts_reach_the_sentence_splitter_in_pieces(seg):
-    import pysbd
-
-    from segmenter.api import _chunks
-
     text = "\n".join(f"Sentence number {i} talks about the {WORDS[i % len(WORDS)]}." for i in range(400))
     pieces = list(_chunks(text, size=500))
     assert len(pieces) > 10 and "\n".join(pieces) == text  # cut at line ends only, nothing lost
@@ -303,9 +284,6 @@ def test_long_texts_reach_the_sentence_splitter_in_pieces(seg):
 def test_cli_lines_with_a_verse_chorus_crf_checkpoint(tmp_path, songs_jsonl):
     """The lyrics user path: experiment=lyrics (self-similarity view + CRF) trained briefly, then
     scripts/predict.py on a song's lines; labels are the Viterbi labels the API gives, by name."""
-    from segmenter.train import train
-    from tests.helpers import compose_train
-
     files = [f"data.corpus.files.{split}={songs_jsonl}" for split in ("train", "val", "test")]
     cfg = compose_train(tmp_path, ["experiment=lyrics", "debug=limit", "logger=none", "callbacks.lr_monitor=null",
                                    "callbacks.rich_progress_bar=null", *files])  # fmt: skip

@@ -18,8 +18,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
-from segmenter.checkpoint import DIGEST_KEY, KEY, CheckpointError, build_net, load, load_net, upgrade, weights_digest
 from segmenter.api import Prediction
+from segmenter.checkpoint import DIGEST_KEY, KEY, CheckpointError, build_net, load, load_net, upgrade, weights_digest
 from segmenter.predict import InputDoc, PredictionError, write_outputs
 from segmenter.train import best_checkpoint, train
 from tests.helpers import CONF, TINY_DATA, compose_train

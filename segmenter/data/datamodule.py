@@ -51,7 +51,7 @@ class Collate:
             "labels": labels,  # (B, T), IGNORE at padding
             "boundaries": boundaries,  # (B, T) gold 0/1 segment ends
             # (B,) position of each input's first unit in its document: a training window
-            # keeps its positions, as windows do at inference (segmenter/predict.py)
+            # keeps its positions, as windows do at inference (segmenter/api.py)
             "start": torch.tensor([d.meta.get("window", (0, 0))[0] for d in docs]),
         }
 

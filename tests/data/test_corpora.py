@@ -13,8 +13,7 @@ from segmenter.data.document import BOUNDARY, SECTION, document_segments
 from segmenter.data.formats import read_separator_files
 from segmenter.data.splits import random_split
 from segmenter.train import build
-from tests.data.test_formats import CHOI, jsonl, write
-from tests.helpers import compose_train
+from tests.helpers import CHOI, compose_train, jsonl, write
 
 
 def test_random_split_is_seeded_document_level_and_order_free(tmp_path):

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
 
 import pytest
 
 from segmenter.data.document import BOUNDARY, document_segments
 from segmenter.data.formats import ReaderError, read_jsonl, read_separator_files
+from tests.helpers import CHOI, jsonl, write
 
 WIKI = """========,1,preface.
 Alpha is a letter.
@@ -21,24 +21,6 @@ It was used by many.
 ========,2,Use.
 People write it.
 """
-
-CHOI = """==========
-a one .
-a two .
-==========
-b one .
-==========
-c one .
-c two .
-c three .
-==========
-"""
-
-
-def write(path, text, encoding="utf-8"):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(text.encode(encoding) if isinstance(text, str) else text)
-    return path
 
 
 def test_choi_separator(tmp_path):
@@ -95,11 +77,6 @@ def test_empty_folder_and_empty_document(tmp_path, caplog):
         docs = read_separator_files(tmp_path / "docs", on_error="skip")
     assert [d.id for d in docs] == ["ok"]
     assert "skipped 1 bad document" in caplog.text
-
-
-def jsonl(tmp_path, rows, name="d.jsonl"):
-    lines = [r if isinstance(r, str) else json.dumps(r) for r in rows]
-    return write(tmp_path / name, "\n".join(lines) + "\n")
 
 
 def test_jsonl_section_and_boundary_labels(tmp_path):

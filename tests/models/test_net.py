@@ -124,7 +124,7 @@ def test_cohesion_net_pads_and_trains(content):
 
 
 def one_hot_by_first_seen(units):
-    """Fixed vectors: a one-hot per distinct text, numbered by first appearance."""
+    """Frozen vectors: a one-hot per distinct text, numbered by first appearance."""
     ids = {}
     return torch.eye(8)[[ids.setdefault(u, len(ids)) for u in units]]  # (N, 8)
 
@@ -134,7 +134,7 @@ def test_without_content_only_similarities_matter(content):
     """Different words, same similarity pattern (each unit said twice): the same output
     exactly when the blocks see no content; a different one when they do."""
     model = net_with_cohesion(content=content).eval()
-    model.encoder.fixed_units = one_hot_by_first_seen
+    model.encoder.frozen_units = one_hot_by_first_seen
     a = model([["red apples", "red apples", "tax law", "tax law"]]).logits
     b = model([["blue sky", "blue sky", "cold soup", "cold soup"]]).logits
     if content:

@@ -11,6 +11,7 @@ import sys
 import pytest
 import torch
 
+from segmenter.models.attention import LocalizedAttention
 from segmenter.models.encoder import HashedNgramEncoder
 from segmenter.models.net import SegmenterNet, SelfSimilarity, char_ngrams
 from tests.helpers import ROOT
@@ -116,8 +117,6 @@ def test_surface_view_survives_small_edits():
 
 def test_every_unit_counts_and_network_runs_with_every_view():
     enc = HashedNgramEncoder(dim=16, num_buckets=512, code_dim=32)
-    from segmenter.models.attention import LocalizedAttention
-
     for fixed, surface in ((True, False), (False, True), (True, True)):
         net = SegmenterNet(
             encoder=enc, attention=lambda: LocalizedAttention(dim=16, num_heads=2, window_size=3), dim=16,
