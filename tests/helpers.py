@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+import lightning as L
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -21,6 +23,7 @@ from torch import nn
 from segmenter.api import Segmenter
 from segmenter.config import attention_types
 from segmenter.evaluate import score_labels
+from segmenter.train import build
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -106,6 +109,30 @@ def write_songs(path: Path, *, num_songs: int = 24, seed: int = 0) -> Path:
                 labels += [0] * len(verse) + [1] * len(sung)
             f.write(json.dumps({"id": f"song{n}", "lines": lines, "labels": labels}) + "\n")
     return path
+
+
+# A small network for single-step tests (tests/test_precision.py, tests/test_gpu.py).
+TINY_MODEL = ["model.net.dim=32", "model.net.num_layers=2", "model.net.ff_dim=32", "model.net.cohesion.radius=2"]
+
+
+def one_step(cfg, *, accelerator: str) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], float]:
+    """Parameters before and after one training step, and the step's loss."""
+    datamodule, model = build(cfg)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    trainer = L.Trainer(
+        accelerator=accelerator,
+        devices=1,
+        precision=cfg.trainer.precision,
+        max_steps=1,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(model, datamodule=datamodule)
+    after = {n: p.detach().cpu() for n, p in model.named_parameters()}
+    return before, after, float(trainer.callback_metrics["train/loss"])
 
 
 # ----------------------------------------------------------------------------- small data

@@ -13,8 +13,7 @@ import torch
 from segmenter.benchmark import measure_cuda_peak_memory
 from segmenter.models import attention as attn
 from segmenter.models.attention import BoundaryAwareAttention, LocalizedAttention, SelfAttention, banded_attention
-from tests.helpers import ATTENTIONS
-from tests.test_precision import TINY_MODEL, one_step
+from tests.helpers import ATTENTIONS, TINY_MODEL, one_step
 
 pytestmark = [
     pytest.mark.gpu,

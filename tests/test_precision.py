@@ -4,34 +4,10 @@ The same step on CUDA is in tests/test_gpu.py."""
 
 from __future__ import annotations
 
-import lightning as L
 import pytest
 import torch
 
-from segmenter.train import build
-from tests.helpers import ATTENTIONS
-
-TINY_MODEL = ["model.net.dim=32", "model.net.num_layers=2", "model.net.ff_dim=32", "model.net.cohesion.radius=2"]
-
-
-def one_step(cfg, *, accelerator: str) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], float]:
-    """Parameters before and after one training step, and the step's loss."""
-    datamodule, model = build(cfg)
-    before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    trainer = L.Trainer(
-        accelerator=accelerator,
-        devices=1,
-        precision=cfg.trainer.precision,
-        max_steps=1,
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.fit(model, datamodule=datamodule)
-    after = {n: p.detach().cpu() for n, p in model.named_parameters()}
-    return before, after, float(trainer.callback_metrics["train/loss"])
+from tests.helpers import ATTENTIONS, TINY_MODEL, one_step
 
 
 @pytest.mark.parametrize("attention", ATTENTIONS)
