@@ -117,7 +117,7 @@ class Segmenter:
     # -- text -> units --------------------------------------------------------------------
     @cached_property
     def _sentence_splitter(self):
-        import pysbd
+        import pysbd  # only units=sentences needs it
 
         return pysbd.Segmenter(language=self.language, clean=False)
 

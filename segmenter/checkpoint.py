@@ -10,7 +10,8 @@ None, lists, dicts)::
      "task": "boundary", "label_names": ["inside", "boundary"],
      "weights_sha256": "..."} # digest of the state_dict's tensors, checked on load
 
-so the model is rebuilt without the training run's config folder. The whole file
+(written by ``segmenter.callbacks.CheckpointMetadata``), so the model is rebuilt without
+the training run's config folder. The whole file
 is plain data (module.py keeps the optimizer factories out of the hyperparameters),
 so it loads with ``torch.load(weights_only=True)``: unpickling cannot run code.
 Rebuilding the net instantiates the ``_target_``s of the "net" entry, so those are
@@ -19,6 +20,11 @@ no OmegaConf interpolations, are accepted; a stranger's checkpoint cannot name
 ``os.system`` there either. Sizes in the net entry are bounded (``SIZE_LIMITS``) and
 paths (``cache_dir``) come from the loading side, never from the file. The weights'
 digest catches damaged copies; non-finite weights are refused.
+
+Class paths are part of the format: every ``_target_`` a checkpoint of segmenter 0.1.0
+names (segmenter.models.{net,encoder,attention,crf,minilm}.<Class>) still imports from
+that path (tests/test_compat.py loads checkpoints written before the restructure). A
+class that moves must leave its old path importable or be added to a rename map here.
 """
 
 from __future__ import annotations

@@ -8,10 +8,9 @@ import sys
 
 import pytest
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
 from lightning import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from segmenter.train import build, monitored_checkpoint, train
 from tests.helpers import ATTENTIONS, ROOT, TINY_DATA, compose_train, score_checkpoint
