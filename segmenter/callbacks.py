@@ -20,6 +20,9 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
+from segmenter import calibration
+from segmenter.checkpoint import load
+from segmenter.data.datamodule import IGNORE
 from segmenter.data.document import boundary_labels
 
 log = logging.getLogger(__name__)
@@ -290,3 +293,41 @@ def log_hparams_with_metrics(trainer: Trainer, params: dict[str, Any], metrics: 
         # Written after fit and test have closed the writer: flush and close it again, or
         # the entry waits in the writer's queue and a reader (or a killed job) misses it.
         lg.finalize("success")
+
+
+class TemperatureCalibration(Callback):
+    """At the end of fit: load the best checkpoint's weights, fit the calibration on the
+    validation split, store it in that checkpoint (which ``test``, ``evaluate``, ``predict``
+    then read) and log ``calibration/ece_before``, ``calibration/ece_after`` and
+    ``calibration/temperature`` to the loggers (TensorBoard)."""
+
+    def __init__(self, *, bias: bool = True, bins: int = calibration.BINS) -> None:
+        if bins < 1:
+            raise ValueError(f"bins={bins} must be >= 1")
+        self.bias, self.bins = bias, bins
+
+    def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
+        if trainer.interrupted or trainer.sanity_checking:
+            return
+        best = getattr(trainer.checkpoint_callback, "best_model_path", "") or ""
+        if not best or not Path(best).is_file():
+            log.warning("calibration skipped: no best checkpoint to calibrate")
+            return
+        if not trainer.is_global_zero:
+            return
+        state = load(best)["state_dict"]
+        net = pl_module.net
+        net.load_state_dict({k[len("net."):]: v for k, v in state.items() if k.startswith("net.")})
+        logits, labels = calibration.collect_logits(net, trainer.datamodule.val_dataloader(), ignore_index=IGNORE)
+        cal = calibration.fit(logits, labels, bias=self.bias, bins=self.bins, fitted_on="val")
+        calibration.write(best, cal)
+        for logger in trainer.loggers:
+            logger.log_metrics(
+                {"calibration/ece_before": cal.ece_before, "calibration/ece_after": cal.ece_after,
+                 "calibration/temperature": cal.temperature},
+                step=trainer.global_step,
+            )  # fmt: skip
+        log.info(
+            "calibrated %s on %d validation units: T = %.3f, bias %s; ECE (%d bins) %.4f -> %.4f",
+            best, cal.units, cal.temperature, [round(b, 3) for b in cal.bias], cal.bins, cal.ece_before, cal.ece_after,
+        )  # fmt: skip
