@@ -295,39 +295,37 @@ def log_hparams_with_metrics(trainer: Trainer, params: dict[str, Any], metrics: 
         lg.finalize("success")
 
 
-class TemperatureCalibration(Callback):
-    """At the end of fit: load the best checkpoint's weights, fit the calibration on the
-    validation split, store it in that checkpoint (which ``test``, ``evaluate``, ``predict``
-    then read) and log ``calibration/ece_before``, ``calibration/ece_after`` and
-    ``calibration/temperature`` to the loggers (TensorBoard)."""
+class CalibrateOnValidation(Callback):
+    """At the end of fit: load the best checkpoint's weights, fit a calibrator
+    (``segmenter.calibration``) on the validation split, store it in that checkpoint (which
+    ``test``, ``evaluate`` and ``predict`` then read) and log ``calibration/ece_before``,
+    ``calibration/ece_after`` and ``calibration/ece_heldout`` to the loggers (TensorBoard)."""
 
-    def __init__(self, *, bias: bool = True, bins: int = calibration.BINS) -> None:
+    def __init__(self, *, method: str = "auto", bias: bool = True, bins: int = calibration.BINS) -> None:
+        if method not in calibration.METHODS:
+            raise ValueError(f"method={method!r} is not one of {calibration.METHODS}")
         if bins < 1:
             raise ValueError(f"bins={bins} must be >= 1")
-        self.bias, self.bins = bias, bins
+        self.method, self.bias, self.bins = method, bias, bins
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
-        if trainer.interrupted or trainer.sanity_checking:
+        if trainer.interrupted or trainer.sanity_checking or not trainer.is_global_zero:
             return
         best = getattr(trainer.checkpoint_callback, "best_model_path", "") or ""
         if not best or not Path(best).is_file():
             log.warning("calibration skipped: no best checkpoint to calibrate")
             return
-        if not trainer.is_global_zero:
-            return
         state = load(best)["state_dict"]
         net = pl_module.net
-        net.load_state_dict({k[len("net."):]: v for k, v in state.items() if k.startswith("net.")})
-        logits, labels = calibration.collect_logits(net, trainer.datamodule.val_dataloader(), ignore_index=IGNORE)
-        cal = calibration.fit(logits, labels, bias=self.bias, bins=self.bins, fitted_on="val")
+        net.load_state_dict({k[len("net.") :]: v for k, v in state.items() if k.startswith("net.")})
+        scores, labels, docs = calibration.collect_scores(net, trainer.datamodule.val_dataloader(), ignore_index=IGNORE)
+        cal = calibration.fit(scores, labels, groups=docs, method=self.method, bias=self.bias, bins=self.bins, fitted_on="val")
         calibration.write(best, cal)
+        report = {f"calibration/{k}": getattr(cal, k) for k in ("ece_before", "ece_after", "ece_heldout")}
         for logger in trainer.loggers:
-            logger.log_metrics(
-                {"calibration/ece_before": cal.ece_before, "calibration/ece_after": cal.ece_after,
-                 "calibration/temperature": cal.temperature},
-                step=trainer.global_step,
-            )  # fmt: skip
+            logger.log_metrics({k: v for k, v in report.items() if v is not None}, step=trainer.global_step)
         log.info(
-            "calibrated %s on %d validation units: T = %.3f, bias %s; ECE (%d bins) %.4f -> %.4f",
-            best, cal.units, cal.temperature, [round(b, 3) for b in cal.bias], cal.bins, cal.ece_before, cal.ece_after,
+            "calibrated %s (%s) on %d validation units; ECE (%d bins) %.4f before, %.4f after, %s cross-fitted",
+            best, cal.method, cal.units, cal.bins, cal.ece_before, cal.ece_after,
+            "n/a" if cal.ece_heldout is None else f"{cal.ece_heldout:.4f}",
         )  # fmt: skip

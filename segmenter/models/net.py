@@ -361,6 +361,13 @@ class SegmenterNet(nn.Module):
         logits = self.head(self.norm(x))  # (B, T, C)
         return NetOutput(logits, mask, torch.stack(boundary) if boundary else None)
 
+    def unit_probs(self, logits: Tensor, mask: Tensor, *, structured: bool = True) -> Tensor:
+        """(B, T, C) each unit's label probabilities: the CRF's marginals where the net has
+        one (and ``structured``: the probabilities of the model that decodes), else softmax."""
+        if self.crf is not None and structured:
+            return self.crf.marginals(logits, mask)
+        return logits.float().softmax(dim=-1)
+
     def decode(self, logits: Tensor, mask: Tensor, *, structured: bool = True) -> Tensor:
         """(B, T, C) scores -> (B, T) labels: the CRF's best sequence where the net has one
         (and ``structured``), else each unit's argmax."""
