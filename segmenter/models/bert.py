@@ -90,6 +90,12 @@ class SentenceConfig:
 # ---------------------------------------------------------------------------- network
 
 
+# Token states travel through the layers packed: (N, C), the N real tokens of the batch one
+# after the other, text by text. The matmuls, which are nearly all of the work, then skip the
+# padding (a 50-sentence document padded to its longest sentence is often 2-3x its real
+# tokens); only attention needs the (B, T) grid, and puts the tokens back on it.
+
+
 class SelfAttention(nn.Module):
     """Bidirectional multi-head attention; padded keys are masked out."""
 
@@ -101,17 +107,19 @@ class SelfAttention(nn.Module):
         self.proj = nn.Linear(cfg.hidden_size, cfg.hidden_size)
 
     def forward(self, x: Tensor, keep: Tensor) -> Tensor:
-        B, T, C = x.shape
-        H = self.n_head
-        q, k, v = self.qkv(x).split(C, dim=-1)  # 3 x (B, T, C)
+        """x (N, C) packed real tokens; keep (B, T) True where a real token sits."""
+        (B, T), (N, C), H = keep.shape, x.shape, self.n_head
+        qkv = x.new_zeros(B, T, 3 * C)  # (B, T, 3C); padding slots stay zero
+        qkv[keep] = self.qkv(x)  # (N, 3C) onto the grid
+        q, k, v = qkv.split(C, dim=-1)  # 3 x (B, T, C)
         q = q.view(B, T, H, C // H).transpose(1, 2)  # (B, H, T, D)
         k = k.view(B, T, H, C // H).transpose(1, 2)  # (B, H, T, D)
         v = v.view(B, T, H, C // H).transpose(1, 2)  # (B, H, T, D)
-        # keep (B, 1, 1, T): True where the key is a real token; it broadcasts over heads and
-        # queries. Every row keeps at least [CLS], so no softmax is over nothing.
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=keep)  # (B, H, T, D), scale 1/sqrt(D)
+        # (B, 1, 1, T): True where the key is a real token; broadcast over heads and queries.
+        # Every row keeps at least [CLS], so no softmax is over nothing.
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=keep[:, None, None, :])  # (B, H, T, D), scale 1/sqrt(D)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C): heads side by side again
-        return self.proj(y)
+        return self.proj(y[keep])  # (N, C): real tokens only again
 
 
 class Block(nn.Module):
@@ -126,8 +134,8 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
 
     def forward(self, x: Tensor, keep: Tensor) -> Tensor:
-        x = self.ln_1(x + self.attn(x, keep))  # (B, T, C)
-        x = self.ln_2(x + self.fc_proj(F.gelu(self.fc(x))))  # (B, T, C); F.gelu is the exact erf form
+        x = self.ln_1(x + self.attn(x, keep))  # (N, C)
+        x = self.ln_2(x + self.fc_proj(F.gelu(self.fc(x))))  # (N, C); F.gelu is the exact erf form
         return x
 
 
@@ -153,21 +161,24 @@ class MiniLM(nn.Module):
         return self.cfg.hidden_size
 
     def token_states(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        """(B, T) word-piece ids and 0/1 mask -> (B, T, C) last-layer token states."""
+        """(B, T) word-piece ids and 0/1 mask (right-padded) -> (B, T, C) last-layer token
+        states, zero at padding."""
         B, T = input_ids.shape
+        keep = attention_mask.bool()  # (B, T)
         pos = torch.arange(T, device=input_ids.device)  # (T,)
         x = self.wte(input_ids) + self.wpe(pos) + self.wtt.weight[0]  # (B, T, C)
-        x = self.ln_emb(x)
-        keep = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T)
+        x = self.ln_emb(x[keep])  # (N, C): packed (see above SelfAttention)
         for block in self.blocks:
-            x = block(x, keep)
-        return x
+            x = block(x, keep)  # (N, C)
+        out = x.new_zeros(B, T, self.dim)  # (B, T, C)
+        out[keep] = x
+        return out
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """(B, T) ids and mask -> (B, C) sentence embeddings, as sentence-transformers makes them."""
         x = self.token_states(input_ids, attention_mask)  # (B, T, C)
         m = attention_mask[:, :, None].to(x.dtype)  # (B, T, 1)
-        # mean over the real tokens only (padding states are garbage, not zeros)
+        # mean over the real tokens only, as sentence-transformers computes it
         e = (x * m).sum(dim=1) / m.sum(dim=1).clamp(min=1e-9)  # (B, C)
         return F.normalize(e, p=2, dim=-1) if self.sentence.normalize else e
 
@@ -229,9 +240,9 @@ class MiniLM(nn.Module):
         cfg = BertConfig.from_json(path / "config.json")
         tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
         tokenizer.no_padding()  # tokenizer.json may pad to a fixed 128; we pad per batch in pad()
-        # Built on the meta device: no time spent initialising weights that are replaced at once.
-        with torch.device("meta"):
-            model = cls(cfg, SentenceConfig.from_dir(path), tokenizer)
+        # Not built on the meta device to skip the random init (~0.2 s CPU): meta's first use
+        # costs ~1.5 s CPU. assign=True takes the loaded tensors as they are, without a copy.
+        model = cls(cfg, SentenceConfig.from_dir(path), tokenizer)
         state = _from_bert_state_dict(load_file(path / "model.safetensors"), cfg, path / "model.safetensors")
         model.load_state_dict(state, strict=True, assign=True)  # also checks every shape
         return model.to(device or "cpu").eval()

@@ -126,6 +126,7 @@ def test_batch_size_changes_nothing_but_speed(model_dir):
         torch.testing.assert_close(model.encode(TEXTS, batch_size=batch_size), whole, atol=1e-6, rtol=0)
     # order restored: encoding the texts reversed gives the rows reversed
     torch.testing.assert_close(model.encode(TEXTS[::-1], batch_size=5), whole.flip(0), atol=1e-6, rtol=0)
+    assert model.encode([]).shape == (0, 384)
 
 
 @needs_minilm
