@@ -77,9 +77,13 @@ def card_text(name: str, run: Path, ckpt: dict, size: int) -> str:
         "",
         "## Calibration",
         "",
-        f"p = softmax(z / T + b) fitted on the validation split ({cal.units:,} units): T = {cal.temperature:.3f}, "
-        f"b = {[round(b, 3) for b in cal.bias]}. Expected calibration error ({cal.bins} bins, top label): "
-        f"{cal.ece_before:.4f} before, **{cal.ece_after:.4f}** after.",
+        (f"Isotonic regression of P({meta['label_names'][1]}) ({len(cal.x)} breakpoints)" if cal.method == "isotonic"
+         else f"p = softmax(z / T + b), T = {cal.temperature:.3f}, b = {[round(b, 3) for b in cal.bias]}")
+        + f", fitted on the validation split ({cal.units:,} units) after training; z: the "
+        + ("CRF's marginals" if net.get("crf") else "softmax") + " of the best checkpoint. "
+        f"Expected calibration error (top label, {cal.bins} bins): {cal.ece_before:.4f} before; "
+        f"**{cal.ece_heldout:.4f}** cross-fitted (fitted on half the validation documents, measured on the "
+        f"other half, both ways round); {cal.ece_after:.4f} on the units it was fitted on.",
         "",
     ]
     for split in ("val", "test"):
