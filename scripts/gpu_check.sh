@@ -5,7 +5,7 @@
 # tests and training runs together); most of it is torch.compile of FlexAttention.
 # Results land in $OUT (or ./gpu_check_out):
 #   summary.txt         exit status and wall time of each step, GPU and torch versions
-#   bench_table.md, bench_results.json, bench.png   the CUDA benchmark (README's GPU table)
+#   bench_table.md, bench_results.json, bench.png   the CUDA benchmark (docs/benchmark.md, GPU section)
 #   gpu_tests.log       pytest -m gpu -v output
 #   train_<attention>.log   the training runs, one per conf/attention/*.yaml
 # Every step writes there as it goes, so a run cut short still returns what it finished.

@@ -39,6 +39,7 @@ import logging
 import math
 import os
 import platform
+import pydoc
 import resource
 import statistics
 import subprocess
@@ -49,6 +50,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import hydra
+import pysbd
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
@@ -565,3 +567,62 @@ def plot(results: dict[str, Any], path: Path) -> None:
     with atomic_file(path, "wb") as f:
         fig.savefig(f, format="png", dpi=120)
     plt.close(fig)
+
+
+# -- cold start of a shipped model ------------------------------------------------------------
+COLD_START = """\
+import sys, time
+t0 = time.perf_counter()
+from segmenter import Segmenter
+seg = Segmenter.from_pretrained({model!r})
+t1 = time.perf_counter()
+pred = seg.segment(sys.stdin.read(), units={units!r}, return_probs=True)
+t2 = time.perf_counter()
+print(len(pred.units), len(pred.segments), round(t1 - t0, 3), round(t2 - t1, 3))
+"""
+
+
+def cold_start_text(n: int) -> list[str]:
+    """``n`` English sentences from the standard library's module documentation (offline,
+    the same on every machine with the same Python)."""
+    mods = ("json", "random", "argparse", "logging", "collections", "decimal", "email", "unittest", "csv", "sqlite3")
+    text = " ".join(" ".join(pydoc.getdoc(__import__(m)).split()) for m in mods)
+    units = [s.strip() for s in pysbd.Segmenter(language="en", clean=False).segment(text) if s.strip()]
+    if len(units) < n:
+        raise ValueError(f"sentences={n}: only {len(units)} sentences in the sample text")
+    return units[:n]
+
+
+def cold_start(cfg: Any) -> dict[str, float]:
+    """Median wall and CPU seconds of ``cfg.runs`` fresh interpreters that import segmenter,
+    load ``cfg.model`` and segment one ``cfg.sentences``-unit document (scripts/cold_start.py)."""
+    units = cold_start_text(int(cfg.sentences))
+    text = "\n".join(units) if cfg.units == "lines" else " ".join(units)
+    env = dict(os.environ)
+    if cfg.threads is not None:
+        env["OMP_NUM_THREADS"] = str(cfg.threads)
+    code = COLD_START.format(model=cfg.model, units=cfg.units)
+    walls, cpus, inner = [], [], []
+    for _ in range(int(cfg.runs)):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        start = time.perf_counter()
+        out = subprocess.run([sys.executable, "-c", code], input=text, capture_output=True, text=True, env=env, check=False)
+        walls.append(time.perf_counter() - start)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        if out.returncode != 0:
+            raise RuntimeError(f"cold start of {cfg.model!r} failed: {out.stderr[-2000:]}")
+        cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+        inner.append([float(x) for x in out.stdout.split()])
+    n_units, n_segments = int(inner[0][0]), int(inner[0][1])
+    result = {
+        "wall_s": statistics.median(walls),
+        "cpu_s": statistics.median(cpus),
+        "import_and_load_s": statistics.median(r[2] for r in inner),
+        "segment_s": statistics.median(r[3] for r in inner),
+    }
+    load = os.getloadavg()[0]
+    print(f"| model | units | runs | threads | wall s | CPU s | import + load s | segment s | load average |\n"
+          f"|---|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+          f"| {cfg.model} | {n_units} ({n_segments} segments) | {cfg.runs} | {cfg.threads} | {result['wall_s']:.2f} | "
+          f"{result['cpu_s']:.2f} | {result['import_and_load_s']:.2f} | {result['segment_s']:.2f} | {load:.1f} |")  # fmt: skip
+    return result

@@ -1,8 +1,8 @@
 """Every Lightning callback of segmenter: what each checkpoint carries (CheckpointMetadata,
 RandomStateCheckpoint), watching runs (AttentionHeatmap, UnitThroughput, LogProgress),
 protecting them (FiniteLossGuard), and encoding every unit once before training
-(WarmEncoderCache). conf/callbacks/*.yaml select them; train.py adds CheckpointMetadata
-to every run."""
+(WarmEncoderCache), and calibrating the best checkpoint after fit (CalibrateOnValidation).
+conf/callbacks/*.yaml select them; train.py adds CheckpointMetadata to every run."""
 
 from __future__ import annotations
 
@@ -17,12 +17,13 @@ from typing import Any
 import numpy as np
 import torch
 from lightning import Callback, LightningModule, Trainer
-from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor
 
-from segmenter.checkpoint import DIGEST_KEY, KEY, metadata, weights_digest
-from segmenter.data.document import boundary_labels
+from segmenter import calibration
+from segmenter.checkpoint import DIGEST_KEY, KEY, load, metadata, weights_digest
+from segmenter.data.document import IGNORE, boundary_labels
 from segmenter.models.attention import InspectableAttention
 
 log = logging.getLogger(__name__)
@@ -236,6 +237,13 @@ class LogProgress(ProgressBar):
 
 
 # -- checkpoints and encoders ------------------------------------------------------------
+def monitored_checkpoint(trainer: Trainer) -> ModelCheckpoint | None:
+    """The checkpoint callback that keeps the best checkpoint: the first ModelCheckpoint with
+    a ``monitor`` (Lightning's ``trainer.checkpoint_callback`` is merely the first one listed,
+    which would be last_checkpoint if conf/callbacks listed it first). None: none monitors."""
+    return next((c for c in trainer.checkpoint_callbacks if getattr(c, "monitor", None)), None)
+
+
 class CheckpointMetadata(Callback):
     """Writes the "segmenter" entry (segmenter/checkpoint.py: how to rebuild the model, and
     the weights' digest) into every checkpoint the trainer saves (ModelCheckpoint's
@@ -277,3 +285,39 @@ class WarmEncoderCache(Callback):
 
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._warm(trainer, pl_module)
+
+
+class CalibrateOnValidation(Callback):
+    """At the end of fit: load the best checkpoint's weights, fit a calibrator
+    (``segmenter.calibration``) on the validation split, store it in that checkpoint (which
+    ``test``, ``evaluate`` and ``predict`` then read) and log ``calibration/ece_before``,
+    ``calibration/ece_after`` and ``calibration/ece_heldout`` to the loggers (TensorBoard)."""
+
+    def __init__(self, *, method: str = "auto", bias: bool = True, bins: int = calibration.BINS) -> None:
+        if method not in calibration.METHODS:
+            raise ValueError(f"method={method!r} is not one of {calibration.METHODS}")
+        if bins < 1:
+            raise ValueError(f"bins={bins} must be >= 1")
+        self.method, self.bias, self.bins = method, bias, bins
+
+    def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
+        if trainer.interrupted or trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        best = getattr(monitored_checkpoint(trainer), "best_model_path", "") or ""
+        if not best or not Path(best).is_file():
+            log.warning("calibration skipped: no best checkpoint to calibrate")
+            return
+        state = load(best)["state_dict"]
+        net = pl_module.net
+        net.load_state_dict({k[len("net.") :]: v for k, v in state.items() if k.startswith("net.")})
+        scores, labels, docs = calibration.collect_scores(net, trainer.datamodule.val_dataloader(), ignore_index=IGNORE)
+        cal = calibration.fit(scores, labels, groups=docs, method=self.method, bias=self.bias, bins=self.bins, fitted_on="val")
+        calibration.write(best, cal)
+        report = {f"calibration/{k}": getattr(cal, k) for k in ("ece_before", "ece_after", "ece_heldout")}
+        for logger in trainer.loggers:
+            logger.log_metrics({k: v for k, v in report.items() if v is not None}, step=trainer.global_step)
+        log.info(
+            "calibrated %s (%s) on %d validation units; ECE (%d bins) %.4f before, %.4f after, %s cross-fitted",
+            best, cal.method, cal.units, cal.bins, cal.ece_before, cal.ece_after,
+            "n/a" if cal.ece_heldout is None else f"{cal.ece_heldout:.4f}",
+        )  # fmt: skip

@@ -89,7 +89,7 @@ MISSING_HINTS = {
 }
 # Data locations: key -> where the data comes from (shown when the path does not exist).
 DATA_PATHS = {
-    "data.corpus.path": "your JSONL corpus (README: Bring your own corpus)",
+    "data.corpus.path": "your JSONL corpus (docs/data.md: bring your own corpus)",
     "data.corpus.root": "the corpus folder; data=choi reads ${paths.shared_data_dir}/choi (default ../shared/data/choi "
     "next to the repository, set with paths.shared_data_dir=<folder holding choi/>): Choi's (2000) "
     "C99 test set, folders 1/ 2/ 3/ ... of *.ref files",

@@ -26,12 +26,12 @@ import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from lightning import Callback, Trainer
 from lightning.fabric.utilities.logger import _convert_params, _flatten_dict
-from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard.summary import hparams
 
-from segmenter.callbacks import CheckpointMetadata, LogProgress, tensorboard_loggers
+from segmenter.callbacks import CheckpointMetadata, LogProgress, monitored_checkpoint, tensorboard_loggers
 from segmenter.checkpoint import CheckpointError, check_state_paths, load, net_config, safe_globals
 from segmenter.data.datamodule import SegmentationDataModule
 from segmenter.io import atomic_write
@@ -169,13 +169,6 @@ def resume_path(ckpt_path: str | None, dirs: list[str]) -> str | None:
     # A checkpoint's callback state names checkpoints of its own run only.
     check_state_paths(load(path), folder=path.resolve().parent, path=path)
     return str(path)
-
-
-def monitored_checkpoint(trainer: L.Trainer) -> ModelCheckpoint | None:
-    """The checkpoint callback that keeps the best checkpoint: the first ModelCheckpoint with
-    a ``monitor`` (Lightning's ``trainer.checkpoint_callback`` is merely the first one listed,
-    which would be last_checkpoint if conf/callbacks listed it first). None: none monitors."""
-    return next((c for c in trainer.checkpoint_callbacks if getattr(c, "monitor", None)), None)
 
 
 def best_checkpoint(trainer: L.Trainer) -> str | None:

@@ -57,7 +57,7 @@ def test_the_three_options_build_the_three_classes(tiny_cfg, attention, cls):
     assert all(type(b.attention) is cls for b in model.net.blocks)
 
 
-@pytest.mark.parametrize("option", ["builtin", "choi", "jsonl", "wiki"])
+@pytest.mark.parametrize("option", [o for o in options("data", conf=CONF) if o != "default"])
 def test_data_options_extend_the_default(option):
     """Each data option is default.yaml plus its corpus and what differs; data=default alone
     leaves the corpus to give."""

@@ -12,7 +12,8 @@ from lightning import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from segmenter.train import build, monitored_checkpoint, train
+from segmenter.callbacks import monitored_checkpoint
+from segmenter.train import build, train
 from tests.helpers import ATTENTIONS, ROOT, TINY_DATA, compose_train, score_checkpoint
 
 

@@ -48,13 +48,29 @@ class LinearChainCRF(nn.Module):
             gold = gold + step * m[:, i]
         last = y[rows, mask.sum(1) - 1]  # (B,) label of each sequence's last unit
         gold = gold + self.end[last]
-        # log Z by the forward algorithm: alpha (B, C) = log-sum over paths ending in each class.
-        alpha = self.start + e[:, 0]  # (B, C)
-        for i in range(1, t):
+        return gold - self.log_partition(e, mask)
+
+    def log_partition(self, emissions: Tensor, mask: Tensor) -> Tensor:
+        """(B,) log Z, the log-sum of the scores of every label sequence (forward algorithm)."""
+        e = emissions.float()  # (B, T, C)
+        alpha = self.start + e[:, 0]  # (B, C) log-sum over paths ending in each class
+        for i in range(1, e.shape[1]):
             nxt = torch.logsumexp(alpha[:, :, None] + self.transitions, dim=1) + e[:, i]  # (B, C)
             alpha = torch.where(mask[:, i, None], nxt, alpha)  # padding: carry the sum unchanged
-        log_z = torch.logsumexp(alpha + self.end, dim=1)  # (B,)
-        return gold - log_z
+        return torch.logsumexp(alpha + self.end, dim=1)  # (B,)
+
+    def marginals(self, emissions: Tensor, mask: Tensor) -> Tensor:
+        """(B, T, C) p(y_t = c | x) under the CRF, 0 at padding: the derivative of log Z by
+        each emission score (the forward-backward result, by autograd: one formula, no
+        second recursion to keep in step with the first)."""
+        self._check(emissions, mask)
+        # Autograd even when called under inference_mode / no_grad (prediction); the clone
+        # turns an inference tensor into one autograd may record.
+        with torch.inference_mode(False), torch.enable_grad():
+            e = emissions.detach().float().clone().requires_grad_(True)  # (B, T, C)
+            mask = mask.clone()
+            (grad,) = torch.autograd.grad(self.log_partition(e, mask).sum(), e)
+        return grad * mask[..., None]  # (B, T, C)
 
     def nll(self, emissions: Tensor, labels: Tensor, mask: Tensor) -> Tensor:
         """Negative log-likelihood per unit (the scale of a per-unit cross-entropy)."""

@@ -201,12 +201,18 @@ class SelfSimilarity(nn.Module):
     of the character n-grams of the normalised text, so "(Yeah) I'm on my way" and
     "I'm on my way" are near repeats. The features are similarities, not words: they carry
     over to unseen text and to any corpus. U: one Linear.
+
+    ``gate``: the output is scaled per channel by g, a learned vector that starts at 0
+    (ReZero, Bachlechner et al. 2021): the network starts as the one without the view and
+    opens it as far as training finds recurrence useful. Topic segmentation, where
+    recurrence says little, then keeps what it had without the view; verse/chorus opens it.
     """
 
     def __init__(
         self,
         *,
         dim: int,
+        gate: bool = False,
         thresholds: Sequence[float] = (0.5, 0.7, 0.9),
         stripe: int = 2,
         fixed: bool = True,
@@ -228,6 +234,8 @@ class SelfSimilarity(nn.Module):
         # (max, before, after; counts of S, D; max D) x (own, relative); share
         self.per_view = 2 * (3 + 2 * len(self.thresholds) + 1) + 1
         self.proj = nn.Linear(self.per_view * (fixed + surface), dim)  # U
+        # False in checkpoints written before the gate existed: they load unchanged.
+        self.gate = nn.Parameter(torch.zeros(dim)) if gate else None  # g
 
     def surface_vectors(self, docs: Sequence[Sequence[str]], t: int, device: torch.device) -> Tensor:
         """(B, T, buckets) character n-gram counts of every unit, zeros at padding (the
@@ -259,7 +267,8 @@ class SelfSimilarity(nn.Module):
             views.append(self.view_features(e, mask))
         if self.surface:
             views.append(self.surface_features(docs, e.shape[1], e.device))
-        return self.proj(torch.cat(views, dim=-1).to(self.proj.weight.dtype))  # (B, T, dim)
+        out = self.proj(torch.cat(views, dim=-1).to(self.proj.weight.dtype))  # (B, T, dim)
+        return out if self.gate is None else out * self.gate
 
 
 class Block(nn.Module):
@@ -351,6 +360,13 @@ class SegmenterNet(nn.Module):
                 boundary.append(b)
         logits = self.head(self.norm(x))  # (B, T, C)
         return NetOutput(logits, mask, torch.stack(boundary) if boundary else None)
+
+    def unit_probs(self, logits: Tensor, mask: Tensor, *, structured: bool = True) -> Tensor:
+        """(B, T, C) each unit's label probabilities: the CRF's marginals where the net has
+        one (and ``structured``: the probabilities of the model that decodes), else softmax."""
+        if self.crf is not None and structured:
+            return self.crf.marginals(logits, mask)
+        return logits.float().softmax(dim=-1)
 
     def decode(self, logits: Tensor, mask: Tensor, *, structured: bool = True) -> Tensor:
         """(B, T, C) scores -> (B, T) labels: the CRF's best sequence where the net has one

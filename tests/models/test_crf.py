@@ -69,3 +69,20 @@ def test_shapes_are_checked():
         crf.decode(torch.zeros(1, 4, 3), torch.ones(1, 4, dtype=torch.bool))
     with pytest.raises(ValueError, match="num_classes=1"):
         LinearChainCRF(num_classes=1)
+
+
+def test_marginals_equal_brute_force_with_padding(crf):
+    lengths = [4, 2]
+    emissions = torch.randn(2, 4, 3)
+    mask = torch.arange(4)[None] < torch.tensor(lengths)[:, None]  # (B, T)
+    marg = crf.marginals(emissions, mask)
+    for b, n in enumerate(lengths):
+        paths = list(itertools.product(range(3), repeat=n))
+        p = torch.stack([path_score(crf, emissions[b], q) for q in paths]).softmax(0).detach()
+        expected = torch.zeros(n, 3)
+        for weight, q in zip(p, paths):
+            expected[torch.arange(n), torch.tensor(q)] += weight
+        torch.testing.assert_close(marg[b, :n], expected, atol=1e-5, rtol=1e-5)
+        assert marg[b, n:].eq(0).all()
+    with torch.inference_mode():  # how predict calls it
+        torch.testing.assert_close(crf.marginals(emissions, mask), marg)

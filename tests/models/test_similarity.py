@@ -163,3 +163,17 @@ def test_peak_memory_at_4096_units_is_a_few_t_by_t_matrices():
     t_by_t = 4096 * 4096 * 4
     assert extra > t_by_t  # it does hold at least one T x T matrix: the measurement sees allocations
     assert extra < 16 * t_by_t, f"peak {extra / 2**20:.0f} MiB above the baseline"
+
+
+def test_gate_starts_closed_and_opens_under_training():
+    """gate=True: the view adds nothing at initialisation (the network starts as the one
+    without it) and its gate gets a gradient, so training can open it."""
+    view = SelfSimilarity(dim=8, gate=True)
+    docs = [["a b c", "d e f", "a b c", "g h"]]
+    e, mask = torch.randn(1, 4, 16), torch.ones(1, 4, dtype=torch.bool)
+    out = view(docs, e, mask)
+    assert torch.equal(out, torch.zeros_like(out))
+    (view(docs, e, mask) * torch.randn(1, 4, 8)).sum().backward()
+    assert view.gate.grad is not None and view.gate.grad.abs().sum() > 0
+    # without the gate (checkpoints written before it): no such parameter, same state keys as before
+    assert "gate" not in dict(SelfSimilarity(dim=8).named_parameters())

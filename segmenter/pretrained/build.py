@@ -1,0 +1,118 @@
+"""Make a shipped model from a training run: the calibrated best checkpoint, slimmed to what
+prediction needs, and its card.
+
+    python scripts/train.py experiment=pretrained_topic hydra.run.dir=outputs/pretrained/topic
+    python scripts/evaluate.py ckpt_path=outputs/pretrained/topic/checkpoints/<best>.ckpt split=val
+    python scripts/evaluate.py ckpt_path=outputs/pretrained/topic/checkpoints/<best>.ckpt
+    python -m segmenter.pretrained.build topic outputs/pretrained/topic
+
+The card embeds the evaluation tables the run's ``eval/`` folder holds (scripts/evaluate.py
+writes them, baselines beside the model) and the calibration stored in the checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import torch
+
+from segmenter import calibration
+from segmenter.checkpoint import KEY, load
+from segmenter.io import atomic_file, atomic_write
+from segmenter.pretrained import MODELS, _here
+
+log = logging.getLogger(__name__)
+
+KEEP = ("state_dict", KEY, "epoch", "global_step", "pytorch-lightning_version")  # what prediction reads
+
+ABOUT = {
+    "topic": {
+        "data": "Every topic-segmentation corpus in `../shared/data` plus the built-in one, mixed "
+        "(`data=topic_mix`): Choi's source-disjoint split (2,000 training documents drawn from the Brown "
+        "texts that occur in none of the test documents of folders 1-3), the training part (80%, seed 0) "
+        "of the 567-article Wiki-727K sample, counted 3 times, and the built-in corpus drawn from "
+        "CPython's documentation.",
+        "licence": "Choi's data set: Brown-corpus text, for research use. Wiki-727K: Wikipedia text, CC BY-SA. "
+        "Built-in corpus: CPython's documentation (PSF licence). The weights are released with the project (MIT).",
+        "command": "python scripts/train.py experiment=pretrained_topic hydra.run.dir=outputs/pretrained/topic",
+        "units": "sentences",
+    },
+    "lyrics": {
+        "data": "The training songs of the reference lyrics system (`../shared/data/lyrics/train.jsonl`, "
+        "623 songs, 28,732 lines), selected on its validation songs (`val.jsonl`, 125 songs).",
+        "licence": "Lyrics belong to their authors, used here for research (the data set's repository "
+        "`JoseLuna12/lyric-segmentation-ml` is MIT). The weights are released with the project (MIT).",
+        "command": "python scripts/train.py experiment=pretrained_lyrics hydra.run.dir=outputs/pretrained/lyrics",
+        "units": "lines",
+    },
+}
+
+
+def best_checkpoint(run: Path) -> Path:
+    """The run's calibrated checkpoint (the best one: the calibration callback writes only it)."""
+    found = [p for p in sorted((run / "checkpoints").glob("*.ckpt")) if calibration.ENTRY in load(p)[KEY]]
+    if len(found) != 1:
+        raise ValueError(f"{run}/checkpoints holds {len(found)} calibrated checkpoints ({[p.name for p in found]}); need one")
+    return found[0]
+
+
+def card_text(name: str, run: Path, ckpt: dict, size: int) -> str:
+    about, meta = ABOUT[name], ckpt[KEY]
+    cal = calibration.read(meta)
+    net = meta["net"]
+    attention = (net.get("attention") or {}).get("_target_", "?").rsplit(".", 1)[-1]
+    encoder = (net.get("encoder") or {}).get("_target_", "?").rsplit(".", 1)[-1]
+    lines = [
+        f"# `{name}`: {MODELS[name]}",
+        "",
+        f"- Labels: {', '.join(meta['label_names'])} ({meta['task']} task); units: {about['units']}.",
+        f"- Network: {attention}, {encoder}, width {net.get('dim')}, {net.get('num_layers')} layers; "
+        f"segmenter {meta['segmenter_version']}; epoch {ckpt.get('epoch')} (the best on validation).",
+        f"- Size: {size / 1e6:.2f} MB (`{name}.ckpt`, weights and config; loads with `weights_only`).",
+        f"- Data: {about['data']}",
+        f"- Licence: {about['licence']}",
+        f"- Rebuild: `{about['command']}`, then the evaluations below and "
+        f"`python -m segmenter.pretrained.build {name} outputs/pretrained/{name}`.",
+        "",
+        "## Calibration",
+        "",
+        (f"Isotonic regression of P({meta['label_names'][1]}) ({len(cal.x)} breakpoints)" if cal.method == "isotonic"
+         else f"p = softmax(z / T + b), T = {cal.temperature:.3f}, b = {[round(b, 3) for b in cal.bias]}")
+        + f", fitted on the validation split ({cal.units:,} units) after training; z: the "
+        + ("CRF's marginals" if net.get("crf") else "softmax") + " of the best checkpoint. "
+        f"Expected calibration error (top label, {cal.bins} bins): {cal.ece_before:.4f} before; "
+        f"**{cal.ece_heldout:.4f}** cross-fitted (fitted on half the validation documents, measured on the "
+        f"other half, both ways round); {cal.ece_after:.4f} on the units it was fitted on.",
+        "",
+    ]
+    for split in ("val", "test"):
+        table = run / "eval" / f"{split}.md"
+        if table.is_file():
+            lines += [f"## Evaluation: `python scripts/evaluate.py ckpt_path=<best checkpoint> split={split}`", "",
+                      table.read_text(encoding="utf-8").strip(), ""]  # fmt: skip
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def build(name: str, run: str | Path, *, out_dir: Path | None = None) -> Path:
+    if name not in ABOUT:
+        raise ValueError(f"no pretrained model {name!r}; the shipped ones are {sorted(ABOUT)}")
+    run, out_dir = Path(run), out_dir or _here()
+    src = best_checkpoint(run)
+    full = load(src)
+    slim = {k: full[k] for k in KEEP if k in full}
+    dst = out_dir / f"{name}.ckpt"
+    with atomic_file(dst, "wb") as f:
+        torch.save(slim, f)
+    load(dst)  # the slim file is a valid checkpoint: digest, weights, plain data
+    atomic_write(out_dir / f"{name}.md", card_text(name, run, slim, dst.stat().st_size))
+    log.info("wrote %s (%.2f MB) and its card from %s", dst, dst.stat().st_size / 1e6, src)
+    return dst
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if len(sys.argv) != 3:
+        sys.exit("usage: python -m segmenter.pretrained.build <topic|lyrics> <run folder>")
+    build(sys.argv[1], sys.argv[2])
