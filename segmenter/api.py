@@ -5,6 +5,12 @@
     segments = seg.segment(text)                    # [[unit, ...], ...]
     pred = seg.segment(text, return_probs=True)     # Prediction: units, labels, boundary_probs, segments
     many = seg.segment_many(texts)                  # batched
+    seg = Segmenter.from_pretrained("topic")        # a shipped model (segmenter.pretrained)
+    seg.segment(text, num_segments=5)               # or threshold=0.5, min_segment_units=3
+
+Probabilities are calibrated where the checkpoint holds a calibrator (segmenter.calibration:
+fitted on the validation split after training), so ``threshold=`` means what it says; the
+user's decisions (threshold, num_segments, min_segment_units) are segmenter.decisions.
 
 Plain text becomes units by sentence (pysbd) or by line. Documents are run through
 the network in batches under ``torch.inference_mode``; a document longer than
@@ -34,6 +40,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from segmenter import calibration, decisions, pretrained
+from segmenter.calibration import Calibration
 from segmenter.checkpoint import load_net
 from segmenter.data.document import (
     BOUNDARY,
@@ -92,7 +100,10 @@ class Segmenter:
         batch_size: int = 32,
         device: str | torch.device = "cpu",
         language: str = "en",
+        calibration: Calibration | None = None,
     ) -> None:
+        """``calibration``: maps the network's probabilities to calibrated ones (a checkpoint's
+        own, by ``from_checkpoint``); None: the network's probabilities as they are."""
         check_window(max_units, overlap, size_name="max_units")
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size} must be >= 1")
@@ -102,6 +113,7 @@ class Segmenter:
         self.net = net.to(self.device).eval()
         self.task, self.label_names = task, list(label_names)
         self.max_units, self.overlap, self.batch_size, self.language = max_units, overlap, batch_size, language
+        self.calibration = calibration or Calibration()
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, *, cache_dir: str | None = None, **kwargs: Any) -> Segmenter:
@@ -111,8 +123,24 @@ class Segmenter:
         None: memory only)."""
         net, meta = load_net(path, cache_dir=cache_dir)
         attention = (meta["net"].get("attention") or {}).get("_target_", "?")
-        log.info("loaded %s (written by segmenter %s; %s)", path, meta["segmenter_version"], attention)
-        return cls(net=net, task=meta["task"], label_names=meta["label_names"], **kwargs)
+        cal = calibration.read(meta)
+        log.info("loaded %s (written by segmenter %s; %s; calibration: %s)", path, meta["segmenter_version"], attention, cal.method)
+        return cls(net=net, task=meta["task"], label_names=meta["label_names"], calibration=cal, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, name: str, **kwargs: Any) -> Segmenter:
+        """A model shipped inside the package (``python -m segmenter.pretrained`` lists them:
+        ``topic``, ``lyrics``); ``kwargs`` as for ``from_checkpoint``."""
+        return cls.from_checkpoint(pretrained.checkpoint_path(name), **kwargs)
+
+    @classmethod
+    def load(cls, *, ckpt_path: str | os.PathLike | None = None, model: str | None = None, **kwargs: Any) -> Segmenter:
+        """``from_checkpoint(ckpt_path)`` or ``from_pretrained(model)``: exactly one of them
+        (the command-line scripts' ``ckpt_path=`` / ``model=``)."""
+        if (ckpt_path is None) == (model is None):
+            raise ValueError(f"give ckpt_path= (a checkpoint) or model= (one of {sorted(pretrained.MODELS)}), "
+                             f"not {'both' if model else 'neither'}: ckpt_path={ckpt_path}, model={model}")  # fmt: skip
+        return cls.from_checkpoint(ckpt_path, **kwargs) if model is None else cls.from_pretrained(model, **kwargs)
 
     # -- text -> units --------------------------------------------------------------------
     @cached_property
@@ -158,32 +186,90 @@ class Segmenter:
         c = self.net.num_classes
         return [stitch([outs[i, s] for s, _ in sp], sp) if sp else torch.empty(0, c) for i, sp in enumerate(spans)]
 
-    def predict(self, docs: Sequence[Sequence[str]], *, structured: bool = True) -> list[Prediction]:
+    def predict(
+        self,
+        docs: Sequence[Sequence[str]],
+        *,
+        structured: bool = True,
+        threshold: float | None = None,
+        num_segments: int | None = None,
+        min_segment_units: int = 1,
+    ) -> list[Prediction]:
         """Predictions for documents already cut into units. ``structured=False``: each
-        unit's argmax even where the network has a CRF (to compare the two decodings)."""
-        return [self._decode(list(d), lg, structured=structured) for d, lg in zip(docs, self.logits(docs))]
+        unit's argmax even where the network has a CRF (to compare the two decodings).
+        ``threshold``, ``num_segments``, ``min_segment_units``: decide the segments from the
+        calibrated boundary probabilities instead of the network's own labels
+        (segmenter.decisions); checked before any work."""
+        for d in docs:
+            decisions.check(len(d), threshold=threshold, num_segments=num_segments, min_segment_units=min_segment_units)
+        steer = {"threshold": threshold, "num_segments": num_segments, "min_segment_units": min_segment_units}
+        return [self._decode(list(d), lg, structured=structured, **steer) for d, lg in zip(docs, self.logits(docs))]
 
-    def _decode(self, units: list[str], logits: Tensor, *, structured: bool = True) -> Prediction:
-        if len(units):  # the CRF's best label sequence for the whole (stitched) document, else argmax
-            mask = torch.ones(1, len(units), dtype=torch.bool)
+    def _decode(self, units: list[str], logits: Tensor, *, structured: bool, threshold: float | None,
+                num_segments: int | None, min_segment_units: int) -> Prediction:  # fmt: skip
+        n = len(units)
+        mask = torch.ones(1, n, dtype=torch.bool)
+        if n:  # the CRF's best label sequence for the whole (stitched) document, else argmax
             labels = self.net.decode(logits[None], mask, structured=structured)[0].tolist()
+            probs = self.net.unit_probs(logits[None], mask, structured=structured)[0]  # (n, C): marginals or softmax
+            probs = self.calibration.probs(probs.clamp(min=1e-12).log())  # (n, C) calibrated
         else:
-            labels = []
-        p_end = boundary_probs(logits.softmax(dim=-1), self.task)  # (n,): 0 at the document end
-        return Prediction(units, labels, self.label_names, p_end.tolist(), boundary_labels(labels, self.task))
+            labels, probs = [], logits.softmax(dim=-1)
+        p_end = boundary_probs(probs, self.task).tolist()  # (n,): 0 at the document end
+        ends = boundary_labels(labels, self.task)
+        if threshold is not None or num_segments is not None or min_segment_units > 1:
+            default = [i for i, e in enumerate(ends) if e]
+            cuts = decisions.cuts(p_end, default, threshold=threshold, num_segments=num_segments,
+                                  min_segment_units=min_segment_units)  # fmt: skip
+            ends = [0] * n
+            for c in cuts:
+                ends[c] = 1
+            labels = ends if self.task == BOUNDARY else segment_labels(probs, ends)
+        return Prediction(units, labels, self.label_names, p_end, ends)
 
     # -- the public API ---------------------------------------------------------------------
-    def segment(self, text: str, *, units: str = "sentences", return_probs: bool = False) -> list[list[str]] | Prediction:
+    def segment(
+        self,
+        text: str,
+        *,
+        units: str = "sentences",
+        return_probs: bool = False,
+        threshold: float | None = None,
+        num_segments: int | None = None,
+        min_segment_units: int = 1,
+    ) -> list[list[str]] | Prediction:
         """The segments of ``text`` (lists of units); with ``return_probs`` the whole
-        Prediction (units, labels, boundary_probs, boundaries, .segments)."""
-        return self.segment_many([text], units=units, return_probs=return_probs)[0]
+        Prediction (units, labels, boundary_probs, boundaries, .segments). threshold,
+        num_segments, min_segment_units: as for ``predict``."""
+        decide = {"threshold": threshold, "num_segments": num_segments, "min_segment_units": min_segment_units}
+        return self.segment_many([text], units=units, return_probs=return_probs, **decide)[0]
 
     def segment_many(
-        self, texts: Iterable[str], *, units: str = "sentences", return_probs: bool = False
+        self,
+        texts: Iterable[str],
+        *,
+        units: str = "sentences",
+        return_probs: bool = False,
+        threshold: float | None = None,
+        num_segments: int | None = None,
+        min_segment_units: int = 1,
     ) -> list[list[list[str]]] | list[Prediction]:
         """``segment`` for many texts, run through the network in batches."""
-        preds = self.predict([self.split(t, units=units) for t in texts])
+        decide = {"threshold": threshold, "num_segments": num_segments, "min_segment_units": min_segment_units}
+        preds = self.predict([self.split(t, units=units) for t in texts], **decide)
         return preds if return_probs else [p.segments for p in preds]
+
+
+def segment_labels(probs: Tensor, ends: Sequence[int]) -> list[int]:
+    """Section labels consistent with chosen segment ends: each segment takes the label with
+    the largest summed probability over its units. probs (n, C)."""
+    labels, start = [], 0
+    for i, end in enumerate(ends):
+        if end or i == len(ends) - 1:
+            label = int(probs[start : i + 1].sum(dim=0).argmax())
+            labels += [label] * (i + 1 - start)
+            start = i + 1
+    return labels
 
 
 class Progress:

@@ -23,10 +23,12 @@ from typing import Any
 import hydra
 import torch
 
+from segmenter import decisions
 from segmenter.api import UNITS, Prediction, Segmenter
 from segmenter.checkpoint import run_dir
 from segmenter.data.formats import ReaderError, decode_utf8, json_object, jsonl_lines, string_list
 from segmenter.io import atomic_write
+from segmenter.pretrained import MODELS
 
 __all__ = ["InputError", "PredictionError", "Prediction", "Segmenter", "read_inputs", "run", "write_outputs"]
 
@@ -177,15 +179,31 @@ def run(cfg: Any) -> None:
 
     if cfg.units not in UNITS:
         raise InputError(f"units={cfg.units!r} is not one of {UNITS}")
+    if (cfg.get("ckpt_path") is None) == (cfg.get("model") is None):
+        raise InputError(f"give ckpt_path=<a checkpoint of scripts/train.py> or model=<one of {sorted(MODELS)}>, "
+                         f"not {'both' if cfg.get('model') else 'neither'}")  # fmt: skip
+    decide = {"threshold": cfg.get("threshold"), "num_segments": cfg.get("num_segments"),
+              "min_segment_units": int(cfg.get("min_segment_units") or 1)}  # fmt: skip
+    decisions.check(0, **decide)  # settings that can never work fail before any work
     out = None
     if cfg.input != "-":
-        out = Path(cfg.output) if cfg.output else default_output_dir(cfg.ckpt_path, str(cfg.input))
+        if cfg.output:
+            out = Path(cfg.output)
+        elif cfg.get("model"):
+            out = Path("outputs") / "predictions" / cfg.model / Path(str(cfg.input).rstrip("/")).stem
+        else:
+            out = default_output_dir(cfg.ckpt_path, str(cfg.input))
         check_output_dir(out)
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
     seg: Segmenter = hydra.utils.instantiate(cfg.segmenter)  # CheckpointError comes wrapped by Hydra
     docs = read_inputs(str(cfg.input), splitter=seg, units=cfg.units)
-    preds = seg.predict([d.units for d in docs])
+    for d in docs:
+        try:
+            decisions.check(len(d.units), **decide)
+        except ValueError as e:
+            raise InputError(f"{d.source}: {e}") from None
+    preds = seg.predict([d.units for d in docs], **decide)
     n = sum(len(d.units) for d in docs)
     if out is None:
         to_jsonl(docs, preds)  # the same check as for files: no NaN behind the text form

@@ -6,7 +6,8 @@ prediction needs, and its card.
     python scripts/evaluate.py ckpt_path=outputs/pretrained/topic/checkpoints/<best>.ckpt
     python -m segmenter.pretrained.build topic outputs/pretrained/topic
 
-The card embeds the evaluation tables the run's ``eval/`` folder holds (scripts/evaluate.py
+The build fits the calibrator on the run's validation split (with this version's
+``segmenter.calibration``) and stores it in the checkpoint. The card embeds the evaluation tables the run's ``eval/`` folder holds (scripts/evaluate.py
 writes them, baselines beside the model) and the calibration stored in the checkpoint.
 """
 
@@ -16,10 +17,13 @@ import logging
 import sys
 from pathlib import Path
 
+import hydra
 import torch
+from omegaconf import OmegaConf
 
 from segmenter import calibration
-from segmenter.checkpoint import KEY, load
+from segmenter.checkpoint import KEY, load, load_net, run_config_file, run_dir
+from segmenter.data.document import IGNORE
 from segmenter.io import atomic_file, atomic_write
 from segmenter.pretrained import MODELS, _here
 
@@ -51,11 +55,28 @@ ABOUT = {
 
 
 def best_checkpoint(run: Path) -> Path:
-    """The run's calibrated checkpoint (the best one: the calibration callback writes only it)."""
-    found = [p for p in sorted((run / "checkpoints").glob("*.ckpt")) if calibration.ENTRY in load(p)[KEY]]
+    """The run's best checkpoint (ModelCheckpoint keeps one epoch_*.ckpt beside last.ckpt)."""
+    found = sorted((run / "checkpoints").glob("epoch_*.ckpt"))
     if len(found) != 1:
-        raise ValueError(f"{run}/checkpoints holds {len(found)} calibrated checkpoints ({[p.name for p in found]}); need one")
+        raise ValueError(f"{run}/checkpoints holds {len(found)} best checkpoints ({[p.name for p in found]}); need one")
     return found[0]
+
+
+def calibrate(ckpt_path: Path) -> calibration.Calibration:
+    """Fit the calibrator on the run's validation split with this version's code and store
+    it in the checkpoint (what the training callback does at the end of fit, again: a run
+    trained before a calibration method existed gets it here)."""
+    cfg = OmegaConf.load(run_config_file(ckpt_path))
+    cfg.paths.output_dir = str(run_dir(ckpt_path))  # the saved value points at Hydra's runtime folder
+    cfg.data.split_file = None  # never rewrite the run's split file
+    # The run's own embedding cache (MiniLM): the validation units were encoded in training.
+    net, _ = load_net(ckpt_path, cache_dir=OmegaConf.select(cfg, "encoder.cache_dir", default=None))
+    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule.setup()
+    scores, labels, docs = calibration.collect_scores(net, datamodule.val_dataloader(), ignore_index=IGNORE)
+    cal = calibration.fit(scores, labels, groups=docs, fitted_on="val")
+    calibration.write(ckpt_path, cal)
+    return cal
 
 
 def card_text(name: str, run: Path, ckpt: dict, size: int) -> str:
@@ -100,6 +121,8 @@ def build(name: str, run: str | Path, *, out_dir: Path | None = None) -> Path:
         raise ValueError(f"no pretrained model {name!r}; the shipped ones are {sorted(ABOUT)}")
     run, out_dir = Path(run), out_dir or _here()
     src = best_checkpoint(run)
+    cal = calibrate(src)
+    log.info("calibrated %s (%s): ECE %.4f before, %.4f cross-fitted", src, cal.method, cal.ece_before, cal.ece_heldout)
     full = load(src)
     slim = {k: full[k] for k in KEEP if k in full}
     dst = out_dir / f"{name}.ckpt"

@@ -1,0 +1,98 @@
+"""The shipped models: they load with weights_only, segment fixed text, reach a stated
+score on small evaluation sets (regression guards, not tuned numbers), and the decisions a
+user steers (threshold, num_segments, min_segment_units) do what they say."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from segmenter import Segmenter, calibration
+from segmenter.checkpoint import KEY, load
+from segmenter.data.document import SECTION, boundary_labels
+from segmenter.evaluate import score_labels
+from segmenter.pretrained import MODELS, card, checkpoint_path
+from tests.helpers import ROOT, SHARED_DATA, write_songs
+
+
+@pytest.fixture(scope="module")
+def lyrics() -> Segmenter:
+    return Segmenter.from_pretrained("lyrics")
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_shipped_checkpoints_are_small_plain_calibrated_and_carded(name):
+    path = checkpoint_path(name)
+    assert path.stat().st_size < 8e6  # a few MB at most
+    ckpt = load(path)  # weights_only, digest, finite weights
+    cal = calibration.read(ckpt[KEY])
+    assert cal.method != "none" and cal.ece_heldout is not None and cal.ece_heldout <= 0.03
+    text = card(name)
+    assert f"experiment=pretrained_{name}" in text and "ECE" not in text or "calibration error" in text
+
+
+def test_unknown_model_names_the_shipped_ones():
+    with pytest.raises(ValueError, match="lyrics"):
+        Segmenter.from_pretrained("nope")
+
+
+def test_lyrics_labels_a_song_and_beats_the_rule_on_synthetic_songs(lyrics, tmp_path):
+    """Synthetic songs (verses of fresh random words, a recurring chorus): only recurrence
+    tells the chorus apart, what the model learned from real songs."""
+    songs = [json.loads(line) for line in write_songs(tmp_path / "songs.jsonl", num_songs=30, seed=3).open()]
+    preds = lyrics.predict([s["lines"] for s in songs])
+    scores = score_labels([(p.labels, s["labels"]) for p, s in zip(preds, songs)], SECTION, ["verse", "chorus"])
+    assert scores["f1"] >= 0.75, scores  # measured 0.9+; a guard against a broken model or loader
+    p = preds[0]
+    assert len(p.units) == len(songs[0]["lines"]) and set(p.label_names) == {"verse", "chorus"}
+    assert all(0.0 <= q <= 1.0 for q in p.boundary_probs)
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "lyrics" / "val.jsonl").is_file(), reason=f"no {SHARED_DATA}/lyrics (only on the project's machines)")
+def test_lyrics_on_the_validation_songs(lyrics):
+    songs = [json.loads(line) for line in (SHARED_DATA / "lyrics" / "val.jsonl").open()]
+    preds = lyrics.predict([s["lines"] for s in songs])
+    scores = score_labels([(p.labels, s["labels"]) for p, s in zip(preds, songs)], SECTION, ["verse", "chorus"])
+    assert scores["f1"] >= 0.80, scores  # the card's 83.9%
+
+
+def test_num_segments_threshold_and_min_segment_units(lyrics, tmp_path):
+    song = json.loads(write_songs(tmp_path / "s.jsonl", num_songs=1, seed=5).read_text().splitlines()[0])
+    text = "\n".join(song["lines"])
+    for k in (1, 2, 5):
+        pred = lyrics.segment(text, units="lines", return_probs=True, num_segments=k)
+        assert len(pred.segments) == k
+        # labels are constant inside a segment: the segment takes its most probable label
+        ends = [i for i, b in enumerate(pred.boundaries) if b]
+        starts = [0] + [e + 1 for e in ends]
+        for s, e in zip(starts, ends + [len(pred.units) - 1]):
+            assert len(set(pred.labels[s : e + 1])) == 1
+    probs = lyrics.segment(text, units="lines", return_probs=True).boundary_probs
+    for t in (0.2, 0.5, 0.9):
+        pred = lyrics.segment(text, units="lines", return_probs=True, threshold=t)
+        assert [i for i, b in enumerate(pred.boundaries) if b] == [i for i, q in enumerate(probs[:-1]) if q >= t]
+    pred = lyrics.segment(text, units="lines", return_probs=True, threshold=0.05, min_segment_units=4)
+    assert min(len(s) for s in pred.segments) >= 4
+    with pytest.raises(ValueError, match="num_segments"):
+        lyrics.segment(text, units="lines", num_segments=len(song["lines"]) + 1)
+
+
+def test_listing_cli_shows_every_model_and_its_card():
+    out = subprocess.run([sys.executable, "-m", "segmenter.pretrained"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    for name in MODELS:
+        assert f"# {name}:" in out.stdout and f"experiment=pretrained_{name}" in out.stdout
+
+
+def test_predict_cli_takes_model_instead_of_ckpt_path(tmp_path):
+    song = tmp_path / "song.txt"
+    song.write_text("\n".join(json.loads(write_songs(tmp_path / "s.jsonl", num_songs=1).read_text().splitlines()[0])["lines"]))
+    out = subprocess.run([sys.executable, "scripts/predict.py", "model=lyrics", f"input={song}", "units=lines",
+                          f"output={tmp_path / 'out'}", "num_segments=3"], cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = [json.loads(line) for line in (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 1 and len(rows[0]["segments"]) == 3
