@@ -40,9 +40,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from segmenter import calibration, decisions, pretrained
+from segmenter import calibration, decisions
 from segmenter.calibration import Calibration
 from segmenter.checkpoint import load_net
+from segmenter.pretrained import MODELS, checkpoint_path
 from segmenter.data.document import (
     BOUNDARY,
     boundary_labels,
@@ -131,16 +132,16 @@ class Segmenter:
     def from_pretrained(cls, name: str, **kwargs: Any) -> Segmenter:
         """A model shipped inside the package (``python -m segmenter.pretrained`` lists them:
         ``topic``, ``lyrics``); ``kwargs`` as for ``from_checkpoint``."""
-        return cls.from_checkpoint(pretrained.checkpoint_path(name), **kwargs)
+        return cls.from_checkpoint(checkpoint_path(name), **kwargs)
 
     @classmethod
-    def load(cls, *, ckpt_path: str | os.PathLike | None = None, model: str | None = None, **kwargs: Any) -> Segmenter:
-        """``from_checkpoint(ckpt_path)`` or ``from_pretrained(model)``: exactly one of them
-        (the command-line scripts' ``ckpt_path=`` / ``model=``)."""
-        if (ckpt_path is None) == (model is None):
-            raise ValueError(f"give ckpt_path= (a checkpoint) or model= (one of {sorted(pretrained.MODELS)}), "
-                             f"not {'both' if model else 'neither'}: ckpt_path={ckpt_path}, model={model}")  # fmt: skip
-        return cls.from_checkpoint(ckpt_path, **kwargs) if model is None else cls.from_pretrained(model, **kwargs)
+    def load(cls, *, ckpt_path: str | os.PathLike | None = None, pretrained: str | None = None, **kwargs: Any) -> Segmenter:
+        """``from_checkpoint(ckpt_path)`` or ``from_pretrained(pretrained)``: exactly one of
+        them (the command-line scripts' ``ckpt_path=`` / ``pretrained=``)."""
+        if (ckpt_path is None) == (pretrained is None):
+            raise ValueError(f"give ckpt_path= (a checkpoint) or pretrained= (one of {sorted(MODELS)}), "
+                             f"not {'both' if pretrained else 'neither'}: ckpt_path={ckpt_path}, pretrained={pretrained}")  # fmt: skip
+        return cls.from_checkpoint(ckpt_path, **kwargs) if pretrained is None else cls.from_pretrained(pretrained, **kwargs)
 
     # -- text -> units --------------------------------------------------------------------
     @cached_property

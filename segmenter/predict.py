@@ -179,9 +179,9 @@ def run(cfg: Any) -> None:
 
     if cfg.units not in UNITS:
         raise InputError(f"units={cfg.units!r} is not one of {UNITS}")
-    if (cfg.get("ckpt_path") is None) == (cfg.get("model") is None):
-        raise InputError(f"give ckpt_path=<a checkpoint of scripts/train.py> or model=<one of {sorted(MODELS)}>, "
-                         f"not {'both' if cfg.get('model') else 'neither'}")  # fmt: skip
+    if (cfg.get("ckpt_path") is None) == (cfg.get("pretrained") is None):
+        raise InputError(f"give ckpt_path=<a checkpoint of scripts/train.py> or pretrained=<one of {sorted(MODELS)}>, "
+                         f"not {'both' if cfg.get('pretrained') else 'neither'}")  # fmt: skip
     decide = {"threshold": cfg.get("threshold"), "num_segments": cfg.get("num_segments"),
               "min_segment_units": int(cfg.get("min_segment_units") or 1)}  # fmt: skip
     decisions.check(0, **decide)  # settings that can never work fail before any work
@@ -189,8 +189,8 @@ def run(cfg: Any) -> None:
     if cfg.input != "-":
         if cfg.output:
             out = Path(cfg.output)
-        elif cfg.get("model"):
-            out = Path("outputs") / "predictions" / cfg.model / Path(str(cfg.input).rstrip("/")).stem
+        elif cfg.get("pretrained"):
+            out = Path("outputs") / "predictions" / cfg.pretrained / Path(str(cfg.input).rstrip("/")).stem
         else:
             out = default_output_dir(cfg.ckpt_path, str(cfg.input))
         check_output_dir(out)

@@ -88,11 +88,12 @@ def test_listing_cli_shows_every_model_and_its_card():
         assert f"# {name}:" in out.stdout and f"experiment=pretrained_{name}" in out.stdout
 
 
-def test_predict_cli_takes_model_instead_of_ckpt_path(tmp_path):
+def test_predict_cli_takes_a_shipped_model_instead_of_ckpt_path(tmp_path):
     song = tmp_path / "song.txt"
     song.write_text("\n".join(json.loads(write_songs(tmp_path / "s.jsonl", num_songs=1).read_text().splitlines()[0])["lines"]))
-    out = subprocess.run([sys.executable, "scripts/predict.py", "model=lyrics", f"input={song}", "units=lines",
+    out = subprocess.run([sys.executable, "scripts/predict.py", "pretrained=lyrics", f"input={song}", "units=lines",
                           f"output={tmp_path / 'out'}", "num_segments=3"], cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]
     rows = [json.loads(line) for line in (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()]
-    assert len(rows) == 1 and len(rows[0]["segments"]) == 3
+    assert len(rows) == 1 and sum(rows[0]["boundaries"]) == 2  # 3 segments
+    assert (tmp_path / "out" / "song.txt").read_text().count("==========") == 4
