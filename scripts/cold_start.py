@@ -2,8 +2,8 @@
 segments one document, ``runs`` times; prints the median wall and CPU seconds (options:
 conf/cold_start.yaml):
 
-    python scripts/cold_start.py model=topic
-    python scripts/cold_start.py model=lyrics units=lines
+    python scripts/cold_start.py pretrained=topic
+    python scripts/cold_start.py pretrained=lyrics units=lines
 """
 
 from omegaconf import DictConfig

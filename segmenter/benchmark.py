@@ -585,7 +585,8 @@ print(len(pred.units), len(pred.segments), round(t1 - t0, 3), round(t2 - t1, 3))
 def cold_start_text(n: int) -> list[str]:
     """``n`` English sentences from the standard library's module documentation (offline,
     the same on every machine with the same Python)."""
-    mods = ("json", "random", "argparse", "logging", "collections", "decimal", "email", "unittest", "csv", "sqlite3")
+    mods = ("json", "random", "argparse", "logging", "collections", "decimal", "email", "unittest", "csv", "sqlite3",
+            "doctest", "pickle", "re", "string", "tarfile", "zipfile", "threading", "subprocess", "datetime", "typing")
     text = " ".join(" ".join(pydoc.getdoc(__import__(m)).split()) for m in mods)
     units = [s.strip() for s in pysbd.Segmenter(language="en", clean=False).segment(text) if s.strip()]
     if len(units) < n:
@@ -595,13 +596,13 @@ def cold_start_text(n: int) -> list[str]:
 
 def cold_start(cfg: Any) -> dict[str, float]:
     """Median wall and CPU seconds of ``cfg.runs`` fresh interpreters that import segmenter,
-    load ``cfg.model`` and segment one ``cfg.sentences``-unit document (scripts/cold_start.py)."""
+    load ``cfg.pretrained`` and segment one ``cfg.sentences``-unit document (scripts/cold_start.py)."""
     units = cold_start_text(int(cfg.sentences))
     text = "\n".join(units) if cfg.units == "lines" else " ".join(units)
     env = dict(os.environ)
     if cfg.threads is not None:
         env["OMP_NUM_THREADS"] = str(cfg.threads)
-    code = COLD_START.format(model=cfg.model, units=cfg.units)
+    code = COLD_START.format(model=cfg.pretrained, units=cfg.units)
     walls, cpus, inner = [], [], []
     for _ in range(int(cfg.runs)):
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -610,7 +611,7 @@ def cold_start(cfg: Any) -> dict[str, float]:
         walls.append(time.perf_counter() - start)
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         if out.returncode != 0:
-            raise RuntimeError(f"cold start of {cfg.model!r} failed: {out.stderr[-2000:]}")
+            raise RuntimeError(f"cold start of {cfg.pretrained!r} failed: {out.stderr[-2000:]}")
         cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
         inner.append([float(x) for x in out.stdout.split()])
     n_units, n_segments = int(inner[0][0]), int(inner[0][1])
@@ -623,6 +624,6 @@ def cold_start(cfg: Any) -> dict[str, float]:
     load = os.getloadavg()[0]
     print(f"| model | units | runs | threads | wall s | CPU s | import + load s | segment s | load average |\n"
           f"|---|---:|---:|---:|---:|---:|---:|---:|---:|\n"
-          f"| {cfg.model} | {n_units} ({n_segments} segments) | {cfg.runs} | {cfg.threads} | {result['wall_s']:.2f} | "
+          f"| {cfg.pretrained} | {n_units} ({n_segments} segments) | {cfg.runs} | {cfg.threads} | {result['wall_s']:.2f} | "
           f"{result['cpu_s']:.2f} | {result['import_and_load_s']:.2f} | {result['segment_s']:.2f} | {load:.1f} |")  # fmt: skip
     return result

@@ -108,7 +108,7 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: Tensor, keep: Tensor) -> Tensor:
         """x (N, C) packed real tokens; keep (B, T) True where a real token sits."""
-        (B, T), (N, C), H = keep.shape, x.shape, self.n_head
+        (B, T), C, H = keep.shape, x.shape[1], self.n_head
         qkv = x.new_zeros(B, T, 3 * C)  # (B, T, 3C); padding slots stay zero
         qkv[keep] = self.qkv(x)  # (N, 3C) onto the grid
         q, k, v = qkv.split(C, dim=-1)  # 3 x (B, T, C)

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from segmenter.models.bert import load_minilm
 from segmenter.models.embedding_cache import UnitEmbeddingCache
 from segmenter.models.encoder import UnitEncoder
 
@@ -115,7 +116,6 @@ class MiniLMEncoder(UnitEncoder):
         else:
             # Kept outside the module tree: not saved (the package holds it), not given to
             # the optimizer, loaded only when a unit is missing from the cache.
-            self._frozen: list[nn.Module] = []
             identity = {
                 "model": MODEL_NAME,
                 "package": f"{DISTRIBUTION}=={importlib.metadata.version(DISTRIBUTION)}",
@@ -129,18 +129,13 @@ class MiniLMEncoder(UnitEncoder):
         model.max_seq_length = self.max_seq_length
         return model
 
-    def _frozen_model(self, device: torch.device) -> nn.Module:
-        if not self._frozen:
-            self._frozen.append(self._load(device).eval().requires_grad_(False))
-        model = self._frozen[0]
-        if model.device != device:
-            model.to(device)
-        return model
-
     @torch.no_grad()
     def _encode_frozen(self, texts: list[str]) -> Tensor:
-        model = self._frozen_model(self.proj.weight.device)
-        return model.encode(texts, batch_size=len(texts), convert_to_tensor=True, show_progress_bar=False)  # (n, 384)
+        # The plain-torch MiniLM (segmenter.models.bert): the same vectors as
+        # sentence-transformers (tests/models/test_bert.py) without importing transformers,
+        # which costs seconds of a shipped model's cold start.
+        model = load_minilm(self.model_dir, self.proj.weight.device)
+        return model.encode(texts, batch_size=len(texts), max_seq_length=self.max_seq_length)  # (n, 384)
 
     def embed(self, units: Sequence[str], *, progress: bool | None = None) -> Tensor:
         """(N, 384) MiniLM sentence embeddings of a flat list of units (unit-normalized)."""
