@@ -35,7 +35,6 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torchmetrics.functional.classification import multiclass_calibration_error
 
 from segmenter.checkpoint import KEY, load
 from segmenter.io import atomic_file
@@ -119,6 +118,10 @@ def interpolate(q: Tensor, x: Sequence[float], y: Sequence[float]) -> Tensor:
 
 def expected_calibration_error(scores: Tensor, targets: Tensor, *, bins: int = BINS) -> float:
     """Top-label ECE of softmax(scores) (N, C) against targets (N,), ``bins`` equal-width bins."""
+    # Imported here: torchmetrics pulls in scipy and transformers, seconds of a shipped
+    # model's cold start, and prediction never measures calibration.
+    from torchmetrics.functional.classification import multiclass_calibration_error
+
     if len(targets) == 0:
         raise ValueError("expected_calibration_error needs at least one unit")
     probs = scores.float().softmax(dim=-1)
