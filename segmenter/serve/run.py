@@ -79,7 +79,11 @@ def run(cfg: Any) -> None:
     threads = int(cfg.threads) if cfg.get("threads") else max(1, (os.cpu_count() or 2) - 1)
     torch.set_num_threads(threads)
     seg = hydra.utils.instantiate(cfg.segmenter)  # CheckpointError comes wrapped by Hydra
-    app = create_app(seg, limits=limits, batching=batching, default_units=cfg.units, source=str(cfg.get("ckpt_path")))
+    try:
+        app = create_app(seg, limits=limits, batching=batching, default_units=cfg.units, source=str(cfg.get("ckpt_path")),
+                         unit_cache_max=cfg.unit_cache_max)  # fmt: skip
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     config = uvicorn.Config(app, log_config=None, access_log=bool(cfg.access_log), timeout_graceful_shutdown=10)
     server = uvicorn.Server(config)
     url_host = f"[{host}]" if ":" in host else host
