@@ -127,7 +127,7 @@ def test_health_info_page_and_openapi(client, seg):
     assert info["limits"]["max_body_bytes"] == Limits().max_body_bytes
     page = client.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-    for element in ('id="text"', 'id="file"', 'id="units"', 'id="download"', 'fetch("/segment"'):
+    for element in ('id="text"', 'id="file"', 'id="units"', 'id="download"', 'fetch("segment"'):
         assert element in page.text
     # offline: nothing loaded from another host (no CDN, no absolute URL anywhere)
     assert not re.search(r"https?://|//[a-z0-9.-]+\.[a-z]{2,}/", page.text, re.IGNORECASE)
@@ -195,6 +195,21 @@ def test_wrong_route_and_method_are_json_errors(client):
     assert r.status_code == 404 and "no such endpoint: /nowhere" in r.json()["error"]
     r = client.get("/segment")
     assert r.status_code == 405 and "GET is not allowed" in r.json()["error"]
+
+
+def test_cross_origin_calls_only_from_the_origins_allowed(seg):
+    preflight = {"Origin": "https://example.org", "Access-Control-Request-Method": "POST",
+                 "Access-Control-Request-Headers": "content-type"}  # fmt: skip
+    with TestClient(create_app(seg, cors_origins=("https://example.org",))) as c:
+        r = c.options("/segment", headers=preflight)
+        assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "https://example.org"
+        r = c.post("/segment", json={"lines": LINES}, headers={"Origin": "https://example.org"})
+        assert r.headers["access-control-allow-origin"] == "https://example.org"
+        r = c.post("/segment", json={"lines": LINES}, headers={"Origin": "https://elsewhere.net"})
+        assert "access-control-allow-origin" not in r.headers
+    with TestClient(create_app(seg)) as c:  # the default: none
+        r = c.post("/segment", json={"lines": LINES}, headers={"Origin": "https://example.org"})
+        assert r.status_code == 200 and "access-control-allow-origin" not in r.headers
 
 
 def test_units_from_text_over_the_limit(seg):

@@ -308,10 +308,13 @@ def create_app(
     source: str | None = None,
     warmup: bool = True,
     unit_cache_max: int = 100_000,
+    cors_origins: tuple[str, ...] = (),
 ) -> FastAPI:
     """The server around ``seg``. The batcher starts with the app (its lifespan: uvicorn, or
     ``with TestClient(app)``), after one warm-up prediction so the first request does not
-    pay for lazy initialisation. ``unit_cache_max``: see ``trim_unit_caches``."""
+    pay for lazy initialisation. ``unit_cache_max``: see ``trim_unit_caches``. ``cors_origins``:
+    web pages on these origins may call the API from the browser (none by default; the page
+    at / is same-origin and needs none)."""
     if default_units not in UNITS:
         raise ValueError(f"units={default_units!r} is not one of {UNITS}")
     if isinstance(unit_cache_max, bool) or not isinstance(unit_cache_max, int) or unit_cache_max < 0:
@@ -438,4 +441,9 @@ def create_app(
         return Response(status_code=204)
 
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
+    if cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["Content-Type"])  # fmt: skip
     return app
