@@ -75,7 +75,7 @@ def run(cfg: Any) -> None:
     if not _loopback(host):
         log.warning("listening on %s, reachable from other machines: the server has no authentication", host)
     # The predict thread's torch ops run beside the event loop, which needs a core of its own:
-    # on 2 cores 1 torch thread serves ~25% more documents/s than 2 (docs/serving.md).
+    # on 2 cores 1 torch thread served 5-30% more documents/s than 2 (docs/serving.md).
     threads = int(cfg.threads) if cfg.get("threads") else max(1, (os.cpu_count() or 2) - 1)
     torch.set_num_threads(threads)
     seg = hydra.utils.instantiate(cfg.segmenter)  # CheckpointError comes wrapped by Hydra
