@@ -161,6 +161,7 @@ BAD_REQUESTS = [
     ("no content type", b'{"text": "a"}', {}, 415, "no Content-Type"),
     ("too many units", {"lines": ["x"] * 5001}, None, 413, "limits.max_units_per_doc"),
     ("too many documents", {"documents": [{"text": "a"}] * 65}, None, 413, "limits.max_docs_per_request"),
+    ("too much text", {"documents": [{"text": "word " * 30_000}] * 2}, None, 413, "300,000 characters"),
     ("body too large", {"text": "word " * 250_000}, None, 413, "limits.max_body_bytes"),
     ("bad Content-Length", b"{}", {**JSON, "Content-Length": "a lot"}, 400, "Content-Length"),
 ]

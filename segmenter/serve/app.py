@@ -55,10 +55,11 @@ class Limits:
     max_body_bytes: int = 1_000_000  # request body, checked on Content-Length and on the bytes read
     max_docs_per_request: int = 64  # documents in one {"documents": [...]} request
     max_units_per_doc: int = 5_000  # units (sentences or lines) of one document
+    max_text_chars: int = 200_000  # characters of "text" in one request, all documents together
     request_timeout_s: float = 10.0  # splitting, waiting and predicting together
 
     def __post_init__(self) -> None:
-        for name in ("max_body_bytes", "max_docs_per_request", "max_units_per_doc"):
+        for name in ("max_body_bytes", "max_docs_per_request", "max_units_per_doc", "max_text_chars"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"limits.{name}={value!r} must be a whole number >= 1")
@@ -400,6 +401,13 @@ def create_app(
                 413,
                 f"{len(docs)} documents in one request is over the limit of {limits.max_docs_per_request} "
                 "(limits.max_docs_per_request): send them in several requests",
+            )
+        chars = sum(len(d.text) for d in docs if d.text is not None)
+        if chars > limits.max_text_chars:  # pysbd takes ~1.5 s per 60,000 characters, in one thread for all
+            raise ApiError(
+                413,
+                f"{chars:,} characters of text in one request is over the limit of {limits.max_text_chars:,} "
+                "(limits.max_text_chars): send it in several requests",
             )
         unit_lists = [await units_of(d, units) for d in docs]
         preds = await batcher.submit(unit_lists)
