@@ -141,6 +141,11 @@ BAD_REQUESTS = [
     # (name, body bytes or JSON value, headers, status, words the error must contain)
     ("malformed JSON", b'{"text": "unclosed', JSON, 400, "malformed JSON"),
     ("not JSON at all", b"hello", JSON, 400, "malformed JSON"),
+    ("not UTF-8", '{"text": "café"}'.encode("latin-1"), JSON, 400, "not UTF-8"),
+    ("nested too deeply", b"[" * 100_000 + b"]" * 100_000, JSON, 400, "nested too deeply"),
+    ("unpaired surrogate in text", b'{"text": "ab\\ud800"}', JSON, 422, "'text' has an unpaired surrogate \\ud800 at index 2"),
+    ("unpaired surrogate in lines", b'{"lines": ["ok", "\\udc00"]}', JSON, 422, "'lines'[1] has an unpaired surrogate"),
+    ("unpaired surrogate in id", b'{"text": "a", "id": "\\ud83d"}', JSON, 422, "id: Input should be a valid string"),
     ("no body", b"", JSON, 422, "needs a JSON body"),
     ("not an object", [1, 2], None, 422, "JSON object"),
     ("text not a string", {"text": 5}, None, 422, "text: Input should be a valid string, got a number"),

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -88,7 +89,19 @@ class Batching:
 # ----------------------------------------------------------------------------- request bodies
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")  # JSON's "\ud800" escapes decode to these; no UTF-8 can hold them
+
+
+def _check_unicode(value: str | None, name: str) -> None:
+    found = _SURROGATE.search(value) if value else None
+    if found:
+        raise ValueError(f"{name} has an unpaired surrogate \\u{ord(found.group()):04x} at index {found.start()}: not valid Unicode text")
+
+
 def _check_source(text: str | None, lines: list[str] | None) -> None:
+    _check_unicode(text, "'text'")
+    for i, line in enumerate(lines or ()):
+        _check_unicode(line, f"'lines'[{i}]")
     if (text is None) == (lines is None):
         raise ValueError("give either 'text' (a string) or 'lines' (a list of strings), not both or neither")
     if text is not None and not text.strip():
@@ -111,6 +124,7 @@ class Document(BaseModel):
 
     @model_validator(mode="after")
     def _one_source(self) -> Document:
+        _check_unicode(self.id, "'id'")
         _check_source(self.text, self.lines)
         return self
 
@@ -127,6 +141,7 @@ class SegmentRequest(BaseModel):
 
     @model_validator(mode="after")
     def _one_form(self) -> SegmentRequest:
+        _check_unicode(self.id, "'id'")
         if self.documents is None:
             _check_source(self.text, self.lines)
         elif self.text is not None or self.lines is not None or self.id is not None:
@@ -369,6 +384,8 @@ def create_app(
     async def _http(request: Request, e: StarletteHTTPException) -> JSONResponse:
         message = {404: f"no such endpoint: {request.url.path} (see GET /info, POST /segment, GET /health)",
                    405: f"{request.method} is not allowed on {request.url.path}"}.get(e.status_code, str(e.detail))  # fmt: skip
+        if e.status_code == 400 and request.url.path == "/segment":  # FastAPI could not decode the body at all
+            message = "the body could not be read as JSON: it is not UTF-8, or it is nested too deeply"
         return error_response(e.status_code, message, headers=getattr(e, "headers", None))
 
     @app.exception_handler(Exception)
