@@ -79,8 +79,9 @@ def run(cfg: Any) -> None:
     threads = int(cfg.threads) if cfg.get("threads") else max(1, (os.cpu_count() or 2) - 1)
     torch.set_num_threads(threads)
     seg = hydra.utils.instantiate(cfg.segmenter)  # CheckpointError comes wrapped by Hydra
+    source = str(cfg.get("ckpt_path") or f"pretrained:{cfg.get('pretrained')}")
     try:
-        app = create_app(seg, limits=limits, batching=batching, default_units=cfg.units, source=str(cfg.get("ckpt_path")),
+        app = create_app(seg, limits=limits, batching=batching, default_units=cfg.units, source=source,
                          unit_cache_max=cfg.unit_cache_max, cors_origins=tuple(cfg.cors_origins or ()))  # fmt: skip
     except ValueError as e:
         raise ConfigError(str(e)) from None
