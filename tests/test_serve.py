@@ -24,7 +24,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 import segmenter  # noqa: E402
 from segmenter import Segmenter  # noqa: E402
 from segmenter.serve import Batching, Limits, create_app  # noqa: E402
-from tests.conftest import ROOT  # noqa: E402
+from tests.helpers import ROOT  # noqa: E402
 
 TEXT = (
     "The cat sat on the mat. It purred all afternoon in the sun. Cats like warm places.\n\n"
@@ -375,7 +375,7 @@ def test_serve_script_starts_answers_and_stops(tiny_checkpoint):
     "args, message",
     [
         (["ckpt_path=/no/such.ckpt"], "checkpoint not found: /no/such.ckpt"),
-        ([], "missing value for ckpt_path"),
+        ([], "give ckpt_path= (a checkpoint) or pretrained="),
         (["ckpt_path=x.ckpt", "limits.max_units_per_doc=0"], "limits.max_units_per_doc=0 must be a whole number >= 1"),
         (["ckpt_path=x.ckpt", "port=70000"], "port=70000"),
         (["ckpt_path=x.ckpt", "units=words"], "units='words'"),

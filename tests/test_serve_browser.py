@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, compose_train, write_songs
+from tests.helpers import ROOT, compose_train, write_songs
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # Without the networking flags Chromium waits on services it cannot reach on a closed network.
