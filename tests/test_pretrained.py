@@ -97,3 +97,31 @@ def test_predict_cli_takes_a_shipped_model_instead_of_ckpt_path(tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()]
     assert len(rows) == 1 and sum(rows[0]["boundaries"]) == 2  # 3 segments
     assert (tmp_path / "out" / "song.txt").read_text().count("==========") == 4
+
+
+@pytest.fixture(scope="module")
+def topic() -> Segmenter:
+    return Segmenter.from_pretrained("topic")
+
+
+def test_topic_segments_unseen_builtin_documents(topic):
+    """Ten test documents of the built-in corpus (drawn from CPython documentation texts held
+    out of training): a regression guard on Pk, not a tuned number (the card: 12.2% on 100)."""
+    from segmenter.data.builtin import BuiltinCorpus
+
+    docs = BuiltinCorpus(num_docs={"train": 1, "val": 1, "test": 10}, seed=0).load()["test"]
+    preds = topic.predict([d.units for d in docs])
+    scores = score_labels([(p.labels, d.labels) for p, d in zip(preds, docs)], "boundary", ["inside", "boundary"])
+    assert scores["pk"] <= 0.25, scores
+    assert all(len(p.units) == len(d.units) for p, d in zip(preds, docs))
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "choi" / "1" / "3-11").is_dir(), reason=f"no {SHARED_DATA}/choi (only on the project's machines)")
+def test_topic_on_choi_documents_it_never_trained_on(topic):
+    from segmenter.data.formats import read_separator_files
+
+    root = SHARED_DATA / "choi" / "1" / "3-11"
+    docs = read_separator_files(root, root=root, pattern="*.ref")[:20]
+    preds = topic.predict([d.units for d in docs])
+    scores = score_labels([(p.labels, d.labels) for p, d in zip(preds, docs)], "boundary", ["inside", "boundary"])
+    assert scores["pk"] <= 0.10, scores  # the card: 5.8% on the 400 documents of 3-11
