@@ -150,7 +150,11 @@ def test_commands_as_typed(tiny_checkpoint, tmp_path):
     assert proc.returncode == 2 and "no_such_key" in proc.stderr and "Traceback" not in proc.stderr
     # 10: predict without arguments names the user's keys
     proc = script("predict.py")
-    assert proc.returncode == 2 and "ckpt_path, input" in proc.stderr and "segmenter.path" not in proc.stderr, proc.stderr
+    assert proc.returncode == 2 and "missing value for input" in proc.stderr and "segmenter.ckpt_path" not in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    # ... and, given the input, that a checkpoint or a shipped model is needed (one of the two)
+    proc = script("predict.py", f"input={tmp_path}")
+    assert proc.returncode == 2 and "give ckpt_path=" in proc.stderr and "pretrained=" in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     # 10: each script's own help
     helps = {name: script(name, "--help").stdout for name in ("predict.py", "evaluate.py")}

@@ -12,6 +12,7 @@ import torch
 
 from segmenter import Segmenter
 from segmenter.checkpoint import KEY, load, load_net
+from segmenter.data.document import boundary_probs
 from segmenter.pretrained import checkpoint_path
 
 COMPAT = Path(__file__).parent / "fixtures" / "compat"
@@ -29,9 +30,18 @@ def test_old_checkpoints_load_and_predict_as_recorded(name):
     for got, want in zip(seg.logits(docs), recorded["logits"]):
         torch.testing.assert_close(got, torch.tensor(want), rtol=0, atol=1e-5)
     for structured, key in ((True, "structured"), (False, "argmax")):
-        for got, want in zip(seg.predict(docs, structured=structured), recorded[key]):
+        for got, want, lg in zip(seg.predict(docs, structured=structured), recorded[key], recorded["logits"]):
             assert got.labels == want["labels"] and got.boundaries == want["boundaries"]
-            assert got.boundary_probs == pytest.approx(want["boundary_probs"], abs=1e-5)
+            if structured and net.crf is not None:
+                # Since calibration, a CRF model reports its marginals (they were the softmax of
+                # the emissions when the fixture was recorded): different by the transition
+                # scores, which this barely trained fixture keeps near 0.
+                want_probs = boundary_probs(net.unit_probs(torch.tensor(lg)[None], torch.ones(1, len(lg), dtype=torch.bool))[0],
+                                            meta["task"]).tolist()  # fmt: skip
+                assert got.boundary_probs == pytest.approx(want_probs, abs=1e-5)
+                assert got.boundary_probs == pytest.approx(want["boundary_probs"], abs=1e-3)
+            else:
+                assert got.boundary_probs == pytest.approx(want["boundary_probs"], abs=1e-5)
 
 
 def test_old_checkpoints_name_the_classes_they_were_written_with():
