@@ -244,6 +244,18 @@ def write(path: str | Path, calibration: Calibration) -> None:
         torch.save(ckpt, f)
 
 
+def calibrate_checkpoint(
+    path: str | Path, net: nn.Module, batches: Iterable[Mapping[str, Any]], *, ignore_index: int, **settings: Any
+) -> Calibration:
+    """Fit a calibrator (``fit``'s ``settings``: method, bias, bins) of ``net`` (the
+    checkpoint's weights) on the validation ``batches`` and store it in the checkpoint at
+    ``path``: what the training callback and the shipped models' build both do."""
+    scores, labels, docs = collect_scores(net, batches, ignore_index=ignore_index)
+    cal = fit(scores, labels, groups=docs, fitted_on="val", **settings)
+    write(path, cal)
+    return cal
+
+
 def read(meta: Mapping[str, Any]) -> Calibration:
     """The calibration in a checkpoint's "segmenter" entry (identity if it has none)."""
     return Calibration.from_dict(meta.get(ENTRY))

@@ -22,7 +22,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor
 
 from segmenter import calibration
-from segmenter.checkpoint import DIGEST_KEY, KEY, load, metadata, weights_digest
+from segmenter.checkpoint import DIGEST_KEY, KEY, load, metadata, net_state, weights_digest
 from segmenter.data.document import IGNORE, boundary_labels
 from segmenter.models.attention import InspectableAttention
 
@@ -307,12 +307,10 @@ class CalibrateOnValidation(Callback):
         if not best or not Path(best).is_file():
             log.warning("calibration skipped: no best checkpoint to calibrate")
             return
-        state = load(best)["state_dict"]
         net = pl_module.net
-        net.load_state_dict({k[len("net.") :]: v for k, v in state.items() if k.startswith("net.")})
-        scores, labels, docs = calibration.collect_scores(net, trainer.datamodule.val_dataloader(), ignore_index=IGNORE)
-        cal = calibration.fit(scores, labels, groups=docs, method=self.method, bias=self.bias, bins=self.bins, fitted_on="val")
-        calibration.write(best, cal)
+        net.load_state_dict(net_state(load(best)))  # the best epoch's weights, not the last one's
+        cal = calibration.calibrate_checkpoint(best, net, trainer.datamodule.val_dataloader(), ignore_index=IGNORE,
+                                               method=self.method, bias=self.bias, bins=self.bins)  # fmt: skip
         report = {f"calibration/{k}": getattr(cal, k) for k in ("ece_before", "ece_after", "ece_heldout")}
         for logger in trainer.loggers:
             logger.log_metrics({k: v for k, v in report.items() if v is not None}, step=trainer.global_step)

@@ -224,6 +224,11 @@ def build_net(net: Mapping[str, Any], *, where: str = "net", cache_dir: str | No
     return hydra.utils.instantiate(OmegaConf.create(dict(net)))
 
 
+def net_state(ckpt: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """The network's weights in a checkpoint's state_dict (the LightningModule's "net." prefix removed)."""
+    return {k[len("net.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
+
+
 def load_net(path: str | Path, *, cache_dir: str | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """(net with the checkpoint's weights, in eval mode; the "segmenter" entry).
     ``cache_dir``: where a MiniLM encoder may cache embeddings (None: memory only)."""
@@ -238,7 +243,7 @@ def load_net(path: str | Path, *, cache_dir: str | None = None) -> tuple[nn.Modu
             f"{path}: cannot rebuild the model written by segmenter {meta.get('segmenter_version')}: "
             f"{type(e).__name__}: {e}"
         ) from e
-    state = {k[len("net.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
+    state = net_state(ckpt)
     try:
         net.load_state_dict(state)
     except RuntimeError as e:

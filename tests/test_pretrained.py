@@ -125,3 +125,28 @@ def test_topic_on_choi_documents_it_never_trained_on(topic):
     preds = topic.predict([d.units for d in docs])
     scores = score_labels([(p.labels, d.labels) for p, d in zip(preds, docs)], "boundary", ["inside", "boundary"])
     assert scores["pk"] <= 0.10, scores  # the card: 5.8% on the 400 documents of 3-11
+
+
+def test_build_makes_a_slim_calibrated_checkpoint_and_card_from_a_run(tiny_checkpoint, tmp_path):
+    """python -m segmenter.pretrained.build, on a small training run: the calibrator is fitted
+    from the run's own config and validation split, the optimizer state is dropped, the card
+    carries the calibration and the rebuild command."""
+    from segmenter.pretrained.build import KEEP, build
+
+    run = tiny_checkpoint.parent.parent
+    dst = build("topic", run, out_dir=tmp_path)
+    ckpt = load(dst)
+    assert set(ckpt) <= set(KEEP) and "optimizer_states" in load(next((run / "checkpoints").glob("epoch_*.ckpt")))
+    cal = calibration.read(ckpt[KEY])
+    assert cal.fitted_on == "val" and cal.units > 0 and cal.ece_heldout is not None
+    text = (tmp_path / "topic.md").read_text()
+    assert "experiment=pretrained_topic" in text and f"{cal.ece_before:.4f} before" in text
+    assert Segmenter.from_checkpoint(dst).calibration == cal
+
+
+def test_cold_start_script_reports_its_table():
+    out = subprocess.run([sys.executable, "scripts/cold_start.py", "pretrained=lyrics", "units=lines", "sentences=10", "runs=1"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    row = out.stdout.strip().splitlines()[-1].split("|")
+    assert row[1].strip() == "lyrics" and row[2].strip().startswith("10 (") and float(row[5]) > 0

@@ -73,10 +73,7 @@ def calibrate(ckpt_path: Path) -> calibration.Calibration:
     net, _ = load_net(ckpt_path, cache_dir=OmegaConf.select(cfg, "encoder.cache_dir", default=None))
     datamodule = hydra.utils.instantiate(cfg.data)
     datamodule.setup()
-    scores, labels, docs = calibration.collect_scores(net, datamodule.val_dataloader(), ignore_index=IGNORE)
-    cal = calibration.fit(scores, labels, groups=docs, fitted_on="val")
-    calibration.write(ckpt_path, cal)
-    return cal
+    return calibration.calibrate_checkpoint(ckpt_path, net, datamodule.val_dataloader(), ignore_index=IGNORE)
 
 
 def card_text(name: str, run: Path, ckpt: dict, size: int) -> str:
