@@ -204,8 +204,10 @@ class SelfSimilarity(nn.Module):
 
     ``gate``: the output is scaled per channel by g, a learned vector that starts at 0
     (ReZero, Bachlechner et al. 2021): the network starts as the one without the view and
-    opens it as far as training finds recurrence useful. Topic segmentation, where
-    recurrence says little, then keeps what it had without the view; verse/chorus opens it.
+    opens it as far as training finds recurrence useful. Measured (docs/results.md): on
+    Choi, where recurrence says nothing, 3-11 Pk 5.55% with the gated view against 5.25%
+    without (two seeds each; 5.9% vs 4.8% ungated); on verse/chorus 82.8% macro F1 gated,
+    83.9% ungated (one run each).
     """
 
     def __init__(
