@@ -273,6 +273,7 @@ FLEX_BLOCK = 128
 FUSED_HEAD_MULTIPLE = 8
 
 
+@functools.lru_cache(maxsize=1)
 def flex_available() -> bool:
     """FlexAttention as used here: BlockMask.from_kv_blocks with seq_lengths, and gradients
     for tensors a score_mod reads (the segment form's prefix sums) need torch >= 2.6."""

@@ -239,14 +239,6 @@ class SelfSimilarity(nn.Module):
         # False in checkpoints written before the gate existed: they load unchanged.
         self.gate = nn.Parameter(torch.zeros(dim)) if gate else None  # g
 
-    def surface_vectors(self, docs: Sequence[Sequence[str]], t: int, device: torch.device) -> Tensor:
-        """(B, T, buckets) character n-gram counts of every unit, zeros at padding (the
-        surface view unmemoised: what ``surface_features`` computes once per document)."""
-        out = torch.zeros(len(docs), t, self.surface_buckets, device=device)
-        for b, doc in enumerate(docs):
-            out[b, : len(doc)] = ngram_counts(doc, self.surface_ngram, self.surface_buckets).to(device)
-        return out
-
     def view_features(self, v: Tensor, mask: Tensor) -> Tensor:
         """v (B, T, F) unit vectors of one view -> (B, T, per_view) recurrence features."""
         return recurrence_features(v, mask, thresholds=self.thresholds, stripe=self.stripe)

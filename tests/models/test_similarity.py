@@ -13,8 +13,17 @@ import torch
 
 from segmenter.models.attention import LocalizedAttention
 from segmenter.models.encoder import HashedNgramEncoder
-from segmenter.models.net import SegmenterNet, SelfSimilarity, char_ngrams
+from segmenter.models.net import SegmenterNet, SelfSimilarity, char_ngrams, ngram_counts
 from tests.helpers import ROOT
+
+
+def surface_vectors(m: SelfSimilarity, docs, t: int, device: torch.device) -> torch.Tensor:
+    """(B, T, buckets) character n-gram counts of every unit, zeros at padding: the surface
+    view unmemoised, what ``SelfSimilarity.surface_features`` computes once per document."""
+    out = torch.zeros(len(docs), t, m.surface_buckets, device=device)
+    for b, doc in enumerate(docs):
+        out[b, : len(doc)] = ngram_counts(doc, m.surface_ngram, m.surface_buckets).to(device)
+    return out
 
 
 def reference_features(v: torch.Tensor, n: int, thresholds, stripe: int) -> torch.Tensor:
@@ -84,7 +93,7 @@ def test_a_block_repeated_three_times_is_flagged_and_nothing_else():
         in_block += [False] * len(verse) + [True] * len(sung)
     m = SelfSimilarity(dim=4, thresholds=(0.5, 0.7, 0.9), stripe=1, fixed=False, surface=True)
     mask = torch.ones(1, len(doc), dtype=torch.bool)
-    f = m.view_features(m.surface_vectors([doc], len(doc), torch.device("cpu")), mask)[0]  # (T, 21)
+    f = m.view_features(surface_vectors(m, [doc], len(doc), torch.device("cpu")), mask)[0]  # (T, 21)
     strongest, repeats_at_07, stripe_max = f[:, 0], f[:, 4], f[:, 6]
     flagged = (strongest >= 0.7) & (stripe_max >= 0.5)
     assert flagged.tolist() == in_block
@@ -99,7 +108,7 @@ def test_memoised_surface_features_equal_the_batched_view():
     docs = [["la la la", "verse one here", "La, la la!", "another line"], ["only line"]]
     m = SelfSimilarity(dim=4)
     mask = torch.tensor([[True] * 4, [True] + [False] * 3])
-    want = m.view_features(m.surface_vectors(docs, 4, torch.device("cpu")), mask)
+    want = m.view_features(surface_vectors(m, docs, 4, torch.device("cpu")), mask)
     torch.testing.assert_close(m.surface_features(docs, 4, torch.device("cpu")), want)
     torch.testing.assert_close(m.surface_features(docs, 4, torch.device("cpu")), want)  # from the memo
 
@@ -109,7 +118,7 @@ def test_surface_view_survives_small_edits():
     b = char_ngrams("I'm on my way!", 3, 4096)
     c = char_ngrams("Something else entirely", 3, 4096)
     m = SelfSimilarity(dim=4)
-    v = m.surface_vectors([["(Yeah) I'm on my way", "I'm on my way!", "Something else entirely"]], 3, torch.device("cpu"))
+    v = surface_vectors(m, [["(Yeah) I'm on my way", "I'm on my way!", "Something else entirely"]], 3, torch.device("cpu"))
     s = torch.nn.functional.normalize(v[0], dim=-1) @ torch.nn.functional.normalize(v[0], dim=-1).T
     assert s[0, 1] > 0.7 > 0.2 > s[0, 2]
     assert len(a) > len(b) and len(c) > 0
