@@ -38,6 +38,7 @@ os.environ.setdefault("SEGMENTER_ROOT", str(ROOT))
 log = logging.getLogger("load_test")
 
 import segmenter.cli  # noqa: E402  (after SEGMENTER_ROOT: the configs read it)
+from segmenter.io import atomic_write  # noqa: E402
 
 # Requests that must be refused (4xx), cycled through when malformed_every > 0.
 MALFORMED = [
@@ -221,12 +222,14 @@ def report(cfg: DictConfig, tally: Tally, *, seconds: float, start_s: float | No
 def start_server(cfg: DictConfig, port: int) -> subprocess.Popen:
     from segmenter.config import ConfigError
 
-    if not cfg.ckpt_path:
-        raise ConfigError("give ckpt_path=<checkpoint> (a server is started with it) or url=http://127.0.0.1:<port>")
-    if not Path(cfg.ckpt_path).is_file():
+    if not cfg.ckpt_path and not cfg.get("pretrained"):
+        raise ConfigError("give ckpt_path=<checkpoint> or pretrained=<topic|lyrics> (a server is started with it) "
+                          "or url=http://127.0.0.1:<port>")  # fmt: skip
+    if cfg.ckpt_path and not Path(cfg.ckpt_path).is_file():
         raise ConfigError(f"ckpt_path={cfg.ckpt_path}: not found")
-    cmd = [sys.executable, str(ROOT / "scripts" / "serve.py"), f"ckpt_path={cfg.ckpt_path}", "host=127.0.0.1",
-           f"port={port}", *cfg.server_overrides]  # fmt: skip
+    model = f"ckpt_path={cfg.ckpt_path}" if cfg.ckpt_path else f"pretrained={cfg.pretrained}"  # serve.py refuses both
+    cmd = [sys.executable, str(ROOT / "scripts" / "serve.py"), model, "host=127.0.0.1", f"port={port}",
+           *cfg.server_overrides]  # fmt: skip
     log.info("starting: %s", " ".join(cmd))
     return subprocess.Popen(cmd, cwd=ROOT)  # its log goes to this stderr
 
@@ -278,8 +281,8 @@ def main(cfg: DictConfig) -> None:
     if cfg.output:
         out = Path(cfg.output)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "load_test.md").write_text(table, encoding="utf-8")
-        (out / "load_test.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        atomic_write(out / "load_test.md", table)
+        atomic_write(out / "load_test.json", json.dumps(result, indent=2) + "\n")
         log.info("wrote %s/load_test.md and load_test.json", out)
     sys.stdout.write(table)
     sys.stdout.flush()

@@ -43,7 +43,6 @@ from torch import Tensor, nn
 from segmenter import calibration, decisions
 from segmenter.calibration import Calibration
 from segmenter.checkpoint import load_net
-from segmenter.pretrained import MODELS, checkpoint_path
 from segmenter.data.document import (
     BOUNDARY,
     boundary_labels,
@@ -51,8 +50,10 @@ from segmenter.data.document import (
     check_label_names,
     check_task,
     group_segments,
+    normalize_unit,
 )
 from segmenter.data.windows import check_window, stitch, window_spans
+from segmenter.pretrained import MODELS, checkpoint_path
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +164,7 @@ class Segmenter:
         out = []
         progress = Progress("splitting into sentences", total=len(text), unit="characters")
         for chunk in _chunks(text):
-            out += [" ".join(s.split()) for s in self._sentence_splitter.segment(" ".join(chunk.split())) if s.strip()]
+            out += [normalize_unit(s) for s in self._sentence_splitter.segment(" ".join(chunk.split())) if s.strip()]
             progress.advance(len(chunk))
         return out
 

@@ -26,6 +26,7 @@ import torch
 from segmenter import decisions
 from segmenter.api import UNITS, Prediction, Segmenter
 from segmenter.checkpoint import run_dir
+from segmenter.data.document import normalize_unit
 from segmenter.data.formats import ReaderError, decode_utf8, json_object, jsonl_lines, string_list
 from segmenter.io import atomic_write
 from segmenter.pretrained import MODELS
@@ -108,7 +109,7 @@ def _read_jsonl(path: Path, *, splitter: Segmenter, units: str) -> list[InputDoc
                     raise ReaderError(path, n, f"'text' must be a string, got {type(obj['text']).__name__}")
                 doc_units = splitter.split(obj["text"], units=units)
             else:
-                doc_units = [" ".join(u.split()) for u in string_list(obj["lines"], path, n, "lines")]
+                doc_units = [normalize_unit(u) for u in string_list(obj["lines"], path, n, "lines")]
                 if any(not u for u in doc_units):
                     raise ReaderError(path, n, f"'lines' has an empty line (index {doc_units.index('')})")
         except ReaderError as e:

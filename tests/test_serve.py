@@ -341,15 +341,18 @@ def script(name: str, *args: str, timeout: float = 300) -> subprocess.CompletedP
     return subprocess.run([sys.executable, f"scripts/{name}", *args], cwd=ROOT, capture_output=True, timeout=timeout, env=env)
 
 
-def test_serve_script_starts_answers_and_stops(tiny_checkpoint):
-    """scripts/serve.py from start to first answer (the time is logged, not asserted:
-    machines are noisy; scripts/load_test.py reports it), then a clean SIGTERM."""
+@pytest.mark.parametrize("model", ["ckpt", "pretrained=lyrics"])
+def test_serve_script_starts_answers_and_stops(tiny_checkpoint, model):
+    """scripts/serve.py, with a checkpoint or a shipped model, from start to first answer (the
+    time is logged, not asserted: machines are noisy; scripts/load_test.py reports it), then a
+    clean SIGTERM."""
     import httpx
 
+    source, arg = (str(tiny_checkpoint), f"ckpt_path={tiny_checkpoint}") if model == "ckpt" else ("pretrained:lyrics", model)
     port = free_port()
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "scripts/serve.py", f"ckpt_path={tiny_checkpoint}", f"port={port}", "units=lines"],
+    proc = subprocess.Popen([sys.executable, "scripts/serve.py", arg, f"port={port}", "units=lines"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)  # fmt: skip
     try:
         answer = None
@@ -362,7 +365,10 @@ def test_serve_script_starts_answers_and_stops(tiny_checkpoint):
         assert answer is not None, proc.stderr.read().decode()[-3000:] if proc.poll() is not None else "no answer"
         print(f"start to first answer: {time.perf_counter() - t0:.2f} s")
         assert answer.status_code == 200 and answer.json()["units"] == ["one", "two", "three"]  # units=lines applied
-        assert httpx.get(f"http://127.0.0.1:{port}/info").json()["source"] == str(tiny_checkpoint)
+        info = httpx.get(f"http://127.0.0.1:{port}/info").json()
+        assert info["source"] == source
+        if model != "ckpt":
+            assert set(answer.json()["labels"]) <= {"verse", "chorus"}
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)

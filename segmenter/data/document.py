@@ -105,3 +105,10 @@ def group_segments(units: list[str], ends: list[int]) -> list[list[str]]:
 def document_segments(doc: Document, task: str = BOUNDARY) -> list[list[str]]:
     """Inverse of ``segments_to_document``: the units grouped into segments."""
     return group_segments(doc.units, boundary_labels(doc.labels, task))
+
+
+def normalize_unit(text: str) -> str:
+    """A unit as the model sees it: runs of whitespace (line breaks included) as one space,
+    none at the ends, so a unit is one line of the text form and the same unit given as
+    text or as a line of JSON is the same string."""
+    return " ".join(text.split())

@@ -26,7 +26,7 @@ from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from functools import partial
 from importlib import resources
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -37,12 +37,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 import segmenter
 from segmenter.serve.batcher import MicroBatcher, Overloaded
 
-if TYPE_CHECKING:
-    from segmenter.predict import Prediction, Segmenter
+from segmenter.api import UNITS, Prediction, Segmenter
+from segmenter.data.document import normalize_unit
 
 log = logging.getLogger(__name__)
 
-UNITS = ("sentences", "lines")  # segmenter.predict.UNITS (not imported: keeps torch out of this import)
 
 
 # ----------------------------------------------------------------------------- settings
@@ -395,7 +394,7 @@ def create_app(
 
     async def units_of(doc: Document | SegmentRequest, units: str) -> list[str]:
         if doc.lines is not None:
-            found = [" ".join(line.split()) for line in doc.lines]
+            found = [normalize_unit(line) for line in doc.lines]
         elif units == "lines":
             found = seg.split(doc.text, units="lines")  # cheap: no thread hop
         else:

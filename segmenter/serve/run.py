@@ -58,6 +58,7 @@ def run(cfg: Any) -> None:
     import hydra
     import torch
 
+    from segmenter.api import UNITS
     from segmenter.config import ConfigError
 
     try:
@@ -68,14 +69,16 @@ def run(cfg: Any) -> None:
         raise ConfigError(f"serving needs the serve extra: pip install -e '.[serve]' ({e.name} is not installed)") from None
     limits = settings(Limits, cfg.get("limits"), "limits")
     batching = settings(Batching, cfg.get("batching"), "batching")
-    if cfg.units not in ("sentences", "lines"):
-        raise ConfigError(f"units={cfg.units!r}: expected sentences or lines")
+    if cfg.units not in UNITS:
+        raise ConfigError(f"units={cfg.units!r}: expected one of {UNITS}")
     sock = bind(str(cfg.host), cfg.port)
     host, port = sock.getsockname()[:2]
     if not _loopback(host):
         log.warning("listening on %s, reachable from other machines: the server has no authentication", host)
     # The predict thread's torch ops run beside the event loop, which needs a core of its own:
     # on 2 cores 1 torch thread served 5-30% more documents/s than 2 (docs/serving.md).
+    if cfg.get("threads") is not None and not isinstance(cfg.threads, int):
+        raise ConfigError(f"threads={cfg.threads}: the server takes one number of torch threads")
     threads = int(cfg.threads) if cfg.get("threads") else max(1, (os.cpu_count() or 2) - 1)
     torch.set_num_threads(threads)
     seg = hydra.utils.instantiate(cfg.segmenter)  # CheckpointError comes wrapped by Hydra
