@@ -139,9 +139,7 @@ class Segmenter:
     def load(cls, *, ckpt_path: str | os.PathLike | None = None, pretrained: str | None = None, **kwargs: Any) -> Segmenter:
         """``from_checkpoint(ckpt_path)`` or ``from_pretrained(pretrained)``: exactly one of
         them (the command-line scripts' ``ckpt_path=`` / ``pretrained=``)."""
-        if (ckpt_path is None) == (pretrained is None):
-            raise ValueError(f"give ckpt_path= (a checkpoint) or pretrained= (one of {sorted(MODELS)}), "
-                             f"not {'both' if pretrained else 'neither'}: ckpt_path={ckpt_path}, pretrained={pretrained}")  # fmt: skip
+        check_source(ckpt_path, pretrained)
         return cls.from_checkpoint(ckpt_path, **kwargs) if pretrained is None else cls.from_pretrained(pretrained, **kwargs)
 
     # -- text -> units --------------------------------------------------------------------
@@ -260,6 +258,14 @@ class Segmenter:
         decide = {"threshold": threshold, "num_segments": num_segments, "min_segment_units": min_segment_units}
         preds = self.predict([self.split(t, units=units) for t in texts], **decide)
         return preds if return_probs else [p.segments for p in preds]
+
+
+def check_source(ckpt_path: str | os.PathLike | None, pretrained: str | None) -> None:
+    """ValueError unless exactly one of a checkpoint and a shipped model is named (the
+    scripts' ``ckpt_path=`` / ``pretrained=``)."""
+    if (ckpt_path is None) == (pretrained is None):
+        raise ValueError(f"give ckpt_path= (a checkpoint) or pretrained= (one of {sorted(MODELS)}), "
+                         f"not {'both' if pretrained else 'neither'}: ckpt_path={ckpt_path}, pretrained={pretrained}")
 
 
 def segment_labels(probs: Tensor, ends: Sequence[int]) -> list[int]:

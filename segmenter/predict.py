@@ -24,12 +24,11 @@ import hydra
 import torch
 
 from segmenter import decisions
-from segmenter.api import UNITS, Prediction, Segmenter
+from segmenter.api import UNITS, Prediction, Segmenter, check_source
 from segmenter.checkpoint import run_dir
 from segmenter.data.document import normalize_unit
 from segmenter.data.formats import ReaderError, decode_utf8, json_object, jsonl_lines, string_list
 from segmenter.io import atomic_write
-from segmenter.pretrained import MODELS
 
 __all__ = ["InputError", "PredictionError", "Prediction", "Segmenter", "read_inputs", "run", "write_outputs"]
 
@@ -180,9 +179,10 @@ def run(cfg: Any) -> None:
 
     if cfg.units not in UNITS:
         raise InputError(f"units={cfg.units!r} is not one of {UNITS}")
-    if (cfg.get("ckpt_path") is None) == (cfg.get("pretrained") is None):
-        raise InputError(f"give ckpt_path=<a checkpoint of scripts/train.py> or pretrained=<one of {sorted(MODELS)}>, "
-                         f"not {'both' if cfg.get('pretrained') else 'neither'}")  # fmt: skip
+    try:
+        check_source(cfg.get("ckpt_path"), cfg.get("pretrained"))  # before the output folder is derived from it
+    except ValueError as e:
+        raise InputError(str(e)) from None
     decide = {"threshold": cfg.get("threshold"), "num_segments": cfg.get("num_segments"),
               "min_segment_units": int(cfg.get("min_segment_units") or 1)}  # fmt: skip
     decisions.check(0, **decide)  # settings that can never work fail before any work
