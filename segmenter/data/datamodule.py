@@ -14,7 +14,7 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
 
 from segmenter.data.corpora import Corpus
-from segmenter.data.document import IGNORE, Document, boundary_labels
+from segmenter.data.document import IGNORE, Document, boundary_labels, boundary_slots
 from segmenter.data.splits import split_manifest, write_split_file
 from segmenter.data.windows import check_window, window_document
 
@@ -44,7 +44,8 @@ class Collate:
         boundaries = torch.zeros(len(docs), t)
         for i, d in enumerate(docs):
             labels[i, : len(d)] = torch.tensor(d.labels)
-            boundaries[i, : len(d)] = torch.tensor(boundary_labels(d.labels, self.task), dtype=torch.float)
+            if len(d):
+                boundaries[i, : len(d) - 1] = boundary_slots(labels[i, : len(d)], self.task)  # the last unit stays 0
         return {
             "ids": [d.id for d in docs],
             "units": [d.units for d in docs],
