@@ -26,7 +26,7 @@ import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from lightning import Callback, Trainer
 from lightning.fabric.utilities.logger import _convert_params, _flatten_dict
-from lightning.pytorch.callbacks import RichProgressBar
+from lightning.pytorch.callbacks import LearningRateMonitor, RichProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard.summary import hparams
@@ -102,6 +102,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     )
     callbacks.append(meta)
     loggers = instantiate_group(cfg.get("logger"))
+    if not loggers and any(isinstance(c, LearningRateMonitor) for c in callbacks):
+        # Lightning refuses the monitor without a logger; logger=none means "no curves", not a crash.
+        log.info("logger=none: no learning-rate curve (callbacks.lr_monitor needs a logger)")
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
     fit_start = time.perf_counter()
