@@ -570,6 +570,9 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
 
 # -- cold start of a shipped model ------------------------------------------------------------
+# A user's first call, in a fresh interpreter. It prints, with the wall clock (time.time(),
+# comparable with the parent's), the moment the segments are in hand; the parent notes when it
+# launched the interpreter and when the interpreter had exited.
 COLD_START = """\
 import sys, time
 t0 = time.perf_counter()
@@ -578,7 +581,7 @@ seg = Segmenter.from_pretrained({model!r})
 t1 = time.perf_counter()
 pred = seg.segment(sys.stdin.read(), units={units!r}, return_probs=True)
 t2 = time.perf_counter()
-print(len(pred.units), len(pred.segments), round(t1 - t0, 3), round(t2 - t1, 3))
+print(len(pred.units), len(pred.segments), round(t1 - t0, 3), round(t2 - t1, 3), repr(time.time()), flush=True)
 """
 
 
@@ -595,35 +598,39 @@ def cold_start_text(n: int) -> list[str]:
 
 
 def cold_start(cfg: Any) -> dict[str, float]:
-    """Median wall and CPU seconds of ``cfg.runs`` fresh interpreters that import segmenter,
-    load ``cfg.pretrained`` and segment one ``cfg.sentences``-unit document (scripts/cold_start.py)."""
+    """Median seconds over ``cfg.runs`` fresh interpreters that import segmenter, load
+    ``cfg.pretrained`` and segment one ``cfg.sentences``-unit document (scripts/cold_start.py):
+    ``to_result_s`` from launching the interpreter to the segments in hand (the cold start),
+    ``exit_s`` the interpreter's shutdown after that (Python's final garbage collection of
+    torch's objects), ``cpu_s`` the CPU time of the whole process."""
     units = cold_start_text(int(cfg.sentences))
     text = "\n".join(units) if cfg.units == "lines" else " ".join(units)
     env = dict(os.environ)
     if cfg.threads is not None:
         env["OMP_NUM_THREADS"] = str(cfg.threads)
     code = COLD_START.format(model=cfg.pretrained, units=cfg.units)
-    walls, cpus, inner = [], [], []
+    runs: list[dict[str, float]] = []
     for _ in range(int(cfg.runs)):
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        start = time.perf_counter()
+        launched = time.time()
         out = subprocess.run([sys.executable, "-c", code], input=text, capture_output=True, text=True, env=env, check=False)
-        walls.append(time.perf_counter() - start)
+        exited = time.time()
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         if out.returncode != 0:
             raise RuntimeError(f"cold start of {cfg.pretrained!r} failed: {out.stderr[-2000:]}")
-        cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
-        inner.append([float(x) for x in out.stdout.split()])
-    n_units, n_segments = int(inner[0][0]), int(inner[0][1])
-    result = {
-        "wall_s": statistics.median(walls),
-        "cpu_s": statistics.median(cpus),
-        "import_and_load_s": statistics.median(r[2] for r in inner),
-        "segment_s": statistics.median(r[3] for r in inner),
-    }
-    load = os.getloadavg()[0]
-    print(f"| model | units | runs | threads | wall s | CPU s | import + load s | segment s | load average |\n"
-          f"|---|---:|---:|---:|---:|---:|---:|---:|---:|\n"
-          f"| {cfg.pretrained} | {n_units} ({n_segments} segments) | {cfg.runs} | {cfg.threads} | {result['wall_s']:.2f} | "
-          f"{result['cpu_s']:.2f} | {result['import_and_load_s']:.2f} | {result['segment_s']:.2f} | {load:.1f} |")  # fmt: skip
+        n_units, n_segments, load_s, segment_s, done = out.stdout.split()
+        runs.append({
+            "to_result_s": float(done) - launched,
+            "exit_s": exited - float(done),
+            "cpu_s": after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime,
+            "import_and_load_s": float(load_s),
+            "segment_s": float(segment_s),
+        })  # fmt: skip
+    result = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+    threads = cfg.threads if cfg.threads is not None else f"{torch.get_num_threads()} (torch's default)"
+    print(f"| model | units | runs | threads | to result s | exit s | CPU s | import + load s | segment s | load average |\n"
+          f"|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+          f"| {cfg.pretrained} | {n_units} ({n_segments} segments) | {cfg.runs} | {threads} | {result['to_result_s']:.2f} | "
+          f"{result['exit_s']:.2f} | {result['cpu_s']:.2f} | {result['import_and_load_s']:.2f} | {result['segment_s']:.2f} | "
+          f"{os.getloadavg()[0]:.1f} |")  # fmt: skip
     return result

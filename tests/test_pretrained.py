@@ -149,4 +149,6 @@ def test_cold_start_script_reports_its_table():
                          cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]
     row = out.stdout.strip().splitlines()[-1].split("|")
-    assert row[1].strip() == "lyrics" and row[2].strip().startswith("10 (") and float(row[5]) > 0
+    assert row[1].strip() == "lyrics" and row[2].strip().startswith("10 (")
+    to_result, exit_s, segment_s = float(row[5]), float(row[6]), float(row[9])
+    assert 0 < segment_s < to_result and exit_s > 0  # the result comes after the segmenting, the exit after both
