@@ -169,9 +169,14 @@ def evaluate(cfg: DictConfig) -> dict:
     decodings = {model_name: True}
     if getattr(model.net, "crf", None) is not None:  # with and without the CRF's Viterbi decoding
         decodings = {f"{model_name}, CRF": True, f"{model_name}, argmax": False}
+    # The user's decisions (segmenter.decisions) instead of the network's own labels, if any are set.
+    steer = {k: cfg.get(k) for k in ("threshold", "min_segment_units") if cfg.get(k) is not None}
+    if steer:  # its own tables: <run>/eval/<split>.md stays the network's (a model card embeds it)
+        decodings = {f"{model_name}, " + ", ".join(f"{k}={v}" for k, v in steer.items()): True}
+        name += "".join(f"_{k}{v}" for k, v in steer.items())
     methods: dict[str, Any] = {}
     for method, structured in decodings.items():
-        preds = {tuple(d.units): p for d, p in zip(docs, model.predict(units, structured=structured))}
+        preds = {tuple(d.units): p for d, p in zip(docs, model.predict(units, structured=structured, **steer))}
         methods[method] = (
             (lambda u, preds=preds: preds[tuple(u)].boundaries[:-1]) if task == BOUNDARY
             else (lambda u, preds=preds: preds[tuple(u)].labels)

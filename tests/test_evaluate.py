@@ -60,6 +60,13 @@ def test_training_writes_splits_and_evaluate_reuses_them(tiny_cfg, tmp_path, cap
     assert (run / "eval" / "test.md").read_text().startswith("### test: 4 documents")
     assert json.loads((run / "eval" / "test.json").read_text())["table"] == result["table"]
 
+    # Decisions on the calibrated probabilities: their own tables; threshold 1 cuts (almost) nowhere.
+    steered = evaluate(compose_evaluate([f"ckpt_path={run}/checkpoints/last.ckpt", "threshold=1.0", "min_segment_units=2"]))
+    row = steered["table"]["all"]["segmenter (LocalizedAttention), threshold=1.0, min_segment_units=2"]
+    assert row["pk"] >= rows["no boundaries"]["pk"] - 0.05 and row["recall"] <= 0.25
+    assert (run / "eval" / "test_threshold1.0_min_segment_units2.md").is_file()
+    assert (run / "eval" / "test.md").read_text().startswith("### test: 4 documents")  # the network's table stays
+
 
 @pytest.mark.slow  # a second training run (~20 s)
 def test_evaluate_refuses_other_test_documents(tiny_cfg, tmp_path):
