@@ -38,14 +38,15 @@ ALL = "all"
 
 def load_run(ckpt_path: str | Path) -> tuple[Path, DictConfig, Segmenter]:
     """The checkpoint's run folder, the run's config (for its data) and the checkpoint's
-    model, rebuilt from the checkpoint alone (weights_only loading)."""
-    model = Segmenter.from_checkpoint(ckpt_path)
+    model, rebuilt from the checkpoint alone (weights_only loading). A MiniLM encoder reads
+    the run's embedding cache: the units training encoded are not encoded again."""
     run, cfg_file = run_dir(ckpt_path), run_config_file(ckpt_path)
     if not cfg_file.is_file():
         raise FileNotFoundError(f"run config {cfg_file} not found next to checkpoint {ckpt_path} (evaluate reads the run's data settings)")
     cfg = OmegaConf.load(cfg_file)
     with open_dict(cfg):
         cfg.paths.output_dir = str(run)  # the saved value points at Hydra's runtime folder
+    model = Segmenter.from_checkpoint(ckpt_path, cache_dir=OmegaConf.select(cfg, "encoder.cache_dir", default=None))
     return run, cfg, model
 
 
