@@ -62,7 +62,7 @@ SIZE_LIMITS = {
     "dim": 16_384, "ff_dim": 65_536, "code_dim": 16_384, "num_buckets": 1 << 22, "num_layers": 256,
     "num_heads": 1_024, "window_size": 1 << 20, "radius": 4_096, "blocks": 4_096, "char_ngram": 64,
     "num_classes": 65_536, "batch_size": 1 << 16, "max_seq_length": 4_096,
-    "surface_buckets": 1 << 16, "surface_ngram": 64, "stripe": 4_096, "block_size": 1 << 16, "query_block": 1 << 20,
+    "surface_buckets": 1 << 16, "surface_ngram": 64, "buckets": 1 << 22, "words": 64, "stripe": 4_096, "block_size": 1 << 16, "query_block": 1 << 20,
 }  # fmt: skip
 # Keys naming places on disk: taken from the loading side's settings, never from the file.
 PATH_KEYS = {"cache_dir"}

@@ -150,3 +150,47 @@ def test_content_off_needs_cohesion():
             attention=functools.partial(SelfAttention, dim=32, num_heads=4),
             dim=32, num_layers=1, ff_dim=32, num_classes=2, content=False,
         )  # fmt: skip
+
+
+def test_lead_word_ids_depend_on_the_first_words_only():
+    from segmenter.models.net import lead_word_ids
+
+    assert lead_word_ids("He said so, twice.", 2, 64) == lead_word_ids("he SAID nothing", 2, 64)
+    assert lead_word_ids("In 1998 it rained", 2, 64) == lead_word_ids("In 2004, snow", 2, 64)  # a number is "0"
+    assert lead_word_ids("...", 2, 64) == (0, 0) and lead_word_ids("Yes.", 3, 64)[1:] == (0, 0)  # 0: no word
+    assert all(0 < i < 64 for i in lead_word_ids("The cat sat", 3, 64))
+
+
+def test_lead_words_see_openings_not_the_rest():
+    """Without content, the same cohesion pattern gives the same output unless the units
+    open differently; with lead words the openings (only) change it."""
+    from segmenter.models.net import LeadWords
+
+    model = net_with_cohesion(content=False)
+    model.lead = LeadWords(dim=32, words=1, buckets=64)
+    model.eval()
+    model.encoder.frozen_units = one_hot_by_first_seen
+    a = model([["He sat", "He sat", "It ran", "It ran"]]).logits
+    b = model([["He stood", "He stood", "It fell", "It fell"]]).logits  # same first words
+    c = model([["She sat", "She sat", "They ran", "They ran"]]).logits  # other first words
+    torch.testing.assert_close(a, b)
+    assert (a - c).abs().max() > 1e-4
+    model.train()
+    model([["He sat", "It ran"]]).logits.sum().backward()
+    assert model.lead.embed.weight.grad.abs().sum() > 0 and model.lead.embed.weight.grad[0].abs().sum() == 0
+
+
+def test_relative_cohesion_is_standardised_per_document():
+    from segmenter.models.net import standardize
+
+    x = torch.tensor([[[1.0], [2.0], [3.0], [9.0]]])  # (B=1, T=4, F=1); the last unit is padding
+    w = torch.tensor([[[1.0], [1.0], [1.0], [0.0]]])
+    z = standardize(x, w)[0, :, 0]
+    torch.testing.assert_close(z[:3], torch.tensor([-1.0, 0.0, 1.0]) / (2 / 3 + 1e-4) ** 0.5)
+    assert z[3] == 0
+    # A document whose similarities are all shifted by a constant gets the same relative features.
+    profile = CohesionProfile(dim=8, radius=2, blocks=(1, 2), relative=True)
+    assert profile.proj.in_features == 4 * 2 + 2 + (2 * 2 + 2)
+    e = torch.randn(1, 6, 5)
+    out = profile(e, torch.ones(1, 6, dtype=torch.bool))
+    assert out.shape == (1, 6, 8)
