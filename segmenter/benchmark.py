@@ -583,6 +583,9 @@ pred = seg.segment(sys.stdin.read(), units={units!r}, return_probs=True)
 t2 = time.perf_counter()
 print(len(pred.units), len(pred.segments), round(t1 - t0, 3), round(t2 - t1, 3), repr(time.time()), flush=True)
 """
+# The machine's yardstick, run between the cold starts: how long a bare `import torch` takes
+# here and now (shared machines vary by tens of percent from one hour to the next).
+IMPORT_TORCH = "import time; import torch; print(repr(time.time()), flush=True)"
 
 
 def cold_start_text(n: int) -> list[str]:
@@ -602,7 +605,8 @@ def cold_start(cfg: Any) -> dict[str, float]:
     ``cfg.pretrained`` and segment one ``cfg.sentences``-unit document (scripts/cold_start.py):
     ``to_result_s`` from launching the interpreter to the segments in hand (the cold start),
     ``exit_s`` the interpreter's shutdown after that (Python's final garbage collection of
-    torch's objects), ``cpu_s`` the CPU time of the whole process."""
+    torch's objects), ``cpu_s`` the CPU time of the whole process; ``import_torch_s`` the same
+    launch-to-done time of an interpreter that only imports torch, run between them."""
     units = cold_start_text(int(cfg.sentences))
     text = "\n".join(units) if cfg.units == "lines" else " ".join(units)
     env = dict(os.environ)
@@ -619,7 +623,10 @@ def cold_start(cfg: Any) -> dict[str, float]:
         if out.returncode != 0:
             raise RuntimeError(f"cold start of {cfg.pretrained!r} failed: {out.stderr[-2000:]}")
         n_units, n_segments, load_s, segment_s, done = out.stdout.split()
+        yardstick_start = time.time()
+        bare = subprocess.run([sys.executable, "-c", IMPORT_TORCH], capture_output=True, text=True, env=env, check=True)
         runs.append({
+            "import_torch_s": float(bare.stdout) - yardstick_start,
             "to_result_s": float(done) - launched,
             "exit_s": exited - float(done),
             "cpu_s": after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime,
@@ -628,9 +635,10 @@ def cold_start(cfg: Any) -> dict[str, float]:
         })  # fmt: skip
     result = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
     threads = cfg.threads if cfg.threads is not None else f"{torch.get_num_threads()} (torch's default)"
-    print(f"| model | units | runs | threads | to result s | exit s | CPU s | import + load s | segment s | load average |\n"
-          f"|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+    print(f"| model | units | runs | threads | to result s | exit s | CPU s | import + load s | segment s | load average | "
+          f"`import torch` alone s |\n"
+          f"|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
           f"| {cfg.pretrained} | {n_units} ({n_segments} segments) | {cfg.runs} | {threads} | {result['to_result_s']:.2f} | "
           f"{result['exit_s']:.2f} | {result['cpu_s']:.2f} | {result['import_and_load_s']:.2f} | {result['segment_s']:.2f} | "
-          f"{os.getloadavg()[0]:.1f} |")  # fmt: skip
+          f"{os.getloadavg()[0]:.1f} | {result['import_torch_s']:.2f} |")  # fmt: skip
     return result
