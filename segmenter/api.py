@@ -203,10 +203,13 @@ class Segmenter:
         for d in docs:
             decisions.check(len(d), threshold=threshold, num_segments=num_segments, min_segment_units=min_segment_units)
         steer = {"threshold": threshold, "num_segments": num_segments, "min_segment_units": min_segment_units}
-        return [self._decode(list(d), lg, structured=structured, **steer) for d, lg in zip(docs, self.logits(docs))]
+        return [self.decide(list(d), lg, structured=structured, **steer) for d, lg in zip(docs, self.logits(docs))]
 
-    def _decode(self, units: list[str], logits: Tensor, *, structured: bool, threshold: float | None,
-                num_segments: int | None, min_segment_units: int) -> Prediction:  # fmt: skip
+    def decide(self, units: list[str], logits: Tensor, *, structured: bool = True, threshold: float | None = None,
+               num_segments: int | None = None, min_segment_units: int = 1) -> Prediction:  # fmt: skip
+        """One document's Prediction from its (n, C) ``logits`` (``logits()``), with the
+        decisions of ``predict``: the server runs many requests' documents through the
+        network at once, then decides each with its own request's settings."""
         n = len(units)
         mask = torch.ones(1, n, dtype=torch.bool)
         if n:  # the CRF's best label sequence for the whole (stitched) document, else argmax

@@ -40,9 +40,9 @@ def seg(tiny_checkpoint) -> Segmenter:
 
 
 class Scripted:
-    """A Segmenter whose predict records each call's documents, sleeps while a unit says
-    SLOW and fails on a unit saying BOOM (a document that breaks the model); everything
-    else is the real model's answer."""
+    """A Segmenter whose network pass (``logits``, what the server batches) records each
+    call's documents, sleeps while a unit says SLOW and fails on a unit saying BOOM (a
+    document that breaks the model); everything else is the real model's answer."""
 
     def __init__(self, seg: Segmenter, *, delay: float = 0.5) -> None:
         self.seg, self.delay = seg, delay
@@ -53,7 +53,7 @@ class Scripted:
     def __getattr__(self, name: str):
         return getattr(self.seg, name)
 
-    def predict(self, docs):
+    def logits(self, docs):
         self.calls.append([list(d) for d in docs])
         if any("BOOM" in u for d in docs for u in d):
             raise RuntimeError("this document breaks the model")
@@ -61,7 +61,7 @@ class Scripted:
             self.sleeping.set()
             time.sleep(self.delay)
             self.woke.set()
-        return self.seg.predict(docs)
+        return self.seg.logits(docs)
 
 
 @contextmanager
@@ -114,6 +114,24 @@ def test_lines_and_batch_answers_equal_predict(client, seg):
     for doc, answer in zip(docs, answers):
         units = doc.get("lines") or seg.split(doc["text"], units="lines")
         same_as_api(answer, seg.predict([units])[0])
+
+
+def test_decisions_per_request_equal_the_api(client, seg):
+    for steer in ({"num_segments": 2}, {"threshold": 0.3, "min_segment_units": 2}, {"num_segments": 4}):
+        r = client.post("/segment", json={"lines": LINES, **steer})
+        assert r.status_code == 200, r.text
+        same_as_api(r.json(), seg.predict([LINES], **steer)[0])
+    assert len(client.post("/segment", json={"lines": LINES, "num_segments": 3}).json()["segments"]) == 3
+    # Each request decides with its own settings, the batch's other documents with theirs.
+    r = client.post("/segment", json={"documents": [{"lines": LINES}, {"lines": LINES[:2]}], "num_segments": 2})
+    assert [len(a["segments"]) for a in r.json()["documents"]] == [2, 2]
+    r = client.post("/segment", json={"documents": [{"lines": LINES}, {"id": "short", "lines": LINES[:1]}], "num_segments": 2})
+    assert r.status_code == 422 and r.json()["error"].startswith("document short: num_segments=2 segments")
+    for bad in ({"threshold": 0}, {"threshold": 1.5}, {"num_segments": 0}, {"min_segment_units": 0}, {"threshold": "high"}):
+        r = client.post("/segment", json={"lines": LINES, **bad})
+        assert r.status_code == 422 and next(iter(bad)) in r.json()["error"], (bad, r.text)
+    r = client.post("/segment", json={"lines": LINES, "threshold": 0.5, "num_segments": 2})
+    assert r.status_code == 422 and "give one or the other" in r.json()["error"]
 
 
 def test_health_info_page_and_openapi(client, seg):

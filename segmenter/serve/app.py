@@ -1,6 +1,7 @@
 """The HTTP API and the web page, on FastAPI (docs/serving.md says why FastAPI + uvicorn).
 
     POST /segment   {"text": "...", "units": "sentences" | "lines"}
+                    {"text": "...", "num_segments": 5}    (or "threshold": 0.3, "min_segment_units": 2)
                     {"lines": ["...", ...]}
                     {"documents": [{"id": "a", "text": "..."}, {"lines": [...]}], "units": ...}
     GET  /health    liveness and queue depth
@@ -33,12 +34,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from torch import Tensor
 
 import segmenter
-from segmenter.serve.batcher import MicroBatcher, Overloaded
-
+from segmenter import decisions
 from segmenter.api import UNITS, Prediction, Segmenter
 from segmenter.data.document import normalize_unit
+from segmenter.serve.batcher import MicroBatcher, Overloaded
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +139,10 @@ class SegmentRequest(BaseModel):
     lines: list[str] | None = None
     documents: list[Document] | None = None
     units: Literal["sentences", "lines"] | None = Field(default=None, description="how 'text' becomes units")
+    # Decisions on the calibrated boundary probabilities (segmenter.decisions), for every document of the request.
+    threshold: float | None = Field(default=None, gt=0, le=1, description="cut where P(boundary) >= threshold")
+    num_segments: int | None = Field(default=None, ge=1, description="exactly this many segments")
+    min_segment_units: int | None = Field(default=None, ge=1, description="no segment shorter than this")
 
     @model_validator(mode="after")
     def _one_form(self) -> SegmentRequest:
@@ -186,7 +192,7 @@ def _validation_message(errors: list[dict[str, Any]], *, content_type: str) -> t
         if e.get("type", "").endswith("_type") and type(e.get("input")) in _JSON_NAMES:
             msg += f", got {_JSON_NAMES[type(e['input'])]}"
         if e.get("type") == "extra_forbidden":
-            msg = "unknown field (the fields are text, lines, documents, units, id)"
+            msg = "unknown field (the fields are text, lines, documents, units, id, threshold, num_segments, min_segment_units)"
         elif e.get("type") == "missing" and not loc:
             msg = "the request needs a JSON body"
         elif loc == "" and e.get("type") in ("model_type", "model_attributes_type", "dict_type"):
@@ -335,12 +341,12 @@ def create_app(
     if isinstance(unit_cache_max, bool) or not isinstance(unit_cache_max, int) or unit_cache_max < 0:
         raise ValueError(f"unit_cache_max={unit_cache_max!r} must be a whole number >= 0")
 
-    def predict(docs: list[list[str]]) -> list[Prediction]:  # in the batcher's thread
-        preds = seg.predict(docs)
+    def infer(docs: list[list[str]]) -> list[Tensor]:  # in the batcher's thread: the network, batched
+        out = seg.logits(docs)
         trim_unit_caches(unit_cache_max)
-        return preds
+        return out
 
-    batcher = batching.batcher(predict)
+    batcher = batching.batcher(infer)
     splitter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="segmenter-split")  # pysbd: slow, pure Python
     card = {**model_card(seg, source=source), "default_units": default_units, "limits": asdict(limits), "batching": asdict(batching)}
     page = resources.files("segmenter.serve").joinpath("index.html").read_text(encoding="utf-8")
@@ -350,7 +356,7 @@ def create_app(
     async def lifespan(app: FastAPI):
         batcher.start()
         if warmup:
-            await batcher.run_in_worker(seg.predict, [["Warm up.", "Second unit."]])
+            await batcher.run_in_worker(infer, [["Warm up.", "Second unit."]])
             if default_units == "sentences":
                 await asyncio.get_running_loop().run_in_executor(splitter, partial(seg.split, "Warm up. Now.", units="sentences"))
         log.info("ready: %s (%s, %s)", source or "model", card["attention"]["type"], card["task"])
@@ -426,7 +432,14 @@ def create_app(
                 "(limits.max_text_chars): send it in several requests",
             )
         unit_lists = [await units_of(d, units) for d in docs]
-        preds = await batcher.submit(unit_lists)
+        steer = {"threshold": req.threshold, "num_segments": req.num_segments, "min_segment_units": req.min_segment_units or 1}
+        for i, u in enumerate(unit_lists):
+            try:
+                decisions.check(len(u), **steer)
+            except ValueError as e:  # e.g. more segments than the document has units
+                raise ApiError(422, f"document {docs[i].id or i}: {e}" if req.documents is not None else str(e)) from None
+        logits = await batcher.submit(unit_lists)
+        preds = [seg.decide(u, lg, **steer) for u, lg in zip(unit_lists, logits)]
         if req.documents is None:
             return _result(preds[0], req.id)
         return {"documents": [_result(p, d.id if d.id is not None else str(i)) for i, (d, p) in enumerate(zip(docs, preds))]}
