@@ -1,21 +1,20 @@
 """MiniLM start-up and speed: plain torch (segmenter.models.bert) vs sentence-transformers.
 
-    python scripts/bench_minilm.py [--repeats 3] [--units 2000] [--threads 1]
+    python scripts/bench_minilm.py [repeats=3] [units=2000] [threads=1]   (conf/bench_minilm.yaml)
 
-1. Cold start, each in a fresh interpreter (median of --repeats, run interleaved so that
+1. Cold start, each in a fresh interpreter (median of ``repeats``, run interleaved so that
    a change of machine load hits every variant alike): `import torch` alone, `import
    sentence_transformers` alone, and import + load + encode 50 sentences with each.
-2. Encode throughput of both on --units sentences in one process, alternated twice.
+2. Encode throughput of both on ``units`` sentences in one process, alternated twice.
 
 Times are CPU seconds (user + sys, all threads) and wall seconds: on a shared machine the
 CPU time and the ratios are the numbers to compare, wall time only tells how busy it was
-(and there, --threads 1 gives the steadiest CPU times: idle threads spin while they wait).
+(and there, threads=1 gives the steadiest CPU times: idle threads spin while they wait).
 Sentences are the builtin corpus' (CPython's documentation). Prints a JSON document.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import resource
@@ -24,6 +23,10 @@ import subprocess
 import sys
 import tempfile
 import time
+
+from omegaconf import DictConfig
+
+import segmenter.cli
 
 COLD = {
     "python -c pass": "pass",
@@ -98,23 +101,22 @@ def throughput(texts: list[str]) -> dict:
     return result
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repeats", type=int, default=3, help="cold starts of each variant (median reported)")
-    parser.add_argument("--units", type=int, default=2000, help="sentences for the throughput pass")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads, here and in the cold starts (default: torch's)")
-    args = parser.parse_args()
-    if args.threads:
-        os.environ["OMP_NUM_THREADS"] = str(args.threads)  # read by torch at import, here and in the children
+@segmenter.cli.main(config_name="bench_minilm")
+def main(cfg: DictConfig) -> None:
+    if cfg.threads:
+        os.environ["OMP_NUM_THREADS"] = str(cfg.threads)  # for the children, which import torch afresh
+        import torch
+
+        torch.set_num_threads(int(cfg.threads))  # and here (torch may be imported already)
 
     from segmenter.data.builtin import source_sentences
 
-    texts = [s for sents in source_sentences().values() for s in sents][: args.units]
+    texts = [s for sents in source_sentences().values() for s in sents][: int(cfg.units)]
     report = {"load_avg_before": os.getloadavg(), "cpus": os.cpu_count()}
     with tempfile.NamedTemporaryFile("w", suffix=".json") as f:
         json.dump(texts[:50], f)
         f.flush()
-        report["cold_start"] = cold_start(f.name, args.repeats)
+        report["cold_start"] = cold_start(f.name, int(cfg.repeats))
     report["throughput"] = throughput(texts)
     report["load_avg_after"] = os.getloadavg()
     print(json.dumps(report, indent=2))
