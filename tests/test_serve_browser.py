@@ -153,6 +153,22 @@ def test_paste_segment_see_bars_and_labels_then_download(page, server, tmp_path)
     assert not page.errors and all(u.startswith(server) for u in page.requests)  # offline: nothing from elsewhere
 
 
+def test_the_number_of_segments_is_the_users(page, server):
+    lines = song_lines(2)
+    page.fill("#text", "\n".join(lines))
+    page.select_option("#units", "lines")
+    page.fill("#num_segments", "3")
+    page.click("#submit")
+    sync_api.expect(page.locator("#status")).to_contain_text("3 segments")
+    api = httpx.post(f"{server}/segment", json={"text": "\n".join(lines), "units": "lines", "num_segments": 3}).json()
+    assert shown(page)["segments"] == api["segments"] and len(api["segments"]) == 3
+    page.fill("#num_segments", str(len(lines) + 1))  # more segments than lines: the server says so
+    page.click("#submit")
+    sync_api.expect(page.locator("#error")).to_contain_text("422")
+    sync_api.expect(page.locator("#error")).to_contain_text(f"num_segments={len(lines) + 1}")
+    assert all("status of 422" in e for e in page.errors)  # the browser logs the refused request, nothing else
+
+
 def test_upload_a_txt_file(page, tmp_path):
     lines = song_lines(1)
     path = tmp_path / "song.txt"
