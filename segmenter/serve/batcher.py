@@ -150,11 +150,9 @@ class MicroBatcher:
         return batch
 
     def _full(self) -> bool:
-        docs = sum(len(j.docs) for j in self._queue)
-        return docs >= self.max_docs or sum(j.units for j in self._queue) >= self.max_units
+        return self._queued_docs >= self.max_docs or sum(j.units for j in self._queue) >= self.max_units
 
     async def _loop(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             if not self._queue:
                 self._wakeup.clear()
@@ -166,41 +164,37 @@ class MicroBatcher:
             batch = self._take()
             if not batch:
                 continue
-            docs = [d for job in batch for d in job.docs]
-            try:
-                preds = await loop.run_in_executor(self._executor, self.predict, docs)
-                if len(preds) != len(docs):
-                    raise RuntimeError(f"predict returned {len(preds)} results for {len(docs)} documents")
-            except Exception as e:
-                if len(batch) > 1:  # find the job that breaks it: the others still get answers
-                    log.warning("a batch of %d requests failed (%s); running them one by one", len(batch), e)
-                    await self._one_by_one(batch)
-                else:
-                    self._fail(batch[0], e)
+            error = await self._run(batch)
+            if error is None:
                 continue
-            self.batches += 1
-            self.docs_done += len(docs)
-            i = 0
+            if len(batch) == 1:
+                self._fail(batch[0], error)
+                continue
+            # Find the job that breaks the batch: the others still get answers.
+            log.warning("a batch of %d requests failed (%s); running them one by one", len(batch), error)
             for job in batch:
-                n = len(job.docs)
-                if not job.future.done():
-                    job.future.set_result(preds[i : i + n])
-                i += n
+                if not job.future.done() and (error := await self._run([job])) is not None:
+                    self._fail(job, error)
 
-    async def _one_by_one(self, batch: list[_Job]) -> None:
-        loop = asyncio.get_running_loop()
-        for job in batch:
-            if job.future.done():
-                continue
-            try:
-                preds = await loop.run_in_executor(self._executor, self.predict, job.docs)
-            except Exception as e:
-                self._fail(job, e)
-                continue
-            self.batches += 1
-            self.docs_done += len(job.docs)
+    async def _run(self, jobs: list[_Job]) -> Exception | None:
+        """One forward pass over the jobs' documents (in the predict thread); each job gets
+        its share of the answers. The exception, if the pass failed (no job is answered)."""
+        docs = [d for job in jobs for d in job.docs]
+        try:
+            preds = await asyncio.get_running_loop().run_in_executor(self._executor, self.predict, docs)
+            if len(preds) != len(docs):
+                raise RuntimeError(f"predict returned {len(preds)} results for {len(docs)} documents")
+        except Exception as e:
+            return e
+        self.batches += 1
+        self.docs_done += len(docs)
+        i = 0
+        for job in jobs:
+            n = len(job.docs)
             if not job.future.done():
-                job.future.set_result(preds)
+                job.future.set_result(preds[i : i + n])
+            i += n
+        return None
 
     @staticmethod
     def _fail(job: _Job, error: Exception) -> None:
