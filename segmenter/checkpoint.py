@@ -41,7 +41,7 @@ from typing import Any
 import hydra
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
 import segmenter
@@ -287,6 +287,25 @@ def run_dir(ckpt_path: str | os.PathLike) -> Path:
 def run_config_file(ckpt_path: str | os.PathLike) -> Path:
     """The Hydra config snapshot of a checkpoint's training run."""
     return run_dir(ckpt_path) / ".hydra" / "config.yaml"
+
+
+def run_config(ckpt_path: str | os.PathLike, *, reader: str) -> DictConfig:
+    """The config of a checkpoint's training run, ``paths.output_dir`` pointing at the run
+    folder (the saved value points at Hydra's runtime folder). ``reader``: who needs it, for
+    the error when the snapshot is missing."""
+    path = run_config_file(ckpt_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"run config {path} not found next to checkpoint {ckpt_path} ({reader} reads the run's data settings)")
+    cfg = OmegaConf.load(path)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(run_dir(ckpt_path))
+    return cfg
+
+
+def run_cache_dir(cfg: DictConfig) -> str | None:
+    """Where the run's MiniLM encoder cached its unit vectors (None: no such cache): the
+    units training encoded need not be encoded again."""
+    return OmegaConf.select(cfg, "encoder.cache_dir", default=None)
 
 
 def upgrade(src: str | Path, dst: str | Path, *, config: str | Path | None = None) -> Path:

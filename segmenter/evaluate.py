@@ -20,10 +20,10 @@ from typing import Any
 
 import hydra
 import torch
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 
 from segmenter.api import Segmenter
-from segmenter.checkpoint import run_config_file, run_dir
+from segmenter.checkpoint import run_cache_dir, run_config, run_dir
 from segmenter.config import ConfigError
 from segmenter.data.document import BOUNDARY, SECTION, Document, boundary_labels
 from segmenter.data.formats import read_separator_files
@@ -38,16 +38,10 @@ ALL = "all"
 
 def load_run(ckpt_path: str | Path) -> tuple[Path, DictConfig, Segmenter]:
     """The checkpoint's run folder, the run's config (for its data) and the checkpoint's
-    model, rebuilt from the checkpoint alone (weights_only loading). A MiniLM encoder reads
-    the run's embedding cache: the units training encoded are not encoded again."""
-    run, cfg_file = run_dir(ckpt_path), run_config_file(ckpt_path)
-    if not cfg_file.is_file():
-        raise FileNotFoundError(f"run config {cfg_file} not found next to checkpoint {ckpt_path} (evaluate reads the run's data settings)")
-    cfg = OmegaConf.load(cfg_file)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(run)  # the saved value points at Hydra's runtime folder
-    model = Segmenter.from_checkpoint(ckpt_path, cache_dir=OmegaConf.select(cfg, "encoder.cache_dir", default=None))
-    return run, cfg, model
+    model, rebuilt from the checkpoint alone (weights_only loading), reading the run's
+    embedding cache."""
+    cfg = run_config(ckpt_path, reader="evaluate")
+    return run_dir(ckpt_path), cfg, Segmenter.from_checkpoint(ckpt_path, cache_dir=run_cache_dir(cfg))
 
 
 def score(pairs: Sequence[tuple[list[int], list[int]]]) -> dict[str, float]:

@@ -121,3 +121,14 @@ def test_section_labels_evaluate_with_crf_and_section_baselines(tmp_path, songs_
     # synthetic choruses recur exactly or with an ad-lib; verse lines never: the rule is nearly exact
     assert rows["repetition rule (a recurring unit is chorus)"]["f1"] > 0.8
     assert "| macro F1 ↑ | F1 chorus ↑ | F1 verse ↑ | boundary F1 ↑ |" in (run / "eval" / "test.md").read_text()
+
+
+def test_a_checkpoint_without_its_run_config_is_refused_with_the_file(tiny_checkpoint, tmp_path):
+    import shutil
+
+    from segmenter.evaluate import load_run
+
+    alone = tmp_path / "alone.ckpt"
+    shutil.copy(tiny_checkpoint, alone)
+    with pytest.raises(FileNotFoundError, match=r"\.hydra/config\.yaml not found next to checkpoint .*alone\.ckpt \(evaluate reads"):
+        load_run(alone)

@@ -19,10 +19,9 @@ from pathlib import Path
 
 import hydra
 import torch
-from omegaconf import OmegaConf
 
 from segmenter import calibration
-from segmenter.checkpoint import KEY, load, load_net, run_config_file, run_dir
+from segmenter.checkpoint import KEY, load, load_net, run_cache_dir, run_config
 from segmenter.data.document import IGNORE
 from segmenter.io import atomic_file, atomic_write
 from segmenter.pretrained import MODELS, _here
@@ -71,11 +70,9 @@ def calibrate(ckpt_path: Path) -> calibration.Calibration:
     """Fit the calibrator on the run's validation split with this version's code and store
     it in the checkpoint (what the training callback does at the end of fit, again: a run
     trained before a calibration method existed gets it here)."""
-    cfg = OmegaConf.load(run_config_file(ckpt_path))
-    cfg.paths.output_dir = str(run_dir(ckpt_path))  # the saved value points at Hydra's runtime folder
+    cfg = run_config(ckpt_path, reader="the build")
     cfg.data.split_file = None  # never rewrite the run's split file
-    # The run's own embedding cache (MiniLM): the validation units were encoded in training.
-    net, _ = load_net(ckpt_path, cache_dir=OmegaConf.select(cfg, "encoder.cache_dir", default=None))
+    net, _ = load_net(ckpt_path, cache_dir=run_cache_dir(cfg))
     datamodule = hydra.utils.instantiate(cfg.data)
     datamodule.setup()
     return calibration.calibrate_checkpoint(ckpt_path, net, datamodule.val_dataloader(), ignore_index=IGNORE)
