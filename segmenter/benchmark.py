@@ -604,8 +604,8 @@ def cold_start(cfg: Any) -> dict[str, float]:
     """Median seconds over ``cfg.runs`` fresh interpreters that import segmenter, load
     ``cfg.pretrained`` and segment one ``cfg.sentences``-unit document (scripts/cold_start.py):
     ``to_result_s`` from launching the interpreter to the segments in hand (the cold start),
-    ``exit_s`` the interpreter's shutdown after that (Python's final garbage collection of
-    torch's objects), ``cpu_s`` the CPU time of the whole process; ``import_torch_s`` the same
+    ``exit_s`` the interpreter's shutdown after that (profiled once with perf: mostly Python's
+    final garbage collection of torch's objects), ``cpu_s`` the CPU time of the whole process; ``import_torch_s`` the same
     launch-to-done time of an interpreter that only imports torch, run between them."""
     units = cold_start_text(int(cfg.sentences))
     text = "\n".join(units) if cfg.units == "lines" else " ".join(units)

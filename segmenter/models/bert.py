@@ -150,8 +150,8 @@ class MiniLM(nn.Module):
         super().__init__()
         self.cfg, self.sentence, self.tokenizer = cfg, sentence, tokenizer
         C = cfg.hidden_size
-        # word pieces; from an empty tensor: the weights always come from the file, and the random
-        # init of 30522 x 384 values would cost 0.08 s of a shipped model's cold start
+        # word pieces; from an empty tensor: the weights always come from the file, so randomly
+        # initialising 30522 x 384 values first is cold-start time spent for nothing
         self.wte = nn.Embedding.from_pretrained(torch.empty(cfg.vocab_size, C), freeze=False)
         self.wpe = nn.Embedding(cfg.max_position_embeddings, C)  # learned absolute positions
         self.wtt = nn.Embedding(cfg.type_vocab_size, C)  # segment A/B; single texts are all type 0

@@ -119,7 +119,7 @@ class MiniLMEncoder(UnitEncoder):
             identity = {
                 "model": MODEL_NAME,
                 "package": f"{DISTRIBUTION}=={importlib.metadata.version(DISTRIBUTION)}",
-                # Hashing the 90 MB of files (0.1 s) only matters for vectors kept on disk: a cache in
+                # Hashing the 90 MB of files only matters for vectors kept on disk: a cache in
                 # memory lives and dies with the files it was filled from.
                 "files_sha256": model_dir_hash(self.model_dir) if cache_dir is not None else None,
                 "max_seq_length": max_seq_length,

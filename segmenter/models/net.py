@@ -72,7 +72,8 @@ class CohesionProfile(nn.Module):
         cohesion, and how similar sentences of one document are at all differs between
         corpora (Choi's unrelated texts vs the sections of one Wikipedia article). Measured on
         held-out Wikipedia (experiment=wiki, three seeds, docs/pretrained.md): Pk 39.9% on average
-        with it, 37.2% without; off by default."""
+        with it, 37.2% without; off by default. Standardised over the window the network sees:
+        a document longer than a window (``max_units``) gets other values than as a whole."""
         super().__init__()
         if radius < 1 or not blocks or min(blocks) < 1:
             raise ValueError(f"radius={radius} and every block size in blocks={list(blocks)} must be >= 1")
