@@ -439,7 +439,9 @@ def create_app(
             except ValueError as e:  # e.g. more segments than the document has units
                 raise ApiError(422, f"document {docs[i].id or i}: {e}" if req.documents is not None else str(e)) from None
         logits = await batcher.submit(unit_lists)
-        preds = [seg.decide(u, lg, **steer) for u, lg in zip(unit_lists, logits)]
+        # Off the event loop: a CRF's Viterbi pass or num_segments' dynamic programme over a long
+        # document would hold up every other request.
+        preds = await asyncio.to_thread(lambda: [seg.decide(u, lg, **steer) for u, lg in zip(unit_lists, logits)])
         if req.documents is None:
             return _result(preds[0], req.id)
         return {"documents": [_result(p, d.id if d.id is not None else str(i)) for i, (d, p) in enumerate(zip(docs, preds))]}
