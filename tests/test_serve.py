@@ -132,6 +132,8 @@ def test_decisions_per_request_equal_the_api(client, seg):
         assert r.status_code == 422 and next(iter(bad)) in r.json()["error"], (bad, r.text)
     r = client.post("/segment", json={"lines": LINES, "threshold": 0.5, "num_segments": 2})
     assert r.status_code == 422 and "give one or the other" in r.json()["error"]
+    r = client.post("/segment", json={"lines": LINES, "segments": 2})  # a misspelt setting: the error lists the right ones
+    assert r.status_code == 422 and "threshold, num_segments, min_segment_units" in r.json()["error"]
 
 
 def test_health_info_page_and_openapi(client, seg):

@@ -192,7 +192,7 @@ def _validation_message(errors: list[dict[str, Any]], *, content_type: str) -> t
         if e.get("type", "").endswith("_type") and type(e.get("input")) in _JSON_NAMES:
             msg += f", got {_JSON_NAMES[type(e['input'])]}"
         if e.get("type") == "extra_forbidden":
-            msg = "unknown field (the fields are text, lines, documents, units, id, threshold, num_segments, min_segment_units)"
+            msg = f"unknown field (the fields are {', '.join(SegmentRequest.model_fields)})"
         elif e.get("type") == "missing" and not loc:
             msg = "the request needs a JSON body"
         elif loc == "" and e.get("type") in ("model_type", "model_attributes_type", "dict_type"):
