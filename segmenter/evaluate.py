@@ -20,9 +20,9 @@ from typing import Any
 
 import hydra
 import torch
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from segmenter.api import Segmenter
+from segmenter.api import Segmenter, check_source
 from segmenter.checkpoint import run_cache_dir, run_config, run_dir
 from segmenter.config import ConfigError
 from segmenter.data.document import BOUNDARY, SECTION, Document, boundary_labels
@@ -30,6 +30,7 @@ from segmenter.data.formats import read_separator_files
 from segmenter.data.splits import SPLIT_FILE, fingerprint, read_split_file
 from segmenter.io import atomic_write
 from segmenter.metrics import build_metrics
+from segmenter.pretrained import checkpoint_path
 
 log = logging.getLogger(__name__)
 
@@ -152,12 +153,32 @@ def select_documents(cfg: DictConfig, run_cfg: DictConfig, run: Path) -> tuple[l
     return docs, splits["train"], task, split
 
 
+def load_pretrained(name: str, cfg: DictConfig) -> tuple[Path, DictConfig, Segmenter]:
+    """A shipped model (segmenter.pretrained) in load_run's shape: it has no run folder, so
+    the documents come from ``data=`` and the tables go to outputs/eval/pretrained_<name>/
+    (its "run folder" here)."""
+    if cfg.get("data") is None:
+        raise ConfigError(f"pretrained={name} has no training run to take its data from: name the documents "
+                          f"with data=<option> (and split= or folder=), e.g. data=choi split=test")
+    out = Path(cfg.paths.log_dir) / "eval" / f"pretrained_{name}"
+    return out, OmegaConf.create({"data": cfg.data}), Segmenter.from_pretrained(name)
+
+
 def evaluate(cfg: DictConfig) -> dict:
     if cfg.get("folder") and not Path(cfg.folder).is_dir():
         raise ConfigError(f"folder={cfg.folder}: not a folder (give a folder of separator-format files, or split=test|val)")
-    run, run_cfg, model = load_run(cfg.ckpt_path)
+    try:
+        check_source(cfg.get("ckpt_path"), cfg.get("pretrained"))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if cfg.get("pretrained"):
+        run, run_cfg, model = load_pretrained(cfg.pretrained, cfg)
+        source = f"pretrained={cfg.pretrained}"
+    else:
+        run, run_cfg, model = load_run(cfg.ckpt_path)
+        source = f"checkpoint {cfg.ckpt_path}"
     docs, train_docs, task, name = select_documents(cfg, run_cfg, run)
-    model_name = f"segmenter ({run_cfg.get('attention', {}).get('_target_', 'model').rsplit('.', 1)[-1]})"
+    model_name = f"segmenter ({type(model.net.blocks[0].attention).__name__})"
     # The predict path, all documents in one batched call (windows of similar length share
     # a batch; long documents are windowed and stitched); N - 1 boundary slots each.
     units = [d.units for d in docs]
@@ -177,6 +198,8 @@ def evaluate(cfg: DictConfig) -> dict:
             else (lambda u, preds=preds: preds[tuple(u)].labels)
         )  # fmt: skip
     for key, b in (cfg.get("baselines") or {}).items():
+        if b is None:  # baselines.<key>=null drops it
+            continue
         baseline = hydra.utils.instantiate(b)
         if task not in baseline.tasks:
             log.info("baseline %s is for %s, not task=%s: skipped", key, "/".join(baseline.tasks), task)
@@ -184,11 +207,11 @@ def evaluate(cfg: DictConfig) -> dict:
         baseline = baseline.fit(train_docs, task, label_names=model.label_names)
         methods[baseline.name] = baseline
     table = evaluate_documents(docs, task, methods, label_names=model.label_names)
-    title = f"{name}: {len(docs)} documents, checkpoint {cfg.ckpt_path}"
+    title = f"{name}: {len(docs)} documents, {source}"
     markdown = to_markdown(table, title)
-    out_dir = Path(cfg.output_dir) if cfg.get("output_dir") else run / "eval"
+    out_dir = Path(cfg.output_dir) if cfg.get("output_dir") else run if cfg.get("pretrained") else run / "eval"
     atomic_write(out_dir / f"{name}.md", markdown)
-    result = {"checkpoint": str(cfg.ckpt_path), "documents": [d.id for d in docs], "table": table}
+    result = {"checkpoint": str(cfg.ckpt_path or checkpoint_path(cfg.pretrained)), "documents": [d.id for d in docs], "table": table}
     atomic_write(out_dir / f"{name}.json", json.dumps(_finite(result), indent=1, allow_nan=False))
     log.info("wrote %s and %s", out_dir / f"{name}.md", out_dir / f"{name}.json")
     print(markdown)  # the CLI's output

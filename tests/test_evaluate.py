@@ -132,3 +132,47 @@ def test_a_checkpoint_without_its_run_config_is_refused_with_the_file(tiny_check
     shutil.copy(tiny_checkpoint, alone)
     with pytest.raises(FileNotFoundError, match=r"\.hydra/config\.yaml not found next to checkpoint .*alone\.ckpt \(evaluate reads"):
         load_run(alone)
+
+
+def test_a_shipped_model_is_evaluated_on_named_data_like_a_run(tmp_path, songs_jsonl):
+    """pretrained=lyrics with data=: the same table as the model's own predictions scored apart
+    (no run folder needed); baselines.<name>=null drops a baseline."""
+    from segmenter.api import Segmenter
+    from segmenter.data.document import SECTION
+    from segmenter.evaluate import score_labels
+
+    out = tmp_path / "eval"
+    cfg = compose_evaluate(["pretrained=lyrics", "data=jsonl", f"data.corpus.path={songs_jsonl}", f"output_dir={out}",
+                            "baselines.majority=null"])  # fmt: skip
+    result = evaluate(cfg)
+    rows = result["table"]["all"]
+    assert set(rows) - {"docs"} == {"segmenter (SelfAttention), CRF", "segmenter (SelfAttention), argmax",
+                                    "repetition rule (a recurring unit is chorus)"}  # fmt: skip
+    seg = Segmenter.from_pretrained("lyrics")
+    docs = {d.id: d for d in hydra_docs(cfg)}
+    preds = seg.predict([docs[i].units for i in result["documents"]])
+    apart = score_labels([(p.labels, docs[i].labels) for i, p in zip(result["documents"], preds)], SECTION, seg.label_names)
+    assert rows["segmenter (SelfAttention), CRF"]["f1"] == pytest.approx(apart["f1"], abs=1e-6)
+    assert (out / "test.md").read_text().startswith(f"### test: {rows['docs']} documents, pretrained=lyrics")
+
+
+def hydra_docs(cfg):
+    """The test documents of an evaluate config's data."""
+    from hydra.utils import instantiate
+
+    return instantiate(cfg.data).corpus.load()["test"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["pretrained=topic"], "pretrained=topic has no training run to take its data from: name the documents with data="),
+        (["pretrained=topic", "ckpt_path=x.ckpt", "data=choi"], "not both: ckpt_path=x.ckpt, pretrained=topic"),
+        ([], "not neither"),
+    ],
+)
+def test_evaluate_needs_one_model_and_its_documents(overrides, message):
+    from segmenter.config import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        evaluate(compose_evaluate(overrides))
