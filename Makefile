@@ -5,9 +5,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # With a GPU: make setup TORCH_CPU=torch (any build pyproject's range accepts).
 TORCH_CPU ?= torch==2.13.0
-EXTRAS ?= test,bench,sweep,minilm,serve
+EXTRAS ?= test,bench,sweep,minilm,serve,rst
 
-.PHONY: setup train test test-all bench clean
+.PHONY: setup train test test-all bench python-docs clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,15 @@ test-all: setup
 
 bench: setup
 	$(PY) scripts/benchmark.py
+
+# Sectioned prose for data=python_docs: CPython's documentation sources (reStructuredText), from
+# Debian's python3.11-doc package (apt-get download: no root needed, nothing installed).
+PYTHON_DOCS := outputs/cache/python-docs
+python-docs: $(PYTHON_DOCS)/.unpacked
+$(PYTHON_DOCS)/.unpacked:
+	mkdir -p $(PYTHON_DOCS)
+	cd $(PYTHON_DOCS) && apt-get download python3.11-doc && dpkg-deb -x python3.11-doc_*.deb . && rm python3.11-doc_*.deb
+	touch $@
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache
