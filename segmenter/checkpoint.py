@@ -257,6 +257,11 @@ def load_net(path: str | Path, *, cache_dir: str | None = None) -> tuple[nn.Modu
 STATE_PATH_KEYS = ("best_model_path", "kth_best_model_path", "last_model_path", "best_k_models")
 
 
+def within(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
+    """Whether ``path`` lies inside ``folder`` once both are resolved (``..`` and links followed)."""
+    return Path(path).resolve().is_relative_to(Path(folder).resolve())
+
+
 def check_state_paths(ckpt: Mapping[str, Any], *, folder: str | Path, path: str | Path) -> None:
     """Every checkpoint path in the callbacks' state (ModelCheckpoint's best_model_path,
     best_k_models...) lies in ``folder``: Lightning opens the best one after fit and
@@ -270,7 +275,7 @@ def check_state_paths(ckpt: Mapping[str, Any], *, folder: str | Path, path: str 
             for p in (value if isinstance(value, Mapping) else [value]):
                 if p in (None, ""):
                     continue
-                if not isinstance(p, str) or not Path(p).resolve().is_relative_to(folder):
+                if not isinstance(p, str) or not within(p, folder):
                     raise CheckpointError(
                         f"{path}: the state of callback {str(name)[:60]} names {key}={p!r}, outside the checkpoint's "
                         f"folder {folder}: refusing to resume from it (the file was altered or comes from elsewhere)"

@@ -32,7 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard.summary import hparams
 
 from segmenter.callbacks import CheckpointMetadata, LogProgress, monitored_checkpoint, tensorboard_loggers
-from segmenter.checkpoint import CheckpointError, check_state_paths, load, net_config, safe_globals
+from segmenter.checkpoint import CheckpointError, check_state_paths, load, net_config, safe_globals, within
 from segmenter.data.datamodule import SegmentationDataModule
 from segmenter.io import atomic_write
 from segmenter.module import SegmenterModule
@@ -183,11 +183,10 @@ def best_checkpoint(trainer: L.Trainer) -> str | None:
     best = getattr(callback, "best_model_path", "") or None
     if best is None:
         return None
-    folder = Path(callback.dirpath).resolve()
-    if not Path(best).resolve().is_relative_to(folder):
+    if not within(best, callback.dirpath):
         raise CheckpointError(
             f"the best checkpoint {best} (from the checkpoint callback's state) is outside this run's checkpoint "
-            f"folder {folder}: refusing to open it"
+            f"folder {Path(callback.dirpath).resolve()}: refusing to open it"
         )
     load(best)
     return best
