@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -44,7 +44,11 @@ class SegmenterModule(LightningModule):
         class_counts: Sequence[int] | None = None,
         class_weighting: str = "balanced",
         aux_loss_weight: float = 0.0,
+        subsets: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
+        """``subsets``: {"val": [...], "test": [...]}, the subsets of each evaluation split
+        (the corpora of a mixture, Choi's folders; SegmentationDataModule.subsets) whose metrics
+        are logged apart as well, e.g. ``val/wiki/pk``."""
         super().__init__()
         check_task(task)
         check_label_names(label_names, net.num_classes)
@@ -59,6 +63,13 @@ class SegmenterModule(LightningModule):
         metrics = build_metrics(task, net.num_classes, label_names)
         # One collection per stage: torchmetrics keeps (and syncs) their states apart.
         self.metrics = nn.ModuleDict({f"{stage}_metrics": metrics.clone(prefix=f"{stage}/") for stage in STAGES})
+        # ... and one per subset of an evaluation split (module names cannot hold "/" or ".").
+        self.subsets = {stage: list(names) for stage, names in (subsets or {}).items()}
+        for stage, names in self.subsets.items():
+            if stage not in STAGES[1:]:
+                raise ValueError(f"subsets={dict(subsets)}: the keys are evaluation splits, {STAGES[1:]}")
+            for i, name in enumerate(names):
+                self.metrics[f"{stage}_subset{i}_metrics"] = metrics.clone(prefix=f"{stage}/{name}/")
 
     def forward(self, docs: Sequence[Sequence[str]], *, start: Tensor | None = None) -> NetOutput:
         """The network on B documents (or windows starting at ``start`` (B,) in theirs)."""
@@ -92,6 +103,16 @@ class SegmenterModule(LightningModule):
             on_step=stage == "train", on_epoch=stage != "train", sync_dist=stage != "train",
         )  # fmt: skip
         self.log_dict(metrics, prog_bar=stage != "train", batch_size=bs, on_step=False, on_epoch=True)
+        for i, name in enumerate(self.subsets.get(stage, ())):
+            sub = self.metrics[f"{stage}_subset{i}_metrics"]
+            rows = [b for b, s in enumerate(batch["subsets"]) if s == name]
+            if rows:
+                sub.update(preds[rows], labels[rows])  # (b, T) this subset's documents
+            # Logged once updated (a subset that limit_val_batches left out is not reported as
+            # 0); under DDP on every step, so that every process computes (and syncs) it at the
+            # epoch's end, whichever documents it was given.
+            if rows or self.trainer.world_size > 1:
+                self.log_dict(sub, batch_size=len(rows) or bs, on_step=False, on_epoch=True)
         return loss
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:

@@ -58,6 +58,7 @@ def build(cfg: DictConfig) -> tuple[SegmentationDataModule, SegmenterModule]:
         task=datamodule.task,
         label_names=list(datamodule.label_names),
         class_counts=datamodule.class_counts(),
+        subsets=datamodule.subsets(),
     )
     return datamodule, model
 

@@ -130,3 +130,28 @@ def test_lyrics_experiment_fast_dev_run_on_synthetic_songs(tmp_path, songs_jsonl
     """The same experiment on songs made here, so the suite covers it without ../shared."""
     metrics = _lyrics_fdr(tmp_path, {split: str(songs_jsonl) for split in ("train", "val", "test")})
     assert {"val/f1", "val/f1_chorus", "test/f1"} <= set(metrics) and all(v == v for v in metrics.values())
+
+
+def test_each_corpus_of_a_mixture_is_logged_apart(tmp_path):
+    """A mixture of two corpora: val/<name>/... and test/<name>/... besides the overall
+    metrics, each equal to the tested checkpoint's scores on that corpus's documents alone."""
+    from omegaconf import OmegaConf, open_dict
+
+    cfg = compose_train(tmp_path, [*TINY_DATA, "attention=localized", "debug=limit", "logger=none",
+                                   "callbacks.rich_progress_bar=null"])  # fmt: skip
+    one = OmegaConf.to_container(cfg.data.corpus)
+    with open_dict(cfg):
+        cfg.data.corpus = {"_target_": "segmenter.data.mixture.MixedCorpus",
+                           "corpora": {"a": one, "b": {**one, "seed": 1}}}  # fmt: skip
+    metrics = train(cfg)
+    assert {"val/a/pk", "val/b/f1", "test/a/windowdiff", "test/b/boundary_recall"} <= set(metrics)
+    (best,) = (tmp_path / "run" / "checkpoints").glob("epoch_*.ckpt")
+    test_docs = build(cfg)[0].splits["test"]
+    for name in ("a", "b"):
+        docs = [d for d in test_docs if d.meta["subset"] == name]
+        assert len(docs) == 4
+        expected = score_checkpoint(best, docs, "boundary")
+        assert {k: metrics[f"test/{name}/{k}"] for k in ("f1", "pk", "windowdiff")} == pytest.approx(
+            {k: expected[k] for k in ("f1", "pk", "windowdiff")}, abs=1e-6
+        )
+    assert metrics["test/a/pk"] != pytest.approx(metrics["test/b/pk"])  # two corpora, two scores
