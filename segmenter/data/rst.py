@@ -2,7 +2,7 @@
 a segment of its prose sentences.
 
 Real documents whose authors marked where one topic ends: CPython's documentation, for one,
-is 230 long sectioned pages (``make python-docs`` fetches its sources from Debian's
+is 233 long sectioned pages (``make python-docs`` fetches its sources from Debian's
 ``python3.11-doc``; ``data=python_docs``). docutils parses the markup; Sphinx's own directives
 (``.. function::``, ``.. note::``, ...) are read as plain containers of prose, its roles
 (``:func:`open```) as their text, and code, tables and indices are left out.
@@ -26,6 +26,7 @@ from pathlib import Path
 
 from segmenter.data.corpora import FileCorpus
 from segmenter.data.document import BOUNDARY, Document, segments_to_document
+from segmenter.data.formats import list_files, read_text
 
 log = logging.getLogger(__name__)
 
@@ -156,21 +157,14 @@ class RstCorpus(FileCorpus):
         self.min_words, self.min_sentences, self.min_segments = min_words, min_sentences, min_segments
 
     def _files(self, paths) -> list[tuple[Path, str]]:
-        """(file, document id) pairs, ids relative to the folder given."""
+        """(file, document id) pairs: ids relative to ``path`` when it is one folder (as
+        separator-format files get them), else file names; ``exclude`` applied to the ids."""
+        root = Path(paths) if isinstance(paths, (str, os.PathLike)) and Path(paths).is_dir() else None
         out = []
-        for p in [paths] if isinstance(paths, (str, os.PathLike)) else paths:
-            p = Path(p)
-            if p.is_file():
-                out.append((p, p.name))
-            elif p.is_dir():
-                for f in sorted(p.rglob(self.pattern)):
-                    rel = f.relative_to(p).as_posix()
-                    if f.is_file() and not any(fnmatch.fnmatch(rel, x) for x in self.exclude):
-                        out.append((f, rel))
-            else:
-                raise FileNotFoundError(f"{p}: no such file or folder of reStructuredText sources")
-        if not out:
-            raise FileNotFoundError(f"no {self.pattern} files under {paths}")
+        for f in list_files(paths, pattern=self.pattern):
+            doc_id = f.relative_to(root).as_posix() if root else f.name
+            if not any(fnmatch.fnmatch(doc_id, x) for x in self.exclude):
+                out.append((f, doc_id))
         return out
 
     def _sentences(self, paragraphs: list[str], splitter, counts: Counter) -> list[str]:
@@ -190,12 +184,7 @@ class RstCorpus(FileCorpus):
         splitter = pysbd.Segmenter(language="en", clean=False)
         docs, counts = [], Counter()
         for f, doc_id in self._files(paths):
-            raw = f.read_bytes()
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                line = raw[: e.start].count(b"\n") + 1
-                raise ValueError(f"{f}, line {line}: not UTF-8 text (byte {e.start}: {e.reason})") from None
+            text = read_text(f)  # ReaderError naming the file and line of bad bytes
             segments: list[list[str]] = []
             for _level, _title, paragraphs in rst_sections(text, source=str(f)):
                 sentences = self._sentences(paragraphs, splitter, counts)
