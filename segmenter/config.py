@@ -9,7 +9,7 @@ a script does anything with it.
   conf/hydra/default.yaml, and two generated configs that spell out every attention option
   (``every_attention``: each option under its own name, the benchmark's rows;
   ``attention_keys``: a null under every option's name, predict_throughput's checkpoints).
-- ``validate(cfg)``: values the user must give, types and ranges of the settings users
+- ``validate(cfg)``: alternatives settled (``files`` given: ``path`` null), values the user must give, types and ranges of the settings users
   change most, and data paths that must exist. Each failure is a ``ConfigError`` naming the
   key, its value and what is expected (scripts/*.py run these through ``segmenter.cli``:
   one line, exit status 2). Only keys present in the config are checked, so one table
@@ -185,15 +185,22 @@ def missing_keys(cfg: DictConfig) -> list[str]:
     """The ??? values the user has to give (the hydra node and program-filled ones aside;
     an interpolation of a ??? value, such as predict's segmenter.path: ${ckpt_path}, is not
     reported itself: the value it points at is)."""
-    keys = sorted(k for k in _missing(cfg, "") if not k.startswith("hydra.") and k not in FILLED_BY_PROGRAM)
-    if "data.corpus.path" in keys and OmegaConf.select(cfg, "data.corpus.files", default=None) is not None:
-        keys.remove("data.corpus.path")  # the per-split files are given instead
-    return keys
+    return sorted(k for k in _missing(cfg, "") if not k.startswith("hydra.") and k not in FILLED_BY_PROGRAM)
+
+
+def settle_alternatives(cfg: DictConfig) -> None:
+    """Where the user gave one of two alternatives, the other's ??? becomes null: a file
+    corpus takes ``path`` (split by seed) or ``files`` (one per split), and its config asks
+    for ``path`` (``???``) so that giving neither is reported."""
+    if OmegaConf.select(cfg, "data.corpus.files", default=None) is not None and OmegaConf.is_missing(cfg.data.corpus, "path"):
+        cfg.data.corpus.path = None
 
 
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError for the first problem found: a missing value, a value of the wrong
-    type or out of range (RULES), a data path that does not exist (DATA_PATHS)."""
+    type or out of range (RULES), a data path that does not exist (DATA_PATHS). First settles
+    alternatives (``settle_alternatives``): the config is what the script then runs with."""
+    settle_alternatives(cfg)
     missing = missing_keys(cfg)
     if missing:
         hints = "; ".join(f"{k}: {MISSING_HINTS[k]}" for k in missing if k in MISSING_HINTS)

@@ -72,6 +72,16 @@ def test_bad_config_values_name_their_key(tmp_path, caplog, overrides, message):
     assert "\n" not in line and "Traceback" not in caplog.text
 
 
+def test_a_jsonl_corpus_given_as_files_per_split_trains_as_typed(tmp_path, songs_jsonl):
+    """docs/data.md's `data=jsonl data.corpus.files={train: a, val: b, test: c}`: the config's
+    ??? for path gives way to the files (config.settle_alternatives), from the command line."""
+    files = f"data.corpus.files={{train: {songs_jsonl}, val: {songs_jsonl}, test: {songs_jsonl}}}"
+    proc = script("train.py", "data=jsonl", files, "debug=fdr", "logger=none", "callbacks.rich_progress_bar=null",
+                  f"paths.log_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'run'}")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "test/f1" in json.loads((tmp_path / "run" / "metrics.json").read_text())
+
+
 def test_bad_data_is_one_line_and_exit_2(tmp_path, caplog):
     bad = tmp_path / "songs.jsonl"
     bad.write_text(json.dumps({"id": "a", "lines": ["x", "y", "z"], "labels": ["verse", "verse"]}) + "\n")
