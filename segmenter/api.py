@@ -200,9 +200,8 @@ class Segmenter:
         ``threshold``, ``num_segments``, ``min_segment_units``: decide the segments from the
         calibrated boundary probabilities instead of the network's own labels
         (segmenter.decisions); checked before any work."""
-        for d in docs:
-            decisions.check(len(d), threshold=threshold, num_segments=num_segments, min_segment_units=min_segment_units)
         steer = {"threshold": threshold, "num_segments": num_segments, "min_segment_units": min_segment_units}
+        decisions.check_documents([len(d) for d in docs], names=[f"document {i}" for i in range(len(docs))], **steer)
         return [self.decide(list(d), lg, structured=structured, **steer) for d, lg in zip(docs, self.logits(docs))]
 
     def decide(self, units: list[str], logits: Tensor, *, structured: bool = True, threshold: float | None = None,

@@ -37,6 +37,19 @@ def check(n: int, *, threshold: float | None, num_segments: int | None, min_segm
             )
 
 
+def check_documents(
+    lengths: Sequence[int], *, names: Sequence[str] | None = None, threshold: float | None, num_segments: int | None,
+    min_segment_units: int,
+) -> None:
+    """``check`` for each document of ``lengths`` units; the ValueError starts with the
+    offending document's name (``names``, e.g. its file), or none when no names are given."""
+    for i, n in enumerate(lengths):
+        try:
+            check(n, threshold=threshold, num_segments=num_segments, min_segment_units=min_segment_units)
+        except ValueError as e:
+            raise ValueError(f"{names[i]}: {e}" if names is not None else str(e)) from None
+
+
 def _fits(cut: int, kept: Sequence[int], n: int, m: int) -> bool:
     """Cutting after unit ``cut`` leaves every segment (with ``kept``) at least m units long."""
     if cut + 1 < m or n - cut - 1 < m:

@@ -199,11 +199,10 @@ def run(cfg: Any) -> None:
         torch.set_num_threads(int(cfg.threads))
     seg: Segmenter = hydra.utils.instantiate(cfg.segmenter)  # CheckpointError comes wrapped by Hydra
     docs = read_inputs(str(cfg.input), splitter=seg, units=cfg.units)
-    for d in docs:
-        try:
-            decisions.check(len(d.units), **decide)
-        except ValueError as e:
-            raise InputError(f"{d.source}: {e}") from None
+    try:
+        decisions.check_documents([len(d.units) for d in docs], names=[d.source for d in docs], **decide)
+    except ValueError as e:
+        raise InputError(str(e)) from None
     preds = seg.predict([d.units for d in docs], **decide)
     n = sum(len(d.units) for d in docs)
     if out is None:

@@ -433,11 +433,11 @@ def create_app(
             )
         unit_lists = [await units_of(d, units) for d in docs]
         steer = {"threshold": req.threshold, "num_segments": req.num_segments, "min_segment_units": req.min_segment_units or 1}
-        for i, u in enumerate(unit_lists):
-            try:
-                decisions.check(len(u), **steer)
-            except ValueError as e:  # e.g. more segments than the document has units
-                raise ApiError(422, f"document {docs[i].id or i}: {e}" if req.documents is not None else str(e)) from None
+        names = [f"document {d.id or i}" for i, d in enumerate(docs)] if req.documents is not None else None
+        try:
+            decisions.check_documents([len(u) for u in unit_lists], names=names, **steer)
+        except ValueError as e:  # e.g. more segments than the document has units
+            raise ApiError(422, str(e)) from None
         logits = await batcher.submit(unit_lists)
         # Off the event loop: a CRF's Viterbi pass or num_segments' dynamic programme over a long
         # document would hold up every other request.
