@@ -16,11 +16,11 @@ import math
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import hydra
 import torch
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 
 from segmenter.api import Segmenter, check_source
 from segmenter.checkpoint import run_cache_dir, run_config, run_dir
@@ -37,12 +37,35 @@ log = logging.getLogger(__name__)
 ALL = "all"
 
 
-def load_run(ckpt_path: str | Path) -> tuple[Path, DictConfig, Segmenter]:
-    """The checkpoint's run folder, the run's config (for its data) and the checkpoint's
-    model, rebuilt from the checkpoint alone (weights_only loading), reading the run's
-    embedding cache."""
+class Source(NamedTuple):
+    """What is evaluated and what comes with it."""
+
+    model: Segmenter
+    data: DictConfig  # the data settings its documents come from (unless data= is given)
+    split_file: Path | None  # the training run's record of its splits, to check them against
+    out_dir: Path  # where the tables go (unless output_dir= is given)
+    checkpoint: Path
+    label: str  # how the tables name it
+
+
+def load_run(ckpt_path: str | Path) -> Source:
+    """A training run's checkpoint: the model rebuilt from the checkpoint alone (weights_only
+    loading) reading the run's embedding cache, the run's data settings and split file;
+    tables in <run>/eval."""
     cfg = run_config(ckpt_path, reader="evaluate")
-    return run_dir(ckpt_path), cfg, Segmenter.from_checkpoint(ckpt_path, cache_dir=run_cache_dir(cfg))
+    run = run_dir(ckpt_path)
+    model = Segmenter.from_checkpoint(ckpt_path, cache_dir=run_cache_dir(cfg))
+    return Source(model, cfg.data, run / SPLIT_FILE, run / "eval", Path(ckpt_path), f"checkpoint {ckpt_path}")
+
+
+def load_pretrained(name: str, cfg: DictConfig) -> Source:
+    """A shipped model (segmenter.pretrained): no training run, so the documents come from
+    ``data=`` and the tables go to outputs/eval/pretrained_<name>/."""
+    if cfg.get("data") is None:
+        raise ConfigError(f"pretrained={name} has no training run to take its data from: name the documents "
+                          f"with data=<option> (and split= or folder=), e.g. data=choi split=test")
+    out_dir = Path(cfg.paths.log_dir) / "eval" / f"pretrained_{name}"
+    return Source(Segmenter.from_pretrained(name), cfg.data, None, out_dir, checkpoint_path(name), f"pretrained={name}")
 
 
 def score(pairs: Sequence[tuple[list[int], list[int]]]) -> dict[str, float]:
@@ -72,7 +95,7 @@ def evaluate_documents(
         raise ValueError("task=section needs label_names")
     subsets: dict[str, list[Document]] = defaultdict(list)
     for d in docs:
-        subsets[str(d.meta.get("subset", ALL))].append(d)
+        subsets[d.subset or ALL].append(d)
     groups = {k: subsets[k] for k in sorted(subsets, key=_subset_order)}
     if len(groups) > 1 or ALL not in groups:
         groups[ALL] = list(docs)
@@ -122,9 +145,26 @@ def to_markdown(table: dict, title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def select_documents(cfg: DictConfig, run_cfg: DictConfig, run: Path) -> tuple[list[Document], list[Document], str, str]:
+def check_split(docs: list[Document], split: str, split_file: Path, *, corpus: str) -> None:
+    """ValueError unless ``docs`` are the ``split`` documents the run's split file records (a
+    warning when the run has none)."""
+    if not split_file.is_file():
+        log.warning("no split file %s: cannot check that the %s documents are the run's", split_file, split)
+        return
+    manifest = read_split_file(split_file)
+    expected = manifest["splits"].get(split)
+    same = expected == [d.id for d in docs] and manifest.get("fingerprints", {}).get(split) == fingerprint(docs)
+    if expected is not None and not same:
+        raise ValueError(
+            f"the {split} documents of data={corpus} differ from the run's {split_file} "
+            f"({len(docs)} vs {len(expected)} documents): evaluate with the run's data settings"
+        )
+    log.info("%d %s documents match the run's split file %s", len(docs), split, split_file)
+
+
+def select_documents(cfg: DictConfig, source: Source) -> tuple[list[Document], list[Document], str, str]:
     """(documents to evaluate, training documents, task, name) from ``folder`` or a split."""
-    data_cfg = cfg.get("data") or run_cfg.data
+    data_cfg = cfg.get("data") or source.data
     with open_dict(data_cfg):
         data_cfg.split_file = None  # evaluation never rewrites the run's split file
     datamodule = hydra.utils.instantiate(data_cfg)
@@ -137,31 +177,9 @@ def select_documents(cfg: DictConfig, run_cfg: DictConfig, run: Path) -> tuple[l
     if split not in splits:
         raise ValueError(f"split={split!r} is not one of {sorted(splits)}")
     docs = splits[split]
-    split_file = run / SPLIT_FILE
-    if split_file.is_file():
-        manifest = read_split_file(split_file)
-        expected = manifest["splits"].get(split)
-        same = expected == [d.id for d in docs] and manifest.get("fingerprints", {}).get(split) == fingerprint(docs)
-        if expected is not None and not same:
-            raise ValueError(
-                f"the {split} documents of data={data_cfg.corpus._target_} differ from the run's {split_file} "
-                f"({len(docs)} vs {len(expected)} documents): evaluate with the run's data settings"
-            )
-        log.info("%d %s documents match the run's split file %s", len(docs), split, split_file)
-    else:
-        log.warning("no split file %s: cannot check that the %s documents are the run's", split_file, split)
+    if source.split_file is not None:  # None: a shipped model, no run whose splits they could differ from
+        check_split(docs, split, source.split_file, corpus=data_cfg.corpus._target_)
     return docs, splits["train"], task, split
-
-
-def load_pretrained(name: str, cfg: DictConfig) -> tuple[Path, DictConfig, Segmenter]:
-    """A shipped model (segmenter.pretrained) in load_run's shape: it has no run folder, so
-    the documents come from ``data=`` and the tables go to outputs/eval/pretrained_<name>/
-    (its "run folder" here)."""
-    if cfg.get("data") is None:
-        raise ConfigError(f"pretrained={name} has no training run to take its data from: name the documents "
-                          f"with data=<option> (and split= or folder=), e.g. data=choi split=test")
-    out = Path(cfg.paths.log_dir) / "eval" / f"pretrained_{name}"
-    return out, OmegaConf.create({"data": cfg.data}), Segmenter.from_pretrained(name)
 
 
 def evaluate(cfg: DictConfig) -> dict:
@@ -171,13 +189,9 @@ def evaluate(cfg: DictConfig) -> dict:
         check_source(cfg.get("ckpt_path"), cfg.get("pretrained"))
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    if cfg.get("pretrained"):
-        run, run_cfg, model = load_pretrained(cfg.pretrained, cfg)
-        source = f"pretrained={cfg.pretrained}"
-    else:
-        run, run_cfg, model = load_run(cfg.ckpt_path)
-        source = f"checkpoint {cfg.ckpt_path}"
-    docs, train_docs, task, name = select_documents(cfg, run_cfg, run)
+    source = load_pretrained(cfg.pretrained, cfg) if cfg.get("pretrained") else load_run(cfg.ckpt_path)
+    model = source.model
+    docs, train_docs, task, name = select_documents(cfg, source)
     model_name = f"segmenter ({type(model.net.blocks[0].attention).__name__})"
     # The predict path, all documents in one batched call (windows of similar length share
     # a batch; long documents are windowed and stitched); N - 1 boundary slots each.
@@ -207,11 +221,11 @@ def evaluate(cfg: DictConfig) -> dict:
         baseline = baseline.fit(train_docs, task, label_names=model.label_names)
         methods[baseline.name] = baseline
     table = evaluate_documents(docs, task, methods, label_names=model.label_names)
-    title = f"{name}: {len(docs)} documents, {source}"
+    title = f"{name}: {len(docs)} documents, {source.label}"
     markdown = to_markdown(table, title)
-    out_dir = Path(cfg.output_dir) if cfg.get("output_dir") else run if cfg.get("pretrained") else run / "eval"
+    out_dir = Path(cfg.output_dir) if cfg.get("output_dir") else source.out_dir
     atomic_write(out_dir / f"{name}.md", markdown)
-    result = {"checkpoint": str(cfg.ckpt_path or checkpoint_path(cfg.pretrained)), "documents": [d.id for d in docs], "table": table}
+    result = {"checkpoint": str(source.checkpoint), "documents": [d.id for d in docs], "table": table}
     atomic_write(out_dir / f"{name}.json", json.dumps(_finite(result), indent=1, allow_nan=False))
     log.info("wrote %s and %s", out_dir / f"{name}.md", out_dir / f"{name}.json")
     print(markdown)  # the CLI's output

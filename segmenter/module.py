@@ -112,7 +112,7 @@ class SegmenterModule(LightningModule):
             # 0); under DDP on every step, so that every process computes (and syncs) it at the
             # epoch's end, whichever documents it was given.
             if rows or self.trainer.world_size > 1:
-                self.log_dict(sub, batch_size=len(rows) or bs, on_step=False, on_epoch=True)
+                self.log_dict(sub, batch_size=bs, on_step=False, on_epoch=True)
         return loss
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:

@@ -49,7 +49,7 @@ class Collate:
         return {
             "ids": [d.id for d in docs],
             "units": [d.units for d in docs],
-            "subsets": [str(d.meta.get("subset", "")) for d in docs],  # what evaluation reports apart
+            "subsets": [d.subset for d in docs],  # what evaluation reports apart
             "labels": labels,  # (B, T), IGNORE at padding
             "boundaries": boundaries,  # (B, T) gold 0/1 segment ends
             # (B,) position of each input's first unit in its document: a training window
@@ -129,7 +129,7 @@ class SegmentationDataModule(LightningDataModule):
         """{"val": [...], "test": [...]}: the subsets of each evaluation split (each corpus of a
         mixture, Choi's folders: what evaluation reports apart), where it has more than one."""
         self.setup()
-        found = {split: sorted({str(d.meta.get("subset", "")) for d in self.splits[split]}) for split in ("val", "test")}
+        found = {split: sorted({d.subset for d in self.splits[split]}) for split in ("val", "test")}
         return {split: names for split, names in found.items() if len(names) > 1}
 
     def class_counts(self) -> list[int]:

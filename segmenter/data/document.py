@@ -52,6 +52,12 @@ class Document:
     def __len__(self) -> int:
         return len(self.units)
 
+    @property
+    def subset(self) -> str:
+        """The group evaluation reports the document in (``meta["subset"]``: a mixture's
+        corpus, Choi's folder), "" for none."""
+        return str(self.meta.get("subset", ""))
+
 
 def boundary_slots(labels: Tensor, task: str) -> Tensor:
     """Per-unit labels of one document (N,) -> its N - 1 boundary slots (N - 1,), 0/1 long."""

@@ -54,6 +54,5 @@ class MixedCorpus:
 
 
 def _tag(doc: Document, name: str) -> Document:
-    subset = doc.meta.get("subset")
-    meta = {**doc.meta, "subset": f"{name}/{subset}" if subset else name}
+    meta = {**doc.meta, "subset": f"{name}/{doc.subset}" if doc.subset else name}
     return replace(doc, id=f"{name}:{doc.id}", meta=meta)
