@@ -37,3 +37,38 @@ def test_mixing_tasks_or_bad_repeat_is_refused():
         MixedCorpus(corpora={"x": Fake("x"), "y": Fake("y", task="section", label_names=("verse", "chorus"))})
     with pytest.raises(ValueError, match="repeat"):
         MixedCorpus(corpora={"x": Fake("x")}, repeat={"z": 2})
+
+
+class Sections(Fake):
+    """One training document of four segments s0..s3 (two units each)."""
+
+    def load(self):
+        units = [f"s{i}u{j}" for i in range(4) for j in range(2)]
+        labels = [0, 1] * 4
+        labels[-1] = 0
+        return {"train": [Document("d", units, labels)], "val": [], "test": []}
+
+
+def test_reorder_shuffles_repeated_copies_keeping_the_lead_and_every_unit():
+    mixed = MixedCorpus(corpora={"wiki": Sections("w")}, repeat={"wiki": 6}, reorder=["wiki"], seed=1)
+    train = mixed.load()["train"]
+    original, copies = train[0], train[1:]
+    assert len(copies) == 5 and original.units[:2] == ["s0u0", "s0u1"]
+    assert [d.id for d in copies] == [f"wiki:d~{k}" for k in range(1, 6)]
+    orders = set()
+    for d in copies:
+        assert d.units[:2] == ["s0u0", "s0u1"]  # the lead stays first
+        assert sorted(d.units) == sorted(original.units) and d.labels == original.labels  # nothing lost, same cuts
+        assert all(d.units[i][:2] == d.units[i + 1][:2] for i in range(0, 8, 2))  # sections stay whole
+        orders.add(tuple(d.units[2::2]))
+    assert len(orders) > 1  # the copies differ
+    assert [d.units for d in mixed.load()["train"]] == [d.units for d in train]  # seeded: the same every load
+    plain = MixedCorpus(corpora={"wiki": Sections("w")}, repeat={"wiki": 6}).load()["train"]
+    assert all(d.units == original.units for d in plain)
+
+
+def test_reorder_needs_a_known_boundary_corpus():
+    with pytest.raises(ValueError, match=r"reorder=\['z'\]"):
+        MixedCorpus(corpora={"x": Fake("x")}, reorder=["z"])
+    with pytest.raises(ValueError, match="boundary"):
+        MixedCorpus(corpora={"x": Fake("x", task="section", label_names=("verse", "chorus"))}, reorder=["x"])
