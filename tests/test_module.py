@@ -40,3 +40,24 @@ def test_soft_cross_entropy_with_one_hot_targets_is_weighted_cross_entropy():
 def test_soft_targets_reject_a_smoothing_out_of_range(smoothing):
     with pytest.raises(ValueError, match=f"boundary_smoothing={smoothing}"):
         soft_boundary_targets(torch.zeros(1, 3, dtype=torch.long), smoothing)
+
+
+class _Net(torch.nn.Module):
+    """Just what SegmenterModule reads of a network before training."""
+
+    def __init__(self, *, num_classes: int, crf: object = None) -> None:
+        super().__init__()
+        self.num_classes, self.crf = num_classes, crf
+
+
+@pytest.mark.parametrize(
+    ("task", "labels", "crf"),
+    [("section", ("verse", "chorus"), None), ("boundary", ("inside", "boundary"), object())],
+)
+def test_boundary_smoothing_needs_a_boundary_task_without_crf(task, labels, crf):
+    from segmenter.module import SegmenterModule
+
+    with pytest.raises(ValueError, match="boundary_smoothing=0.2: for a boundary task without a CRF"):
+        SegmenterModule(net=_Net(num_classes=2, crf=crf), optimizer=torch.optim.AdamW, task=task,
+                        label_names=labels, boundary_smoothing=0.2)  # fmt: skip
+    SegmenterModule(net=_Net(num_classes=2, crf=crf), optimizer=torch.optim.AdamW, task=task, label_names=labels)
