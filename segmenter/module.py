@@ -36,7 +36,9 @@ def soft_boundary_targets(labels: Tensor, smoothing: float) -> Tensor:
     """(B, T, 2) target distributions for a boundary task: a gold boundary is boundary with
     probability 1, a unit next to one (in the same document) with ``smoothing``, the others 0.
     Pk and WindowDiff forgive a boundary one unit off; plain labels punish it as much as one
-    ten units off. ``labels`` (B, T) holds 0/1 and IGNORE at padding."""
+    ten units off. ``labels`` (B, T) holds 0/1 and IGNORE at padding. Measured on held-out
+    Wikipedia (docs/pretrained.md, three seeds of experiment=pretrained_topic): Pk 37.6% with
+    smoothing 0.25, 36.2% without; 0 (off) by default."""
     if not 0.0 <= smoothing < 0.5:
         raise ValueError(f"boundary_smoothing={smoothing}: expected a number from 0 to below 0.5")
     gold = (labels == 1).float()  # (B, T)

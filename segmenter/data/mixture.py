@@ -25,7 +25,8 @@ class MixedCorpus:
     a small corpus against a large one), 1 by default. ``reorder``: corpora whose repeated
     copies (all but the first) have their segments after the first in a seeded random order
     (``seed``): new transitions between sections of one article, the lead kept first;
-    boundary corpora only."""
+    boundary corpora only. Measured on held-out Wikipedia (docs/pretrained.md, three seeds of
+    experiment=pretrained_topic): Pk 36.6% with ``reorder=[wiki]``, 36.2% without; off by default."""
 
     def __init__(
         self,
