@@ -32,15 +32,17 @@ def class_weights(counts: Sequence[int] | None, weighting: str, num_classes: int
     return (c.sum() / (num_classes * c)) ** WEIGHTINGS[weighting]
 
 
+def check_boundary_smoothing(smoothing: float) -> None:
+    if not 0.0 <= smoothing < 0.5:
+        raise ValueError(f"boundary_smoothing={smoothing}: expected a number from 0 to below 0.5")
+
+
 def soft_boundary_targets(labels: Tensor, smoothing: float) -> Tensor:
     """(B, T, 2) target distributions for a boundary task: a gold boundary is boundary with
     probability 1, a unit next to one (in the same document) with ``smoothing``, the others 0.
     Pk and WindowDiff forgive a boundary one unit off; plain labels punish it as much as one
-    ten units off. ``labels`` (B, T) holds 0/1 and IGNORE at padding. Measured on held-out
-    Wikipedia (docs/pretrained.md, three seeds of experiment=pretrained_topic): Pk 37.6% with
-    smoothing 0.25, 36.2% without; 0 (off) by default."""
-    if not 0.0 <= smoothing < 0.5:
-        raise ValueError(f"boundary_smoothing={smoothing}: expected a number from 0 to below 0.5")
+    ten units off. ``labels`` (B, T) holds 0/1 and IGNORE at padding."""
+    check_boundary_smoothing(smoothing)
     gold = (labels == 1).float()  # (B, T)
     near = torch.zeros_like(gold)
     near[:, 1:] = gold[:, :-1]  # the unit after a boundary
@@ -75,13 +77,15 @@ class SegmenterModule(LightningModule):
         """``subsets``: {"val": [...], "test": [...]}, the subsets of each evaluation split
         (the corpora of a mixture, Choi's folders; SegmentationDataModule.subsets) whose metrics
         are logged apart as well, e.g. ``val/wiki/pk``. ``boundary_smoothing``: the training
-        target of a unit next to a gold boundary (soft_boundary_targets); boundary task only."""
+        target of a unit next to a gold boundary (soft_boundary_targets); boundary task only.
+        Measured on held-out Wikipedia (docs/pretrained.md, three seeds of
+        experiment=pretrained_topic): Pk 37.6% with 0.25, 36.2% without; 0 (off) by default."""
         super().__init__()
         check_task(task)
         check_label_names(label_names, net.num_classes)
         if boundary_smoothing and (task != BOUNDARY or net.crf is not None):
             raise ValueError(f"boundary_smoothing={boundary_smoothing}: for a boundary task without a CRF (task={task!r})")
-        soft_boundary_targets(torch.zeros(1, 1, dtype=torch.long), boundary_smoothing)  # checks the range
+        check_boundary_smoothing(boundary_smoothing)
         # Checkpoints hold plain data only (they load with torch.load(weights_only=True)):
         # the optimizer and scheduler factories are functools.partial objects, kept as
         # attributes rather than hyperparameters; the net is rebuilt from the checkpoint's

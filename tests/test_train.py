@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -137,17 +138,23 @@ def test_lyrics_experiment_fast_dev_run_on_synthetic_songs(tmp_path, songs_jsonl
     assert {"val/f1", "val/f1_chorus", "test/f1"} <= set(metrics) and all(v == v for v in metrics.values())
 
 
-def test_each_corpus_of_a_mixture_is_logged_apart(tmp_path):
-    """A mixture of two corpora: val/<name>/... and test/<name>/... besides the overall
-    metrics, each equal to the tested checkpoint's scores on that corpus's documents alone."""
+def _mixture_cfg(tmp_path, *overrides):
+    """The tiny corpus twice, as corpora "a" and "b" of a MixedCorpus (two seeds: other documents)."""
     from omegaconf import OmegaConf, open_dict
 
     cfg = compose_train(tmp_path, [*TINY_DATA, "attention=localized", "debug=limit", "logger=none",
-                                   "callbacks.rich_progress_bar=null"])  # fmt: skip
+                                   "callbacks.rich_progress_bar=null", *overrides])  # fmt: skip
     one = OmegaConf.to_container(cfg.data.corpus)
     with open_dict(cfg):
         cfg.data.corpus = {"_target_": "segmenter.data.mixture.MixedCorpus",
                            "corpora": {"a": one, "b": {**one, "seed": 1}}}  # fmt: skip
+    return cfg
+
+
+def test_each_corpus_of_a_mixture_is_logged_apart(tmp_path):
+    """A mixture of two corpora: val/<name>/... and test/<name>/... besides the overall
+    metrics, each equal to the tested checkpoint's scores on that corpus's documents alone."""
+    cfg = _mixture_cfg(tmp_path)
     metrics = train(cfg)
     assert {"val/a/pk", "val/b/f1", "test/a/windowdiff", "test/b/boundary_recall"} <= set(metrics)
     (best,) = (tmp_path / "run" / "checkpoints").glob("epoch_*.ckpt")
@@ -160,3 +167,17 @@ def test_each_corpus_of_a_mixture_is_logged_apart(tmp_path):
             {k: expected[k] for k in ("f1", "pk", "windowdiff")}, abs=1e-6
         )
     assert metrics["test/a/pk"] != pytest.approx(metrics["test/b/pk"])  # two corpora, two scores
+
+
+def test_the_best_checkpoint_can_be_chosen_on_one_corpus_of_a_mixture(tmp_path):
+    """callbacks.model_checkpoint.monitor=val/<name>/pk (docs/pretrained.md): the checkpoint
+    kept is scored on that corpus's validation documents alone, and it is the one tested."""
+    cfg = _mixture_cfg(tmp_path, "callbacks.model_checkpoint.monitor=val/a/pk", "callbacks.model_checkpoint.mode=min",
+                       "trainer.limit_val_batches=1.0")  # fmt: skip
+    train(cfg)
+    (best,) = (tmp_path / "run" / "checkpoints").glob("epoch_*.ckpt")
+    states = torch.load(best, map_location="cpu", weights_only=True)["callbacks"]
+    (state,) = [v for k, v in states.items() if k.startswith("ModelCheckpoint") and v["monitor"]]  # last.ckpt's has none
+    assert state["monitor"] == "val/a/pk" and Path(state["best_model_path"]) == best
+    val_a = [d for d in build(cfg)[0].splits["val"] if d.meta["subset"] == "a"]
+    assert float(state["best_model_score"]) == pytest.approx(score_checkpoint(best, val_a, "boundary")["pk"], abs=1e-6)

@@ -72,3 +72,27 @@ def test_reorder_needs_a_known_boundary_corpus():
         MixedCorpus(corpora={"x": Fake("x")}, reorder=["z"])
     with pytest.raises(ValueError, match="boundary"):
         MixedCorpus(corpora={"x": Fake("x", task="section", label_names=("verse", "chorus"))}, reorder=["x"])
+
+
+def test_topic_mix_reorders_wiki_from_the_command_line(tmp_path, shared_data):
+    """conf/data/topic_mix.yaml names reorder (no '+'): the shipped recipe's Wikipedia copies
+    reordered, the first copy and the evaluation splits as without it."""
+    import hydra
+
+    from tests.helpers import compose_train
+
+    def load(*overrides):
+        cfg = compose_train(tmp_path, ["experiment=pretrained_topic", f"paths.shared_data_dir={shared_data}",
+                                       "~data.corpus.corpora.choi", "~data.corpus.corpora.builtin", *overrides])  # fmt: skip
+        return hydra.utils.instantiate(cfg.data.corpus).load()
+
+    plain, mixed = load(), load("data.corpus.reorder=[wiki]")
+    for split in ("val", "test"):
+        assert [(d.id, d.units) for d in mixed[split]] == [(d.id, d.units) for d in plain[split]]
+    n = len(plain["train"]) // 3  # wiki counted 3 times
+    assert [d.units for d in mixed["train"][:n]] == [d.units for d in plain["train"][:n]]
+    copies = mixed["train"][n:]
+    assert [d.id for d in copies] == [f"{d.id}~{k}" for k in (1, 2) for d in plain["train"][:n]]
+    for copy, source in zip(copies, plain["train"][n:]):
+        assert sorted(copy.units) == sorted(source.units) and sum(copy.labels) == sum(source.labels)
+    assert sum(c.units != s.units for c, s in zip(copies, plain["train"][n:])) > n  # most copies reordered
