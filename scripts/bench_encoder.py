@@ -17,6 +17,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 import segmenter.cli
+from segmenter.features import Featurizer
 
 
 @segmenter.cli.main(config_name="train")
@@ -24,15 +25,18 @@ def main(cfg: DictConfig) -> None:
     datamodule = hydra.utils.instantiate(cfg.data)
     units = datamodule.all_units()
     start = time.perf_counter()
-    encoder = hydra.utils.instantiate(cfg.encoder)  # reads the on-disk cache, if any
+    encoder = hydra.utils.instantiate(cfg.encoder)
+    featurizer = Featurizer.for_net(encoder)  # reads the on-disk cache, if any
     built = time.perf_counter()
-    cache = getattr(encoder, "cache", None)  # minilm and hybrid have one; hashed needs none
+    vectors = featurizer.feature("minilm_vectors")  # minilm and hybrid have one; hashed needs none
+    cache = vectors.cache if vectors is not None else None
     with torch.no_grad():
-        if hasattr(encoder, "warm"):
-            encoder.warm(units)
+        if vectors is not None:
+            featurizer.warm(units)
         else:  # e.g. hashed: featurize and project everything once
             for i in range(0, len(units), 4096):
-                encoder.encode_units(units[i : i + 4096])
+                chunk = units[i : i + 4096]
+                encoder(featurizer.batch([chunk]), torch.ones(1, len(chunk), dtype=torch.bool))
     done = time.perf_counter()
     stats = dict(cache.stats) if cache is not None else {}
     result = {

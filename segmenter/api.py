@@ -53,12 +53,16 @@ from segmenter.data.document import (
     normalize_unit,
 )
 from segmenter.data.windows import check_window, stitch, window_spans
+from segmenter.features import Featurizer
 from segmenter.pretrained import MODELS, checkpoint_path
 
 log = logging.getLogger(__name__)
 
 UNITS = ("sentences", "lines")
 SEPARATOR = "=========="  # Choi's segment separator line: the text form reads back with data=choi
+# Frozen sentence vectors a Segmenter keeps in memory at most (the least recently used go
+# first): 20,000 MiniLM vectors are 31 MB, however many documents a server sees.
+CACHE_ENTRIES = 20_000
 
 
 @dataclass
@@ -103,9 +107,12 @@ class Segmenter:
         device: str | torch.device = "cpu",
         language: str = "en",
         calibration: Calibration | None = None,
+        featurizer: Featurizer | None = None,
     ) -> None:
         """``calibration``: maps the network's probabilities to calibrated ones (a checkpoint's
-        own, by ``from_checkpoint``); None: the network's probabilities as they are."""
+        own, by ``from_checkpoint``); None: the network's probabilities as they are.
+        ``featurizer``: turns units into the network's tensors; None: the network's own
+        (``Featurizer.for_net(net)``, its frozen-vector cache bounded by CACHE_ENTRIES)."""
         check_window(max_units, overlap, size_name="max_units")
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size} must be >= 1")
@@ -116,14 +123,19 @@ class Segmenter:
         self.task, self.label_names = task, list(label_names)
         self.max_units, self.overlap, self.batch_size, self.language = max_units, overlap, batch_size, language
         self.calibration = calibration or Calibration()
+        self.featurizer = featurizer or Featurizer.for_net(net, cache_entries=CACHE_ENTRIES)
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, *, cache_dir: str | None = None, **kwargs: Any) -> Segmenter:
+    def from_checkpoint(
+        cls, path: str | os.PathLike, *, cache_dir: str | None = None, cache_entries: int | None = CACHE_ENTRIES, **kwargs: Any
+    ) -> Segmenter:
         """A segmenter from a checkpoint written by scripts/train.py; ``kwargs`` are the
         inference settings (max_units, overlap, batch_size, device, language). ``cache_dir``:
         where a MiniLM encoder caches embeddings (this side's setting, never the checkpoint's;
-        None: memory only)."""
+        None: memory only); ``cache_entries``: how many it keeps in memory at most (the least
+        recently used go first; None: no bound), so a long-running process stays flat."""
         net, meta = load_net(path, cache_dir=cache_dir)
+        kwargs.setdefault("featurizer", Featurizer.for_net(net, cache_entries=cache_entries))
         attention = (meta["net"].get("attention") or {}).get("_target_", "?")
         cal = calibration.read(meta)
         log.info("loaded %s (written by segmenter %s; %s; calibration: %s)", path, meta["segmenter_version"], attention, cal.method)
@@ -179,7 +191,8 @@ class Segmenter:
                 progress.advance(min(self.batch_size, len(items) - b), done=b)
                 batch = items[b : b + self.batch_size]
                 start = torch.tensor([s for _, s, _ in batch], device=self.device)
-                out = self.net([docs[i][s:e] for i, s, e in batch], start=start)
+                feats = self.featurizer.batch([docs[i][s:e] for i, s, e in batch])
+                out = self.net({k: v.to(self.device) for k, v in feats.items()}, start=start)
                 logits = out.logits.float().cpu()  # (B, T, C)
                 for k, (i, s, e) in enumerate(batch):
                     outs[i, s] = logits[k, : e - s]  # (e - s, C)

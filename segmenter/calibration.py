@@ -220,7 +220,8 @@ def collect_scores(
     seen = 0  # inputs so far
     try:
         for batch in batches:
-            out = net(batch["units"], start=batch["start"].to(device))
+            feats = {k: v.to(device) for k, v in batch["features"].items()}
+            out = net(feats, start=batch["start"].to(device))
             labels = batch["labels"].to(device)  # (B, T), ignore_index at padding
             keep = out.mask & (labels != ignore_index)  # (B, T)
             probs = net.unit_probs(out.logits, out.mask)  # (B, T, C)

@@ -77,8 +77,8 @@ class AttentionHeatmap(Callback):
         self.doc_index, self.max_units, self.image_size = doc_index, max_units, image_size
 
     @torch.no_grad()
-    def attention_maps(self, pl_module: LightningModule, units: list[str]) -> list[Tensor]:
-        """(T, T) head-mean attention per layer for one document."""
+    def attention_maps(self, pl_module: LightningModule, feats: dict[str, Tensor]) -> list[Tensor]:
+        """(T, T) head-mean attention per layer for one document (``feats``: its batch of one)."""
         blocks = pl_module.net.blocks
         inputs: dict[int, tuple[Tensor, Tensor]] = {}
         hooks = [
@@ -87,7 +87,7 @@ class AttentionHeatmap(Callback):
             for i, block in enumerate(blocks)
         ]
         try:
-            pl_module.net([units])
+            pl_module.net({k: v.to(pl_module.device) for k, v in feats.items()})
         finally:
             for h in hooks:
                 h.remove()
@@ -112,7 +112,8 @@ class AttentionHeatmap(Callback):
         t = min(len(doc), self.max_units)
         gold = boundary_labels(doc.labels, pl_module.hparams.task)[:t]
         scale = max(1, self.image_size // t)
-        images = [heatmap_image(attn, gold, scale=scale) for attn in self.attention_maps(pl_module, doc.units[:t])]
+        feats = trainer.datamodule.featurizer.batch([doc.units[:t]])
+        images = [heatmap_image(attn, gold, scale=scale) for attn in self.attention_maps(pl_module, feats)]
         gap = torch.ones(3, images[0].shape[1], max(2, scale))  # white column between layers
         img = torch.cat([x for im in images for x in (im, gap)][:-1], dim=2)  # (3, H, L * W + gaps)
         for lg in loggers:
@@ -163,7 +164,7 @@ class UnitThroughput(Callback):
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
         self.seconds += time.perf_counter() - self._t0
-        self.units += sum(len(doc) for doc in batch["units"])
+        self.units += int(batch["features"]["mask"].sum())
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.seconds > 0:
@@ -259,17 +260,17 @@ class CheckpointMetadata(Callback):
 class WarmEncoderCache(Callback):
     """Before fitting, testing or predicting, encode every unit of the datamodule's splits
     in one batched pass (progress bar, then cached on disk), so no training step waits
-    on the sentence encoder. Does nothing for encoders without ``warm`` (e.g. hashed).
+    on the sentence encoder. Does nothing for featurizers without frozen vectors (e.g. hashed).
 
     Rank 0 encodes and writes the cache; the other ranks then read it from disk.
     """
 
     def _warm(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        encoder = getattr(getattr(pl_module, "net", None), "encoder", None)
-        warm = getattr(encoder, "warm", None)
+        featurizer = getattr(trainer.datamodule, "featurizer", None)
         all_units = getattr(trainer.datamodule, "all_units", None)
-        if warm is None or all_units is None:
+        if featurizer is None or all_units is None or not any(hasattr(f, "warm") for f in featurizer.features):
             return
+        warm = featurizer.warm
         units = all_units()
         if trainer.is_global_zero:
             warm(units)

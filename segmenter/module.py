@@ -105,12 +105,13 @@ class SegmenterModule(LightningModule):
             for i, name in enumerate(names):
                 self.metrics[f"{stage}_subset{i}_metrics"] = metrics.clone(prefix=f"{stage}/{name}/")
 
-    def forward(self, docs: Sequence[Sequence[str]], *, start: Tensor | None = None) -> NetOutput:
-        """The network on B documents (or windows starting at ``start`` (B,) in theirs)."""
-        return self.net(docs, start=start)
+    def forward(self, feats: Mapping[str, Tensor], *, start: Tensor | None = None) -> NetOutput:
+        """The network on a featurized batch of B documents (or windows starting at
+        ``start`` (B,) in theirs)."""
+        return self.net(feats, start=start)
 
     def _shared_step(self, batch: dict[str, Any], stage: str) -> Tensor:
-        out = self(batch["units"], start=batch["start"])
+        out = self(batch["features"], start=batch["start"])
         mask = out.mask  # (B, T)
         labels = batch["labels"]  # (B, T), IGNORE at padding
         if self.hparams.boundary_smoothing:
@@ -118,7 +119,7 @@ class SegmenterModule(LightningModule):
             loss = soft_cross_entropy(out.logits[mask], targets[mask], self.class_weights)
         else:
             loss = F.cross_entropy(out.logits[mask], labels[mask], weight=self.class_weights)
-        bs = len(batch["units"])
+        bs = labels.shape[0]
         if self.net.crf is not None:  # the sequence log-likelihood trains the label transitions
             crf = self.net.crf.nll(out.logits, labels, mask)
             loss = loss + crf

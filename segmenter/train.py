@@ -34,6 +34,7 @@ from torch.utils.tensorboard.summary import hparams
 from segmenter.callbacks import CheckpointMetadata, LogProgress, monitored_checkpoint, tensorboard_loggers
 from segmenter.checkpoint import CheckpointError, check_state_paths, load, net_config, safe_globals, within
 from segmenter.data.datamodule import SegmentationDataModule
+from segmenter.features import Featurizer
 from segmenter.io import atomic_write
 from segmenter.module import SegmenterModule
 from segmenter.sweep import METRICS_FILE
@@ -60,6 +61,7 @@ def build(cfg: DictConfig) -> tuple[SegmentationDataModule, SegmenterModule]:
         class_counts=datamodule.class_counts(),
         subsets=datamodule.subsets(),
     )
+    datamodule.featurizer = Featurizer.for_net(model.net)  # the network's inputs, made by the loaders
     return datamodule, model
 
 

@@ -23,6 +23,7 @@ from torch import nn
 from segmenter.api import Segmenter
 from segmenter.config import attention_types
 from segmenter.evaluate import score_labels
+from segmenter.features import Featurizer
 from segmenter.train import build
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -177,3 +178,17 @@ def jsonl(tmp_path: Path, rows: list, name: str = "d.jsonl") -> Path:
 def predict_cfg(*overrides: str) -> DictConfig:
     """conf/predict.yaml composed as scripts/predict.py would."""
     return compose_config("predict", list(overrides))
+
+
+def run_net(net: nn.Module, docs: list[list[str]], **kwargs: Any):
+    """``net`` on documents of unit strings: featurized by its own featurizer first, as the
+    data pipeline and ``Segmenter`` do."""
+    return net(Featurizer.for_net(net).batch(docs), **kwargs)
+
+
+def one_hot_by_first_seen(feats) -> torch.Tensor:
+    """Stand-in for a hashed encoder's ``frozen_units``: a one-hot vector (of 8) per distinct
+    unit (distinct bags of hashed ids), numbered by first appearance in the batch."""
+    bags = torch.split(feats["hashed_ids"], feats["hashed_sizes"].tolist())
+    ids: dict[tuple[int, ...], int] = {}
+    return torch.eye(8)[[ids.setdefault(tuple(b.tolist()), len(ids)) for b in bags]]  # (N, 8)

@@ -10,7 +10,7 @@ import torch
 import segmenter
 from segmenter.checkpoint import FORMAT_VERSION, KEY, CheckpointError, build_net, load, load_net, upgrade
 from segmenter.train import build, train
-from tests.helpers import compose_train, score_checkpoint
+from tests.helpers import run_net, compose_train, score_checkpoint
 
 
 def raw(path):
@@ -42,7 +42,7 @@ def test_loaded_net_equals_the_trained_weights(tiny_checkpoint, tmp_path):
     module.load_state_dict(raw(tiny_checkpoint)["state_dict"])
     docs = [["the cat sat", "on the mat", "stocks fell"], ["one more", "doc"]]
     with torch.inference_mode():
-        torch.testing.assert_close(net(docs).logits, module.net.eval()(docs).logits, rtol=0, atol=0)
+        torch.testing.assert_close(run_net(net, docs).logits, run_net(module.net.eval(), docs).logits, rtol=0, atol=0)
 
 
 def test_weights_only_loading_refuses_pickled_objects(tiny_checkpoint, tmp_path):
@@ -61,7 +61,7 @@ def test_weights_only_loading_refuses_pickled_objects(tiny_checkpoint, tmp_path)
     assert meta["net"] == load(tiny_checkpoint)[KEY]["net"]
     docs = [["a b c", "d e f", "g h"]]
     with torch.inference_mode():
-        torch.testing.assert_close(net(docs).logits, ref(docs).logits, rtol=0, atol=0)
+        torch.testing.assert_close(run_net(net, docs).logits, run_net(ref, docs).logits, rtol=0, atol=0)
 
 
 def test_checkpoint_without_segmenter_entry_names_its_writer(tiny_checkpoint, tmp_path):
@@ -85,7 +85,7 @@ def test_newer_format_asks_for_a_newer_segmenter(tiny_checkpoint, tmp_path):
     [
         ("encoder", "os.system", "only classes of the segmenter package"),
         ("encoder", "segmenter.models.net.torch.nn.Linear", "not a torch.nn.Module class defined in segmenter"),
-        ("encoder", "segmenter.models.encoder.hashed_features", "not a torch.nn.Module class"),
+        ("encoder", "segmenter.models.encoder.pad_units", "not a torch.nn.Module class"),
         ("attention", "segmenter.models.attention.NoSuchAttention", "does not exist"),
     ],
 )

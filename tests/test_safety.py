@@ -242,12 +242,17 @@ def test_cache_dir_comes_from_the_loading_side(tiny_checkpoint, tmp_path):
     net = load(tiny_checkpoint)[KEY]["net"]
     planted = tmp_path / "planted" / "cache"
     net["encoder"] = {"_target_": "segmenter.models.minilm.MiniLMEncoder", "dim": net["dim"], "cache_dir": str(planted)}
+    from segmenter.features import Featurizer
+
+    def cache_dir(built):
+        return Featurizer.for_net(built).feature("minilm_vectors").cache.dir
+
     built = build_net(net)
     assert not planted.parent.exists()
-    assert built.encoder.cache.dir is None  # memory only, the loading side's default
+    assert cache_dir(built) is None  # memory only, the loading side's default
     mine = tmp_path / "mine"
     built = build_net(net, cache_dir=str(mine))
-    assert not planted.parent.exists() and built.encoder.cache.dir.parent == mine
+    assert not planted.parent.exists() and cache_dir(built).parent == mine
 
 
 # ----------------------------------------------------------------------------- 5: torch's wording

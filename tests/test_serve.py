@@ -245,24 +245,6 @@ def test_units_from_text_over_the_limit(seg):
         assert c.post("/segment", json={"text": "One. Two. Three."}).status_code == 200
 
 
-def test_unit_memos_stay_bounded(seg):
-    """The hashed encoder memoises every unit it sees; a server clears the memo past
-    unit_cache_max entries, and answers stay the same."""
-    from segmenter.models.encoder import hashed_features
-
-    docs = [[f"unit {i} {j} of a stream of new text" for j in range(10)] for i in range(10)]  # 100 new units
-    app = create_app(seg, unit_cache_max=50)
-    with TestClient(app) as c:
-        for doc in docs:
-            same_as_api(c.post("/segment", json={"lines": doc}).json(), seg.predict([doc])[0])
-            assert hashed_features.cache_info().currsize <= 50
-    with pytest.raises(ValueError, match="unit_cache_max=-1"):
-        create_app(seg, unit_cache_max=-1)
-
-
-# ----------------------------------------------------------------------------- time, load, failures
-
-
 def test_time_limit_is_a_408_and_the_server_keeps_serving(seg):
     model = Scripted(seg, delay=1.0)
     with serving(model, request_timeout_s=0.3) as c:

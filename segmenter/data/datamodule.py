@@ -1,6 +1,8 @@
 """LightningDataModule over any corpus (``segmenter.data.corpora.Corpus``: an object with
 ``load() -> {split: [Document]}``, ``task`` and ``label_names``): windows long training
-documents, writes the split file, and batches documents (units stay strings)."""
+documents, writes the split file, and batches documents. Units become tensors in the
+loaders' collate, by the network's featurizer (segmenter.features), so with
+``num_workers > 0`` in the worker processes, not on the training process."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from segmenter.data.corpora import Corpus
 from segmenter.data.document import IGNORE, Document, boundary_labels, boundary_slots
 from segmenter.data.splits import split_manifest, write_split_file
 from segmenter.data.windows import check_window, window_document
+from segmenter.features import Featurizer
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +36,11 @@ class DocumentDataset(Dataset):
 
 
 class Collate:
-    """Documents -> batch dict; units stay strings (the encoder featurizes them)."""
+    """Documents -> batch dict: the featurized units, labels and positions (picklable: it
+    runs in the DataLoader's workers)."""
 
-    def __init__(self, task: str) -> None:
-        self.task = task
+    def __init__(self, task: str, featurizer: Featurizer) -> None:
+        self.task, self.featurizer = task, featurizer
 
     def __call__(self, docs: list[Document]) -> dict[str, Any]:
         t = max(len(d) for d in docs)
@@ -48,7 +52,7 @@ class Collate:
                 boundaries[i, : len(d) - 1] = boundary_slots(labels[i, : len(d)], self.task)  # the last unit stays 0
         return {
             "ids": [d.id for d in docs],
-            "units": [d.units for d in docs],
+            "features": self.featurizer.collate([self.featurizer(d.units) for d in docs]),
             "subsets": [d.subset for d in docs],  # what evaluation reports apart
             "labels": labels,  # (B, T), IGNORE at padding
             "boundaries": boundaries,  # (B, T) gold 0/1 segment ends
@@ -69,11 +73,14 @@ class SegmentationDataModule(LightningDataModule):
         max_units: int | None = None,
         overlap: int = 0,
         split_file: str | None = None,
+        featurizer: Featurizer | None = None,
     ) -> None:
         """``max_units``: training documents longer than this are cut into windows sharing
         ``overlap`` units (val/test stay whole; inference stitches windows back).
         ``split_file``: where to write the document ids of each split (the run folder), so an
-        evaluation can check it runs on exactly the test documents."""
+        evaluation can check it runs on exactly the test documents. ``featurizer``: what
+        turns units into the network's tensors (``Featurizer.for_net(net)``); it can be
+        given once the network is built, as ``datamodule.featurizer = ...``."""
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size} must be >= 1")
@@ -82,6 +89,7 @@ class SegmentationDataModule(LightningDataModule):
         self.corpus = corpus
         self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
         self.max_units, self.overlap, self.split_file = max_units, overlap, split_file
+        self.featurizer = featurizer
         self.splits: dict[str, list[Document]] | None = None
         self.train_windows: list[Document] | None = None
 
@@ -155,6 +163,8 @@ class SegmentationDataModule(LightningDataModule):
     # -- loaders ----------------------------------------------------------------------
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         self.setup()
+        if self.featurizer is None:
+            raise ValueError("the datamodule has no featurizer: set datamodule.featurizer = Featurizer.for_net(net) first")
         docs = self.train_windows if split == "train" and self.train_windows is not None else self.splits[split]
         dataset = DocumentDataset(docs)
         return DataLoader(
@@ -164,7 +174,7 @@ class SegmentationDataModule(LightningDataModule):
             sampler=None if shuffle else self._eval_sampler(dataset),
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
-            collate_fn=Collate(self.task),
+            collate_fn=Collate(self.task, self.featurizer),
             persistent_workers=self.num_workers > 0,
         )
 

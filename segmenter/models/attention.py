@@ -75,11 +75,10 @@ class InspectableAttention(Attention, Protocol):
 # ----------------------------------------------------------------------------- helpers
 
 
-@functools.lru_cache(maxsize=16)
 def _rotations(t: int, dh: int, base: float, device: torch.device, dtype: torch.dtype) -> Tensor:
-    """(T, Dh/2) unit complex numbers e^{i * pos * freq}, cached: lengths repeat across steps."""
-    # A table first built under inference_mode must still be usable in training.
-    with torch.inference_mode(False), torch.no_grad():
+    """(T, Dh/2) unit complex numbers e^{i * pos * freq}; built per call (O(T * Dh), less
+    than the attention that uses it), so nothing grows with the lengths seen."""
+    with torch.no_grad():
         inv_freq = base ** (-torch.arange(0, dh, 2, device=device, dtype=torch.float32) / dh)  # (Dh/2,)
         angles = torch.arange(t, device=device, dtype=torch.float32)[:, None] * inv_freq  # (T, Dh/2)
         rot = torch.polar(torch.ones_like(angles), angles)  # (T, Dh/2) complex64
@@ -273,7 +272,6 @@ FLEX_BLOCK = 128
 FUSED_HEAD_MULTIPLE = 8
 
 
-@functools.lru_cache(maxsize=1)
 def flex_available() -> bool:
     """FlexAttention as used here: BlockMask.from_kv_blocks with seq_lengths, and gradients
     for tensors a score_mod reads (the segment form's prefix sums) need torch >= 2.6."""
@@ -281,7 +279,6 @@ def flex_available() -> bool:
     return (major, minor) >= (2, 6)
 
 
-@functools.lru_cache(maxsize=None)
 def _triton_runs_on(device: torch.device) -> bool:
     """Compiled FlexAttention is a Triton kernel: Triton must be installed, and the GPU
     at least Ampere (compute capability 8.0, which bf16 needs). Older GPUs keep the
@@ -326,7 +323,7 @@ def _flex_scored(q: Tensor, k: Tensor, v: Tensor, score_mod, block_mask) -> Tens
     return flex_attention(q, k, v, score_mod=score_mod, block_mask=block_mask)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=8)  # two kernels today; a wrapper must be kept to keep its compile cache
 def _compiled(fn):
     """fn through torch.compile, once per function: one wrapper per kernel, so the banded and
     the segment kernels each have their own compile cache (dynamo keys it on the code)."""

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -142,7 +141,7 @@ class Block(nn.Module):
 class MiniLM(nn.Module):
     """BERT encoder + tokenizer + sentence-transformers' pooling: texts in, (N, 384) out.
 
-    Build it with ``MiniLM.from_dir(folder)`` (or the cached ``load_minilm``); ``encode``
+    Build it with ``MiniLM.from_dir(folder)`` (or ``load_minilm``); ``encode``
     is the method to call. ``forward`` is the differentiable part (ids -> vectors).
     """
 
@@ -290,12 +289,7 @@ def _from_bert_state_dict(theirs: dict[str, Tensor], cfg: BertConfig, source: Pa
     return {ours: torch.cat([theirs[n] for n in group]) if len(group) > 1 else theirs[group[0]] for ours, group in names.items()}
 
 
-@lru_cache(maxsize=4)
-def _load_minilm(path: Path, device: torch.device) -> MiniLM:
-    return MiniLM.from_dir(path, device).requires_grad_(False)
-
-
 def load_minilm(path: str | Path, device: str | torch.device | None = None) -> MiniLM:
-    """The model in ``path`` on ``device`` (default CPU), frozen and in eval mode; loaded once
-    per process for each folder and device, then shared (do not train or modify it)."""
-    return _load_minilm(Path(path).resolve(), torch.device(device or "cpu"))
+    """The model in ``path`` on ``device`` (default CPU), frozen and in eval mode. Each call
+    loads it afresh; the caller that needs it repeatedly keeps it (the featurizer does)."""
+    return MiniLM.from_dir(Path(path), torch.device(device or "cpu")).requires_grad_(False)

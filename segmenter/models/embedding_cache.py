@@ -28,8 +28,8 @@ import os
 import time
 import uuid
 import zlib
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -50,10 +50,8 @@ def identity_hash(identity: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode("utf-8")).hexdigest()[:20]
 
 
-@lru_cache(maxsize=1 << 20)
 def text_key(text: str) -> bytes:
-    """Cache key of a unit's text. Memoised: every training step looks up the same units,
-    and hashing them again each step is wasted work on the hot path."""
+    """Cache key of a unit's text."""
     return hashlib.sha256(text.encode("utf-8")).digest()
 
 
@@ -66,7 +64,10 @@ class UnitEmbeddingCache:
     """Text -> (D,) vector store, in memory and (when ``root`` is set) on disk.
 
     ``lookup(texts, encode)`` returns the (N, D) vectors of ``texts``, calling
-    ``encode(list_of_new_texts) -> (n, D)`` only for texts never seen under this identity.
+    ``encode(list_of_new_texts) -> (n, D)`` only for texts not held under this identity.
+    ``max_entries`` bounds the vectors held in memory (None: no bound): past it, the least
+    recently used are dropped (and encoded again if they come back), so a process that sees
+    endless new text, a server, stays flat.
     """
 
     def __init__(
@@ -77,16 +78,18 @@ class UnitEmbeddingCache:
         root: str | os.PathLike | None = None,
         shard_size: int = 4096,
         max_shards: int = 64,
+        max_entries: int | None = None,
     ) -> None:
-        if dim < 1 or shard_size < 1:
-            raise ValueError(f"dim={dim} and shard_size={shard_size} must be >= 1")
+        if dim < 1 or shard_size < 1 or (max_entries is not None and max_entries < 1):
+            raise ValueError(f"dim={dim}, shard_size={shard_size} and max_entries={max_entries} must be >= 1")
         self.identity, self.dim = dict(identity), dim
-        self.shard_size, self.max_shards = shard_size, max_shards
+        self.shard_size, self.max_shards, self.max_entries = shard_size, max_shards, max_entries
         self.dir = Path(root) / identity_hash(self.identity) if root is not None else None
-        self._row: dict[bytes, int] = {}
+        self._row: OrderedDict[bytes, int] = OrderedDict()  # key -> its row in _vectors, least recently used first
+        self._used = 0  # rows of _vectors in use (a dropped entry's row is reused)
         self._read: set[str] = set()  # shard names already loaded
-        self._vectors = torch.empty(0, dim)  # (rows, D), float32, CPU
-        self.stats = {"hits": 0, "misses": 0, "corrupt": 0, "encode_seconds": 0.0}
+        self._vectors = torch.empty(0, dim)  # (capacity, D), float32, CPU
+        self.stats = {"hits": 0, "misses": 0, "corrupt": 0, "evicted": 0, "encode_seconds": 0.0}
         if self.dir is not None:
             self._open_dir()
             self.reload()
@@ -155,7 +158,9 @@ class UnitEmbeddingCache:
             if path.name not in self._read and (read := self._read_shard(path)) is not None:
                 self._insert(*read)
             self._read.add(path.name)
-        if len(shards) > self.max_shards:  # many small shards from lazy, per-batch encoding: merge
+        # Many small shards from lazy, per-batch encoding: merge them, unless memory holds
+        # fewer entries than the disk (max_entries dropped some), which merging would lose.
+        if len(shards) > self.max_shards and self.stats["evicted"] == 0:
             self.compact(shards)
 
     def compact(self, shards: Sequence[Path]) -> None:
@@ -176,12 +181,24 @@ class UnitEmbeddingCache:
             k = bytes(k.tolist())
             if k not in self._row and k not in new:
                 new[k] = i
-        if not new:
-            return
-        start = len(self._vectors)
-        for j, k in enumerate(new):
-            self._row[k] = start + j
-        self._vectors = torch.cat((self._vectors, vectors[list(new.values())].float()))  # (rows, D)
+        if self.max_entries is not None and len(new) > self.max_entries:  # only the last ones can stay
+            self.stats["evicted"] += len(new) - self.max_entries
+            new = dict(list(new.items())[-self.max_entries :])
+        rows = []
+        for k in new:
+            if self.max_entries is not None and len(self._row) >= self.max_entries:
+                _, row = self._row.popitem(last=False)  # the least recently used makes room
+                self.stats["evicted"] += 1
+            else:
+                row, self._used = self._used, self._used + 1
+            self._row[k] = row
+            rows.append(row)
+        if self._used > len(self._vectors):  # grow by doubling: amortised O(1) per entry
+            grown = torch.empty(max(self._used, 2 * len(self._vectors)), self.dim)
+            grown[: len(self._vectors)] = self._vectors
+            self._vectors = grown
+        if rows:
+            self._vectors[rows] = vectors[list(new.values())].float()
 
     def lookup(
         self,
@@ -194,16 +211,28 @@ class UnitEmbeddingCache:
         """(N, D) vectors of ``texts`` (CPU, float32); new unique texts are encoded in batches
         of ``batch_size`` (longest first), stored every ``shard_size`` entries."""
         keys = [text_key(t) for t in texts]
+        out = torch.empty(len(texts), self.dim)  # (N, D)
         missing: dict[bytes, str] = {}
-        for k, t in zip(keys, texts):
-            if k not in self._row:
+        at, rows = [], []  # positions in texts and rows in _vectors of the hits
+        for i, (k, t) in enumerate(zip(keys, texts)):
+            row = self._row.get(k)
+            if row is None:
                 missing.setdefault(k, t)
-        self.stats["hits"] += len(texts) - len(missing)
+            else:
+                at.append(i)
+                rows.append(row)
+                self._row.move_to_end(k)  # recently used
+        out[at] = self._vectors[rows]
+        self.stats["hits"] += len(at)
         if missing:
-            self._encode_missing(missing, encode, batch_size, progress)
-        return self._vectors[[self._row[k] for k in keys]]  # (N, D)
+            found = self._encode_missing(missing, encode, batch_size, progress)
+            for i, k in enumerate(keys):
+                if k in missing:
+                    out[i] = found[k]
+        return out
 
-    def _encode_missing(self, missing: dict[bytes, str], encode, batch_size: int, progress: bool | None) -> None:
+    def _encode_missing(self, missing: dict[bytes, str], encode, batch_size: int, progress: bool | None) -> dict[bytes, Tensor]:
+        """Encode ``missing`` {key: text}, store the vectors; {key: (D,) vector}."""
         # Longest first: batches of similar lengths waste little padding.
         items = sorted(missing.items(), key=lambda kv: -len(kv[1]))
         self.stats["misses"] += len(items)
@@ -212,6 +241,7 @@ class UnitEmbeddingCache:
         start = time.perf_counter()
         pending_keys: list[bytes] = []
         pending_vecs: list[Tensor] = []
+        found: dict[bytes, Tensor] = {}
         with tqdm(total=len(items), desc="encoding units", unit="unit", disable=not progress, mininterval=2.0) as bar:
             for i in range(0, len(items), batch_size):
                 batch = items[i : i + batch_size]
@@ -220,6 +250,7 @@ class UnitEmbeddingCache:
                     raise ValueError(f"encoder returned {tuple(vecs.shape)} for {len(batch)} units of width {self.dim}")
                 pending_keys += [k for k, _ in batch]
                 pending_vecs.append(vecs)
+                found.update((k, v) for (k, _), v in zip(batch, vecs))
                 bar.update(len(batch))
                 if len(pending_keys) >= self.shard_size or i + batch_size >= len(items):
                     k = torch.tensor([list(x) for x in pending_keys], dtype=torch.uint8).view(-1, KEY_BYTES)  # (n, 32)
@@ -231,3 +262,4 @@ class UnitEmbeddingCache:
         self.stats["encode_seconds"] += secs
         if progress:
             log.info("encoded %d new units in %.1f s (%.0f units/s)", len(items), secs, len(items) / max(secs, 1e-9))
+        return found

@@ -1,4 +1,4 @@
-"""Unit encoders: a list of documents (lists of unit strings) -> vectors (B, T, D).
+"""Unit encoders: a batch of featurized units (segmenter.features) -> vectors (B, T, D).
 
 ``HashedNgramEncoder`` needs no download. Each unit becomes a bag of hashed
 features (words, word bigrams, character trigrams); each feature bucket has a
@@ -11,87 +11,60 @@ from its seed, so it costs no parameters and no checkpoint space.
 
 from __future__ import annotations
 
-import re
-import zlib
-from collections.abc import Sequence
-from functools import lru_cache
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-_WORD = re.compile(r"\w+", re.UNICODE)
+from segmenter.features.featurizer import HashedBags, UnitFeature
+
+Features = Mapping[str, Tensor]  # a batch from segmenter.features.Featurizer
 
 
-@lru_cache(maxsize=1 << 20)
-def hashed_features(text: str, num_buckets: int, char_ngram: int) -> tuple[int, ...]:
-    """Stable (process-independent) bucket ids of a unit's features.
-
-    Cached: a corpus is hashed once per process, not once per epoch.
-    """
-    words = _WORD.findall(text.lower())
-    feats = [f"w:{w}" for w in words]
-    feats += [f"b:{a} {b}" for a, b in zip(words, words[1:])]
-    if char_ngram > 0:
-        for w in words:
-            w = f"<{w}>"
-            feats += [f"c:{w[i:i + char_ngram]}" for i in range(len(w) - char_ngram + 1)]
-    if not feats:  # punctuation-only or empty unit: one shared "empty" feature
-        feats = ["<empty>"]
-    return tuple(zlib.crc32(f.encode("utf-8")) % num_buckets for f in feats)
-
-
-def pad_units(vectors: Tensor, lengths: Sequence[int]) -> tuple[Tensor, Tensor]:
-    """Scatter (N, D) unit vectors of concatenated documents into (B, T, D) plus mask (B, T)."""
-    b, t = len(lengths), max(lengths)
-    lengths_t = torch.as_tensor(lengths, device=vectors.device)
-    mask = torch.arange(t, device=vectors.device)[None, :] < lengths_t[:, None]  # (B, T)
-    out = vectors.new_zeros(b, t, vectors.shape[-1])
+def pad_units(vectors: Tensor, mask: Tensor) -> Tensor:
+    """Scatter (N, D) unit vectors of concatenated documents into (B, T, D) by the mask
+    (B, T) (True at real units, row-major: the documents' units in order)."""
+    out = vectors.new_zeros(*mask.shape, vectors.shape[-1])  # (B, T, D)
     out[mask] = vectors
-    return out, mask
+    return out
 
 
 class UnitEncoder(nn.Module):
-    """Base of every encoder: subclasses map a flat list of units to (N, dim) vectors
-    (``encode_units``); documents are flattened and padded back here, once for all."""
+    """Base of every encoder: subclasses map the batch's units, flattened in document order,
+    to (N, dim) vectors (``encode_units``); they are padded back to (B, T, dim) here, once
+    for all. What an encoder reads is what ``unit_features`` declares."""
 
     dim: int
 
-    def encode_units(self, units: Sequence[str]) -> Tensor:
+    def unit_features(self, **settings) -> list[UnitFeature]:
         raise NotImplementedError
 
-    def frozen_units(self, units: Sequence[str]) -> Tensor:
+    def encode_units(self, feats: Features) -> Tensor:
+        raise NotImplementedError
+
+    def frozen_units(self, feats: Features) -> Tensor:
         """(N, F) frozen vectors of the units: what the encoder knows before learning, which
         no training changes, for comparing units (the cohesion and similarity features)."""
         raise NotImplementedError
 
-    def encode_with_frozen_units(self, units: Sequence[str]) -> tuple[Tensor, Tensor]:
+    def encode_with_frozen_units(self, feats: Features) -> tuple[Tensor, Tensor]:
         """Both at once, (N, D) and (N, F); encoders that derive one from the other
         override this to do the shared work once."""
-        return self.encode_units(units), self.frozen_units(units)
+        return self.encode_units(feats), self.frozen_units(feats)
 
-    @staticmethod
-    def _padded(docs: Sequence[Sequence[str]], encode) -> tuple[Tensor, ...]:
-        """``encode`` the units of all documents in one call, then pad each tensor it
-        returns to (B, T, .): those tensors, then the mask (B, T)."""
-        lengths = [len(d) for d in docs]
-        if min(lengths, default=0) == 0:
-            raise ValueError(f"every document needs at least one unit, got lengths {lengths}")
-        out = encode([u for d in docs for u in d])
-        padded = [pad_units(t, lengths) for t in (out if isinstance(out, tuple) else (out,))]
-        return (*(t for t, _ in padded), padded[0][1])
+    def forward(self, feats: Features, mask: Tensor) -> Tensor:
+        """A batch's features and mask (B, T) -> x (B, T, D)."""
+        return pad_units(self.encode_units(feats), mask)
 
-    def forward(self, docs: Sequence[Sequence[str]]) -> tuple[Tensor, Tensor]:
-        """docs: B documents of units -> x (B, T, D), mask (B, T)."""
-        return self._padded(docs, self.encode_units)
+    def frozen(self, feats: Features, mask: Tensor) -> Tensor:
+        """-> frozen vectors (B, T, F)."""
+        return pad_units(self.frozen_units(feats), mask)
 
-    def frozen(self, docs: Sequence[Sequence[str]]) -> tuple[Tensor, Tensor]:
-        """docs: B documents of units -> frozen vectors (B, T, F), mask (B, T)."""
-        return self._padded(docs, self.frozen_units)
-
-    def encode_with_frozen(self, docs: Sequence[Sequence[str]]) -> tuple[Tensor, Tensor, Tensor]:
-        """docs: B documents of units -> x (B, T, D), frozen vectors (B, T, F), mask (B, T)."""
-        return self._padded(docs, self.encode_with_frozen_units)
+    def encode_with_frozen(self, feats: Features, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """-> x (B, T, D), frozen vectors (B, T, F)."""
+        x, e = self.encode_with_frozen_units(feats)
+        return pad_units(x, mask), pad_units(e, mask)
 
 
 class HashedNgramEncoder(UnitEncoder):
@@ -116,34 +89,31 @@ class HashedNgramEncoder(UnitEncoder):
         self.norm = nn.LayerNorm(code_dim)
         self.proj = nn.Linear(code_dim, dim)
 
-    def featurize(self, units: Sequence[str]) -> tuple[Tensor, Tensor, Tensor]:
-        """Bucket ids (F,), bag offsets (N,), per-feature 1/sqrt(bag size) (F,)."""
-        bags = [hashed_features(u, self.num_buckets, self.char_ngram) for u in units]
-        sizes = torch.tensor([len(b) for b in bags])
-        ids = torch.tensor([i for b in bags for i in b], dtype=torch.long)
-        offsets = torch.cumsum(sizes, 0) - sizes
-        norm = torch.repeat_interleave(sizes.float().rsqrt(), sizes)
-        return ids, offsets, norm
+    def unit_features(self, **settings) -> list[UnitFeature]:
+        return [HashedBags(num_buckets=self.num_buckets, char_ngram=self.char_ngram)]
 
-    def _bags(self, units: Sequence[str], *, learned: bool = True, frozen: bool = True) -> tuple[Tensor | None, Tensor | None]:
-        """(N, code_dim) bags of the units' codes, hashed once for both: weighted by the
-        learned feature weights, and unweighted (the frozen view); None where not asked."""
-        ids, offsets, norm = (t.to(self.codes.device) for t in self.featurize(units))
+    def _bags(self, feats: Features, *, learned: bool = True, frozen: bool = True) -> tuple[Tensor | None, Tensor | None]:
+        """(N, code_dim) bags of the units' codes: weighted by the learned feature weights,
+        and unweighted (the frozen view); None where not asked. Each feature counts
+        1/sqrt(its unit's number of features)."""
+        ids, sizes = feats["hashed_ids"], feats["hashed_sizes"]  # (F,), (N,)
+        offsets = torch.cumsum(sizes, 0) - sizes  # (N,) where each unit's ids start
+        norm = torch.repeat_interleave(sizes.float().rsqrt(), sizes)  # (F,)
 
         def bag(weights: Tensor) -> Tensor:
             return F.embedding_bag(ids, self.codes, offsets, mode="sum", per_sample_weights=weights)
 
         return (bag(self.feature_weight[ids] * norm) if learned else None, bag(norm) if frozen else None)
 
-    def encode_units(self, units: Sequence[str]) -> Tensor:
-        """(N, D) vectors of a flat list of units."""
-        return self.proj(self.norm(self._bags(units, frozen=False)[0]))  # (N, D)
+    def encode_units(self, feats: Features) -> Tensor:
+        """(N, D) vectors of the batch's units."""
+        return self.proj(self.norm(self._bags(feats, frozen=False)[0]))  # (N, D)
 
-    def frozen_units(self, units: Sequence[str]) -> Tensor:
+    def frozen_units(self, feats: Features) -> Tensor:
         """(N, code_dim) sums of the random codes, every feature weighted alike: their
         cosines approximate the lexical overlap of two units."""
-        return self._bags(units, learned=False)[1]
+        return self._bags(feats, learned=False)[1]
 
-    def encode_with_frozen_units(self, units: Sequence[str]) -> tuple[Tensor, Tensor]:
-        learned, frozen = self._bags(units)
+    def encode_with_frozen_units(self, feats: Features) -> tuple[Tensor, Tensor]:
+        learned, frozen = self._bags(feats)
         return self.proj(self.norm(learned)), frozen  # (N, D), (N, code_dim)

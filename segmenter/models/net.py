@@ -8,17 +8,17 @@ profile, the similarity features every attention type shares.
 
 from __future__ import annotations
 
-import re
-import zlib
 from collections.abc import Callable, Sequence
-from functools import lru_cache
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from segmenter.features.featurizer import MASK, LeadWordIds, SurfaceRecurrence, UnitFeature
 from segmenter.models.attention import Attention, AttentionOutput
+from segmenter.models.encoder import Features
+from segmenter.models.recurrence import recurrence_features
 
 
 def sinusoidal(t: int, d: int, device: torch.device, dtype: torch.dtype, start: Tensor | None = None) -> Tensor:
@@ -120,32 +120,6 @@ def standardize(x: Tensor, weight: Tensor) -> Tensor:
     return (x - mean) / (var + 1e-4).sqrt() * weight  # (B, T, F)
 
 
-_NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
-
-
-@lru_cache(maxsize=1 << 18)
-def char_ngrams(text: str, n: int, buckets: int) -> tuple[int, ...]:
-    """Hashed character n-grams of a unit's normalised text (lower case, punctuation and
-    runs of spaces as one space), bucket ids in [0, buckets). Stable across processes;
-    cached: a corpus is hashed once per process."""
-    t = f" {_NON_WORD.sub(' ', text.lower()).strip()} "
-    grams = [t[i : i + n] for i in range(max(1, len(t) - n + 1))]
-    return tuple(zlib.crc32(g.encode("utf-8")) % buckets for g in grams)
-
-
-_WORD = re.compile(r"[^\W\d_]+|\d+", re.UNICODE)
-
-
-@lru_cache(maxsize=1 << 18)
-def lead_word_ids(text: str, words: int, buckets: int) -> tuple[int, ...]:
-    """Hashed ids of the first ``words`` words of a unit (lower case; a number counts as
-    the word "0"), padded with 0 ("no word"); ids in [1, buckets). Stable across
-    processes; cached."""
-    found = [w if not w.isdigit() else "0" for w in _WORD.findall(text.lower())[:words]]
-    ids = [1 + zlib.crc32(f"{k}:{w}".encode("utf-8")) % (buckets - 1) for k, w in enumerate(found)]
-    return tuple(ids + [0] * (words - len(ids)))
-
-
 class LeadWords(nn.Module):
     """U [embeddings of the first words of unit i]
 
@@ -174,83 +148,12 @@ class LeadWords(nn.Module):
         with torch.no_grad():
             self.embed.weight[0].zero_()
 
-    def forward(self, docs: Sequence[Sequence[str]], t: int, device: torch.device) -> Tensor:
-        """docs: the B documents' units; t: padded length -> (B, T, dim) features, 0 at padding."""
-        ids = torch.zeros(len(docs), t, self.words, dtype=torch.long)  # (B, T, W); 0 = padding
-        for b, doc in enumerate(docs):
-            if doc:
-                ids[b, : len(doc)] = torch.tensor([lead_word_ids(u, self.words, self.buckets) for u in doc])
-        return self.embed(ids.to(device)).sum(dim=2)  # (B, T, W, dim) -> (B, T, dim)
+    def unit_features(self, **settings) -> list[UnitFeature]:
+        return [LeadWordIds(words=self.words, buckets=self.buckets)]
 
-
-def diagonal_shift(s: Tensor, offset: int) -> Tensor:
-    """(B, T, T) -> out[:, i, j] = s[:, i + offset, j + offset], zeros past either end:
-    one step along the diagonals of a self-similarity matrix."""
-    if offset == 0:
-        return s
-    t = s.shape[-1]
-    if abs(offset) >= t:
-        return torch.zeros_like(s)
-    if offset > 0:
-        return F.pad(s[:, offset:, offset:], (0, offset, 0, offset))
-    return F.pad(s[:, :offset, :offset], (-offset, 0, -offset, 0))
-
-
-def recurrence_features(v: Tensor, mask: Tensor, *, thresholds: Sequence[float], stripe: int) -> Tensor:
-    """v (B, T, F) unit vectors of one view, mask (B, T) -> (B, T, 2K + 1) the features
-    ``SelfSimilarity`` describes (K = 4 + 2 * len(thresholds)), zeros at padding."""
-    thresholds = sorted(thresholds)
-    t = v.shape[1]
-    m = mask.to(v.dtype)  # (B, T)
-    u = F.normalize(v.float(), dim=-1) * m[..., None]  # (B, T, F) unit length, zeros at padding
-    s = u @ u.transpose(1, 2)  # (B, T, T) cosines
-    pair = mask[:, :, None] & mask[:, None, :]  # (B, T, T) both real units
-    ones = torch.ones(t, t, dtype=torch.bool, device=v.device)  # boolean (T, T) masks: 1 byte a pair
-    after = pair & ones.triu(1)  # j > i
-    before = pair & ones.tril(-1)  # j < i
-    other = after | before  # j != i
-    far = pair & (ones.triu(stripe + 1) | ones.tril(-stripe - 1))  # |j - i| > stripe
-    # Stripe: mean of S along the diagonal through (i, j), over real pairs only.
-    s_real, real = s * pair, pair.to(s.dtype)  # (B, T, T) each
-    num, den = torch.zeros_like(s), torch.zeros_like(s)
-    for o in range(-stripe, stripe + 1):
-        num += diagonal_shift(s_real, o)
-        den += diagonal_shift(real, o)
-    d = num.div_(den.clamp_(min=1))  # (B, T, T)
-    del s_real, real, den
-
-    def masked_max(x: Tensor, where: Tensor) -> Tensor:  # (B, T): 0 where nothing qualifies
-        return x.masked_fill(~where, float("-inf")).amax(-1).clamp(min=0)
-
-    def counts(x: Tensor, where: Tensor) -> list[Tensor]:  # per threshold, (B, T)
-        return [torch.log1p(((x >= tau) & where).sum(-1).to(x.dtype)) for tau in thresholds]
-
-    strongest = masked_max(s, other)  # (B, T)
-    middle = thresholds[len(thresholds) // 2]
-    share = ((strongest >= middle).to(s.dtype) * m).sum(-1) / m.sum(-1).clamp(min=1)  # (B,)
-    own = torch.stack([strongest, masked_max(s, before), masked_max(s, after), *counts(s, other),
-                       masked_max(d, far), *counts(d, far)], dim=-1) * m[..., None]  # (B, T, K), 0 at padding
-    # The same, relative to the document's most recurrent unit: a chorus is the block
-    # that recurs *most* in its song, whatever the song's overall repetitiveness.
-    rel = own / own.amax(dim=1, keepdim=True).clamp(min=1e-6)  # (B, T, K)
-    return torch.cat((own, rel, share[:, None, None].expand(-1, t, 1)), dim=-1) * m[..., None]  # (B, T, 2K + 1)
-
-
-def ngram_counts(units: Sequence[str], ngram: int, buckets: int) -> Tensor:
-    """(n, buckets) counts of each unit's hashed character n-grams (``char_ngrams``)."""
-    grams = [char_ngrams(unit, ngram, buckets) for unit in units]
-    rows = torch.repeat_interleave(torch.arange(len(units)), torch.tensor([len(g) for g in grams]))
-    cols = torch.tensor([x for g in grams for x in g], dtype=torch.long)
-    return torch.zeros(len(units), buckets).index_put_((rows, cols), torch.ones(len(cols)), accumulate=True)
-
-
-@lru_cache(maxsize=8192)
-def _surface_document_features(units: tuple[str, ...], ngram: int, buckets: int, thresholds: tuple[float, ...],
-                               stripe: int) -> Tensor:  # fmt: skip
-    """(n, 2K + 1) surface-view recurrence features of one document (memoised)."""
-    v = ngram_counts(units, ngram, buckets)[None]  # (1, n, buckets)
-    mask = torch.ones(1, len(units), dtype=torch.bool)
-    return recurrence_features(v, mask, thresholds=thresholds, stripe=stripe)[0]
+    def forward(self, feats: Features) -> Tensor:
+        """-> (B, T, dim) features, 0 at padding (whose ids are all 0, "no word")."""
+        return self.embed(feats["lead_ids"]).sum(dim=2)  # (B, T, W, dim) -> (B, T, dim)
 
 
 class SelfSimilarity(nn.Module):
@@ -315,24 +218,20 @@ class SelfSimilarity(nn.Module):
         """v (B, T, F) unit vectors of one view -> (B, T, per_view) recurrence features."""
         return recurrence_features(v, mask, thresholds=self.thresholds, stripe=self.stripe)
 
-    def surface_features(self, docs: Sequence[Sequence[str]], t: int, device: torch.device) -> Tensor:
-        """(B, T, per_view) recurrence features of the surface view. They depend on the text
-        alone, so each document's are computed once and memoised (training sees the same
-        documents every epoch)."""
-        out = torch.zeros(len(docs), t, self.per_view, device=device)
-        for b, doc in enumerate(docs):
-            key = (tuple(doc), self.surface_ngram, self.surface_buckets, self.thresholds, self.stripe)
-            out[b, : len(doc)] = _surface_document_features(*key).to(device)
-        return out
+    def unit_features(self, **settings) -> list[UnitFeature]:
+        if not self.surface:
+            return []
+        return [SurfaceRecurrence(ngram=self.surface_ngram, buckets=self.surface_buckets, thresholds=self.thresholds,
+                                  stripe=self.stripe)]  # fmt: skip
 
-    def forward(self, docs: Sequence[Sequence[str]], e: Tensor, mask: Tensor) -> Tensor:
-        """docs: the B documents' units; e (B, T, F) the encoder's fixed vectors; mask (B, T)
-        -> (B, T, dim) features."""
+    def forward(self, feats: Features, e: Tensor, mask: Tensor) -> Tensor:
+        """The batch's features (the surface view's, computed by the featurizer), e (B, T, F)
+        the encoder's fixed vectors, mask (B, T) -> (B, T, dim) features."""
         views = []
         if self.fixed:
             views.append(self.view_features(e, mask))
         if self.surface:
-            views.append(self.surface_features(docs, e.shape[1], e.device))
+            views.append(feats["surface"].to(e.device))  # (B, T, per_view)
         out = self.proj(torch.cat(views, dim=-1).to(self.proj.weight.dtype))  # (B, T, dim)
         return out if self.gate is None else out * self.gate
 
@@ -401,24 +300,27 @@ class SegmenterNet(nn.Module):
         self.head = nn.Linear(dim, num_classes)
         self.crf = crf(num_classes=num_classes) if crf is not None else None
 
-    def forward(self, docs: Sequence[Sequence[str]], *, start: Tensor | None = None) -> NetOutput:
-        """``start`` (B,): position of each input's first unit in its document (windows
-        of a long document); None = every input starts its document."""
+    def forward(self, feats: Features, *, start: Tensor | None = None) -> NetOutput:
+        """``feats``: a batch from ``segmenter.features.Featurizer`` (``Featurizer.for_net``
+        of this network), with its ``mask`` (B, T). ``start`` (B,): position of each input's
+        first unit in its document (windows of a long document); None = every input starts
+        its document."""
+        mask = feats[MASK]  # (B, T)
         if self.cohesion is None and self.similarity is None:
-            x, mask = self.encoder(docs)  # (B, T, D), (B, T)
+            x = self.encoder(feats, mask)  # (B, T, D)
         else:
             # e (B, T, F): the encoder's frozen vectors, which training never moves
             if self.content:
-                x, e, mask = self.encoder.encode_with_frozen(docs)  # (B, T, D), (B, T, F), (B, T)
+                x, e = self.encoder.encode_with_frozen(feats, mask)  # (B, T, D), (B, T, F)
             else:
-                e, mask = self.encoder.frozen(docs)
+                e = self.encoder.frozen(feats, mask)
                 x = e.new_zeros(*mask.shape, self.head.in_features)  # (B, T, D)
             if self.cohesion is not None:
                 x = x + self.cohesion(e, mask)  # (B, T, D)
             if self.similarity is not None:
-                x = x + self.similarity(docs, e, mask)  # (B, T, D)
+                x = x + self.similarity(feats, e, mask)  # (B, T, D)
         if self.lead is not None:
-            x = x + self.lead(docs, x.shape[1], x.device)  # (B, T, D)
+            x = x + self.lead(feats)  # (B, T, D)
         # Absolute positions in the inputs let the values (not only the scores) carry
         # where a unit sits, so a block can tell whether its neighbours on the left or
         # on the right are the similar ones: the cue for a boundary.

@@ -21,6 +21,7 @@ import hydra
 import torch
 
 from segmenter import calibration
+from segmenter.features import Featurizer
 from segmenter.checkpoint import KEY, load, load_net, run_cache_dir, run_config
 from segmenter.data.document import IGNORE
 from segmenter.io import atomic_file, atomic_write
@@ -73,7 +74,7 @@ def calibrate(ckpt_path: Path) -> calibration.Calibration:
     cfg = run_config(ckpt_path, reader="the build")
     cfg.data.split_file = None  # never rewrite the run's split file
     net, _ = load_net(ckpt_path, cache_dir=run_cache_dir(cfg))
-    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule = hydra.utils.instantiate(cfg.data, featurizer=Featurizer.for_net(net))
     datamodule.setup()
     return calibration.calibrate_checkpoint(ckpt_path, net, datamodule.val_dataloader(), ignore_index=IGNORE)
 

@@ -281,34 +281,6 @@ def _plain(d: dict[str, Any]) -> dict[str, Any]:
     return {k: v if isinstance(v, (str, int, float, bool, type(None))) else str(v) for k, v in d.items()}
 
 
-# ----------------------------------------------------------------------------- memory
-
-# Per-unit memos of the models (functools.lru_cache, up to 2**20 entries each), made for
-# training, where the same units come back every epoch. A server sees endless new text:
-# the hashed encoder's memo alone grows by ~3 KB a unit, ~3 GB when full. Cleared past
-# ``unit_cache_max`` entries after a batch (repeated units are hashed again; nothing else
-# changes).
-UNIT_CACHES = (
-    ("segmenter.models.encoder", "hashed_features"),
-    ("segmenter.models.net", "char_ngrams"),
-    ("segmenter.models.embedding_cache", "text_key"),
-)
-
-
-def trim_unit_caches(max_entries: int) -> int:
-    """Clear each per-unit memo holding more than ``max_entries``; the number cleared.
-    Memos of modules not imported (encoders not in use) are left alone."""
-    import sys
-
-    cleared = 0
-    for module, name in UNIT_CACHES:
-        memo = getattr(sys.modules.get(module), name, None)
-        if memo is not None and memo.cache_info().currsize > max_entries:
-            memo.cache_clear()
-            cleared += 1
-    return cleared
-
-
 # ----------------------------------------------------------------------------- the app
 
 
@@ -328,23 +300,18 @@ def create_app(
     default_units: str = "sentences",
     source: str | None = None,
     warmup: bool = True,
-    unit_cache_max: int = 100_000,
     cors_origins: tuple[str, ...] = (),
 ) -> FastAPI:
     """The server around ``seg``. The batcher starts with the app (its lifespan: uvicorn, or
     ``with TestClient(app)``), after one warm-up prediction so the first request does not
-    pay for lazy initialisation. ``unit_cache_max``: see ``trim_unit_caches``. ``cors_origins``:
+    pay for lazy initialisation. ``cors_origins``:
     web pages on these origins may call the API from the browser (none by default; the page
     at / is same-origin and needs none)."""
     if default_units not in UNITS:
         raise ValueError(f"units={default_units!r} is not one of {UNITS}")
-    if isinstance(unit_cache_max, bool) or not isinstance(unit_cache_max, int) or unit_cache_max < 0:
-        raise ValueError(f"unit_cache_max={unit_cache_max!r} must be a whole number >= 0")
 
     def infer(docs: list[list[str]]) -> list[Tensor]:  # in the batcher's thread: the network, batched
-        out = seg.logits(docs)
-        trim_unit_caches(unit_cache_max)
-        return out
+        return seg.logits(docs)
 
     batcher = batching.batcher(infer)
     splitter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="segmenter-split")  # pysbd: slow, pure Python

@@ -85,7 +85,7 @@ def run(cfg: Any) -> None:
     source = str(cfg.get("ckpt_path") or f"pretrained:{cfg.get('pretrained')}")
     try:
         app = create_app(seg, limits=limits, batching=batching, default_units=cfg.units, source=source,
-                         unit_cache_max=cfg.unit_cache_max, cors_origins=tuple(cfg.cors_origins or ()))  # fmt: skip
+                         cors_origins=tuple(cfg.cors_origins or ()))  # fmt: skip
     except ValueError as e:
         raise ConfigError(str(e)) from None
     config = uvicorn.Config(app, log_config=None, access_log=bool(cfg.access_log), timeout_graceful_shutdown=10)

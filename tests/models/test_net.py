@@ -6,6 +6,7 @@ import torch
 from segmenter.models.attention import BoundaryAwareAttention, LocalizedAttention, SelfAttention
 from segmenter.models.encoder import HashedNgramEncoder
 from segmenter.models.net import CohesionProfile, SegmenterNet
+from tests.helpers import one_hot_by_first_seen, run_net
 
 DOCS = [["a b c", "d e f", "g h i", "j k l"], ["x y", "y z"]]
 
@@ -25,9 +26,9 @@ def net(attention_cls, **kw):
 @pytest.mark.parametrize("cls", [SelfAttention, LocalizedAttention, BoundaryAwareAttention])
 def test_net_outputs_and_padding(cls):
     model = net(cls)
-    out = model(DOCS)
+    out = run_net(model, DOCS)
     assert out.logits.shape == (2, 4, 3)
-    alone = model(DOCS[1:])
+    alone = run_net(model, DOCS[1:])
     torch.testing.assert_close(alone.logits[0], out.logits[1, :2], atol=1e-5, rtol=0)
     if cls is BoundaryAwareAttention:
         assert out.boundary_logits.shape == (2, 2, 4)  # (layers, B, T)
@@ -113,20 +114,14 @@ def net_with_cohesion(*, content: bool) -> SegmenterNet:
 @pytest.mark.parametrize("content", [True, False])
 def test_cohesion_net_pads_and_trains(content):
     model = net_with_cohesion(content=content).eval()
-    out = model(DOCS)
-    torch.testing.assert_close(model(DOCS[1:]).logits[0], out.logits[1, :2], atol=1e-5, rtol=0)
+    out = run_net(model, DOCS)
+    torch.testing.assert_close(run_net(model, DOCS[1:]).logits[0], out.logits[1, :2], atol=1e-5, rtol=0)
     model.train()
-    model(DOCS).logits.sum().backward()
+    run_net(model, DOCS).logits.sum().backward()
     assert model.cohesion.proj.weight.grad.abs().sum() > 0
     projection_grad = model.encoder.proj.weight.grad
     # Without content the encoder's learned vectors never reach the output.
     assert (projection_grad is not None and projection_grad.abs().sum() > 0) == content
-
-
-def one_hot_by_first_seen(units):
-    """Frozen vectors: a one-hot per distinct text, numbered by first appearance."""
-    ids = {}
-    return torch.eye(8)[[ids.setdefault(u, len(ids)) for u in units]]  # (N, 8)
 
 
 @pytest.mark.parametrize("content", [True, False])
@@ -135,8 +130,8 @@ def test_without_content_only_similarities_matter(content):
     exactly when the blocks see no content; a different one when they do."""
     model = net_with_cohesion(content=content).eval()
     model.encoder.frozen_units = one_hot_by_first_seen
-    a = model([["red apples", "red apples", "tax law", "tax law"]]).logits
-    b = model([["blue sky", "blue sky", "cold soup", "cold soup"]]).logits
+    a = run_net(model, [["red apples", "red apples", "tax law", "tax law"]]).logits
+    b = run_net(model, [["blue sky", "blue sky", "cold soup", "cold soup"]]).logits
     if content:
         assert (a - b).abs().max() > 1e-3
     else:
@@ -152,15 +147,6 @@ def test_content_off_needs_cohesion():
         )  # fmt: skip
 
 
-def test_lead_word_ids_depend_on_the_first_words_only():
-    from segmenter.models.net import lead_word_ids
-
-    assert lead_word_ids("He said so, twice.", 2, 64) == lead_word_ids("he SAID nothing", 2, 64)
-    assert lead_word_ids("In 1998 it rained", 2, 64) == lead_word_ids("In 2004, snow", 2, 64)  # a number is "0"
-    assert lead_word_ids("...", 2, 64) == (0, 0) and lead_word_ids("Yes.", 3, 64)[1:] == (0, 0)  # 0: no word
-    assert all(0 < i < 64 for i in lead_word_ids("The cat sat", 3, 64))
-
-
 def test_lead_words_see_openings_not_the_rest():
     """Without content, the same cohesion pattern gives the same output unless the units
     open differently; with lead words the openings (only) change it."""
@@ -170,13 +156,13 @@ def test_lead_words_see_openings_not_the_rest():
     model.lead = LeadWords(dim=32, words=1, buckets=64)
     model.eval()
     model.encoder.frozen_units = one_hot_by_first_seen
-    a = model([["He sat", "He sat", "It ran", "It ran"]]).logits
-    b = model([["He stood", "He stood", "It fell", "It fell"]]).logits  # same first words
-    c = model([["She sat", "She sat", "They ran", "They ran"]]).logits  # other first words
+    a = run_net(model, [["He sat", "He sat", "It ran", "It ran"]]).logits
+    b = run_net(model, [["He stood", "He stood", "It fell", "It fell"]]).logits  # same first words
+    c = run_net(model, [["She sat", "She sat", "They ran", "They ran"]]).logits  # other first words
     torch.testing.assert_close(a, b)
     assert (a - c).abs().max() > 1e-4
     model.train()
-    model([["He sat", "It ran"]]).logits.sum().backward()
+    run_net(model, [["He sat", "It ran"]]).logits.sum().backward()
     assert model.lead.embed.weight.grad.abs().sum() > 0 and model.lead.embed.weight.grad[0].abs().sum() == 0
 
 

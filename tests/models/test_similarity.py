@@ -13,16 +13,22 @@ import torch
 
 from segmenter.models.attention import LocalizedAttention
 from segmenter.models.encoder import HashedNgramEncoder
-from segmenter.models.net import SegmenterNet, SelfSimilarity, char_ngrams, ngram_counts
-from tests.helpers import ROOT
+from segmenter.features import Featurizer, SurfaceRecurrence
+from segmenter.features.text import char_ngrams
+from segmenter.models.net import SegmenterNet, SelfSimilarity
+from tests.helpers import ROOT, run_net
+
+
+def surface(m: SelfSimilarity) -> SurfaceRecurrence:
+    return Featurizer.for_net(m).feature("surface")
 
 
 def surface_vectors(m: SelfSimilarity, docs, t: int, device: torch.device) -> torch.Tensor:
-    """(B, T, buckets) character n-gram counts of every unit, zeros at padding: the surface
-    view unmemoised, what ``SelfSimilarity.surface_features`` computes once per document."""
+    """(B, T, buckets) character n-gram counts of every unit, zeros at padding: the input of
+    the surface view, batched as the network's fixed view is."""
     out = torch.zeros(len(docs), t, m.surface_buckets, device=device)
     for b, doc in enumerate(docs):
-        out[b, : len(doc)] = ngram_counts(doc, m.surface_ngram, m.surface_buckets).to(device)
+        out[b, : len(doc)] = surface(m).counts(doc).to(device)
     return out
 
 
@@ -104,13 +110,16 @@ def test_a_block_repeated_three_times_is_flagged_and_nothing_else():
     assert torch.allclose(repeats_at_07[torch.tensor(in_block)], torch.tensor(math.log1p(2)))
 
 
-def test_memoised_surface_features_equal_the_batched_view():
+def test_featurized_surface_view_equals_the_batched_view_of_the_counts():
+    """The featurizer computes the surface view one document at a time, before the network;
+    batched with padding it equals the view computed on the padded counts of the batch."""
     docs = [["la la la", "verse one here", "La, la la!", "another line"], ["only line"]]
     m = SelfSimilarity(dim=4)
     mask = torch.tensor([[True] * 4, [True] + [False] * 3])
     want = m.view_features(surface_vectors(m, docs, 4, torch.device("cpu")), mask)
-    torch.testing.assert_close(m.surface_features(docs, 4, torch.device("cpu")), want)
-    torch.testing.assert_close(m.surface_features(docs, 4, torch.device("cpu")), want)  # from the memo
+    feats = Featurizer.for_net(m).batch(docs)
+    assert torch.equal(feats["mask"], mask)
+    torch.testing.assert_close(feats["surface"], want)
 
 
 def test_surface_view_survives_small_edits():
@@ -131,7 +140,7 @@ def test_every_unit_counts_and_network_runs_with_every_view():
             encoder=enc, attention=lambda: LocalizedAttention(dim=16, num_heads=2, window_size=3), dim=16,
             num_layers=1, ff_dim=16, num_classes=2, similarity=SelfSimilarity(dim=16, fixed=fixed, surface=surface),
         )  # fmt: skip
-        out = net([["a b", "c d", "a b"], ["x"]])
+        out = run_net(net, [["a b", "c d", "a b"], ["x"]])
         assert out.logits.shape == (2, 3, 2) and torch.isfinite(out.logits).all()
 
 
@@ -144,6 +153,7 @@ def test_bad_settings_name_the_values():
 
 PEAK_SCRIPT = """
 import torch
+from segmenter.features import Featurizer
 from segmenter.models.net import SelfSimilarity
 
 def status(key):  # kB in /proc/self/status: VmRSS now, VmHWM the peak so far
@@ -155,9 +165,10 @@ t = 4096
 e, mask = torch.randn(1, t, 256), torch.ones(1, t, dtype=torch.bool)
 m = SelfSimilarity(dim=128)
 docs = [[f"line {i % 700} of the song" for i in range(t)]]
+feats = Featurizer.for_net(m).batch(docs)
 before = status("VmRSS")
 with torch.no_grad():
-    y = m(docs, e, mask)
+    y = m(feats, e, mask)
 print(status("VmHWM") - before)
 """
 
@@ -178,11 +189,11 @@ def test_gate_starts_closed_and_opens_under_training():
     """gate=True: the view adds nothing at initialisation (the network starts as the one
     without it) and its gate gets a gradient, so training can open it."""
     view = SelfSimilarity(dim=8, gate=True)
-    docs = [["a b c", "d e f", "a b c", "g h"]]
+    feats = Featurizer.for_net(view).batch([["a b c", "d e f", "a b c", "g h"]])
     e, mask = torch.randn(1, 4, 16), torch.ones(1, 4, dtype=torch.bool)
-    out = view(docs, e, mask)
+    out = view(feats, e, mask)
     assert torch.equal(out, torch.zeros_like(out))
-    (view(docs, e, mask) * torch.randn(1, 4, 8)).sum().backward()
+    (view(feats, e, mask) * torch.randn(1, 4, 8)).sum().backward()
     assert view.gate.grad is not None and view.gate.grad.abs().sum() > 0
     # without the gate (checkpoints written before it): no such parameter, same state keys as before
     assert "gate" not in dict(SelfSimilarity(dim=8).named_parameters())
