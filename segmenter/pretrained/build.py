@@ -83,8 +83,8 @@ def card_text(name: str, run: Path, ckpt: dict, size: int) -> str:
     about, meta = ABOUT[name], ckpt[KEY]
     cal = calibration.read(meta)
     net = meta["net"]
-    attention = (net.get("attention") or {}).get("_target_", "?").rsplit(".", 1)[-1]
-    encoder = (net.get("encoder") or {}).get("_target_", "?").rsplit(".", 1)[-1]
+    attention = (net.get("attention") or {}).get("type", "?")
+    encoder = (net.get("encoder") or {}).get("type", "?")
     lines = [
         f"# `{name}`: {MODELS[name]}",
         "",

@@ -1,0 +1,105 @@
+"""The parts a checkpoint may name, by registered name.
+
+A checkpoint's network entry names every part by the name it is registered under here,
+with its keyword arguments (``{"type": "localized", "dim": 128, ...}``), never by a class
+path: moving a class to another module changes one import below, not the format.
+
+Each part declares beside its name how it is built (``partial``: the network calls it
+once per layer, as attention and the CRF are) and the largest value a checkpoint may give
+each of its size arguments, so loading a stranger's file cannot allocate terabytes.
+
+A package that adds its own part (a fourth attention type, say) registers it under the
+``segmenter.parts`` entry-point group of its own ``pyproject.toml``::
+
+    [project.entry-points."segmenter.parts"]
+    mean_pool = "my_package.attention:MEAN_POOL"   # a Part, or the class itself
+
+Built-in names cannot be taken by a plugin. Nothing here is mutable: the table is read-only
+and installed plugins are looked up each time (a checkpoint is saved or loaded rarely).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from torch import nn
+
+from segmenter.models.attention import BoundaryAwareAttention, LocalizedAttention, SelfAttention
+from segmenter.models.crf import LinearChainCRF
+from segmenter.models.encoder import HashedNgramEncoder
+from segmenter.models.minilm import HybridEncoder, MiniLMEncoder
+from segmenter.models.net import CohesionProfile, LeadWords, SegmenterNet, SelfSimilarity
+
+ENTRY_POINTS = "segmenter.parts"
+
+
+@dataclass(frozen=True)
+class Part:
+    """One buildable part: its class, how it is built, and the bounds on its sizes."""
+
+    cls: type[nn.Module]
+    partial: bool = False  # built as functools.partial(cls, **kwargs): the network makes one per layer
+    # Largest value of each size argument (a list argument: each element). Ten to a hundred
+    # times the sizes this project uses.
+    limits: Mapping[str, int] = field(default_factory=dict)
+    # Arguments naming places on disk: set by the loading side, never taken from a file.
+    paths: tuple[str, ...] = ()
+
+
+_DIM = {"dim": 16_384}
+_HEADS = {**_DIM, "num_heads": 1_024}
+BUILTIN: Mapping[str, Part] = MappingProxyType({
+    "segmenter_net": Part(SegmenterNet, limits={**_DIM, "num_layers": 256, "ff_dim": 65_536, "num_classes": 65_536}),
+    "hashed": Part(HashedNgramEncoder, limits={**_DIM, "num_buckets": 1 << 22, "code_dim": 16_384, "char_ngram": 64}),
+    "minilm": Part(MiniLMEncoder, limits={**_DIM, "batch_size": 1 << 16, "max_seq_length": 4_096}, paths=("cache_dir",)),
+    "hybrid": Part(HybridEncoder, limits=_DIM),
+    "self": Part(SelfAttention, partial=True, limits=_HEADS),
+    "localized": Part(LocalizedAttention, partial=True, limits={**_HEADS, "window_size": 1 << 20, "block_size": 1 << 16}),
+    "boundary_aware": Part(BoundaryAwareAttention, partial=True,
+                           limits={**_HEADS, "predictor_hidden": 65_536, "query_block": 1 << 20}),
+    "cohesion_profile": Part(CohesionProfile, limits={**_DIM, "radius": 4_096, "blocks": 4_096}),
+    "self_similarity": Part(SelfSimilarity, limits={**_DIM, "stripe": 4_096, "surface_ngram": 64, "surface_buckets": 1 << 16}),
+    "lead_words": Part(LeadWords, limits={**_DIM, "words": 64, "buckets": 1 << 22}),
+    "linear_chain_crf": Part(LinearChainCRF, partial=True, limits={"num_classes": 65_536}),
+})  # fmt: skip
+
+
+def _plugins() -> Iterator[tuple[str, Part]]:
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINTS):
+        if ep.name in BUILTIN:
+            raise ValueError(f"entry point {ep.name}={ep.value} ({ENTRY_POINTS}) takes a built-in part's name")
+        obj = ep.load()
+        if isinstance(obj, Part):
+            yield ep.name, obj
+        elif isinstance(obj, type) and issubclass(obj, nn.Module):
+            yield ep.name, Part(obj)
+        else:
+            raise ValueError(f"entry point {ep.name}={ep.value} ({ENTRY_POINTS}) is neither a Part nor an nn.Module class")
+
+
+def get(name: str) -> Part:
+    """The part registered as ``name``; KeyError saying which names exist."""
+    if name in BUILTIN:
+        return BUILTIN[name]
+    for found, part in _plugins():
+        if found == name:
+            return part
+    raise KeyError(f"no part is registered as {name!r}; registered: {sorted(names())}")
+
+
+def name_of(cls: type) -> str:
+    """The name ``cls`` itself is registered under (its subclasses are not); KeyError otherwise."""
+    for name, part in [*BUILTIN.items(), *_plugins()]:
+        if part.cls is cls:
+            return name
+    raise KeyError(
+        f"{cls.__module__}.{cls.__qualname__} is not a registered part, so a checkpoint could not say how to "
+        f"rebuild it: register it under the {ENTRY_POINTS!r} entry-point group of its package (segmenter.models.registry)"
+    )
+
+
+def names() -> list[str]:
+    return [*BUILTIN, *(name for name, _ in _plugins())]
