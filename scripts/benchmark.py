@@ -12,7 +12,7 @@ import segmenter.cli
 
 @segmenter.cli.main(config_name="benchmark")
 def main(cfg: DictConfig) -> None:
-    from segmenter.benchmark import run_benchmark  # after Hydra has set up logging
+    from segmenter.evaluation.benchmark import run_benchmark  # after Hydra has set up logging
 
     output_dir = HydraConfig.get().runtime.output_dir
     results = run_benchmark(cfg, output_dir=output_dir)

@@ -13,7 +13,7 @@ import segmenter.cli
 
 @segmenter.cli.main(config_name="cold_start")
 def main(cfg: DictConfig) -> None:
-    from segmenter.benchmark import cold_start
+    from segmenter.evaluation.benchmark import cold_start
 
     cold_start(cfg)
 

@@ -7,7 +7,7 @@ import segmenter.cli
 
 @segmenter.cli.main(config_name="evaluate")
 def main(cfg: DictConfig) -> None:
-    from segmenter.evaluate import evaluate  # after Hydra has set up logging
+    from segmenter.evaluation.evaluate import evaluate  # after Hydra has set up logging
 
     evaluate(cfg)
 

@@ -38,7 +38,7 @@ os.environ.setdefault("SEGMENTER_ROOT", str(ROOT))
 log = logging.getLogger("load_test")
 
 import segmenter.cli  # noqa: E402  (after SEGMENTER_ROOT: the configs read it)
-from segmenter.io import atomic_write  # noqa: E402
+from segmenter.core.io import atomic_write  # noqa: E402
 
 # Requests that must be refused (4xx), cycled through when malformed_every > 0.
 MALFORMED = [
@@ -77,7 +77,7 @@ def free_port() -> int:
 def check_loopback(url: str) -> str:
     """``url`` without a trailing slash; a ConfigError unless it is http on this machine's
     loopback (the load test must not be pointed at someone else's server)."""
-    from segmenter.config import ConfigError
+    from segmenter.cli.config import ConfigError
 
     parts = urlsplit(url)
     host = parts.hostname or ""
@@ -220,7 +220,7 @@ def report(cfg: DictConfig, tally: Tally, *, seconds: float, start_s: float | No
 
 
 def start_server(cfg: DictConfig, port: int) -> subprocess.Popen:
-    from segmenter.config import ConfigError
+    from segmenter.cli.config import ConfigError
 
     if not cfg.ckpt_path and not cfg.get("pretrained"):
         raise ConfigError("give ckpt_path=<checkpoint> or pretrained=<topic|lyrics> (a server is started with it) "
@@ -247,7 +247,7 @@ def stop_server(proc: subprocess.Popen) -> None:
 
 @segmenter.cli.main(config_name="load_test")
 def main(cfg: DictConfig) -> None:
-    from segmenter.config import ConfigError
+    from segmenter.cli.config import ConfigError
 
     try:
         import aiohttp  # noqa: F401

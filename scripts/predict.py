@@ -11,7 +11,7 @@ import segmenter.cli
 
 @segmenter.cli.main(config_name="predict")
 def main(cfg: DictConfig) -> None:
-    from segmenter.predict import run  # after Hydra has set up logging
+    from segmenter.inference.predict import run  # after Hydra has set up logging
 
     run(cfg)
 

@@ -21,11 +21,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 import segmenter.cli
-from segmenter.api import Segmenter
-from segmenter.config import attention_types
+from segmenter.inference.api import Segmenter
+from segmenter.cli.config import attention_types
 from segmenter.data.formats import list_files, read_separator_files
-from segmenter.io import atomic_write
-from segmenter.train import train
+from segmenter.core.io import atomic_write
+from segmenter.training.train import train
 
 log = logging.getLogger("predict_throughput")
 

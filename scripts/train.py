@@ -7,7 +7,7 @@ import segmenter.cli
 
 @segmenter.cli.main(config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    from segmenter.train import train  # after Hydra has set up logging
+    from segmenter.training.train import train  # after Hydra has set up logging
 
     metrics = train(cfg)
     # Returned to sweepers (e.g. Optuna) as the value to optimize.

@@ -4,7 +4,7 @@ __version__ = "0.1.0"
 
 __all__ = ["Segmenter", "__version__"]
 
-from segmenter import config as _config
+from segmenter.cli import config as _config
 
 _config.register()  # ${uid:} and the generated attention configs, before any config is composed
 
@@ -12,7 +12,7 @@ _config.register()  # ${uid:} and the generated attention configs, before any co
 def __getattr__(name: str):
     # Lazy: `import segmenter` stays light; torch loads only when Segmenter is used.
     if name == "Segmenter":
-        from segmenter.api import Segmenter
+        from segmenter.inference.api import Segmenter
 
         return Segmenter
     raise AttributeError(f"module 'segmenter' has no attribute {name!r}")

@@ -34,7 +34,7 @@ def shared_data() -> Path:
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """A briefly trained localized model (debug=limit, real configs): <run>/checkpoints/last.ckpt.
     Session-wide: predict and checkpoint tests share one training run."""
-    from segmenter.train import train
+    from segmenter.training.train import train
 
     tmp = tmp_path_factory.mktemp("tiny_checkpoint")
     cfg = compose_train(tmp, [*TINY_DATA, "attention=localized", "debug=limit", "logger=none",

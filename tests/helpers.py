@@ -20,11 +20,11 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
-from segmenter.api import Segmenter
-from segmenter.config import attention_types
-from segmenter.evaluate import score_labels
+from segmenter.inference.api import Segmenter
+from segmenter.cli.config import attention_types
+from segmenter.evaluation.evaluate import score_labels
 from segmenter.features import Featurizer
-from segmenter.train import build
+from segmenter.training.train import build
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -112,7 +112,7 @@ def write_songs(path: Path, *, num_songs: int = 24, seed: int = 0) -> Path:
     return path
 
 
-# A small network for single-step tests (tests/test_precision.py, tests/test_gpu.py).
+# A small network for single-step tests (tests/training/test_precision.py, tests/test_gpu.py).
 TINY_MODEL = ["model.net.dim=32", "model.net.num_layers=2", "model.net.ff_dim=32", "model.net.cohesion.radius=2"]
 
 

@@ -23,14 +23,14 @@ from omegaconf import OmegaConf
 from torch import Tensor, nn
 
 from segmenter import Segmenter
-from segmenter.checkpoint import build_net, net_config
-from segmenter.config import attention_types, options
+from segmenter.inference.checkpoint import build_net, net_config
+from segmenter.cli.config import attention_types, options
 from segmenter.data.corpora import FileCorpus
-from segmenter.data.document import BOUNDARY, Document, segments_to_document
+from segmenter.core.document import BOUNDARY, Document, segments_to_document
 from segmenter.data.formats import list_files, read_text
 from segmenter.models.attention import Attention, AttentionOutput, InspectableAttention
 from segmenter.models.registry import Part
-from segmenter.train import train
+from segmenter.training.train import train
 from tests.helpers import CONF, ROOT, TINY_DATA, compose_train
 
 

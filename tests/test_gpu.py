@@ -1,4 +1,4 @@
-"""Issue 13 on a GPU: every attention type trains in bf16 and keeps its complexity.
+"""On a GPU: every attention type trains in bf16 and keeps its complexity.
 
 Marked ``gpu``; every test here is skipped, with the reason, where CUDA is absent (CI).
 scripts/gpu_check.sh runs them together with the CUDA benchmark. Speed is measured by
@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from segmenter.benchmark import measure_cuda_peak_memory
+from segmenter.evaluation.benchmark import measure_cuda_peak_memory
 from segmenter.models import attention as attn
 from segmenter.models.attention import BoundaryAwareAttention, LocalizedAttention, SelfAttention, banded_attention
 from tests.helpers import ATTENTIONS, TINY_MODEL, one_step

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
-from segmenter.data.document import BOUNDARY, SECTION, Document, check_task, document_segments, segments_to_document
+from segmenter.core.document import BOUNDARY, SECTION, Document, check_task, document_segments, segments_to_document
 from segmenter.data.formats import check_on_error, read_jsonl, read_separator_files
 from segmenter.data.splits import SPLITS, check_fractions, random_split
 from segmenter.data.synthetic import draw_segments
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 class Corpus(Protocol):
     """What the DataModule needs of a corpus."""
 
-    task: str  # "boundary" or "section" (segmenter.data.document)
+    task: str  # "boundary" or "section" (segmenter.core.document)
     label_names: tuple[str, ...]  # one name per class
 
     def load(self) -> dict[str, list[Document]]: ...

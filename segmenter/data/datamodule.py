@@ -16,9 +16,9 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
 
 from segmenter.data.corpora import Corpus
-from segmenter.data.document import IGNORE, Document, boundary_labels, boundary_slots
+from segmenter.core.document import IGNORE, Document, boundary_labels, boundary_slots
 from segmenter.data.splits import split_manifest, write_split_file
-from segmenter.data.windows import check_window, window_document
+from segmenter.core.windows import check_window, window_document
 from segmenter.features import Featurizer
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ class Collate:
             "labels": labels,  # (B, T), IGNORE at padding
             "boundaries": boundaries,  # (B, T) gold 0/1 segment ends
             # (B,) position of each input's first unit in its document: a training window
-            # keeps its positions, as windows do at inference (segmenter/api.py)
+            # keeps its positions, as windows do at inference (segmenter/inference/api.py)
             "start": torch.tensor([d.meta.get("window", (0, 0))[0] for d in docs]),
         }
 

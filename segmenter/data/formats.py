@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from segmenter.data.document import BOUNDARY, SECTION, Document, check_task, segments_to_document
+from segmenter.core.document import BOUNDARY, SECTION, Document, check_task, segments_to_document
 
 log = logging.getLogger(__name__)
 

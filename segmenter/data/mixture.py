@@ -9,7 +9,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import replace
 from typing import Any
 
-from segmenter.data.document import BOUNDARY, Document, document_segments, segments_to_document
+from segmenter.core.document import BOUNDARY, Document, document_segments, segments_to_document
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from segmenter.data.corpora import FileCorpus
-from segmenter.data.document import BOUNDARY, Document, segments_to_document
+from segmenter.core.document import BOUNDARY, Document, segments_to_document
 from segmenter.data.formats import list_files, read_text
 
 log = logging.getLogger(__name__)

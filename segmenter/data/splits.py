@@ -9,8 +9,8 @@ import random
 from collections.abc import Sequence
 from pathlib import Path
 
-from segmenter.data.document import Document
-from segmenter.io import atomic_write
+from segmenter.core.document import Document
+from segmenter.core.io import atomic_write
 
 SPLITS = ("train", "val", "test")
 SPLIT_FILE = "splits.json"

@@ -10,7 +10,7 @@ each unique text is encoded once and stored. Layout::
 Robustness, by construction:
 - a different encoder (model, weights, settings) hashes to a different directory, so
   stale vectors can never be served;
-- shards are written to a temporary file and renamed into place (segmenter.io), so
+- shards are written to a temporary file and renamed into place (segmenter.core.io), so
   an interrupted run leaves only whole shards (plus a stray ``.tmp`` that is ignored);
   everything written before the interruption is reused;
 - every entry carries a checksum; an entry that fails it (or a shard that cannot be
@@ -37,7 +37,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from segmenter.io import atomic_file, atomic_write
+from segmenter.core.io import atomic_file, atomic_write
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ prediction needs, and its card.
     python -m segmenter.pretrained.build topic outputs/pretrained/topic
 
 The build fits the calibrator on the run's validation split (with this version's
-``segmenter.calibration``) and stores it in the checkpoint. The card embeds the evaluation tables the run's ``eval/`` folder holds (scripts/evaluate.py
+``segmenter.inference.calibration``) and stores it in the checkpoint. The card embeds the evaluation tables the run's ``eval/`` folder holds (scripts/evaluate.py
 writes them, baselines beside the model) and the calibration stored in the checkpoint.
 """
 
@@ -20,11 +20,11 @@ from pathlib import Path
 import hydra
 import torch
 
-from segmenter import calibration
+from segmenter.inference import calibration
 from segmenter.features import Featurizer
-from segmenter.checkpoint import KEY, load, load_net, run_cache_dir, run_config
-from segmenter.data.document import IGNORE
-from segmenter.io import atomic_file, atomic_write
+from segmenter.inference.checkpoint import KEY, load, load_net, run_cache_dir, run_config
+from segmenter.core.document import IGNORE
+from segmenter.core.io import atomic_file, atomic_write
 from segmenter.pretrained import MODELS, _here
 
 log = logging.getLogger(__name__)

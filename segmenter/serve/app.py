@@ -37,9 +37,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from torch import Tensor
 
 import segmenter
-from segmenter import decisions
-from segmenter.api import UNITS, Prediction, Segmenter
-from segmenter.data.document import normalize_unit
+from segmenter.core import decisions
+from segmenter.inference.api import UNITS, Prediction, Segmenter
+from segmenter.core.document import normalize_unit
 from segmenter.serve.batcher import MicroBatcher, Overloaded
 
 log = logging.getLogger(__name__)
@@ -139,7 +139,7 @@ class SegmentRequest(BaseModel):
     lines: list[str] | None = None
     documents: list[Document] | None = None
     units: Literal["sentences", "lines"] | None = Field(default=None, description="how 'text' becomes units")
-    # Decisions on the calibrated boundary probabilities (segmenter.decisions), for every document of the request.
+    # Decisions on the calibrated boundary probabilities (segmenter.core.decisions), for every document of the request.
     threshold: float | None = Field(default=None, gt=0, le=1, description="cut where P(boundary) >= threshold")
     num_segments: int | None = Field(default=None, ge=1, description="exactly this many segments")
     min_segment_units: int | None = Field(default=None, ge=1, description="no segment shorter than this")

@@ -47,7 +47,7 @@ class _Job:
 
 class MicroBatcher:
     """Collects the documents of concurrent ``submit`` calls into batches for ``predict``
-    (``segmenter.predict``: a list of documents of units -> one result per document).
+    (``segmenter.inference.predict``: a list of documents of units -> one result per document).
 
     ``start`` and ``stop`` run inside the event loop that serves the requests (the app's
     lifespan); ``predict`` runs in the batcher's own worker thread."""

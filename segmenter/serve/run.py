@@ -17,7 +17,7 @@ def settings(cls: type, node: Any, where: str) -> Any:
     user's mistakes (ConfigError: one line, exit status 2)."""
     from omegaconf import OmegaConf
 
-    from segmenter.config import ConfigError
+    from segmenter.cli.config import ConfigError
 
     values = OmegaConf.to_container(node, resolve=True) if node is not None else {}
     known = {f.name for f in dataclasses.fields(cls)}
@@ -33,7 +33,7 @@ def settings(cls: type, node: Any, where: str) -> Any:
 def bind(host: str, port: int) -> socket.socket:
     """A socket bound to host:port before the model loads: a port in use fails at once, in
     one line. ``port=0`` picks a free one (logged)."""
-    from segmenter.config import ConfigError
+    from segmenter.cli.config import ConfigError
 
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise ConfigError(f"port={port!r}: expected a whole number from 0 to 65535 (0: any free port)")
@@ -58,8 +58,8 @@ def run(cfg: Any) -> None:
     import hydra
     import torch
 
-    from segmenter.api import UNITS
-    from segmenter.config import ConfigError
+    from segmenter.inference.api import UNITS
+    from segmenter.cli.config import ConfigError
 
     try:
         import uvicorn

@@ -42,7 +42,7 @@ def unique_documents(*, count: int, lines: int, seed: int) -> list[list[str]]:
 
 
 def measure_in_this_process(*, path: str, pretrained: str, units: str, warmup: int, docs: int, lines: int, seed: int) -> dict[str, float]:
-    from segmenter.api import Segmenter
+    from segmenter.inference.api import Segmenter
 
     seg = Segmenter.from_pretrained(pretrained)
     texts = unique_documents(count=warmup + docs, lines=lines, seed=seed)

@@ -9,10 +9,10 @@ import torch
 from omegaconf import OmegaConf
 
 from segmenter.data.corpora import ChoiCorpus, JsonlCorpus, SeparatorCorpus
-from segmenter.data.document import BOUNDARY, SECTION, document_segments
+from segmenter.core.document import BOUNDARY, SECTION, document_segments
 from segmenter.data.formats import read_separator_files
 from segmenter.data.splits import random_split
-from segmenter.train import build
+from segmenter.training.train import build
 from tests.helpers import CHOI, compose_train, jsonl, write
 
 

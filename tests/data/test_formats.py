@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from segmenter.data.document import BOUNDARY, document_segments
+from segmenter.core.document import BOUNDARY, document_segments
 from segmenter.data.formats import ReaderError, read_jsonl, read_separator_files
 from tests.helpers import CHOI, jsonl, write
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from segmenter.data.document import Document
+from segmenter.core.document import Document
 from segmenter.data.mixture import MixedCorpus
 
 

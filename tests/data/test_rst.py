@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from segmenter.data.document import group_segments
+from segmenter.core.document import group_segments
 from segmenter.data.rst import RstCorpus, rst_sections
 
 PAGE = """\

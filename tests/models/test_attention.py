@@ -190,7 +190,7 @@ def test_localized_dropout_only_in_training():
 
 PEAK_SCRIPT = """
 import json, sys, torch
-from segmenter.benchmark import resident_bytes
+from segmenter.evaluation.benchmark import resident_bytes
 from segmenter.models.attention import LocalizedAttention
 torch.set_num_threads(1)
 t = int(sys.argv[1])

@@ -87,7 +87,7 @@ def test_bf16_parameters_and_inputs_close_to_fp32(kind):
 
 
 def test_banded_attention_float32_inputs_under_autocast():
-    """The crash of issue 13 (found on CUDA), reproduced on CPU: float32 q, k, v under bf16
+    """A crash found on CUDA, reproduced on CPU: float32 q, k, v under bf16
     autocast, backward outside it. The matmuls used to save probabilities in one dtype
     and meet the gradient in another ("expected scalar type Float but found BFloat16")."""
     gen = torch.Generator().manual_seed(0)

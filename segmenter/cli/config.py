@@ -1,0 +1,247 @@
+"""The config tree (conf/) as code sees it: where it is, which options its groups offer,
+what composing it needs registered first, and the checks a composed config passes before
+a script does anything with it.
+
+- ``config_dir()``, ``options(group)``, ``attention_types()``: the options are the YAML
+  files of a group's folder; tests and tools discover the attention types here, so a new
+  attention type is a class plus ``conf/attention/<name>.yaml`` and nothing else.
+- ``register()`` (run when the package is imported): the ``${uid:}`` resolver of
+  conf/hydra/default.yaml, and two generated configs that spell out every attention option
+  (``every_attention``: each option under its own name, the benchmark's rows;
+  ``attention_keys``: a null under every option's name, predict_throughput's checkpoints).
+- ``validate(cfg)``: alternatives settled (``files`` given: ``path`` null), values the user must give, types and ranges of the settings users
+  change most, and data paths that must exist. Each failure is a ``ConfigError`` naming the
+  key, its value and what is expected (scripts/*.py run these through ``segmenter.cli``:
+  one line, exit status 2). Only keys present in the config are checked, so one table
+  serves every script.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+# ----------------------------------------------------------------------------- the tree
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the repository root (conf/, scripts/, segmenter/)
+
+
+def config_dir() -> Path:
+    """conf/ of the repository: ``$SEGMENTER_ROOT/conf`` where SEGMENTER_ROOT is set and has
+    one (the scripts set it to the repository root), else the one beside the package."""
+    root = os.environ.get("SEGMENTER_ROOT")
+    if root and (Path(root) / "conf").is_dir():
+        return Path(root) / "conf"
+    return PACKAGE_ROOT / "conf"
+
+
+def options(group: str, *, conf: str | os.PathLike | None = None) -> list[str]:
+    """The options of a config group: the stems of ``<conf>/<group>/*.yaml``, sorted."""
+    return sorted(p.stem for p in (Path(conf) if conf else config_dir()).joinpath(group).glob("*.yaml"))
+
+
+def attention_types(*, conf: str | os.PathLike | None = None) -> list[str]:
+    """Every attention type: the options of the ``attention`` group (conf/attention/*.yaml)."""
+    return options("attention", conf=conf)
+
+
+# ----------------------------------------------------------------------------- registrations
+
+
+def unique_id(nbytes: int = 3) -> str:
+    """``${uid:}``: random hex (6 characters by default), drawn once per config (cached like
+    Hydra's ``${now:}``, and copied with it into every job of a sweep). Run folders carry it:
+    two runs started in the same second never share a folder."""
+    return secrets.token_hex(int(nbytes))
+
+
+def register() -> None:
+    """What the configs need before Hydra composes them (idempotent)."""
+    if not OmegaConf.has_resolver("uid"):
+        OmegaConf.register_new_resolver("uid", unique_id, use_cache=True)
+    names = attention_types()
+    store = ConfigStore.instance()
+    # `- every_attention@rows` in a defaults list: rows.<name> = conf/attention/<name>.yaml, for every name
+    store.store(name="every_attention", node={"defaults": [{f"/attention@{n}": n} for n in names]})
+    # `- attention_keys@checkpoints`: checkpoints.<name> = null for every name (set with checkpoints.<name>=...)
+    store.store(name="attention_keys", node={n: None for n in names})
+
+
+# ----------------------------------------------------------------------------- checks
+
+_ABSENT = object()
+# ??? values the training script fills in itself, not the user.
+FILLED_BY_PROGRAM = {"model.net.num_classes"}
+# What to give for a ??? value, by key.
+MISSING_HINTS = {
+    "ckpt_path": "a checkpoint written by scripts/train.py, e.g. ckpt_path=outputs/runs/<run>/checkpoints/last.ckpt",
+    "input": "a .txt file, a folder of .txt files, a .jsonl file or - for standard input, e.g. input=doc.txt",
+    "data.corpus": "a data option that names a corpus, e.g. data=builtin, data=choi, data=jsonl or data=wiki",
+    "data.corpus.path": "a JSONL corpus file, e.g. data=jsonl data.corpus.path=songs.jsonl "
+    "(or data.corpus.files={train: a.jsonl, val: b.jsonl, test: c.jsonl})",
+}
+# Data locations: key -> where the data comes from (shown when the path does not exist).
+DATA_PATHS = {
+    "data.corpus.path": "your JSONL corpus (docs/data.md: bring your own corpus)",
+    "data.corpus.root": "the corpus folder; data=choi reads ${paths.shared_data_dir}/choi (default ../shared/data/choi "
+    "next to the repository, set with paths.shared_data_dir=<folder holding choi/>): Choi's (2000) "
+    "C99 test set, folders 1/ 2/ 3/ ... of *.ref files",
+}
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work; the message names the key and the value."""
+
+
+@dataclass(frozen=True)
+class Number:
+    """A number (``whole``: an int) in [lo, hi]; ``none``: null allowed; ``words``: strings
+    allowed too; ``flag``: a bool allowed too (fast_dev_run=true)."""
+
+    lo: float = -math.inf
+    hi: float = math.inf
+    whole: bool = True
+    none: bool = False
+    words: tuple[str, ...] = ()
+    flag: bool = False
+    many: bool = False  # a list of such values is fine too (predict_throughput's threads=[1, 2])
+
+    def check(self, key: str, value: Any) -> None:
+        if value is None and self.none:
+            return
+        if self.many and isinstance(value, ListConfig):
+            for i, v in enumerate(value):
+                self.check(f"{key}[{i}]", v)
+            return
+        if isinstance(value, bool):
+            if self.flag:
+                return
+        elif isinstance(value, str) and value in self.words:
+            return
+        elif isinstance(value, int) or (isinstance(value, float) and not self.whole and math.isfinite(value)):
+            if self.lo <= value <= self.hi:
+                return
+        raise ConfigError(f"{key}={value!r}: expected {self.describe()}")
+
+    def describe(self) -> str:
+        kind = "a whole number" if self.whole else "a number"
+        if self.lo > -math.inf and self.hi < math.inf:
+            kind += f" from {self.lo:g} to {self.hi:g}"
+        elif self.lo > -math.inf:
+            kind += f" >= {self.lo:g}"
+        extras = [*(repr(w) for w in self.words), *(["true/false"] if self.flag else []), *(["null"] if self.none else [])]
+        return kind + (f" (or {', '.join(extras)})" if extras else "")
+
+
+INT1 = Number(lo=1)
+FRACTION = Number(lo=0, hi=1, whole=False)
+BATCHES = Number(lo=0, whole=False, none=True)  # limit_*_batches: a count or a fraction
+# key -> rule, checked in this order (a key others interpolate comes first: its name is reported).
+RULES: dict[str, Number] = {
+    "seed": Number(lo=0, none=True),
+    "trainer.max_epochs": Number(lo=-1, none=True),
+    "trainer.min_epochs": Number(lo=0, none=True),
+    "trainer.max_steps": Number(lo=-1),
+    "trainer.log_every_n_steps": INT1,
+    "trainer.check_val_every_n_epoch": Number(lo=1, none=True),
+    "trainer.accumulate_grad_batches": INT1,
+    "trainer.gradient_clip_val": Number(lo=0, whole=False, none=True),
+    "trainer.fast_dev_run": Number(lo=0, flag=True),
+    "trainer.limit_train_batches": BATCHES,
+    "trainer.limit_val_batches": BATCHES,
+    "trainer.limit_test_batches": BATCHES,
+    "trainer.num_nodes": INT1,
+    "data.batch_size": INT1,
+    "data.num_workers": Number(lo=0),
+    "data.max_units": Number(lo=2, none=True),
+    "data.overlap": Number(lo=0),
+    "model.net.dim": INT1,
+    "model.net.num_layers": INT1,
+    "model.net.ff_dim": INT1,
+    "model.net.dropout": FRACTION,
+    "model.optimizer.lr": Number(lo=0, whole=False),
+    "model.aux_loss_weight": Number(lo=0, whole=False),
+    "model.boundary_smoothing": Number(lo=0, hi=0.49, whole=False),
+    "attention.num_heads": INT1,
+    "attention.window_size": INT1,
+    "attention.dropout": FRACTION,
+    "attention.block_size": INT1,
+    "encoder.num_buckets": INT1,
+    "encoder.code_dim": INT1,
+    "segmenter.max_units": INT1,
+    "segmenter.overlap": Number(lo=0),
+    "segmenter.batch_size": INT1,
+    "threads": Number(lo=1, none=True, many=True),
+}
+
+
+def missing_keys(cfg: DictConfig) -> list[str]:
+    """The ??? values the user has to give (the hydra node and program-filled ones aside;
+    an interpolation of a ??? value, such as predict's segmenter.path: ${ckpt_path}, is not
+    reported itself: the value it points at is)."""
+    return sorted(k for k in _missing(cfg, "") if not k.startswith("hydra.") and k not in FILLED_BY_PROGRAM)
+
+
+def settle_alternatives(cfg: DictConfig) -> None:
+    """Where the user gave one of two alternatives, the other's ??? becomes null: a file
+    corpus takes ``path`` (split by seed) or ``files`` (one per split), and its config asks
+    for ``path`` (``???``) so that giving neither is reported."""
+    if OmegaConf.select(cfg, "data.corpus.files", default=None) is not None and OmegaConf.is_missing(cfg.data.corpus, "path"):
+        cfg.data.corpus.path = None
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise ConfigError for the first problem found: a missing value, a value of the wrong
+    type or out of range (RULES), a data path that does not exist (DATA_PATHS). First settles
+    alternatives (``settle_alternatives``): the config is what the script then runs with."""
+    settle_alternatives(cfg)
+    missing = missing_keys(cfg)
+    if missing:
+        hints = "; ".join(f"{k}: {MISSING_HINTS[k]}" for k in missing if k in MISSING_HINTS)
+        raise ConfigError(
+            f"missing value{'s' if len(missing) > 1 else ''} for {', '.join(missing)} (??? in the config): "
+            f"give {'them' if len(missing) > 1 else 'it'} on the command line as key=value"
+            + (f" ({hints})" if hints else "")
+            + "; --help lists the settings"
+        )
+    for key, rule in RULES.items():
+        value = _select(cfg, key)
+        if value is not _ABSENT:
+            rule.check(key, value)
+    for key, origin in DATA_PATHS.items():
+        value = _select(cfg, key)
+        if isinstance(value, str) and not Path(value).exists():
+            raise ConfigError(f"{key}={value}: not found. It should point at {origin}")
+    files = _select(cfg, "data.corpus.files")
+    if isinstance(files, DictConfig):
+        for split, value in files.items():
+            if isinstance(value, str) and not Path(value).exists():
+                raise ConfigError(f"data.corpus.files.{split}={value}: not found")
+
+
+def _missing(node: Any, prefix: str) -> list[str]:
+    out = []
+    keys = node.keys() if isinstance(node, DictConfig) else range(len(node))
+    for k in keys:
+        full = f"{prefix}{k}" if isinstance(node, DictConfig) else f"{prefix[:-1]}[{k}]"
+        if OmegaConf.is_missing(node, k):
+            out.append(full)
+        elif not OmegaConf.is_interpolation(node, k):
+            child = node._get_node(k)
+            if isinstance(child, (DictConfig, ListConfig)) and not child._is_none():
+                out += _missing(child, full + ".")
+    return out
+
+
+def _select(cfg: DictConfig, key: str) -> Any:
+    try:
+        return OmegaConf.select(cfg, key, default=_ABSENT, throw_on_missing=False)
+    except Exception as e:  # an interpolation that cannot be resolved
+        raise ConfigError(f"{key}: {type(e).__name__}: {str(e).splitlines()[0]}") from e

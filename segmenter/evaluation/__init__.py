@@ -1,0 +1,1 @@
+"""Measuring models: the evaluate command, the baselines it compares with, the attention benchmark."""

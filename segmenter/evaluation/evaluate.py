@@ -1,0 +1,232 @@
+"""Evaluate a trained checkpoint next to baselines on the same documents.
+
+For each data subset (Choi: the segment-length range of the document's folder, e.g. 3-5)
+and overall, one table of boundary F1, Pk and WindowDiff for the model and every baseline,
+printed and written as markdown and JSON. Section labels (verse/chorus): macro F1 and F1 per
+label, then boundary F1, Pk and WindowDiff of the label changes, next to the section
+baselines (majority label, repetition rule); a model with a CRF is scored with its Viterbi
+decoding and with per-unit argmax.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import hydra
+import torch
+from omegaconf import DictConfig, open_dict
+
+from segmenter.inference.api import Segmenter, check_source
+from segmenter.inference.checkpoint import run_cache_dir, run_config, run_dir
+from segmenter.cli.config import ConfigError
+from segmenter.core.document import BOUNDARY, SECTION, Document, boundary_labels
+from segmenter.data.formats import read_separator_files
+from segmenter.data.splits import SPLIT_FILE, fingerprint, read_split_file
+from segmenter.core.io import atomic_write
+from segmenter.training.metrics import build_metrics
+from segmenter.pretrained import checkpoint_path
+
+log = logging.getLogger(__name__)
+
+ALL = "all"
+
+
+class Source(NamedTuple):
+    """What is evaluated and what comes with it."""
+
+    model: Segmenter
+    data: DictConfig  # the data settings its documents come from (unless data= is given)
+    split_file: Path | None  # the training run's record of its splits, to check them against
+    out_dir: Path  # where the tables go (unless output_dir= is given)
+    checkpoint: Path
+    label: str  # how the tables name it
+
+
+def load_run(ckpt_path: str | Path) -> Source:
+    """A training run's checkpoint: the model rebuilt from the checkpoint alone (weights_only
+    loading) reading the run's embedding cache, the run's data settings and split file;
+    tables in <run>/eval."""
+    cfg = run_config(ckpt_path, reader="evaluate")
+    run = run_dir(ckpt_path)
+    model = Segmenter.from_checkpoint(ckpt_path, cache_dir=run_cache_dir(cfg))
+    return Source(model, cfg.data, run / SPLIT_FILE, run / "eval", Path(ckpt_path), f"checkpoint {ckpt_path}")
+
+
+def load_pretrained(name: str, cfg: DictConfig) -> Source:
+    """A shipped model (segmenter.pretrained): no training run, so the documents come from
+    ``data=`` and the tables go to outputs/eval/pretrained_<name>/."""
+    if cfg.get("data") is None:
+        raise ConfigError(f"pretrained={name} has no training run to take its data from: name the documents "
+                          f"with data=<option> (and split= or folder=), e.g. data=choi split=test")
+    out_dir = Path(cfg.paths.log_dir) / "eval" / f"pretrained_{name}"
+    return Source(Segmenter.from_pretrained(name), cfg.data, None, out_dir, checkpoint_path(name), f"pretrained={name}")
+
+
+def score(pairs: Sequence[tuple[list[int], list[int]]]) -> dict[str, float]:
+    """(hypothesis, reference) slot lists of documents -> F1, precision, recall, Pk, WindowDiff:
+    the metrics training logs (``score_labels``), on boundary slots."""
+    # Slots -> boundary-task labels of N units (the last unit is no slot).
+    out = score_labels([(hyp + [0], ref + [0]) for hyp, ref in pairs], BOUNDARY, ("inside", "boundary"))
+    names = {"f1": "boundary_f1", "precision": "boundary_precision", "recall": "boundary_recall"}
+    return {name: out[names.get(name, name)] for name in ("f1", "precision", "recall", "pk", "windowdiff")}
+
+
+def score_labels(pairs: Sequence[tuple[list[int], list[int]]], task: str, label_names: Sequence[str]) -> dict[str, float]:
+    """(hypothesis, reference) per-unit label lists of documents -> every metric training
+    logs (``build_metrics``): for sections, f1 (macro), f1_<label>, pk, windowdiff, boundary_*."""
+    metrics = build_metrics(task, len(label_names), label_names)
+    for hyp, ref in pairs:
+        metrics.update(torch.tensor([hyp]), torch.tensor([ref]))  # (1, N) each
+    return {name: float(value) for name, value in metrics.compute().items()}
+
+
+def evaluate_documents(
+    docs: Sequence[Document], task: str, methods: dict[str, Any], label_names: Sequence[str] | None = None
+) -> dict[str, dict[str, dict[str, float]]]:
+    """{subset: {method: metrics}}, ``all`` over every document. A method maps units to
+    N - 1 boundary slots (boundary task) or to N labels (section task, with label_names)."""
+    if task == SECTION and label_names is None:
+        raise ValueError("task=section needs label_names")
+    subsets: dict[str, list[Document]] = defaultdict(list)
+    for d in docs:
+        subsets[d.subset or ALL].append(d)
+    groups = {k: subsets[k] for k in sorted(subsets, key=_subset_order)}
+    if len(groups) > 1 or ALL not in groups:
+        groups[ALL] = list(docs)
+    refs = {d.id: boundary_labels(d.labels, task)[:-1] if task == BOUNDARY else list(d.labels) for d in docs}
+    hyps = {name: {d.id: list(fn(d.units)) for d in docs} for name, fn in methods.items()}
+    table = {}
+    for subset, members in groups.items():
+        table[subset] = {"docs": len(members)}
+        for name in methods:
+            pairs = [(hyps[name][d.id], refs[d.id]) for d in members]
+            table[subset][name] = score(pairs) if task == BOUNDARY else score_labels(pairs, task, label_names)
+    return table
+
+
+def _finite(obj: Any) -> Any:
+    """``obj`` with every NaN/inf metric as null (strict JSON has no NaN), each one logged."""
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        log.warning("a metric is %s (no boundaries to score?): written as null", obj)
+        return None
+    return obj
+
+
+def _subset_order(name: str):
+    lo, _, hi = name.partition("-")
+    return (0, int(lo), int(hi)) if lo.isdigit() and hi.isdigit() else (1, name)
+
+
+def to_markdown(table: dict, title: str) -> str:
+    lines = [f"### {title}", ""]
+    first = next(m for row in table.values() for name, m in row.items() if name != "docs")
+    if "boundary_f1" in first:  # section labels: macro F1 and per label, then the label changes
+        per_label = [k for k in first if k.startswith("f1_")]
+        head = ["macro F1 ↑", *(f"F1 {k[3:]} ↑" for k in per_label), "boundary F1 ↑", "Pk ↓", "WindowDiff ↓"]
+        keys = ["f1", *per_label, "boundary_f1", "pk", "windowdiff"]
+    else:
+        head, keys = ["F1 ↑", "Pk ↓", "WindowDiff ↓"], ["f1", "pk", "windowdiff"]
+    lines.append("| subset | docs | method | " + " | ".join(head) + " |")
+    lines.append("|---|---:|---|" + "---:|" * len(head))
+    for subset, row in table.items():
+        for name, m in row.items():
+            if name != "docs":
+                lines.append(f"| {subset} | {row['docs']} | {name} | " + " | ".join(f"{m[k]:.1%}" for k in keys) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def check_split(docs: list[Document], split: str, split_file: Path, *, corpus: str) -> None:
+    """ValueError unless ``docs`` are the ``split`` documents the run's split file records (a
+    warning when the run has none)."""
+    if not split_file.is_file():
+        log.warning("no split file %s: cannot check that the %s documents are the run's", split_file, split)
+        return
+    manifest = read_split_file(split_file)
+    expected = manifest["splits"].get(split)
+    same = expected == [d.id for d in docs] and manifest.get("fingerprints", {}).get(split) == fingerprint(docs)
+    if expected is not None and not same:
+        raise ValueError(
+            f"the {split} documents of data={corpus} differ from the run's {split_file} "
+            f"({len(docs)} vs {len(expected)} documents): evaluate with the run's data settings"
+        )
+    log.info("%d %s documents match the run's split file %s", len(docs), split, split_file)
+
+
+def select_documents(cfg: DictConfig, source: Source) -> tuple[list[Document], list[Document], str, str]:
+    """(documents to evaluate, training documents, task, name) from ``folder`` or a split."""
+    data_cfg = cfg.get("data") or source.data
+    with open_dict(data_cfg):
+        data_cfg.split_file = None  # evaluation never rewrites the run's split file
+    datamodule = hydra.utils.instantiate(data_cfg)
+    splits = datamodule.corpus.load()
+    task = datamodule.corpus.task
+    if cfg.get("folder"):
+        docs = read_separator_files(cfg.folder, root=cfg.folder, subset_by_folder=True)
+        return docs, splits["train"], task, Path(cfg.folder).name
+    split = cfg.split
+    if split not in splits:
+        raise ValueError(f"split={split!r} is not one of {sorted(splits)}")
+    docs = splits[split]
+    if source.split_file is not None:  # None: a shipped model, no run whose splits they could differ from
+        check_split(docs, split, source.split_file, corpus=data_cfg.corpus._target_)
+    return docs, splits["train"], task, split
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    if cfg.get("folder") and not Path(cfg.folder).is_dir():
+        raise ConfigError(f"folder={cfg.folder}: not a folder (give a folder of separator-format files, or split=test|val)")
+    try:
+        check_source(cfg.get("ckpt_path"), cfg.get("pretrained"))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    source = load_pretrained(cfg.pretrained, cfg) if cfg.get("pretrained") else load_run(cfg.ckpt_path)
+    model = source.model
+    docs, train_docs, task, name = select_documents(cfg, source)
+    model_name = f"segmenter ({type(model.net.blocks[0].attention).__name__})"
+    # The predict path, all documents in one batched call (windows of similar length share
+    # a batch; long documents are windowed and stitched); N - 1 boundary slots each.
+    units = [d.units for d in docs]
+    decodings = {model_name: True}
+    if getattr(model.net, "crf", None) is not None:  # with and without the CRF's Viterbi decoding
+        decodings = {f"{model_name}, CRF": True, f"{model_name}, argmax": False}
+    # The user's decisions (segmenter.core.decisions) instead of the network's own labels, if any are set.
+    steer = {k: cfg.get(k) for k in ("threshold", "min_segment_units") if cfg.get(k) is not None}
+    if steer:  # its own tables: <run>/eval/<split>.md stays the network's (a model card embeds it)
+        decodings = {f"{model_name}, " + ", ".join(f"{k}={v}" for k, v in steer.items()): True}
+        name += "".join(f"_{k}{v}" for k, v in steer.items())
+    methods: dict[str, Any] = {}
+    for method, structured in decodings.items():
+        preds = {tuple(d.units): p for d, p in zip(docs, model.predict(units, structured=structured, **steer))}
+        methods[method] = (
+            (lambda u, preds=preds: preds[tuple(u)].boundaries[:-1]) if task == BOUNDARY
+            else (lambda u, preds=preds: preds[tuple(u)].labels)
+        )  # fmt: skip
+    for key, b in (cfg.get("baselines") or {}).items():
+        if b is None:  # baselines.<key>=null drops it
+            continue
+        baseline = hydra.utils.instantiate(b)
+        if task not in baseline.tasks:
+            log.info("baseline %s is for %s, not task=%s: skipped", key, "/".join(baseline.tasks), task)
+            continue
+        baseline = baseline.fit(train_docs, task, label_names=model.label_names)
+        methods[baseline.name] = baseline
+    table = evaluate_documents(docs, task, methods, label_names=model.label_names)
+    title = f"{name}: {len(docs)} documents, {source.label}"
+    markdown = to_markdown(table, title)
+    out_dir = Path(cfg.output_dir) if cfg.get("output_dir") else source.out_dir
+    atomic_write(out_dir / f"{name}.md", markdown)
+    result = {"checkpoint": str(source.checkpoint), "documents": [d.id for d in docs], "table": table}
+    atomic_write(out_dir / f"{name}.json", json.dumps(_finite(result), indent=1, allow_nan=False))
+    log.info("wrote %s and %s", out_dir / f"{name}.md", out_dir / f"{name}.json")
+    print(markdown)  # the CLI's output
+    return result

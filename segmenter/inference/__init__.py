@@ -1,0 +1,1 @@
+"""Using a trained model: the Python API, checkpoints, calibration and the predict command."""

@@ -1,0 +1,338 @@
+"""The Python API: segment new text with a trained checkpoint.
+
+    from segmenter import Segmenter
+    seg = Segmenter.from_checkpoint("outputs/runs/<run>/checkpoints/last.ckpt")
+    segments = seg.segment(text)                    # [[unit, ...], ...]
+    pred = seg.segment(text, return_probs=True)     # Prediction: units, labels, boundary_probs, segments
+    many = seg.segment_many(texts)                  # batched
+    seg = Segmenter.from_pretrained("topic")        # a shipped model (segmenter.pretrained)
+    seg.segment(text, num_segments=5)               # or threshold=0.5, min_segment_units=3
+
+Probabilities are calibrated where the checkpoint holds a calibrator (segmenter.inference.calibration:
+fitted on the validation split after training), so ``threshold=`` means what it says; the
+user's decisions (threshold, num_segments, min_segment_units) are segmenter.core.decisions.
+
+Plain text becomes units by sentence (pysbd) or by line. Documents are run through
+the network in batches under ``torch.inference_mode``; a document longer than
+``max_units`` is cut into overlapping windows (segmenter.core.windows, the same
+implementation training uses) whose outputs are stitched back, each unit predicted
+once, from the window where it is most central. Every window keeps its units'
+positions in the whole document, so with localized attention the stitched result
+equals a run on the whole document as soon as ``overlap`` covers the receptive field
+(2 * (reach + layers * window_size // 2) units: the cohesion profile reaches
+``net.cohesion.reach`` units, 10 by default, each layer window_size // 2).
+
+Labels become boundaries by the task's rule (segmenter.core.document). The command line
+around this API (files in, files out) is segmenter/inference/predict.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from segmenter.core import decisions
+from segmenter.inference import calibration
+from segmenter.inference.calibration import Calibration
+from segmenter.inference.checkpoint import load_net
+from segmenter.core.document import (
+    BOUNDARY,
+    boundary_labels,
+    boundary_probs,
+    check_label_names,
+    check_task,
+    group_segments,
+    normalize_unit,
+)
+from segmenter.core.windows import check_window, stitch, window_spans
+from segmenter.features import Featurizer
+from segmenter.pretrained import MODELS, checkpoint_path
+
+log = logging.getLogger(__name__)
+
+UNITS = ("sentences", "lines")
+SEPARATOR = "=========="  # Choi's segment separator line: the text form reads back with data=choi
+# Frozen sentence vectors a Segmenter keeps in memory at most (the least recently used go
+# first): 20,000 MiniLM vectors are 31 MB, however many documents a server sees.
+CACHE_ENTRIES = 20_000
+
+
+@dataclass
+class Prediction:
+    units: list[str]
+    labels: list[int]  # predicted class of each unit
+    label_names: list[str]  # names of the classes
+    boundary_probs: list[float]  # P(unit i ends a segment); 0 for the last unit (not a slot)
+    boundaries: list[int]  # 1 where a predicted segment ends (never the last unit)
+
+    @property
+    def segments(self) -> list[list[str]]:
+        return group_segments(self.units, self.boundaries)
+
+    def to_json(self, doc_id: str) -> dict[str, Any]:
+        return {
+            "id": doc_id,
+            "units": self.units,
+            "labels": [self.label_names[k] for k in self.labels],
+            "boundary_probs": [round(p, 6) for p in self.boundary_probs],
+            "boundaries": self.boundaries,
+        }
+
+    def to_text(self) -> str:
+        """Choi style: a separator line before every segment and one at the end."""
+        lines = []
+        for seg in self.segments:
+            lines += [SEPARATOR, *seg]
+        return "\n".join([*lines, SEPARATOR]) + "\n"
+
+
+class Segmenter:
+    def __init__(
+        self,
+        *,
+        net: nn.Module,
+        task: str = BOUNDARY,
+        label_names: Sequence[str] = ("inside", "boundary"),
+        max_units: int = 512,
+        overlap: int = 64,
+        batch_size: int = 32,
+        device: str | torch.device = "cpu",
+        language: str = "en",
+        calibration: Calibration | None = None,
+        featurizer: Featurizer | None = None,
+    ) -> None:
+        """``calibration``: maps the network's probabilities to calibrated ones (a checkpoint's
+        own, by ``from_checkpoint``); None: the network's probabilities as they are.
+        ``featurizer``: turns units into the network's tensors; None: the network's own
+        (``Featurizer.for_net(net)``, its frozen-vector cache bounded by CACHE_ENTRIES)."""
+        check_window(max_units, overlap, size_name="max_units")
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size} must be >= 1")
+        check_task(task)
+        check_label_names(label_names, net.num_classes)
+        self.device = torch.device(device)
+        self.net = net.to(self.device).eval()
+        self.task, self.label_names = task, list(label_names)
+        self.max_units, self.overlap, self.batch_size, self.language = max_units, overlap, batch_size, language
+        self.calibration = calibration or Calibration()
+        self.featurizer = featurizer or Featurizer.for_net(net, cache_entries=CACHE_ENTRIES)
+
+    @classmethod
+    def from_checkpoint(
+        cls, path: str | os.PathLike, *, cache_dir: str | None = None, cache_entries: int | None = CACHE_ENTRIES, **kwargs: Any
+    ) -> Segmenter:
+        """A segmenter from a checkpoint written by scripts/train.py; ``kwargs`` are the
+        inference settings (max_units, overlap, batch_size, device, language). ``cache_dir``:
+        where a MiniLM encoder caches embeddings (this side's setting, never the checkpoint's;
+        None: memory only); ``cache_entries``: how many it keeps in memory at most (the least
+        recently used go first; None: no bound), so a long-running process stays flat."""
+        net, meta = load_net(path, cache_dir=cache_dir)
+        kwargs.setdefault("featurizer", Featurizer.for_net(net, cache_entries=cache_entries))
+        attention = (meta["net"].get("attention") or {}).get("type", "?")
+        cal = calibration.read(meta)
+        log.info("loaded %s (written by segmenter %s; %s; calibration: %s)", path, meta["segmenter_version"], attention, cal.method)
+        return cls(net=net, task=meta["task"], label_names=meta["label_names"], calibration=cal, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, name: str, **kwargs: Any) -> Segmenter:
+        """A model shipped inside the package (``python -m segmenter.pretrained`` lists them:
+        ``topic``, ``lyrics``); ``kwargs`` as for ``from_checkpoint``."""
+        return cls.from_checkpoint(checkpoint_path(name), **kwargs)
+
+    @classmethod
+    def load(cls, *, ckpt_path: str | os.PathLike | None = None, pretrained: str | None = None, **kwargs: Any) -> Segmenter:
+        """``from_checkpoint(ckpt_path)`` or ``from_pretrained(pretrained)``: exactly one of
+        them (the command-line scripts' ``ckpt_path=`` / ``pretrained=``)."""
+        check_source(ckpt_path, pretrained)
+        return cls.from_checkpoint(ckpt_path, **kwargs) if pretrained is None else cls.from_pretrained(pretrained, **kwargs)
+
+    # -- text -> units --------------------------------------------------------------------
+    @cached_property
+    def _sentence_splitter(self):
+        import pysbd  # only units=sentences needs it
+
+        return pysbd.Segmenter(language=self.language, clean=False)
+
+    def split(self, text: str, *, units: str = "sentences") -> list[str]:
+        """Units of a text. ``lines``: every non-blank line, stripped. ``sentences``: pysbd's
+        sentences of each paragraph (blank-line separated); a single line break inside a
+        paragraph is a space (hard-wrapped text), so only punctuation ends a sentence and a
+        sentence never runs across a blank line. Whitespace inside a unit is collapsed: a unit
+        is one line of the text form."""
+        if units not in UNITS:
+            raise ValueError(f"units={units!r} is not one of {UNITS}")
+        if units == "lines":
+            return [line.strip() for line in text.splitlines() if line.strip()]
+        out = []
+        progress = Progress("splitting into sentences", total=len(text), unit="characters")
+        for chunk in _chunks(text):
+            out += [normalize_unit(s) for s in self._sentence_splitter.segment(" ".join(chunk.split())) if s.strip()]
+            progress.advance(len(chunk))
+        return out
+
+    # -- units -> predictions ---------------------------------------------------------------
+    def logits(self, docs: Sequence[Sequence[str]]) -> list[Tensor]:
+        """(n_i, C) logits of every document, windows run in batches and stitched."""
+        spans = [window_spans(len(d), size=self.max_units, overlap=self.overlap) if d else [] for d in docs]
+        items = [(i, s, e) for i, sp in enumerate(spans) for s, e in sp]
+        items.sort(key=lambda it: it[2] - it[1])  # similar lengths share a batch: little padding
+        outs: dict[tuple[int, int], Tensor] = {}
+        progress = Progress("predicting", total=len(items), unit="windows")
+        with torch.inference_mode():
+            for b in range(0, len(items), self.batch_size):
+                progress.advance(min(self.batch_size, len(items) - b), done=b)
+                batch = items[b : b + self.batch_size]
+                start = torch.tensor([s for _, s, _ in batch], device=self.device)
+                feats = self.featurizer.batch([docs[i][s:e] for i, s, e in batch])
+                out = self.net({k: v.to(self.device) for k, v in feats.items()}, start=start)
+                logits = out.logits.float().cpu()  # (B, T, C)
+                for k, (i, s, e) in enumerate(batch):
+                    outs[i, s] = logits[k, : e - s]  # (e - s, C)
+        c = self.net.num_classes
+        return [stitch([outs[i, s] for s, _ in sp], sp) if sp else torch.empty(0, c) for i, sp in enumerate(spans)]
+
+    def predict(
+        self,
+        docs: Sequence[Sequence[str]],
+        *,
+        structured: bool = True,
+        threshold: float | None = None,
+        num_segments: int | None = None,
+        min_segment_units: int = 1,
+    ) -> list[Prediction]:
+        """Predictions for documents already cut into units. ``structured=False``: each
+        unit's argmax even where the network has a CRF (to compare the two decodings).
+        ``threshold``, ``num_segments``, ``min_segment_units``: decide the segments from the
+        calibrated boundary probabilities instead of the network's own labels
+        (segmenter.core.decisions); checked before any work."""
+        steer = {"threshold": threshold, "num_segments": num_segments, "min_segment_units": min_segment_units}
+        decisions.check_documents([len(d) for d in docs], names=[f"document {i}" for i in range(len(docs))], **steer)
+        return [self.decide(list(d), lg, structured=structured, **steer) for d, lg in zip(docs, self.logits(docs))]
+
+    def decide(self, units: list[str], logits: Tensor, *, structured: bool = True, threshold: float | None = None,
+               num_segments: int | None = None, min_segment_units: int = 1) -> Prediction:  # fmt: skip
+        """One document's Prediction from its (n, C) ``logits`` (``logits()``), with the
+        decisions of ``predict``: the server runs many requests' documents through the
+        network at once, then decides each with its own request's settings."""
+        n = len(units)
+        mask = torch.ones(1, n, dtype=torch.bool)
+        if n:  # the CRF's best label sequence for the whole (stitched) document, else argmax
+            labels = self.net.decode(logits[None], mask, structured=structured)[0].tolist()
+            probs = self.net.unit_probs(logits[None], mask, structured=structured)[0]  # (n, C): marginals or softmax
+            probs = self.calibration.probs(probs.clamp(min=1e-12).log())  # (n, C) calibrated
+        else:
+            labels, probs = [], logits.softmax(dim=-1)
+        p_end = boundary_probs(probs, self.task).tolist()  # (n,): 0 at the document end
+        ends = boundary_labels(labels, self.task)
+        if threshold is not None or num_segments is not None or min_segment_units > 1:
+            default = [i for i, e in enumerate(ends) if e]
+            cuts = decisions.cuts(p_end, default, threshold=threshold, num_segments=num_segments,
+                                  min_segment_units=min_segment_units)  # fmt: skip
+            ends = [0] * n
+            for c in cuts:
+                ends[c] = 1
+            labels = ends if self.task == BOUNDARY else segment_labels(probs, ends)
+        return Prediction(units, labels, self.label_names, p_end, ends)
+
+    # -- the public API ---------------------------------------------------------------------
+    def segment(
+        self,
+        text: str,
+        *,
+        units: str = "sentences",
+        return_probs: bool = False,
+        threshold: float | None = None,
+        num_segments: int | None = None,
+        min_segment_units: int = 1,
+    ) -> list[list[str]] | Prediction:
+        """The segments of ``text`` (lists of units); with ``return_probs`` the whole
+        Prediction (units, labels, boundary_probs, boundaries, .segments). threshold,
+        num_segments, min_segment_units: as for ``predict``."""
+        decide = {"threshold": threshold, "num_segments": num_segments, "min_segment_units": min_segment_units}
+        return self.segment_many([text], units=units, return_probs=return_probs, **decide)[0]
+
+    def segment_many(
+        self,
+        texts: Iterable[str],
+        *,
+        units: str = "sentences",
+        return_probs: bool = False,
+        threshold: float | None = None,
+        num_segments: int | None = None,
+        min_segment_units: int = 1,
+    ) -> list[list[list[str]]] | list[Prediction]:
+        """``segment`` for many texts, run through the network in batches."""
+        decide = {"threshold": threshold, "num_segments": num_segments, "min_segment_units": min_segment_units}
+        preds = self.predict([self.split(t, units=units) for t in texts], **decide)
+        return preds if return_probs else [p.segments for p in preds]
+
+
+def check_source(ckpt_path: str | os.PathLike | None, pretrained: str | None) -> None:
+    """ValueError unless exactly one of a checkpoint and a shipped model is named (the
+    scripts' ``ckpt_path=`` / ``pretrained=``)."""
+    if (ckpt_path is None) == (pretrained is None):
+        raise ValueError(f"give ckpt_path= (a checkpoint) or pretrained= (one of {sorted(MODELS)}), "
+                         f"not {'both' if pretrained else 'neither'}: ckpt_path={ckpt_path}, pretrained={pretrained}")
+
+
+def segment_labels(probs: Tensor, ends: Sequence[int]) -> list[int]:
+    """Section labels consistent with chosen segment ends: each segment takes the label with
+    the largest summed probability over its units. probs (n, C)."""
+    labels, start = [], 0
+    for i, end in enumerate(ends):
+        if end or i == len(ends) - 1:
+            label = int(probs[start : i + 1].sum(dim=0).argmax())
+            labels += [label] * (i + 1 - start)
+            start = i + 1
+    return labels
+
+
+class Progress:
+    """Progress of a long step as log lines (stderr in scripts/predict.py): one every
+    ``every`` seconds once the step has run that long; short steps say nothing."""
+
+    every = 5.0  # seconds
+
+    def __init__(self, what: str, *, total: int, unit: str) -> None:
+        self.what, self.total, self.unit = what, total, unit
+        self.done, self.start = 0, time.monotonic()
+        self.last = self.start
+
+    def advance(self, n: int, *, done: int | None = None) -> None:
+        self.done = self.done + n if done is None else done
+        now = time.monotonic()
+        if now - self.last >= self.every and self.total:
+            self.last = now
+            log.info("%s: %s/%s %s (%.0f%%, %.0f s)", self.what, f"{self.done:,}", f"{self.total:,}", self.unit,
+                     100 * self.done / self.total, now - self.start)  # fmt: skip
+
+
+_LINE_END = re.compile(r"[.!?][\"')\]]*\s*$")  # a line that ends like a sentence
+
+
+def _chunks(text: str, size: int = 2000) -> Iterable[str]:
+    """Pieces of ``text`` for the sentence splitter, cut only where a sentence surely ends:
+    at blank lines (paragraphs), and inside a long paragraph at the end of a line ending in
+    . ! or ? once the piece has ``size`` characters. pysbd's time grows faster than
+    linearly with the length of one call, so a long text without blank lines must not
+    reach it in one piece."""
+    for para in re.split(r"\n\s*\n", text):
+        piece: list[str] = []
+        n = 0
+        for line in para.splitlines():
+            piece.append(line)
+            n += len(line)
+            if n >= size and _LINE_END.search(line):
+                yield "\n".join(piece)
+                piece, n = [], 0
+        if "".join(piece).strip():
+            yield "\n".join(piece)

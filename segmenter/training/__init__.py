@@ -1,0 +1,1 @@
+"""Training: the LightningModule, its metrics and callbacks, the train command and sweeps."""
