@@ -21,10 +21,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 import segmenter.cli
-from segmenter.inference.api import Segmenter
 from segmenter.cli.config import attention_types
-from segmenter.data.formats import list_files, read_separator_files
 from segmenter.core.io import atomic_write
+from segmenter.data.formats import list_files, read_separator_files
+from segmenter.inference.api import Segmenter
 from segmenter.training.train import train
 
 log = logging.getLogger("predict_throughput")
@@ -80,7 +80,7 @@ def main(cfg: DictConfig) -> None:
                 row.update(long_doc_units=len(long_doc), long_doc_seconds=round(long_s, 3), long_doc_units_per_s=round(len(long_doc) / long_s))
             rows.append(row)
             log.info("%s", row)
-    load = ", load average %.1f %.1f %.1f" % os.getloadavg() if hasattr(os, "getloadavg") else ""
+    load = ", load average {:.1f} {:.1f} {:.1f}".format(*os.getloadavg()) if hasattr(os, "getloadavg") else ""
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs{load}, torch {torch.__version__}"
     long_n = f"{cfg.long_doc_units:,}-sentence doc"
     header = f"| attention | torch threads | Choi docs | sentences | seconds | sentences/s | {long_n}: seconds | sentences/s |\n|---|---:|---:|---:|---:|---:|---:|---:|\n"

@@ -20,10 +20,10 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
-from segmenter.inference.api import Segmenter
 from segmenter.cli.config import attention_types
 from segmenter.evaluation.evaluate import score_labels
 from segmenter.features import Featurizer
+from segmenter.inference.api import Segmenter
 from segmenter.training.train import build
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,7 +67,7 @@ def compose_train(tmp_path: Path, overrides: list[str] = (), *, conf: Path = CON
     return cfg
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _attention_config(name: str, dim: int, num_heads: int) -> dict[str, Any]:
     cfg = compose_config("train", [f"attention={name}", f"model.net.dim={dim}", f"attention.num_heads={num_heads}"])
     return OmegaConf.to_container(cfg.attention, resolve=True)

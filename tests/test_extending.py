@@ -23,11 +23,11 @@ from omegaconf import OmegaConf
 from torch import Tensor, nn
 
 from segmenter import Segmenter
-from segmenter.inference.checkpoint import build_net, net_config
 from segmenter.cli.config import attention_types, options
-from segmenter.data.corpora import FileCorpus
 from segmenter.core.document import BOUNDARY, Document, segments_to_document
+from segmenter.data.corpora import FileCorpus
 from segmenter.data.formats import list_files, read_text
+from segmenter.inference.checkpoint import build_net, net_config
 from segmenter.models.attention import Attention, AttentionOutput, InspectableAttention
 from segmenter.models.registry import Part
 from segmenter.training.train import train

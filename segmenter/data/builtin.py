@@ -28,9 +28,9 @@ from functools import lru_cache
 from pathlib import Path
 
 from segmenter.core.document import BOUNDARY, Document, document_segments, segments_to_document
+from segmenter.core.io import atomic_write
 from segmenter.data.splits import SPLITS, check_fractions
 from segmenter.data.synthetic import draw_segments
-from segmenter.core.io import atomic_write
 
 log = logging.getLogger(__name__)
 

@@ -15,10 +15,10 @@ from lightning import LightningDataModule
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
 
-from segmenter.data.corpora import Corpus
 from segmenter.core.document import IGNORE, Document, boundary_labels, boundary_slots
-from segmenter.data.splits import split_manifest, write_split_file
 from segmenter.core.windows import check_window, window_document
+from segmenter.data.corpora import Corpus
+from segmenter.data.splits import split_manifest, write_split_file
 from segmenter.features import Featurizer
 
 log = logging.getLogger(__name__)

@@ -24,8 +24,8 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from segmenter.data.corpora import FileCorpus
 from segmenter.core.document import BOUNDARY, Document, segments_to_document
+from segmenter.data.corpora import FileCorpus
 from segmenter.data.formats import list_files, read_text
 
 log = logging.getLogger(__name__)

@@ -22,15 +22,15 @@ import hydra
 import torch
 from omegaconf import DictConfig, open_dict
 
-from segmenter.inference.api import Segmenter, check_source
-from segmenter.inference.checkpoint import run_cache_dir, run_config, run_dir
 from segmenter.cli.config import ConfigError
 from segmenter.core.document import BOUNDARY, SECTION, Document, boundary_labels
+from segmenter.core.io import atomic_write
 from segmenter.data.formats import read_separator_files
 from segmenter.data.splits import SPLIT_FILE, fingerprint, read_split_file
-from segmenter.core.io import atomic_write
-from segmenter.training.metrics import build_metrics
+from segmenter.inference.api import Segmenter, check_source
+from segmenter.inference.checkpoint import run_cache_dir, run_config, run_dir
 from segmenter.pretrained import checkpoint_path
+from segmenter.training.metrics import build_metrics
 
 log = logging.getLogger(__name__)
 

@@ -39,5 +39,5 @@ def lead_word_ids(text: str, words: int, buckets: int) -> list[int]:
     """Hashed ids of the first ``words`` words of a unit (lower case; a number counts as
     the word "0"), padded with 0 ("no word"); ids in [1, buckets)."""
     found = [w if not w.isdigit() else "0" for w in _LETTERS_OR_DIGITS.findall(text.lower())[:words]]
-    ids = [1 + zlib.crc32(f"{k}:{w}".encode("utf-8")) % (buckets - 1) for k, w in enumerate(found)]
+    ids = [1 + zlib.crc32(f"{k}:{w}".encode()) % (buckets - 1) for k, w in enumerate(found)]
     return ids + [0] * (words - len(ids))

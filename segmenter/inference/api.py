@@ -41,9 +41,6 @@ import torch
 from torch import Tensor, nn
 
 from segmenter.core import decisions
-from segmenter.inference import calibration
-from segmenter.inference.calibration import Calibration
-from segmenter.inference.checkpoint import load_net
 from segmenter.core.document import (
     BOUNDARY,
     boundary_labels,
@@ -55,6 +52,9 @@ from segmenter.core.document import (
 )
 from segmenter.core.windows import check_window, stitch, window_spans
 from segmenter.features import Featurizer
+from segmenter.inference import calibration
+from segmenter.inference.calibration import Calibration
+from segmenter.inference.checkpoint import load_net
 from segmenter.pretrained import MODELS, checkpoint_path
 
 log = logging.getLogger(__name__)

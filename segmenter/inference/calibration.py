@@ -36,8 +36,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from segmenter.inference.checkpoint import KEY, load
 from segmenter.core.io import atomic_file
+from segmenter.inference.checkpoint import KEY, load
 
 log = logging.getLogger(__name__)
 

@@ -46,8 +46,8 @@ from torch import nn
 
 import segmenter
 from segmenter.core.document import check_label_names, check_task
-from segmenter.features.featurizer import Featurizer
 from segmenter.core.io import atomic_file
+from segmenter.features.featurizer import Featurizer
 from segmenter.models import registry
 from segmenter.models.net import SegmenterNet
 

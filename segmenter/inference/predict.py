@@ -24,11 +24,11 @@ import hydra
 import torch
 
 from segmenter.core import decisions
+from segmenter.core.document import normalize_unit
+from segmenter.core.io import atomic_write
+from segmenter.data.formats import ReaderError, decode_utf8, json_object, jsonl_lines, string_list
 from segmenter.inference.api import UNITS, Prediction, Segmenter, check_source
 from segmenter.inference.checkpoint import run_dir
-from segmenter.core.document import normalize_unit
-from segmenter.data.formats import ReaderError, decode_utf8, json_object, jsonl_lines, string_list
-from segmenter.core.io import atomic_write
 
 __all__ = ["InputError", "PredictionError", "Prediction", "Segmenter", "read_inputs", "run", "write_outputs"]
 

@@ -11,7 +11,7 @@ from its seed, so it costs no parameters and no checkpoint space.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F

@@ -18,7 +18,6 @@ import importlib.metadata
 import importlib.util
 import logging
 import os
-from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import torch

@@ -20,11 +20,11 @@ from pathlib import Path
 import hydra
 import torch
 
-from segmenter.inference import calibration
-from segmenter.features import Featurizer
-from segmenter.inference.checkpoint import KEY, load, load_net, run_cache_dir, run_config
 from segmenter.core.document import IGNORE
 from segmenter.core.io import atomic_file, atomic_write
+from segmenter.features import Featurizer
+from segmenter.inference import calibration
+from segmenter.inference.checkpoint import KEY, load, load_net, run_cache_dir, run_config
 from segmenter.pretrained import MODELS, _here
 
 log = logging.getLogger(__name__)

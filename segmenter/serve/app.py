@@ -38,8 +38,8 @@ from torch import Tensor
 
 import segmenter
 from segmenter.core import decisions
-from segmenter.inference.api import UNITS, Prediction, Segmenter
 from segmenter.core.document import normalize_unit
+from segmenter.inference.api import UNITS, Prediction, Segmenter
 from segmenter.serve.batcher import MicroBatcher, Overloaded
 
 log = logging.getLogger(__name__)

@@ -58,8 +58,8 @@ def run(cfg: Any) -> None:
     import hydra
     import torch
 
-    from segmenter.inference.api import UNITS
     from segmenter.cli.config import ConfigError
+    from segmenter.inference.api import UNITS
 
     try:
         import uvicorn

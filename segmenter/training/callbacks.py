@@ -21,9 +21,9 @@ from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor
 
+from segmenter.core.document import IGNORE, boundary_labels
 from segmenter.inference import calibration
 from segmenter.inference.checkpoint import DIGEST_KEY, KEY, load, metadata, net_state, weights_digest
-from segmenter.core.document import IGNORE, boundary_labels
 from segmenter.models.attention import InspectableAttention
 
 log = logging.getLogger(__name__)

@@ -12,8 +12,8 @@ from omegaconf import Container, OmegaConf
 from torch import Tensor, nn
 
 from segmenter.core.document import BOUNDARY, check_label_names, check_task
-from segmenter.training.metrics import build_metrics
 from segmenter.models.net import NetOutput
+from segmenter.training.metrics import build_metrics
 
 STAGES = ("train", "val", "test")
 WEIGHTINGS = {"none": 0.0, "sqrt": 0.5, "balanced": 1.0}

@@ -31,11 +31,11 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard.summary import hparams
 
-from segmenter.training.callbacks import CheckpointMetadata, LogProgress, monitored_checkpoint, tensorboard_loggers
-from segmenter.inference.checkpoint import CheckpointError, check_state_paths, load, net_config, safe_globals, within
+from segmenter.core.io import atomic_write
 from segmenter.data.datamodule import SegmentationDataModule
 from segmenter.features import Featurizer
-from segmenter.core.io import atomic_write
+from segmenter.inference.checkpoint import CheckpointError, check_state_paths, load, net_config, safe_globals, within
+from segmenter.training.callbacks import CheckpointMetadata, LogProgress, monitored_checkpoint, tensorboard_loggers
 from segmenter.training.module import SegmenterModule
 from segmenter.training.sweep import METRICS_FILE
 

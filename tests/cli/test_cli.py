@@ -17,8 +17,8 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from segmenter.cli.app import run_task
-from segmenter.training.module import SegmenterModule
 from segmenter.inference.predict import run
+from segmenter.training.module import SegmenterModule
 from segmenter.training.train import train
 from tests.helpers import ROOT, TEXT, compose_train, predict_cfg
 

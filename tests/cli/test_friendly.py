@@ -12,9 +12,9 @@ import pytest
 from lightning.pytorch.callbacks import RichProgressBar
 
 from segmenter import Segmenter
+from segmenter.core.io import atomic_write
 from segmenter.inference.api import Progress
 from segmenter.training.callbacks import LogProgress
-from segmenter.core.io import atomic_write
 from segmenter.training.train import for_terminal, one_line_per_event, train
 
 
@@ -31,7 +31,7 @@ def test_lightning_messages_once_and_no_advertisement(caplog):
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         one_line_per_event()
-        warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated, use `isinstance(treespec, TreeSpec)`", FutureWarning)
+        warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated, use `isinstance(treespec, TreeSpec)`", FutureWarning, stacklevel=1)
     assert not seen
 
 

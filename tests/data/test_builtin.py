@@ -1,5 +1,5 @@
-from segmenter.data.builtin import BuiltinCorpus, source_texts
 from segmenter.core.document import boundary_labels, document_segments
+from segmenter.data.builtin import BuiltinCorpus, source_texts
 
 SMALL = dict(num_docs={"train": 12, "val": 4, "test": 4}, segments_per_doc=5)
 

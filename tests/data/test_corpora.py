@@ -8,8 +8,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from segmenter.data.corpora import ChoiCorpus, JsonlCorpus, SeparatorCorpus
 from segmenter.core.document import BOUNDARY, SECTION, document_segments
+from segmenter.data.corpora import ChoiCorpus, JsonlCorpus, SeparatorCorpus
 from segmenter.data.formats import read_separator_files
 from segmenter.data.splits import random_split
 from segmenter.training.train import build

@@ -7,6 +7,7 @@ import random
 import pytest
 import torch
 
+from segmenter.core.document import Document, segments_to_document
 from segmenter.evaluation.baselines import (
     C99,
     AllBoundaries,
@@ -17,7 +18,6 @@ from segmenter.evaluation.baselines import (
     TextTiling,
     content_words,
 )
-from segmenter.core.document import Document, segments_to_document
 from segmenter.training.metrics import pk
 
 TOPICS = {

@@ -10,8 +10,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from segmenter.data.datamodule import SegmentationDataModule
 from segmenter.core.document import segments_to_document
+from segmenter.data.datamodule import SegmentationDataModule
 from segmenter.evaluation.evaluate import evaluate, evaluate_documents, score, to_markdown
 from segmenter.training.metrics import pk, window_diff
 from segmenter.training.train import train
@@ -137,9 +137,9 @@ def test_a_checkpoint_without_its_run_config_is_refused_with_the_file(tiny_check
 def test_a_shipped_model_is_evaluated_on_named_data_like_a_run(tmp_path, songs_jsonl):
     """pretrained=lyrics with data=: the same table as the model's own predictions scored apart
     (no run folder needed); baselines.<name>=null drops a baseline."""
-    from segmenter.inference.api import Segmenter
     from segmenter.core.document import SECTION
     from segmenter.evaluation.evaluate import score_labels
+    from segmenter.inference.api import Segmenter
 
     out = tmp_path / "eval"
     cfg = compose_evaluate(["pretrained=lyrics", "data=jsonl", f"data.corpus.path={songs_jsonl}", f"output_dir={out}",

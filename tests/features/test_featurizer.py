@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from segmenter.data.datamodule import Collate, DocumentDataset
 from segmenter.core.document import Document
+from segmenter.data.datamodule import Collate, DocumentDataset
 from segmenter.features import Featurizer, HashedBags, LeadWordIds, SurfaceRecurrence
 from segmenter.models.embedding_cache import UnitEmbeddingCache
 from tests.helpers import compose_train, run_net

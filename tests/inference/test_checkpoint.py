@@ -10,7 +10,7 @@ import torch
 import segmenter
 from segmenter.inference.checkpoint import FORMAT_VERSION, KEY, CheckpointError, build_net, load, load_net, upgrade
 from segmenter.training.train import build, train
-from tests.helpers import run_net, compose_train, score_checkpoint
+from tests.helpers import compose_train, run_net, score_checkpoint
 
 
 def raw(path):

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from segmenter import Segmenter
-from segmenter.inference.checkpoint import FORMAT1_NAMES, FORMAT_VERSION, KEY, load, load_net
 from segmenter.core.document import boundary_probs
+from segmenter.inference.checkpoint import FORMAT1_NAMES, FORMAT_VERSION, KEY, load, load_net
 from segmenter.models import registry
 from segmenter.pretrained import checkpoint_path
 

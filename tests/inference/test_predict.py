@@ -14,10 +14,10 @@ import pytest
 import torch
 
 from segmenter import Segmenter
-from segmenter.inference.api import SEPARATOR, Prediction, _chunks
-from segmenter.inference.checkpoint import build_net, net_config
 from segmenter.cli.app import run_task
 from segmenter.core.io import atomic_write
+from segmenter.inference.api import SEPARATOR, Prediction, _chunks
+from segmenter.inference.checkpoint import build_net, net_config
 from segmenter.inference.predict import InputError, read_inputs, run
 from segmenter.training.train import train
 from tests.helpers import ATTENTIONS, ROOT, TEXT, compose_train, predict_cfg

@@ -9,13 +9,12 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from segmenter import Segmenter
+from segmenter.core.document import SECTION
+from segmenter.evaluation.evaluate import score_labels
 from segmenter.inference import calibration
 from segmenter.inference.checkpoint import KEY, load
-from segmenter.core.document import SECTION, boundary_labels
-from segmenter.evaluation.evaluate import score_labels
 from segmenter.pretrained import MODELS, card, checkpoint_path
 from tests.helpers import ROOT, SHARED_DATA, write_songs
 

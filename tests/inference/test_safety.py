@@ -19,7 +19,16 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
 from segmenter.inference.api import Prediction
-from segmenter.inference.checkpoint import DIGEST_KEY, KEY, CheckpointError, build_net, load, load_net, upgrade, weights_digest
+from segmenter.inference.checkpoint import (
+    DIGEST_KEY,
+    KEY,
+    CheckpointError,
+    build_net,
+    load,
+    load_net,
+    upgrade,
+    weights_digest,
+)
 from segmenter.inference.predict import InputDoc, PredictionError, write_outputs
 from segmenter.training.train import best_checkpoint, train
 from tests.helpers import CONF, TINY_DATA, compose_train

@@ -11,10 +11,10 @@ import sys
 import pytest
 import torch
 
-from segmenter.models.attention import LocalizedAttention
-from segmenter.models.encoder import HashedNgramEncoder
 from segmenter.features import Featurizer, SurfaceRecurrence
 from segmenter.features.text import char_ngrams
+from segmenter.models.attention import LocalizedAttention
+from segmenter.models.encoder import HashedNgramEncoder
 from segmenter.models.net import SegmenterNet, SelfSimilarity
 from tests.helpers import ROOT, run_net
 
