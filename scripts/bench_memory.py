@@ -1,7 +1,7 @@
 """Resident memory growth while segmenting ever new text (options: conf/bench_memory.yaml):
 
-    python scripts/bench_memory.py
-    python scripts/bench_memory.py pretrained=topic units=sentences lines=40
+python scripts/bench_memory.py
+python scripts/bench_memory.py pretrained=topic units=sentences lines=40
 """
 
 from omegaconf import DictConfig

@@ -61,7 +61,10 @@ def cold_start(texts_file: str, repeats: int) -> dict:
             subprocess.run([sys.executable, "-c", code, texts_file], check=True, env=env, capture_output=True)
             runs[name].append((cpu_of_children() - cpu0, time.perf_counter() - wall0))
     return {
-        name: {"cpu_s": round(statistics.median(c for c, _ in r), 2), "wall_s": round(statistics.median(w for _, w in r), 2)}
+        name: {
+            "cpu_s": round(statistics.median(c for c, _ in r), 2),
+            "wall_s": round(statistics.median(w for _, w in r), 2),
+        }
         for name, r in runs.items()
     }
 
@@ -93,7 +96,8 @@ def throughput(texts: list[str]) -> dict:
             wall[name] += time.perf_counter() - wall0
     n = 2 * len(texts)
     result = {
-        name: {"units_per_cpu_s": round(n / cpu[name], 1), "units_per_wall_s": round(n / wall[name], 1)} for name in encoders
+        name: {"units_per_cpu_s": round(n / cpu[name], 1), "units_per_wall_s": round(n / wall[name], 1)}
+        for name in encoders
     }
     result["speedup_cpu"] = round(cpu["sentence_transformers"] / cpu["bert"], 2)
     result["speedup_wall"] = round(wall["sentence_transformers"] / wall["bert"], 2)

@@ -86,7 +86,9 @@ def check_loopback(url: str) -> str:
     except ValueError:
         loopback = host == "localhost"
     if parts.scheme != "http" or not loopback:
-        raise ConfigError(f"url={url!r}: the load test runs against this machine's loopback only (http://127.0.0.1:<port>)")
+        raise ConfigError(
+            f"url={url!r}: the load test runs against this machine's loopback only (http://127.0.0.1:<port>)"
+        )
     return url.rstrip("/")
 
 
@@ -141,7 +143,9 @@ async def run_load(cfg: DictConfig, url: str, *, requests: int, tally: Tally, se
                     pass
                 continue
             lines = document(rng, vocab, cfg.lines_per_doc)
-            body = json.dumps({"text": "\n".join(lines), "units": "lines"} if cfg.units == "lines" else {"lines": lines})
+            body = json.dumps(
+                {"text": "\n".join(lines), "units": "lines"} if cfg.units == "lines" else {"lines": lines}
+            )
             t0 = time.perf_counter()
             try:
                 async with session.post(f"{url}/segment", data=body, headers=headers) as r:
@@ -185,24 +189,43 @@ def report(cfg: DictConfig, tally: Tally, *, seconds: float, start_s: float | No
     ms["max"] = 1000 * max(tally.latencies, default=float("nan"))
     well_formed = tally.sent - tally.malformed_sent
     result = {
-        "clients": cfg.clients, "lines_per_doc": cfg.lines_per_doc, "units": cfg.units,
-        "requests_sent": tally.sent, "well_formed": well_formed, "ok": tally.ok,
-        "errors": sum(tally.errors.values()), "error_kinds": tally.errors, "lost": tally.lost,
-        "malformed_sent": tally.malformed_sent, "malformed_refused_4xx": tally.malformed_refused,
-        "seconds": round(seconds, 3), "docs_per_s": round(tally.ok / seconds, 1) if seconds else 0.0,
+        "clients": cfg.clients,
+        "lines_per_doc": cfg.lines_per_doc,
+        "units": cfg.units,
+        "requests_sent": tally.sent,
+        "well_formed": well_formed,
+        "ok": tally.ok,
+        "errors": sum(tally.errors.values()),
+        "error_kinds": tally.errors,
+        "lost": tally.lost,
+        "malformed_sent": tally.malformed_sent,
+        "malformed_refused_4xx": tally.malformed_refused,
+        "seconds": round(seconds, 3),
+        "docs_per_s": round(tally.ok / seconds, 1) if seconds else 0.0,
         "latency_ms": {k: round(v, 1) for k, v in ms.items()},
         "start_to_first_answer_s": round(start_s, 2) if start_s is not None else None,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end",
-    }  # fmt: skip
+    }
     t = cfg.targets
     checks = [
-        ("throughput", f"{result['docs_per_s']:.0f} documents/s", result["docs_per_s"] >= t.docs_per_s, f">= {t.docs_per_s}"),
+        (
+            "throughput",
+            f"{result['docs_per_s']:.0f} documents/s",
+            result["docs_per_s"] >= t.docs_per_s,
+            f">= {t.docs_per_s}",
+        ),
         ("p99 latency", f"{ms['p99']:.0f} ms", ms["p99"] <= t.p99_ms, f"<= {t.p99_ms} ms"),
         ("errors + lost", f"{result['errors']} + {tally.lost}", result["errors"] == 0 and tally.lost == 0, "0"),
     ]
     if tally.malformed_sent:
-        checks.append(("malformed refused (4xx)", f"{tally.malformed_refused}/{tally.malformed_sent}",
-                       tally.malformed_refused == tally.malformed_sent, "all"))  # fmt: skip
+        checks.append(
+            (
+                "malformed refused (4xx)",
+                f"{tally.malformed_refused}/{tally.malformed_sent}",
+                tally.malformed_refused == tally.malformed_sent,
+                "all",
+            )
+        )
     if start_s is not None:
         checks.append(("start to first answer", f"{start_s:.2f} s", start_s <= t.start_s, f"<= {t.start_s} s"))
     rows = [
@@ -223,13 +246,21 @@ def start_server(cfg: DictConfig, port: int) -> subprocess.Popen:
     from segmenter.cli.config import ConfigError
 
     if not cfg.ckpt_path and not cfg.get("pretrained"):
-        raise ConfigError("give ckpt_path=<checkpoint> or pretrained=<topic|lyrics> (a server is started with it) "
-                          "or url=http://127.0.0.1:<port>")  # fmt: skip
+        raise ConfigError(
+            "give ckpt_path=<checkpoint> or pretrained=<topic|lyrics> (a server is started with it) "
+            "or url=http://127.0.0.1:<port>"
+        )
     if cfg.ckpt_path and not Path(cfg.ckpt_path).is_file():
         raise ConfigError(f"ckpt_path={cfg.ckpt_path}: not found")
     model = f"ckpt_path={cfg.ckpt_path}" if cfg.ckpt_path else f"pretrained={cfg.pretrained}"  # serve.py refuses both
-    cmd = [sys.executable, str(ROOT / "scripts" / "serve.py"), model, "host=127.0.0.1", f"port={port}",
-           *cfg.server_overrides]  # fmt: skip
+    cmd = [
+        sys.executable,
+        str(ROOT / "scripts" / "serve.py"),
+        model,
+        "host=127.0.0.1",
+        f"port={port}",
+        *cfg.server_overrides,
+    ]
     log.info("starting: %s", " ".join(cmd))
     return subprocess.Popen(cmd, cwd=ROOT)  # its log goes to this stderr
 
@@ -269,10 +300,19 @@ def main(cfg: DictConfig) -> None:
             start_s = asyncio.run(wait_for_first_answer(url, proc=proc, started=t0, deadline_s=cfg.start_timeout_s))
             log.info("server answered %.2f s after it was started", start_s)
         if cfg.warmup_requests:
-            asyncio.run(run_load(_no_malformed(cfg), url, requests=cfg.warmup_requests, tally=Tally(), seed=cfg.seed + 1))
+            asyncio.run(
+                run_load(_no_malformed(cfg), url, requests=cfg.warmup_requests, tally=Tally(), seed=cfg.seed + 1)
+            )
         tally = Tally()
-        log.info("%d clients, %d requests of %d %s (max %g s) against %s", cfg.clients, cfg.requests, cfg.lines_per_doc,
-                 cfg.units, cfg.max_seconds, url)  # fmt: skip
+        log.info(
+            "%d clients, %d requests of %d %s (max %g s) against %s",
+            cfg.clients,
+            cfg.requests,
+            cfg.lines_per_doc,
+            cfg.units,
+            cfg.max_seconds,
+            url,
+        )
         seconds = asyncio.run(run_load(cfg, url, requests=cfg.requests, tally=tally, seed=cfg.seed))
     finally:
         if proc is not None:

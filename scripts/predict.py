@@ -1,7 +1,7 @@
 """Segment text with a trained checkpoint (options: conf/predict.yaml):
 
-    python scripts/predict.py ckpt_path=outputs/runs/<run>/checkpoints/last.ckpt input=doc.txt
-    cat doc.txt | python scripts/predict.py ckpt_path=... input=- units=lines
+python scripts/predict.py ckpt_path=outputs/runs/<run>/checkpoints/last.ckpt input=doc.txt
+cat doc.txt | python scripts/predict.py ckpt_path=... input=- units=lines
 """
 
 from omegaconf import DictConfig

@@ -73,11 +73,22 @@ def main(cfg: DictConfig) -> None:
             torch.set_num_threads(threads)
             seg.predict(docs[: cfg.warmup_docs])  # warm-up: allocator, kernels
             seconds = timed(seg, docs)
-            row = {"attention": attention, "threads": threads, "checkpoint": str(ckpt), "docs": len(docs),
-                   "units": n_units, "seconds": round(seconds, 3), "units_per_s": round(n_units / seconds)}  # fmt: skip
+            row = {
+                "attention": attention,
+                "threads": threads,
+                "checkpoint": str(ckpt),
+                "docs": len(docs),
+                "units": n_units,
+                "seconds": round(seconds, 3),
+                "units_per_s": round(n_units / seconds),
+            }
             if long_doc:
                 long_s = timed(seg, [long_doc])
-                row.update(long_doc_units=len(long_doc), long_doc_seconds=round(long_s, 3), long_doc_units_per_s=round(len(long_doc) / long_s))
+                row.update(
+                    long_doc_units=len(long_doc),
+                    long_doc_seconds=round(long_s, 3),
+                    long_doc_units_per_s=round(len(long_doc) / long_s),
+                )
             rows.append(row)
             log.info("%s", row)
     load = ", load average {:.1f} {:.1f} {:.1f}".format(*os.getloadavg()) if hasattr(os, "getloadavg") else ""
@@ -92,7 +103,9 @@ def main(cfg: DictConfig) -> None:
     settings = OmegaConf.to_container(cfg.segmenter)
     md = f"Predict throughput ({machine}; settings {settings}; cold feature cache)\n\n{table}"
     atomic_write(out / "throughput.md", md)
-    atomic_write(out / "throughput.json", json.dumps({"machine": machine, "settings": settings, "rows": rows}, indent=2))
+    atomic_write(
+        out / "throughput.json", json.dumps({"machine": machine, "settings": settings, "rows": rows}, indent=2)
+    )
     print(md)  # the script's result, on stdout
     log.info("wrote %s", out / "throughput.md")
 

@@ -1,7 +1,7 @@
 """Serve a model over HTTP: the JSON API and a web page (options: conf/serve.yaml, docs/serving.md):
 
-    python scripts/serve.py ckpt_path=outputs/runs/<run>/checkpoints/last.ckpt
-    python scripts/serve.py ckpt_path=... host=0.0.0.0 port=8080 units=lines
+python scripts/serve.py ckpt_path=outputs/runs/<run>/checkpoints/last.ckpt
+python scripts/serve.py ckpt_path=... host=0.0.0.0 port=8080 units=lines
 """
 
 import os

@@ -37,8 +37,17 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     from segmenter.training.train import train
 
     tmp = tmp_path_factory.mktemp("tiny_checkpoint")
-    cfg = compose_train(tmp, [*TINY_DATA, "attention=localized", "debug=limit", "logger=none",
-                              "callbacks.lr_monitor=null", "callbacks.rich_progress_bar=null"])  # fmt: skip
+    cfg = compose_train(
+        tmp,
+        [
+            *TINY_DATA,
+            "attention=localized",
+            "debug=limit",
+            "logger=none",
+            "callbacks.lr_monitor=null",
+            "callbacks.rich_progress_bar=null",
+        ],
+    )
     train(cfg)
     run = tmp / "run"
     (run / ".hydra").mkdir(exist_ok=True)  # as scripts/train.py leaves it (checkpoint upgrades read it)

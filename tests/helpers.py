@@ -42,7 +42,9 @@ TINY_DATA = [
 ]
 
 
-def compose_config(config_name: str, overrides: list[str] = (), *, conf: Path = CONF, hydra_config: bool = False) -> DictConfig:
+def compose_config(
+    config_name: str, overrides: list[str] = (), *, conf: Path = CONF, hydra_config: bool = False
+) -> DictConfig:
     """Compose ``<conf>/<config_name>.yaml`` with ``overrides`` as the scripts would (GlobalHydra
     is left clear). ``hydra_config``: keep the hydra node and make it current, so
     ``${hydra:...}`` interpolations resolve."""

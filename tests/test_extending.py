@@ -68,7 +68,13 @@ _target_: tests.test_extending.MeanPoolAttention
 _partial_: true   # the network builds one per layer
 dim: ${model.net.dim}
 """
-RUN = ["debug=fdr", "logger=none", "callbacks.lr_monitor=null", "callbacks.rich_progress_bar=null", "callbacks.model_summary=null"]
+RUN = [
+    "debug=fdr",
+    "logger=none",
+    "callbacks.lr_monitor=null",
+    "callbacks.rich_progress_bar=null",
+    "callbacks.model_summary=null",
+]
 
 
 def test_a_fourth_attention_is_a_class_plus_a_yaml(tmp_path, monkeypatch):
@@ -99,7 +105,10 @@ def test_an_unregistered_part_is_refused_before_training(tmp_path):
     shutil.copytree(CONF, conf)
     (conf / "attention" / "mean_pool.yaml").write_text(YAML)
     cfg = compose_train(tmp_path, [*TINY_DATA, "attention=mean_pool", *RUN], conf=conf)
-    with pytest.raises(ValueError, match=r"model.net.attention: tests.test_extending.MeanPoolAttention is not a registered part.*segmenter.parts"):
+    with pytest.raises(
+        ValueError,
+        match=r"model.net.attention: tests.test_extending.MeanPoolAttention is not a registered part.*segmenter.parts",
+    ):
         train(cfg)
     assert not (tmp_path / "run" / "checkpoints").exists()
 
@@ -110,9 +119,22 @@ def test_the_fourth_attention_from_the_command_line(tmp_path):
     extra = tmp_path / "my_conf"
     (extra / "attention").mkdir(parents=True)
     (extra / "attention" / "mean_pool.yaml").write_text(YAML)
-    cmd = [sys.executable, "scripts/train.py", "--config-dir", str(extra), "attention=mean_pool", *RUN, *TINY_DATA,
-           f"paths.log_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'run'}"]  # fmt: skip
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": os.pathsep.join([str(ROOT), install_plugin(tmp_path / "site")])}
+    cmd = [
+        sys.executable,
+        "scripts/train.py",
+        "--config-dir",
+        str(extra),
+        "attention=mean_pool",
+        *RUN,
+        *TINY_DATA,
+        f"paths.log_dir={tmp_path}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    ]
+    env = {
+        **os.environ,
+        "PYTHONWARNINGS": "ignore",
+        "PYTHONPATH": os.pathsep.join([str(ROOT), install_plugin(tmp_path / "site")]),
+    }
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     saved = OmegaConf.load(tmp_path / "run" / ".hydra" / "config.yaml")
@@ -155,7 +177,9 @@ def test_a_new_corpus_is_a_reader_class_plus_a_yaml(tmp_path):
     for i in range(10):
         segments = [[f"topic {i}{s} line {n} about thing {i * s + n}" for n in range(3)] for s in range(3)]
         (texts / f"doc{i}.txt").write_text("\n\n".join("\n".join(seg) for seg in segments) + "\n")
-    cfg = compose_train(tmp_path, ["data=blank_lines", f"data.corpus.path={texts}", "data.batch_size=2", *RUN], conf=conf)
+    cfg = compose_train(
+        tmp_path, ["data=blank_lines", f"data.corpus.path={texts}", "data.batch_size=2", *RUN], conf=conf
+    )
     assert cfg.data.split_file.endswith("splits.json") and cfg.data._target_.endswith("SegmentationDataModule")
     metrics = train(cfg)
     assert {"train/loss", "val/f1", "test/f1", "test/pk"} <= set(metrics)

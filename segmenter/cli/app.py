@@ -112,13 +112,17 @@ def run_task(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
 
 
 def _traceback_to_log_files(error: BaseException) -> None:
-    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "traceback:", (), (type(error), error, error.__traceback__))
+    record = log.makeRecord(
+        log.name, logging.ERROR, __file__, 0, "traceback:", (), (type(error), error, error.__traceback__)
+    )
     for handler in logging.getLogger().handlers:
         if isinstance(handler, logging.FileHandler):
             handler.handle(record)
 
 
-def main(*, config_name: str, config_path: str = "../conf") -> Callable[[Callable[[DictConfig], Any]], Callable[[], Any]]:
+def main(
+    *, config_name: str, config_path: str = "../conf"
+) -> Callable[[Callable[[DictConfig], Any]], Callable[[], Any]]:
     """``hydra.main`` (version_base 1.3, ``config_path`` relative to the script) with the error
     policy; sets SEGMENTER_ROOT to the parent of that config folder unless it is set."""
 

@@ -136,7 +136,11 @@ class Number:
             kind += f" from {self.lo:g} to {self.hi:g}"
         elif self.lo > -math.inf:
             kind += f" >= {self.lo:g}"
-        extras = [*(repr(w) for w in self.words), *(["true/false"] if self.flag else []), *(["null"] if self.none else [])]
+        extras = [
+            *(repr(w) for w in self.words),
+            *(["true/false"] if self.flag else []),
+            *(["null"] if self.none else []),
+        ]
         return kind + (f" (or {', '.join(extras)})" if extras else "")
 
 
@@ -193,7 +197,9 @@ def settle_alternatives(cfg: DictConfig) -> None:
     """Where the user gave one of two alternatives, the other's ??? becomes null: a file
     corpus takes ``path`` (split by seed) or ``files`` (one per split), and its config asks
     for ``path`` (``???``) so that giving neither is reported."""
-    if OmegaConf.select(cfg, "data.corpus.files", default=None) is not None and OmegaConf.is_missing(cfg.data.corpus, "path"):
+    if OmegaConf.select(cfg, "data.corpus.files", default=None) is not None and OmegaConf.is_missing(
+        cfg.data.corpus, "path"
+    ):
         cfg.data.corpus.path = None
 
 

@@ -38,7 +38,11 @@ def check(n: int, *, threshold: float | None, num_segments: int | None, min_segm
 
 
 def check_documents(
-    lengths: Sequence[int], *, names: Sequence[str] | None = None, threshold: float | None, num_segments: int | None,
+    lengths: Sequence[int],
+    *,
+    names: Sequence[str] | None = None,
+    threshold: float | None,
+    num_segments: int | None,
     min_segment_units: int,
 ) -> None:
     """``check`` for each document of ``lengths`` units; the ValueError starts with the
@@ -112,7 +116,9 @@ def cuts(
         return []
     if num_segments is not None:
         return best_k(p, num_segments - 1, min_segment_units=min_segment_units)
-    candidates = [i for i in range(n - 1) if p[i] >= threshold] if threshold is not None else [i for i in default if i < n - 1]
+    candidates = (
+        [i for i in range(n - 1) if p[i] >= threshold] if threshold is not None else [i for i in default if i < n - 1]
+    )
     if min_segment_units == 1:
         return sorted(candidates)
     return greedy(p, candidates, min_segment_units=min_segment_units)

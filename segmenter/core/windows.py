@@ -65,6 +65,5 @@ def window_document(doc: Document, *, size: int, overlap: int) -> list[Document]
     if len(spans) == 1:
         return [doc]
     return [
-        Document(f"{doc.id}@{s}", doc.units[s:e], doc.labels[s:e], {**doc.meta, "window": (s, e)})
-        for s, e in spans
+        Document(f"{doc.id}@{s}", doc.units[s:e], doc.labels[s:e], {**doc.meta, "window": (s, e)}) for s, e in spans
     ]

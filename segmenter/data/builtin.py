@@ -172,15 +172,20 @@ class BuiltinCorpus:
         for split in SPLITS:
             pool = sorted(by_split[split])
             if len(pool) < 2:
-                raise ValueError(f"split {split!r} has {len(pool)} source texts; adjust source_fractions={s['source_fractions']}")
+                raise ValueError(
+                    f"split {split!r} has {len(pool)} source texts; adjust source_fractions={s['source_fractions']}"
+                )
             out[split] = [self._draw(f"{split}-{i:04d}", pool, sources, rng) for i in range(s["num_docs"][split])]
         return out
 
     def _draw(self, doc_id: str, pool: list[str], sources: dict[str, list[str]], rng: random.Random) -> dict:
         names, segments, _ = draw_segments(
-            rng, pool, sources, segments_per_doc=self.settings["segments_per_doc"],
+            rng,
+            pool,
+            sources,
+            segments_per_doc=self.settings["segments_per_doc"],
             segment_length=tuple(self.settings["segment_length"]),
-        )  # fmt: skip
+        )
         doc = segments_to_document(doc_id, segments)
         return {"id": doc.id, "units": doc.units, "labels": doc.labels, "sources": names}
 

@@ -103,7 +103,11 @@ class SeparatorCorpus(FileCorpus):
         single = paths if isinstance(paths, (str, os.PathLike)) else None
         root = Path(single) if single is not None and Path(single).is_dir() else None
         return read_separator_files(
-            paths, root=root, max_level=self.max_level, pattern=self.pattern, on_error=self.on_error,
+            paths,
+            root=root,
+            max_level=self.max_level,
+            pattern=self.pattern,
+            on_error=self.on_error,
             subset_by_folder=self.subset_by_folder,
         )
 
@@ -206,7 +210,7 @@ class ChoiCorpus:
         n_val = max(1, round(len(free) * self.val_fraction))
         pools = {"val": sorted(free[:n_val]), "train": sorted(free[n_val:])}
         if min(len(p) for p in pools.values()) < self.segments_per_doc:
-            raise ValueError(f"too few held-in source texts {({k: len(v) for k, v in pools.items()})}")
+            raise ValueError(f"too few held-in source texts { ({k: len(v) for k, v in pools.items()}) }")
         key = {k: f"t{i:03d}" for i, k in enumerate(sorted(texts))}  # short stable names of the texts
         out = {"test": test}
         for split in ("train", "val"):
@@ -222,6 +226,10 @@ class ChoiCorpus:
         log.info(
             "Choi source-disjoint split: %d test documents (%s) with %d source texts held out; "
             "train/val drawn from %d/%d other texts",
-            len(test), ",".join(self.test_folders), len(held_out), len(pools["train"]), len(pools["val"]),
+            len(test),
+            ",".join(self.test_folders),
+            len(held_out),
+            len(pools["train"]),
+            len(pools["val"]),
         )
         return {s: out[s] for s in ("train", "val", "test")}

@@ -109,7 +109,9 @@ class SegmentationDataModule(LightningDataModule):
                     raise ValueError(f"split {split!r} of {type(self.corpus).__name__} is empty")
             if self.max_units is not None:
                 self.train_windows = [
-                    w for d in self.splits["train"] for w in window_document(d, size=self.max_units, overlap=self.overlap)
+                    w
+                    for d in self.splits["train"]
+                    for w in window_document(d, size=self.max_units, overlap=self.overlap)
                 ]
             log.info("data:\n%s", self.summary())
             if self.split_file:
@@ -164,7 +166,9 @@ class SegmentationDataModule(LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         self.setup()
         if self.featurizer is None:
-            raise ValueError("the datamodule has no featurizer: set datamodule.featurizer = Featurizer.for_net(net) first")
+            raise ValueError(
+                "the datamodule has no featurizer: set datamodule.featurizer = Featurizer.for_net(net) first"
+            )
         docs = self.train_windows if split == "train" and self.train_windows is not None else self.splits[split]
         dataset = DocumentDataset(docs)
         return DataLoader(

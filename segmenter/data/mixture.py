@@ -49,8 +49,10 @@ class MixedCorpus:
         self.task, self.label_names = next(iter(kinds.values()))
         self.reorder, self.seed = set(reorder), seed
         if self.reorder - set(self.corpora) or (self.reorder and self.task != BOUNDARY):
-            raise ValueError(f"reorder={sorted(self.reorder)}: names must be among {sorted(self.corpora)}, "
-                             f"and the task a boundary one (not {self.task!r})")  # fmt: skip
+            raise ValueError(
+                f"reorder={sorted(self.reorder)}: names must be among {sorted(self.corpora)}, "
+                f"and the task a boundary one (not {self.task!r})"
+            )
 
     def prepare(self) -> None:
         for corpus in self.corpora.values():

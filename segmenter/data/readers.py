@@ -7,6 +7,12 @@ from segmenter.data.corpora import ChoiCorpus, FileCorpus, JsonlCorpus, Separato
 from segmenter.data.formats import ReaderError, list_files, read_jsonl, read_separator_files
 
 __all__ = [
-    "ChoiCorpus", "FileCorpus", "JsonlCorpus", "SeparatorCorpus",
-    "ReaderError", "list_files", "read_jsonl", "read_separator_files",
-]  # fmt: skip
+    "ChoiCorpus",
+    "FileCorpus",
+    "JsonlCorpus",
+    "SeparatorCorpus",
+    "ReaderError",
+    "list_files",
+    "read_jsonl",
+    "read_separator_files",
+]

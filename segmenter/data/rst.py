@@ -33,13 +33,50 @@ log = logging.getLogger(__name__)
 _ROLE = re.compile(r":(?:[\w.+-]+:)+`([^`]*)`")  # :func:`open`, :py:meth:`~x.y <target>`
 _DIRECTIVE = re.compile(r"^\s*\.\. ([\w:.+-]+)::", re.MULTILINE)
 # Directives whose body is no prose of the section: code, tables, indices, figures, metadata.
-_NOT_PROSE = frozenset({
-    "code", "code-block", "sourcecode", "highlight", "literalinclude", "doctest", "testcode", "testoutput",
-    "testsetup", "testcleanup", "productionlist", "toctree", "index", "raw", "include", "only", "table",
-    "csv-table", "list-table", "tabularcolumns", "image", "figure", "math", "glossary", "hlist", "rubric",
-    "moduleauthor", "sectionauthor", "module", "currentmodule", "program", "audit-event", "audit-event-table",
-    "impl-detail", "availability", "seealso", "limited-api-list", "centered", "manpage", "compound",
-})  # fmt: skip
+_NOT_PROSE = frozenset(
+    {
+        "code",
+        "code-block",
+        "sourcecode",
+        "highlight",
+        "literalinclude",
+        "doctest",
+        "testcode",
+        "testoutput",
+        "testsetup",
+        "testcleanup",
+        "productionlist",
+        "toctree",
+        "index",
+        "raw",
+        "include",
+        "only",
+        "table",
+        "csv-table",
+        "list-table",
+        "tabularcolumns",
+        "image",
+        "figure",
+        "math",
+        "glossary",
+        "hlist",
+        "rubric",
+        "moduleauthor",
+        "sectionauthor",
+        "module",
+        "currentmodule",
+        "program",
+        "audit-event",
+        "audit-event-table",
+        "impl-detail",
+        "availability",
+        "seealso",
+        "limited-api-list",
+        "centered",
+        "manpage",
+        "compound",
+    }
+)
 # Directives whose argument, after its first line (the version), is prose.
 _VERSION_NOTES = frozenset({"versionadded", "versionchanged", "deprecated", "deprecated-removed"})
 
@@ -104,8 +141,18 @@ def rst_sections(text: str, *, source: str = "<text>") -> list[tuple[int, str, l
     doc = docutils.utils.new_document(source, settings)
     docutils.parsers.rst.Parser().parse(text, doc)
 
-    skip = (nodes.section, nodes.title, nodes.literal_block, nodes.doctest_block, nodes.table, nodes.system_message,
-            nodes.comment, nodes.target, nodes.substitution_definition, nodes.raw)  # fmt: skip
+    skip = (
+        nodes.section,
+        nodes.title,
+        nodes.literal_block,
+        nodes.doctest_block,
+        nodes.table,
+        nodes.system_message,
+        nodes.comment,
+        nodes.target,
+        nodes.substitution_definition,
+        nodes.raw,
+    )
 
     def paragraphs(node, out: list[str]) -> list[str]:
         for child in node.children:
@@ -152,7 +199,9 @@ class RstCorpus(FileCorpus):
     ) -> None:
         super().__init__(path=path, files=files, fractions=fractions, seed=seed)
         if min_words < 1 or min_sentences < 1 or min_segments < 1:
-            raise ValueError(f"min_words={min_words}, min_sentences={min_sentences} and min_segments={min_segments} must be >= 1")
+            raise ValueError(
+                f"min_words={min_words}, min_sentences={min_sentences} and min_segments={min_segments} must be >= 1"
+            )
         self.pattern, self.exclude = pattern, tuple(exclude)
         self.min_words, self.min_sentences, self.min_segments = min_words, min_sentences, min_segments
 
@@ -200,4 +249,3 @@ class RstCorpus(FileCorpus):
         for what, n in sorted(counts.items()):
             log.info("%s: %d %s", paths, n, what)
         return docs
-

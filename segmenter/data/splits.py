@@ -16,10 +16,17 @@ SPLITS = ("train", "val", "test")
 SPLIT_FILE = "splits.json"
 
 
-def check_fractions(fractions: Sequence[float], *, name: str = "fractions", positive: bool = False) -> tuple[float, float, float]:
+def check_fractions(
+    fractions: Sequence[float], *, name: str = "fractions", positive: bool = False
+) -> tuple[float, float, float]:
     """Train, val and test shares: 3 numbers summing to 1, each >= 0 (> 0 with ``positive``)."""
     kind = "positive" if positive else "non-negative"
-    if len(fractions) != 3 or abs(sum(fractions) - 1) > 1e-6 or min(fractions) < 0 or (positive and min(fractions) == 0):
+    if (
+        len(fractions) != 3
+        or abs(sum(fractions) - 1) > 1e-6
+        or min(fractions) < 0
+        or (positive and min(fractions) == 0)
+    ):
         raise ValueError(f"{name}={list(fractions)} must be 3 {kind} numbers (train, val, test) summing to 1")
     return tuple(float(f) for f in fractions)
 

@@ -256,7 +256,6 @@ class TextTiling:
         return _slots(n, ends)
 
 
-
 def normalised(unit: str) -> str:
     """Lower-case words only: "Oh, baby!" and "oh baby" are the same line."""
     return " ".join(re.findall(r"\w+", unit.lower()))

@@ -256,7 +256,9 @@ def measure_peak_memory(
     return json.loads(proc.stdout)
 
 
-def measure_cuda_peak_memory(module: nn.Module, *, length: int, batch_size: int, dim: int, dtype: str) -> dict[str, Any]:
+def measure_cuda_peak_memory(
+    module: nn.Module, *, length: int, batch_size: int, dim: int, dtype: str
+) -> dict[str, Any]:
     """One forward+backward on the GPU: ``max_memory_allocated`` over it and what was
     allocated before it (module and inputs), or an error if it runs out of memory."""
     torch.cuda.synchronize()
@@ -406,7 +408,11 @@ def run_benchmark(cfg: DictConfig, *, output_dir: str | Path) -> dict[str, Any]:
                 case.forward_ms, case.forward_backward_ms = (1e3 * s for s in timings[case.row])
                 log.info(
                     "%s T=%d: forward %.1f ms, forward+backward %.1f ms, peak %.0f MB",
-                    case.row, length, case.forward_ms, case.forward_backward_ms, case.peak_mb,
+                    case.row,
+                    length,
+                    case.forward_ms,
+                    case.forward_backward_ms,
+                    case.peak_mb,
                 )
     meta["load_average_end"] = os.getloadavg()
 
@@ -592,8 +598,28 @@ IMPORT_TORCH = "import time; import torch; print(repr(time.time()), flush=True)"
 def cold_start_text(n: int) -> list[str]:
     """``n`` English sentences from the standard library's module documentation (offline,
     the same on every machine with the same Python)."""
-    mods = ("json", "random", "argparse", "logging", "collections", "decimal", "email", "unittest", "csv", "sqlite3",
-            "doctest", "pickle", "re", "string", "tarfile", "zipfile", "threading", "subprocess", "datetime", "typing")
+    mods = (
+        "json",
+        "random",
+        "argparse",
+        "logging",
+        "collections",
+        "decimal",
+        "email",
+        "unittest",
+        "csv",
+        "sqlite3",
+        "doctest",
+        "pickle",
+        "re",
+        "string",
+        "tarfile",
+        "zipfile",
+        "threading",
+        "subprocess",
+        "datetime",
+        "typing",
+    )
     text = " ".join(" ".join(pydoc.getdoc(__import__(m)).split()) for m in mods)
     units = [s.strip() for s in pysbd.Segmenter(language="en", clean=False).segment(text) if s.strip()]
     if len(units) < n:
@@ -618,7 +644,9 @@ def cold_start(cfg: Any) -> dict[str, float]:
     for _ in range(int(cfg.runs)):
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         launched = time.time()
-        out = subprocess.run([sys.executable, "-c", code], input=text, capture_output=True, text=True, env=env, check=False)
+        out = subprocess.run(
+            [sys.executable, "-c", code], input=text, capture_output=True, text=True, env=env, check=False
+        )
         exited = time.time()
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         if out.returncode != 0:
@@ -626,20 +654,24 @@ def cold_start(cfg: Any) -> dict[str, float]:
         n_units, n_segments, load_s, segment_s, done = out.stdout.split()
         yardstick_start = time.time()
         bare = subprocess.run([sys.executable, "-c", IMPORT_TORCH], capture_output=True, text=True, env=env, check=True)
-        runs.append({
-            "import_torch_s": float(bare.stdout) - yardstick_start,
-            "to_result_s": float(done) - launched,
-            "exit_s": exited - float(done),
-            "cpu_s": after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime,
-            "import_and_load_s": float(load_s),
-            "segment_s": float(segment_s),
-        })  # fmt: skip
+        runs.append(
+            {
+                "import_torch_s": float(bare.stdout) - yardstick_start,
+                "to_result_s": float(done) - launched,
+                "exit_s": exited - float(done),
+                "cpu_s": after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime,
+                "import_and_load_s": float(load_s),
+                "segment_s": float(segment_s),
+            }
+        )
     result = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
     threads = cfg.threads if cfg.threads is not None else f"{torch.get_num_threads()} (torch's default)"
-    print(f"| model | units | runs | threads | to result s | exit s | CPU s | import + load s | segment s | load average | "
-          f"`import torch` alone s |\n"
-          f"|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
-          f"| {cfg.pretrained} | {n_units} ({n_segments} segments) | {cfg.runs} | {threads} | {result['to_result_s']:.2f} | "
-          f"{result['exit_s']:.2f} | {result['cpu_s']:.2f} | {result['import_and_load_s']:.2f} | {result['segment_s']:.2f} | "
-          f"{os.getloadavg()[0]:.1f} | {result['import_torch_s']:.2f} |")  # fmt: skip
+    print(
+        f"| model | units | runs | threads | to result s | exit s | CPU s | import + load s | segment s | load average | "
+        f"`import torch` alone s |\n"
+        f"|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+        f"| {cfg.pretrained} | {n_units} ({n_segments} segments) | {cfg.runs} | {threads} | {result['to_result_s']:.2f} | "
+        f"{result['exit_s']:.2f} | {result['cpu_s']:.2f} | {result['import_and_load_s']:.2f} | {result['segment_s']:.2f} | "
+        f"{os.getloadavg()[0]:.1f} | {result['import_torch_s']:.2f} |"
+    )
     return result

@@ -62,8 +62,10 @@ def load_pretrained(name: str, cfg: DictConfig) -> Source:
     """A shipped model (segmenter.pretrained): no training run, so the documents come from
     ``data=`` and the tables go to outputs/eval/pretrained_<name>/."""
     if cfg.get("data") is None:
-        raise ConfigError(f"pretrained={name} has no training run to take its data from: name the documents "
-                          f"with data=<option> (and split= or folder=), e.g. data=choi split=test")
+        raise ConfigError(
+            f"pretrained={name} has no training run to take its data from: name the documents "
+            f"with data=<option> (and split= or folder=), e.g. data=choi split=test"
+        )
     out_dir = Path(cfg.paths.log_dir) / "eval" / f"pretrained_{name}"
     return Source(Segmenter.from_pretrained(name), cfg.data, None, out_dir, checkpoint_path(name), f"pretrained={name}")
 
@@ -77,7 +79,9 @@ def score(pairs: Sequence[tuple[list[int], list[int]]]) -> dict[str, float]:
     return {name: out[names.get(name, name)] for name in ("f1", "precision", "recall", "pk", "windowdiff")}
 
 
-def score_labels(pairs: Sequence[tuple[list[int], list[int]]], task: str, label_names: Sequence[str]) -> dict[str, float]:
+def score_labels(
+    pairs: Sequence[tuple[list[int], list[int]]], task: str, label_names: Sequence[str]
+) -> dict[str, float]:
     """(hypothesis, reference) per-unit label lists of documents -> every metric training
     logs (``build_metrics``): for sections, f1 (macro), f1_<label>, pk, windowdiff, boundary_*."""
     metrics = build_metrics(task, len(label_names), label_names)
@@ -184,7 +188,9 @@ def select_documents(cfg: DictConfig, source: Source) -> tuple[list[Document], l
 
 def evaluate(cfg: DictConfig) -> dict:
     if cfg.get("folder") and not Path(cfg.folder).is_dir():
-        raise ConfigError(f"folder={cfg.folder}: not a folder (give a folder of separator-format files, or split=test|val)")
+        raise ConfigError(
+            f"folder={cfg.folder}: not a folder (give a folder of separator-format files, or split=test|val)"
+        )
     try:
         check_source(cfg.get("ckpt_path"), cfg.get("pretrained"))
     except ValueError as e:
@@ -208,9 +214,10 @@ def evaluate(cfg: DictConfig) -> dict:
     for method, structured in decodings.items():
         preds = {tuple(d.units): p for d, p in zip(docs, model.predict(units, structured=structured, **steer))}
         methods[method] = (
-            (lambda u, preds=preds: preds[tuple(u)].boundaries[:-1]) if task == BOUNDARY
+            (lambda u, preds=preds: preds[tuple(u)].boundaries[:-1])
+            if task == BOUNDARY
             else (lambda u, preds=preds: preds[tuple(u)].labels)
-        )  # fmt: skip
+        )
     for key, b in (cfg.get("baselines") or {}).items():
         if b is None:  # baselines.<key>=null drops it
             continue

@@ -68,7 +68,9 @@ class HashedBags:
 
     def __init__(self, *, num_buckets: int, char_ngram: int) -> None:
         if num_buckets < 1 or char_ngram < 0:
-            raise ValueError(f"need num_buckets >= 1 and char_ngram >= 0; got num_buckets={num_buckets}, char_ngram={char_ngram}")
+            raise ValueError(
+                f"need num_buckets >= 1 and char_ngram >= 0; got num_buckets={num_buckets}, char_ngram={char_ngram}"
+            )
         self.num_buckets, self.char_ngram = num_buckets, char_ngram
 
     def __call__(self, units: Sequence[str]) -> dict[str, Tensor]:
@@ -111,8 +113,10 @@ class SurfaceRecurrence:
 
     def __init__(self, *, ngram: int, buckets: int, thresholds: Sequence[float], stripe: int) -> None:
         if ngram < 1 or buckets < 1 or stripe < 0 or not thresholds:
-            raise ValueError(f"need ngram >= 1, buckets >= 1, stripe >= 0 and thresholds; got ngram={ngram}, "
-                             f"buckets={buckets}, stripe={stripe}, thresholds={list(thresholds)}")  # fmt: skip
+            raise ValueError(
+                f"need ngram >= 1, buckets >= 1, stripe >= 0 and thresholds; got ngram={ngram}, "
+                f"buckets={buckets}, stripe={stripe}, thresholds={list(thresholds)}"
+            )
         self.ngram, self.buckets, self.stripe = ngram, buckets, stripe
         self.thresholds = tuple(float(x) for x in sorted(thresholds))
 
@@ -132,8 +136,13 @@ class SurfaceRecurrence:
         return {"surface": _pad([d["surface"] for d in docs], t)}  # (B, T, P), 0 at padding
 
     def config(self) -> dict[str, Any]:
-        return {"kind": "surface", "ngram": self.ngram, "buckets": self.buckets,
-                "thresholds": list(self.thresholds), "stripe": self.stripe}  # fmt: skip
+        return {
+            "kind": "surface",
+            "ngram": self.ngram,
+            "buckets": self.buckets,
+            "thresholds": list(self.thresholds),
+            "stripe": self.stripe,
+        }
 
 
 class FrozenVectors:
@@ -254,6 +263,7 @@ class Featurizer:
         """What ``net``'s modules declare they read (each module with a ``unit_features``
         method, in module order). ``settings`` go to those methods: the loading side's
         choices, such as ``cache_dir`` and ``cache_entries`` for frozen vectors."""
+
         def declared(module: nn.Module) -> list[UnitFeature]:
             if hasattr(module, "unit_features"):  # it speaks for its submodules too (a hybrid encoder)
                 return list(module.unit_features(**settings))

@@ -128,7 +128,12 @@ class Segmenter:
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | os.PathLike, *, cache_dir: str | None = None, cache_entries: int | None = CACHE_ENTRIES, **kwargs: Any
+        cls,
+        path: str | os.PathLike,
+        *,
+        cache_dir: str | None = None,
+        cache_entries: int | None = CACHE_ENTRIES,
+        **kwargs: Any,
     ) -> Segmenter:
         """A segmenter from a checkpoint written by scripts/train.py; ``kwargs`` are the
         inference settings (max_units, overlap, batch_size, device, language). ``cache_dir``:
@@ -139,7 +144,13 @@ class Segmenter:
         kwargs.setdefault("featurizer", Featurizer.for_net(net, cache_entries=cache_entries))
         attention = (meta["net"].get("attention") or {}).get("type", "?")
         cal = calibration.read(meta)
-        log.info("loaded %s (written by segmenter %s; %s; calibration: %s)", path, meta["segmenter_version"], attention, cal.method)
+        log.info(
+            "loaded %s (written by segmenter %s; %s; calibration: %s)",
+            path,
+            meta["segmenter_version"],
+            attention,
+            cal.method,
+        )
         return cls(net=net, task=meta["task"], label_names=meta["label_names"], calibration=cal, **kwargs)
 
     @classmethod
@@ -149,11 +160,17 @@ class Segmenter:
         return cls.from_checkpoint(checkpoint_path(name), **kwargs)
 
     @classmethod
-    def load(cls, *, ckpt_path: str | os.PathLike | None = None, pretrained: str | None = None, **kwargs: Any) -> Segmenter:
+    def load(
+        cls, *, ckpt_path: str | os.PathLike | None = None, pretrained: str | None = None, **kwargs: Any
+    ) -> Segmenter:
         """``from_checkpoint(ckpt_path)`` or ``from_pretrained(pretrained)``: exactly one of
         them (the command-line scripts' ``ckpt_path=`` / ``pretrained=``)."""
         check_source(ckpt_path, pretrained)
-        return cls.from_checkpoint(ckpt_path, **kwargs) if pretrained is None else cls.from_pretrained(pretrained, **kwargs)
+        return (
+            cls.from_checkpoint(ckpt_path, **kwargs)
+            if pretrained is None
+            else cls.from_pretrained(pretrained, **kwargs)
+        )
 
     # -- text -> units --------------------------------------------------------------------
     @cached_property
@@ -218,8 +235,16 @@ class Segmenter:
         decisions.check_documents([len(d) for d in docs], names=[f"document {i}" for i in range(len(docs))], **steer)
         return [self.decide(list(d), lg, structured=structured, **steer) for d, lg in zip(docs, self.logits(docs))]
 
-    def decide(self, units: list[str], logits: Tensor, *, structured: bool = True, threshold: float | None = None,
-               num_segments: int | None = None, min_segment_units: int = 1) -> Prediction:  # fmt: skip
+    def decide(
+        self,
+        units: list[str],
+        logits: Tensor,
+        *,
+        structured: bool = True,
+        threshold: float | None = None,
+        num_segments: int | None = None,
+        min_segment_units: int = 1,
+    ) -> Prediction:
         """One document's Prediction from its (n, C) ``logits`` (``logits()``), with the
         decisions of ``predict``: the server runs many requests' documents through the
         network at once, then decides each with its own request's settings."""
@@ -235,8 +260,9 @@ class Segmenter:
         ends = boundary_labels(labels, self.task)
         if threshold is not None or num_segments is not None or min_segment_units > 1:
             default = [i for i, e in enumerate(ends) if e]
-            cuts = decisions.cuts(p_end, default, threshold=threshold, num_segments=num_segments,
-                                  min_segment_units=min_segment_units)  # fmt: skip
+            cuts = decisions.cuts(
+                p_end, default, threshold=threshold, num_segments=num_segments, min_segment_units=min_segment_units
+            )
             ends = [0] * n
             for c in cuts:
                 ends[c] = 1
@@ -280,8 +306,10 @@ def check_source(ckpt_path: str | os.PathLike | None, pretrained: str | None) ->
     """ValueError unless exactly one of a checkpoint and a shipped model is named (the
     scripts' ``ckpt_path=`` / ``pretrained=``)."""
     if (ckpt_path is None) == (pretrained is None):
-        raise ValueError(f"give ckpt_path= (a checkpoint) or pretrained= (one of {sorted(MODELS)}), "
-                         f"not {'both' if pretrained else 'neither'}: ckpt_path={ckpt_path}, pretrained={pretrained}")
+        raise ValueError(
+            f"give ckpt_path= (a checkpoint) or pretrained= (one of {sorted(MODELS)}), "
+            f"not {'both' if pretrained else 'neither'}: ckpt_path={ckpt_path}, pretrained={pretrained}"
+        )
 
 
 def segment_labels(probs: Tensor, ends: Sequence[int]) -> list[int]:
@@ -312,8 +340,15 @@ class Progress:
         now = time.monotonic()
         if now - self.last >= self.every and self.total:
             self.last = now
-            log.info("%s: %s/%s %s (%.0f%%, %.0f s)", self.what, f"{self.done:,}", f"{self.total:,}", self.unit,
-                     100 * self.done / self.total, now - self.start)  # fmt: skip
+            log.info(
+                "%s: %s/%s %s (%.0f%%, %.0f s)",
+                self.what,
+                f"{self.done:,}",
+                f"{self.total:,}",
+                self.unit,
+                100 * self.done / self.total,
+                now - self.start,
+            )
 
 
 _LINE_END = re.compile(r"[.!?][\"')\]]*\s*$")  # a line that ends like a sentence

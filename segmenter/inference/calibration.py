@@ -67,7 +67,9 @@ class Calibration:
         if not self.temperature > 0:
             raise ValueError(f"temperature={self.temperature} must be > 0")
         if self.method == "isotonic" and (len(self.x) != len(self.y) or len(self.x) < 1):
-            raise ValueError(f"isotonic calibration needs as many breakpoints x ({len(self.x)}) as values y ({len(self.y)}), >= 1")
+            raise ValueError(
+                f"isotonic calibration needs as many breakpoints x ({len(self.x)}) as values y ({len(self.y)}), >= 1"
+            )
 
     def apply(self, scores: Tensor) -> Tensor:
         """(..., C) log-probabilities -> (..., C) calibrated log-probabilities."""
@@ -182,7 +184,10 @@ def fit(
         method = "isotonic" if c == 2 else "platt"
     if method == "isotonic" and c != 2:
         raise ValueError(f"method='isotonic' is for two classes; these scores have {c}: use 'platt'")
-    z, y = scores.detach().float().clone(), targets.detach().long().clone()  # clone: no inference-mode tensors in autograd
+    z, y = (
+        scores.detach().float().clone(),
+        targets.detach().long().clone(),
+    )  # clone: no inference-mode tensors in autograd
     fold = (groups if groups is not None else torch.arange(len(y))).detach().long().clone() % 2  # (N,)
     heldout = torch.empty_like(z)
     for k in (0, 1):

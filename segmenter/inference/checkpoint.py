@@ -59,19 +59,21 @@ DIGEST_KEY = "weights_sha256"  # in the "segmenter" entry: weights_digest(state_
 TYPE_KEY = "type"  # in the net entry: a part's registered name (segmenter.models.registry)
 # Format 1 named parts by class path; each path it ever wrote, and the part it means now.
 # The one place old class paths live: a format-1 file is read through this table, not imported.
-FORMAT1_NAMES = MappingProxyType({
-    "segmenter.models.net.SegmenterNet": "segmenter_net",
-    "segmenter.models.encoder.HashedNgramEncoder": "hashed",
-    "segmenter.models.minilm.MiniLMEncoder": "minilm",
-    "segmenter.models.minilm.HybridEncoder": "hybrid",
-    "segmenter.models.attention.SelfAttention": "self",
-    "segmenter.models.attention.LocalizedAttention": "localized",
-    "segmenter.models.attention.BoundaryAwareAttention": "boundary_aware",
-    "segmenter.models.net.CohesionProfile": "cohesion_profile",
-    "segmenter.models.net.SelfSimilarity": "self_similarity",
-    "segmenter.models.net.LeadWords": "lead_words",
-    "segmenter.models.crf.LinearChainCRF": "linear_chain_crf",
-})
+FORMAT1_NAMES = MappingProxyType(
+    {
+        "segmenter.models.net.SegmenterNet": "segmenter_net",
+        "segmenter.models.encoder.HashedNgramEncoder": "hashed",
+        "segmenter.models.minilm.MiniLMEncoder": "minilm",
+        "segmenter.models.minilm.HybridEncoder": "hybrid",
+        "segmenter.models.attention.SelfAttention": "self",
+        "segmenter.models.attention.LocalizedAttention": "localized",
+        "segmenter.models.attention.BoundaryAwareAttention": "boundary_aware",
+        "segmenter.models.net.CohesionProfile": "cohesion_profile",
+        "segmenter.models.net.SelfSimilarity": "self_similarity",
+        "segmenter.models.net.LeadWords": "lead_words",
+        "segmenter.models.crf.LinearChainCRF": "linear_chain_crf",
+    }
+)
 FORMAT1_PATH_KEYS = ("cache_dir",)  # format 1 stored the training side's paths; they are dropped
 # How torch 2.3-2.13 word a weights_only refusal of a pickled object, and the name it gives.
 _PICKLED = re.compile(
@@ -122,8 +124,10 @@ def _named(obj: Any, where: str) -> Any:
             raise ValueError(f"{where}: {e.args[0]}") from None
         part = registry.get(name)
         if bool(obj.get("_partial_", False)) != part.partial:
-            raise ValueError(f"{where}: {name!r} is built {'once per layer' if part.partial else 'once'}, "
-                             f"so _partial_ must be {part.partial}; got {obj.get('_partial_', False)!r}")  # fmt: skip
+            raise ValueError(
+                f"{where}: {name!r} is built {'once per layer' if part.partial else 'once'}, "
+                f"so _partial_ must be {part.partial}; got {obj.get('_partial_', False)!r}"
+            )
         args = {k: _named(v, f"{where}.{k}") for k, v in obj.items() if k not in ("_target_", "_partial_", *part.paths)}
         return {TYPE_KEY: name, **args}
     if isinstance(obj, list):
@@ -132,7 +136,11 @@ def _named(obj: Any, where: str) -> Any:
 
 
 def metadata(
-    *, net: Mapping[str, Any], task: str, label_names: Sequence[str], featurizer: Sequence[Mapping[str, Any]] | None = None
+    *,
+    net: Mapping[str, Any],
+    task: str,
+    label_names: Sequence[str],
+    featurizer: Sequence[Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The checkpoint's "segmenter" entry (validated: plain data, known task, one name per
     class). ``featurizer``: the settings of the featurizer the network was trained with
@@ -172,7 +180,7 @@ def read(path: str | Path) -> dict[str, Any]:
                 f"{path} holds pickled Python objects, refusing to load it: unpickling them could run "
                 "arbitrary code. Checkpoints written by segmenter before checkpoint "
                 f"format 1 (segmenter <= 0.1.0 without a 'segmenter' entry) look like "
-                "this. If you trust the file, convert it once: python -c \"from segmenter.inference.checkpoint "
+                'this. If you trust the file, convert it once: python -c "from segmenter.inference.checkpoint '
                 f"import upgrade; upgrade('{path}', '{path.with_suffix('.v1.ckpt')}')\" "
                 f"(reads the run's .hydra/config.yaml), or retrain. It refers to {unsafe.group(1) if unsafe else 'a Python object'}."
             ) from e
@@ -235,9 +243,14 @@ def from_format1(net: Any, *, where: str = "net") -> Any:
             return {k: from_format1(v, where=f"{where}.{k}") for k, v in net.items()}
         target = net["_target_"]
         if not isinstance(target, str) or target not in FORMAT1_NAMES:
-            raise CheckpointError(f"{where}._target_={target!r} is not a part segmenter ever saved: refusing to build it")
-        args = {k: from_format1(v, where=f"{where}.{k}") for k, v in net.items()
-                if k not in ("_target_", "_partial_", *FORMAT1_PATH_KEYS)}  # fmt: skip
+            raise CheckpointError(
+                f"{where}._target_={target!r} is not a part segmenter ever saved: refusing to build it"
+            )
+        args = {
+            k: from_format1(v, where=f"{where}.{k}")
+            for k, v in net.items()
+            if k not in ("_target_", "_partial_", *FORMAT1_PATH_KEYS)
+        }
         return {TYPE_KEY: FORMAT1_NAMES[target], **args}
     if isinstance(net, list):
         return [from_format1(v, where=f"{where}[{i}]") for i, v in enumerate(net)]
@@ -253,8 +266,10 @@ def check_weights(ckpt: Mapping[str, Any], path: str | Path) -> None:
         log.warning(
             "%s has no weights digest (written before segmenter stored one): damage to its weights cannot "
             "be detected. Add one with: python -c \"from segmenter.inference.checkpoint import upgrade; upgrade('%s', '%s')\"",
-            path, path, Path(path).with_suffix(".v1.ckpt"),
-        )  # fmt: skip
+            path,
+            path,
+            Path(path).with_suffix(".v1.ckpt"),
+        )
     else:
         actual = weights_digest(state)
         if actual != stored:
@@ -265,7 +280,9 @@ def check_weights(ckpt: Mapping[str, Any], path: str | Path) -> None:
     for key, t in state.items():
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
             bad = int((~torch.isfinite(t)).sum())
-            raise CheckpointError(f"{path}: weight {key!r} has {bad} non-finite values (NaN or inf): refusing to use it")
+            raise CheckpointError(
+                f"{path}: weight {key!r} has {bad} non-finite values (NaN or inf): refusing to use it"
+            )
 
 
 def build_net(net: Mapping[str, Any], *, where: str = "net", cache_dir: str | None = None) -> nn.Module:
@@ -316,7 +333,9 @@ def _check_size(value: Any, limit: int, where: str) -> None:
         if x is None and not isinstance(value, list):
             continue
         if isinstance(x, bool) or not isinstance(x, int) or not 0 <= x <= limit:
-            raise CheckpointError(f"{where}={value!r}: expected whole numbers from 0 to {limit:,} (refusing to build it)")
+            raise CheckpointError(
+                f"{where}={value!r}: expected whole numbers from 0 to {limit:,} (refusing to build it)"
+            )
 
 
 def _has_key(obj: Any, key: str) -> bool:
@@ -379,7 +398,7 @@ def check_state_paths(ckpt: Mapping[str, Any], *, folder: str | Path, path: str 
             continue
         for key in STATE_PATH_KEYS:
             value = state.get(key)
-            for p in (value if isinstance(value, Mapping) else [value]):
+            for p in value if isinstance(value, Mapping) else [value]:
                 if p in (None, ""):
                     continue
                 if not isinstance(p, str) or not within(p, folder):
@@ -407,7 +426,9 @@ def run_config(ckpt_path: str | os.PathLike, *, reader: str) -> DictConfig:
     the error when the snapshot is missing."""
     path = run_config_file(ckpt_path)
     if not path.is_file():
-        raise FileNotFoundError(f"run config {path} not found next to checkpoint {ckpt_path} ({reader} reads the run's data settings)")
+        raise FileNotFoundError(
+            f"run config {path} not found next to checkpoint {ckpt_path} ({reader} reads the run's data settings)"
+        )
     cfg = OmegaConf.load(path)
     with open_dict(cfg):
         cfg.paths.output_dir = str(run_dir(ckpt_path))
@@ -443,10 +464,16 @@ def upgrade(src: str | Path, dst: str | Path, *, config: str | Path | None = Non
         num_classes = ckpt["state_dict"]["net.head.weight"].shape[0]  # (C, D) head
         label_names = hp.get("label_names") or [str(i) for i in range(num_classes)]
         ckpt[KEY] = metadata(
-            net=net_config(cfg.model.net, num_classes=num_classes), task=hp.get("task", "boundary"), label_names=list(label_names)
+            net=net_config(cfg.model.net, num_classes=num_classes),
+            task=hp.get("task", "boundary"),
+            label_names=list(label_names),
         )
     elif ckpt[KEY].get("format_version") == 1:
-        ckpt[KEY] = {**ckpt[KEY], "format_version": FORMAT_VERSION, "net": from_format1(ckpt[KEY]["net"], where=f"{src}: net")}
+        ckpt[KEY] = {
+            **ckpt[KEY],
+            "format_version": FORMAT_VERSION,
+            "net": from_format1(ckpt[KEY]["net"], where=f"{src}: net"),
+        }
     _check_no_placeholder(ckpt, str(src))
     ckpt[KEY][DIGEST_KEY] = weights_digest(ckpt["state_dict"])
     with atomic_file(dst, "wb") as f:
@@ -482,14 +509,18 @@ def _read_with_placeholders(path: Path, *, max_globals: int = 100) -> Any:
         except Exception as e:
             m = _GLOBAL_NAME.search(str(e))
             if not m or any(name == m.group(1) for _, name in stand_ins):
-                raise CheckpointError(f"cannot upgrade {path}: {type(e).__name__}: {str(e).strip().splitlines()[-1][:300]}") from e
+                raise CheckpointError(
+                    f"cannot upgrade {path}: {type(e).__name__}: {str(e).strip().splitlines()[-1][:300]}"
+                ) from e
             stand_ins.append((type(m.group(1), (_Placeholder,), {}), m.group(1)))
     raise CheckpointError(f"cannot upgrade {path}: it names more than {max_globals} Python globals")
 
 
 def _check_no_placeholder(obj: Any, where: str) -> None:
     if isinstance(obj, _Placeholder):
-        raise CheckpointError(f"cannot upgrade: {where} is a pickled {type(obj).__name__} object, which a plain checkpoint cannot hold")
+        raise CheckpointError(
+            f"cannot upgrade: {where} is a pickled {type(obj).__name__} object, which a plain checkpoint cannot hold"
+        )
     if isinstance(obj, dict):
         for k, v in obj.items():
             _check_no_placeholder(v, f"{where}[{k!r}]")
@@ -511,7 +542,23 @@ def _numeric_array_globals() -> list[Any]:
     """What unpickling a numeric numpy array needs (callbacks may store e.g. numpy's random
     state): the array constructor and numeric dtypes. An object array would need more and
     stays refused, so no Python object can come back from the file."""
-    dtypes = [type(np.dtype(t)) for t in ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "float16", "float32", "float64")]
+    dtypes = [
+        type(np.dtype(t))
+        for t in (
+            "bool",
+            "int8",
+            "int16",
+            "int32",
+            "int64",
+            "uint8",
+            "uint16",
+            "uint32",
+            "uint64",
+            "float16",
+            "float32",
+            "float64",
+        )
+    ]
     return [np.zeros(1).__reduce__()[0], np.ndarray, np.dtype, *dtypes]
 
 

@@ -70,7 +70,13 @@ def read_inputs(source: str, *, splitter: Segmenter, units: str, stdin: Any = No
     file (one {"id", "text"} or {"id", "lines"} object per line). Everything is read and
     checked before anything is predicted or written."""
     if source == "-":
-        docs = [InputDoc("stdin", splitter.split(decode_text((stdin or sys.stdin.buffer).read(), "<stdin>"), units=units), "<stdin>")]
+        docs = [
+            InputDoc(
+                "stdin",
+                splitter.split(decode_text((stdin or sys.stdin.buffer).read(), "<stdin>"), units=units),
+                "<stdin>",
+            )
+        ]
     else:
         path = Path(source)
         if not path.exists():
@@ -79,11 +85,20 @@ def read_inputs(source: str, *, splitter: Segmenter, units: str, stdin: Any = No
             files = sorted(p for p in path.rglob("*.txt") if p.is_file())
             if not files:
                 raise InputError(f"{path}: folder has no .txt files")
-            docs = [InputDoc(str(f.relative_to(path).with_suffix("")), splitter.split(decode_text(f.read_bytes(), str(f)), units=units), str(f)) for f in files]
+            docs = [
+                InputDoc(
+                    str(f.relative_to(path).with_suffix("")),
+                    splitter.split(decode_text(f.read_bytes(), str(f)), units=units),
+                    str(f),
+                )
+                for f in files
+            ]
         elif path.suffix == ".jsonl":
             docs = _read_jsonl(path, splitter=splitter, units=units)
         else:
-            docs = [InputDoc(path.stem, splitter.split(decode_text(path.read_bytes(), str(path)), units=units), str(path))]
+            docs = [
+                InputDoc(path.stem, splitter.split(decode_text(path.read_bytes(), str(path)), units=units), str(path))
+            ]
     for d in docs:
         if not d.units:
             raise InputError(f"{d.source}: no units (units={units})")
@@ -97,7 +112,9 @@ def _read_jsonl(path: Path, *, splitter: Segmenter, units: str) -> list[InputDoc
         try:
             obj = json_object(path, n, line)
             if ("text" in obj) == ("lines" in obj):
-                raise ReaderError(path, n, "expected an object with either 'text' (a string) or 'lines' (a list of strings)")
+                raise ReaderError(
+                    path, n, "expected an object with either 'text' (a string) or 'lines' (a list of strings)"
+                )
             doc_id = str(obj.get("id", f"{path.stem}-{n}"))
             safe = re.sub(r"[^\w.-]", "_", doc_id).lstrip(".") or f"{path.stem}-{n}"  # a file name, never a path
             if safe in seen:
@@ -176,15 +193,17 @@ def run(cfg: Any) -> None:
     the user's mistakes (segmenter.cli turns them into one line and exit status 2), before
     anything is written."""
 
-
     if cfg.units not in UNITS:
         raise InputError(f"units={cfg.units!r} is not one of {UNITS}")
     try:
         check_source(cfg.get("ckpt_path"), cfg.get("pretrained"))  # before the output folder is derived from it
     except ValueError as e:
         raise InputError(str(e)) from None
-    decide = {"threshold": cfg.get("threshold"), "num_segments": cfg.get("num_segments"),
-              "min_segment_units": int(cfg.get("min_segment_units") or 1)}  # fmt: skip
+    decide = {
+        "threshold": cfg.get("threshold"),
+        "num_segments": cfg.get("num_segments"),
+        "min_segment_units": int(cfg.get("min_segment_units") or 1),
+    }
     decisions.check(0, **decide)  # settings that can never work fail before any work
     out = None
     if cfg.input != "-":

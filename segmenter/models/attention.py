@@ -622,9 +622,7 @@ class BoundaryAwareAttention(MultiHeadAttention):
         q = torch.cat((q, q.new_ones(b, h, t, 1), q.new_zeros(b, h, t, extra)), dim=-1)  # (B, H, T, Dh+1+extra)
         k = torch.cat((k, (key_bias / scale).to(k.dtype), k.new_zeros(b, h, t, extra)), dim=-1)  # (B, H, T, Dh+1+extra)
         v = torch.cat((v, v.new_zeros(b, h, t, 1 + extra)), dim=-1)  # (B, H, T, Dh+1+extra)
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask[:, None, None, :], dropout_p=self._p, scale=scale
-        )
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :], dropout_p=self._p, scale=scale)
         return y[..., :dh]  # (B, H, T, Dh)
 
     def _segment_bias(self, c_q: Tensor, c_k: Tensor, mask: Tensor) -> Tensor:

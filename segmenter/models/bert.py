@@ -77,13 +77,19 @@ class SentenceConfig:
         modules = json.loads((path / "modules.json").read_text())
         kinds = [m["type"].rsplit(".", 1)[-1] for m in modules]  # e.g. "sentence_transformers.models.Pooling"
         if kinds[:2] != ["Transformer", "Pooling"] or any(k != "Normalize" for k in kinds[2:]):
-            raise ValueError(f"{path / 'modules.json'}: modules {kinds}, but only Transformer, Pooling[, Normalize] is implemented")
+            raise ValueError(
+                f"{path / 'modules.json'}: modules {kinds}, but only Transformer, Pooling[, Normalize] is implemented"
+            )
         pooling_dir = path / next(m["path"] for m in modules if m["type"].endswith("Pooling"))
         pooling = json.loads((pooling_dir / "config.json").read_text())
         modes = sorted(k for k, v in pooling.items() if k.startswith("pooling_mode_") and v is True)
         if modes != ["pooling_mode_mean_tokens"]:
             raise ValueError(f"{pooling_dir / 'config.json'}: pooling {modes}, but only mean pooling is implemented")
-        return cls(max_seq_length=st["max_seq_length"], do_lower_case=st.get("do_lower_case", False), normalize="Normalize" in kinds)
+        return cls(
+            max_seq_length=st["max_seq_length"],
+            do_lower_case=st.get("do_lower_case", False),
+            normalize="Normalize" in kinds,
+        )
 
 
 # ---------------------------------------------------------------------------- network
@@ -286,7 +292,10 @@ def _from_bert_state_dict(theirs: dict[str, Tensor], cfg: BertConfig, source: Pa
             f"{source} does not hold the weights of a {cfg.num_hidden_layers}-layer BertModel: "
             f"missing {missing or 'none'}; unexpected {unexpected or 'none'}"
         )
-    return {ours: torch.cat([theirs[n] for n in group]) if len(group) > 1 else theirs[group[0]] for ours, group in names.items()}
+    return {
+        ours: torch.cat([theirs[n] for n in group]) if len(group) > 1 else theirs[group[0]]
+        for ours, group in names.items()
+    }
 
 
 def load_minilm(path: str | Path, device: str | torch.device | None = None) -> MiniLM:

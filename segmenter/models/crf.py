@@ -28,8 +28,10 @@ class LinearChainCRF(nn.Module):
 
     def _check(self, emissions: Tensor, mask: Tensor) -> None:
         if emissions.dim() != 3 or emissions.shape[-1] != self.num_classes or mask.shape != emissions.shape[:2]:
-            raise ValueError(f"emissions {tuple(emissions.shape)} must be (B, T, {self.num_classes}) and mask "
-                             f"{tuple(mask.shape)} (B, T)")  # fmt: skip
+            raise ValueError(
+                f"emissions {tuple(emissions.shape)} must be (B, T, {self.num_classes}) and mask "
+                f"{tuple(mask.shape)} (B, T)"
+            )
         if not bool(mask[:, 0].all()):
             raise ValueError("every sequence needs at least one unit (mask[:, 0] all True)")
 

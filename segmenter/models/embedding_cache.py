@@ -117,7 +117,9 @@ class UnitEmbeddingCache:
             if blob.get("format") != FORMAT or blob.get("identity") != identity_hash(self.identity):
                 raise ValueError(f"format/identity {blob.get('format')}/{blob.get('identity')} do not match this cache")
             if keys.shape != (len(sums), KEY_BYTES) or vectors.shape != (len(sums), self.dim):
-                raise ValueError(f"shapes keys {tuple(keys.shape)}, vectors {tuple(vectors.shape)}, checksums {len(sums)}")
+                raise ValueError(
+                    f"shapes keys {tuple(keys.shape)}, vectors {tuple(vectors.shape)}, checksums {len(sums)}"
+                )
         except FileNotFoundError:  # removed by another process compacting the cache
             return None
         except Exception as e:  # truncated or garbled file: recompute, never trust
@@ -126,11 +128,18 @@ class UnitEmbeddingCache:
             path.unlink(missing_ok=True)
             return None
         vectors = vectors.float().contiguous()
-        ok = torch.tensor([entry_checksum(bytes(k.tolist()), v) == int(s) for k, v, s in zip(keys, vectors, sums)], dtype=torch.bool)
+        ok = torch.tensor(
+            [entry_checksum(bytes(k.tolist()), v) == int(s) for k, v, s in zip(keys, vectors, sums)], dtype=torch.bool
+        )
         if not ok.all():
             bad = int((~ok).sum())
             self.stats["corrupt"] += bad
-            log.warning("embedding cache shard %s: %d of %d entries fail their checksum; they will be recomputed", path, bad, len(ok))
+            log.warning(
+                "embedding cache shard %s: %d of %d entries fail their checksum; they will be recomputed",
+                path,
+                bad,
+                len(ok),
+            )
             keys, vectors = keys[ok], vectors[ok]
             self._write_shard(keys, vectors, path=path)  # rewrite without them, so the warning is not repeated
         return keys, vectors
@@ -141,7 +150,13 @@ class UnitEmbeddingCache:
         path = path or self.dir / f"shard-{uuid.uuid4().hex}.pt"
         self._read.add(path.name)  # its entries are in memory already
         sums = torch.tensor([entry_checksum(bytes(k.tolist()), v) for k, v in zip(keys, vectors)], dtype=torch.long)
-        blob = {"format": FORMAT, "identity": identity_hash(self.identity), "keys": keys, "vectors": vectors, "checksums": sums}
+        blob = {
+            "format": FORMAT,
+            "identity": identity_hash(self.identity),
+            "keys": keys,
+            "vectors": vectors,
+            "checksums": sums,
+        }
         try:
             with atomic_file(path, "wb") as f:  # readers see the old state or the whole new shard
                 torch.save(blob, f)
@@ -231,7 +246,9 @@ class UnitEmbeddingCache:
                     out[i] = found[k]
         return out
 
-    def _encode_missing(self, missing: dict[bytes, str], encode, batch_size: int, progress: bool | None) -> dict[bytes, Tensor]:
+    def _encode_missing(
+        self, missing: dict[bytes, str], encode, batch_size: int, progress: bool | None
+    ) -> dict[bytes, Tensor]:
         """Encode ``missing`` {key: text}, store the vectors; {key: (D,) vector}."""
         # Longest first: batches of similar lengths waste little padding.
         items = sorted(missing.items(), key=lambda kv: -len(kv[1]))

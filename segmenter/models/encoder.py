@@ -92,7 +92,9 @@ class HashedNgramEncoder(UnitEncoder):
     def unit_features(self, **settings) -> list[UnitFeature]:
         return [HashedBags(num_buckets=self.num_buckets, char_ngram=self.char_ngram)]
 
-    def _bags(self, feats: Features, *, learned: bool = True, frozen: bool = True) -> tuple[Tensor | None, Tensor | None]:
+    def _bags(
+        self, feats: Features, *, learned: bool = True, frozen: bool = True
+    ) -> tuple[Tensor | None, Tensor | None]:
         """(N, code_dim) bags of the units' codes: weighted by the learned feature weights,
         and unweighted (the frozen view); None where not asked. Each feature counts
         1/sqrt(its unit's number of features)."""

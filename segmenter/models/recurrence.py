@@ -57,8 +57,20 @@ def recurrence_features(v: Tensor, mask: Tensor, *, thresholds: Sequence[float],
     strongest = masked_max(s, other)  # (B, T)
     middle = thresholds[len(thresholds) // 2]
     share = ((strongest >= middle).to(s.dtype) * m).sum(-1) / m.sum(-1).clamp(min=1)  # (B,)
-    own = torch.stack([strongest, masked_max(s, before), masked_max(s, after), *counts(s, other),
-                       masked_max(d, far), *counts(d, far)], dim=-1) * m[..., None]  # (B, T, K), 0 at padding
+    own = (
+        torch.stack(
+            [
+                strongest,
+                masked_max(s, before),
+                masked_max(s, after),
+                *counts(s, other),
+                masked_max(d, far),
+                *counts(d, far),
+            ],
+            dim=-1,
+        )
+        * m[..., None]
+    )  # (B, T, K), 0 at padding
     # The same, relative to the document's most recurrent unit: a chorus is the block
     # that recurs *most* in its song, whatever the song's overall repetitiveness.
     rel = own / own.amax(dim=1, keepdim=True).clamp(min=1e-6)  # (B, T, K)

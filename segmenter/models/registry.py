@@ -51,20 +51,33 @@ class Part:
 
 _DIM = {"dim": 16_384}
 _HEADS = {**_DIM, "num_heads": 1_024}
-BUILTIN: Mapping[str, Part] = MappingProxyType({
-    "segmenter_net": Part(SegmenterNet, limits={**_DIM, "num_layers": 256, "ff_dim": 65_536, "num_classes": 65_536}),
-    "hashed": Part(HashedNgramEncoder, limits={**_DIM, "num_buckets": 1 << 22, "code_dim": 16_384, "char_ngram": 64}),
-    "minilm": Part(MiniLMEncoder, limits={**_DIM, "batch_size": 1 << 16, "max_seq_length": 4_096}, paths=("cache_dir",)),
-    "hybrid": Part(HybridEncoder, limits=_DIM),
-    "self": Part(SelfAttention, partial=True, limits=_HEADS),
-    "localized": Part(LocalizedAttention, partial=True, limits={**_HEADS, "window_size": 1 << 20, "block_size": 1 << 16}),
-    "boundary_aware": Part(BoundaryAwareAttention, partial=True,
-                           limits={**_HEADS, "predictor_hidden": 65_536, "query_block": 1 << 20}),
-    "cohesion_profile": Part(CohesionProfile, limits={**_DIM, "radius": 4_096, "blocks": 4_096}),
-    "self_similarity": Part(SelfSimilarity, limits={**_DIM, "stripe": 4_096, "surface_ngram": 64, "surface_buckets": 1 << 16}),
-    "lead_words": Part(LeadWords, limits={**_DIM, "words": 64, "buckets": 1 << 22}),
-    "linear_chain_crf": Part(LinearChainCRF, partial=True, limits={"num_classes": 65_536}),
-})  # fmt: skip
+BUILTIN: Mapping[str, Part] = MappingProxyType(
+    {
+        "segmenter_net": Part(
+            SegmenterNet, limits={**_DIM, "num_layers": 256, "ff_dim": 65_536, "num_classes": 65_536}
+        ),
+        "hashed": Part(
+            HashedNgramEncoder, limits={**_DIM, "num_buckets": 1 << 22, "code_dim": 16_384, "char_ngram": 64}
+        ),
+        "minilm": Part(
+            MiniLMEncoder, limits={**_DIM, "batch_size": 1 << 16, "max_seq_length": 4_096}, paths=("cache_dir",)
+        ),
+        "hybrid": Part(HybridEncoder, limits=_DIM),
+        "self": Part(SelfAttention, partial=True, limits=_HEADS),
+        "localized": Part(
+            LocalizedAttention, partial=True, limits={**_HEADS, "window_size": 1 << 20, "block_size": 1 << 16}
+        ),
+        "boundary_aware": Part(
+            BoundaryAwareAttention, partial=True, limits={**_HEADS, "predictor_hidden": 65_536, "query_block": 1 << 20}
+        ),
+        "cohesion_profile": Part(CohesionProfile, limits={**_DIM, "radius": 4_096, "blocks": 4_096}),
+        "self_similarity": Part(
+            SelfSimilarity, limits={**_DIM, "stripe": 4_096, "surface_ngram": 64, "surface_buckets": 1 << 16}
+        ),
+        "lead_words": Part(LeadWords, limits={**_DIM, "words": 64, "buckets": 1 << 22}),
+        "linear_chain_crf": Part(LinearChainCRF, partial=True, limits={"num_classes": 65_536}),
+    }
+)
 
 
 def _plugins() -> Iterator[tuple[str, Part]]:
@@ -77,7 +90,9 @@ def _plugins() -> Iterator[tuple[str, Part]]:
         elif isinstance(obj, type) and issubclass(obj, nn.Module):
             yield ep.name, Part(obj)
         else:
-            raise ValueError(f"entry point {ep.name}={ep.value} ({ENTRY_POINTS}) is neither a Part nor an nn.Module class")
+            raise ValueError(
+                f"entry point {ep.name}={ep.value} ({ENTRY_POINTS}) is neither a Part nor an nn.Module class"
+            )
 
 
 def get(name: str) -> Part:

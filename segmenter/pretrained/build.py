@@ -100,10 +100,14 @@ def card_text(name: str, run: Path, ckpt: dict, size: int) -> str:
         "",
         "## Calibration",
         "",
-        (f"Isotonic regression of P({meta['label_names'][1]}) ({len(cal.x)} breakpoints)" if cal.method == "isotonic"
-         else f"p = softmax(z / T + b), T = {cal.temperature:.3f}, b = {[round(b, 3) for b in cal.bias]}")
+        (
+            f"Isotonic regression of P({meta['label_names'][1]}) ({len(cal.x)} breakpoints)"
+            if cal.method == "isotonic"
+            else f"p = softmax(z / T + b), T = {cal.temperature:.3f}, b = {[round(b, 3) for b in cal.bias]}"
+        )
         + f", fitted on the validation split ({cal.units:,} units) after training; z: the "
-        + ("CRF's marginals" if net.get("crf") else "softmax") + " of the best checkpoint. "
+        + ("CRF's marginals" if net.get("crf") else "softmax")
+        + " of the best checkpoint. "
         f"Expected calibration error (top label, {cal.bins} bins): {cal.ece_before:.4f} before; "
         f"**{cal.ece_heldout:.4f}** cross-fitted (fitted on half the validation documents, measured on the "
         f"other half, both ways round); {cal.ece_after:.4f} on the units it was fitted on.",
@@ -112,8 +116,12 @@ def card_text(name: str, run: Path, ckpt: dict, size: int) -> str:
     for split in ("val", "test"):
         table = run / "eval" / f"{split}.md"
         if table.is_file():
-            lines += [f"## Evaluation: `python scripts/evaluate.py ckpt_path=<best checkpoint> split={split}`", "",
-                      table.read_text(encoding="utf-8").strip(), ""]  # fmt: skip
+            lines += [
+                f"## Evaluation: `python scripts/evaluate.py ckpt_path=<best checkpoint> split={split}`",
+                "",
+                table.read_text(encoding="utf-8").strip(),
+                "",
+            ]
     return "\n".join(lines).rstrip() + "\n"
 
 

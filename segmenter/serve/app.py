@@ -45,7 +45,6 @@ from segmenter.serve.batcher import MicroBatcher, Overloaded
 log = logging.getLogger(__name__)
 
 
-
 # ----------------------------------------------------------------------------- settings
 
 
@@ -68,7 +67,9 @@ class Limits:
         if isinstance(self.request_timeout_s, bool) or not (
             isinstance(self.request_timeout_s, (int, float)) and 0 < self.request_timeout_s <= 3600
         ):
-            raise ValueError(f"limits.request_timeout_s={self.request_timeout_s!r} must be a number of seconds in (0, 3600]")
+            raise ValueError(
+                f"limits.request_timeout_s={self.request_timeout_s!r} must be a number of seconds in (0, 3600]"
+            )
 
 
 @dataclass(frozen=True)
@@ -82,9 +83,12 @@ class Batching:
 
     def batcher(self, predict: Callable) -> MicroBatcher:
         return MicroBatcher(
-            predict, max_docs=self.max_docs, max_units=self.max_units, wait_s=self.wait_ms / 1000,
+            predict,
+            max_docs=self.max_docs,
+            max_units=self.max_units,
+            wait_s=self.wait_ms / 1000,
             max_queue_docs=self.max_queue_docs,
-        )  # fmt: skip
+        )
 
 
 # ----------------------------------------------------------------------------- request bodies
@@ -96,7 +100,9 @@ _SURROGATE = re.compile("[\ud800-\udfff]")  # JSON's "\ud800" escapes decode to 
 def _check_unicode(value: str | None, name: str) -> None:
     found = _SURROGATE.search(value) if value else None
     if found:
-        raise ValueError(f"{name} has an unpaired surrogate \\u{ord(found.group()):04x} at index {found.start()}: not valid Unicode text")
+        raise ValueError(
+            f"{name} has an unpaired surrogate \\u{ord(found.group()):04x} at index {found.start()}: not valid Unicode text"
+        )
 
 
 def _check_source(text: str | None, lines: list[str] | None) -> None:
@@ -112,7 +118,9 @@ def _check_source(text: str | None, lines: list[str] | None) -> None:
             raise ValueError("'lines' is an empty list: there is nothing to segment")
         blank = [i for i, line in enumerate(lines) if not line.strip()]
         if blank:
-            raise ValueError(f"'lines' has {len(blank)} empty line(s), the first at index {blank[0]}: every line is a unit")
+            raise ValueError(
+                f"'lines' has {len(blank)} empty line(s), the first at index {blank[0]}: every line is a unit"
+            )
 
 
 class Document(BaseModel):
@@ -171,7 +179,15 @@ def error_response(status: int, message: str, *, headers: dict[str, str] | None 
     return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
 
 
-_JSON_NAMES = {str: "a string", int: "a number", float: "a number", bool: "true/false", list: "a list", dict: "an object", type(None): "null"}
+_JSON_NAMES = {
+    str: "a string",
+    int: "a number",
+    float: "a number",
+    bool: "true/false",
+    list: "a list",
+    dict: "an object",
+    type(None): "null",
+}
 
 
 def _validation_message(errors: list[dict[str, Any]], *, content_type: str) -> tuple[int, str]:
@@ -216,7 +232,9 @@ class BodyLimit:
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None:
             if not length.isdigit():
-                return await error_response(400, f"Content-Length {length[:40].decode('latin-1')!r} is not a number")(scope, receive, send)
+                return await error_response(400, f"Content-Length {length[:40].decode('latin-1')!r} is not a number")(
+                    scope, receive, send
+                )
             if int(length) > self.max_bytes:
                 return await self._too_large(f"{int(length):,} bytes", scope, receive, send)
         chunks, size = [], 0
@@ -261,7 +279,9 @@ def model_card(seg: Segmenter, *, source: str | None = None) -> dict[str, Any]:
 
     net = seg.net
     attention = next((m for m in net.modules() if isinstance(m, MultiHeadAttention)), None)
-    settings = {k: getattr(attention, k) for k in ("num_heads", "window_size", "bias", "temperature") if hasattr(attention, k)}
+    settings = {
+        k: getattr(attention, k) for k in ("num_heads", "window_size", "bias", "temperature") if hasattr(attention, k)
+    }
     encoder = getattr(net, "encoder", None)
     return {
         "segmenter_version": segmenter.__version__,
@@ -315,7 +335,12 @@ def create_app(
 
     batcher = batching.batcher(infer)
     splitter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="segmenter-split")  # pysbd: slow, pure Python
-    card = {**model_card(seg, source=source), "default_units": default_units, "limits": asdict(limits), "batching": asdict(batching)}
+    card = {
+        **model_card(seg, source=source),
+        "default_units": default_units,
+        "limits": asdict(limits),
+        "batching": asdict(batching),
+    }
     page = resources.files("segmenter.serve").joinpath("index.html").read_text(encoding="utf-8")
     started = time.monotonic()
 
@@ -325,7 +350,9 @@ def create_app(
         if warmup:
             await batcher.run_in_worker(infer, [["Warm up.", "Second unit."]])
             if default_units == "sentences":
-                await asyncio.get_running_loop().run_in_executor(splitter, partial(seg.split, "Warm up. Now.", units="sentences"))
+                await asyncio.get_running_loop().run_in_executor(
+                    splitter, partial(seg.split, "Warm up. Now.", units="sentences")
+                )
         log.info("ready: %s (%s, %s)", source or "model", card["attention"]["type"], card["task"])
         try:
             yield
@@ -354,8 +381,10 @@ def create_app(
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, e: StarletteHTTPException) -> JSONResponse:
-        message = {404: f"no such endpoint: {request.url.path} (see GET /info, POST /segment, GET /health)",
-                   405: f"{request.method} is not allowed on {request.url.path}"}.get(e.status_code, str(e.detail))  # fmt: skip
+        message = {
+            404: f"no such endpoint: {request.url.path} (see GET /info, POST /segment, GET /health)",
+            405: f"{request.method} is not allowed on {request.url.path}",
+        }.get(e.status_code, str(e.detail))
         if e.status_code == 400 and request.url.path == "/segment":  # FastAPI could not decode the body at all
             message = "the body could not be read as JSON: it is not UTF-8, or it is nested too deeply"
         return error_response(e.status_code, message, headers=getattr(e, "headers", None))
@@ -371,7 +400,9 @@ def create_app(
         elif units == "lines":
             found = seg.split(doc.text, units="lines")  # cheap: no thread hop
         else:
-            found = await asyncio.get_running_loop().run_in_executor(splitter, partial(seg.split, doc.text, units="sentences"))
+            found = await asyncio.get_running_loop().run_in_executor(
+                splitter, partial(seg.split, doc.text, units="sentences")
+            )
         if not found:
             raise ApiError(422, f"no {units} found in the text")  # e.g. only punctuation the splitter drops
         if len(found) > limits.max_units_per_doc:
@@ -399,7 +430,11 @@ def create_app(
                 "(limits.max_text_chars): send it in several requests",
             )
         unit_lists = [await units_of(d, units) for d in docs]
-        steer = {"threshold": req.threshold, "num_segments": req.num_segments, "min_segment_units": req.min_segment_units or 1}
+        steer = {
+            "threshold": req.threshold,
+            "num_segments": req.num_segments,
+            "min_segment_units": req.min_segment_units or 1,
+        }
         names = [f"document {d.id or i}" for i, d in enumerate(docs)] if req.documents is not None else None
         try:
             decisions.check_documents([len(u) for u in unit_lists], names=names, **steer)
@@ -411,7 +446,9 @@ def create_app(
         preds = await asyncio.to_thread(lambda: [seg.decide(u, lg, **steer) for u, lg in zip(unit_lists, logits)])
         if req.documents is None:
             return _result(preds[0], req.id)
-        return {"documents": [_result(p, d.id if d.id is not None else str(i)) for i, (d, p) in enumerate(zip(docs, preds))]}
+        return {
+            "documents": [_result(p, d.id if d.id is not None else str(i)) for i, (d, p) in enumerate(zip(docs, preds))]
+        }
 
     @app.post("/segment", summary="Segment one document (text or lines) or a batch (documents)")
     async def segment_endpoint(req: SegmentRequest) -> JSONResponse:
@@ -429,10 +466,15 @@ def create_app(
 
     @app.get("/health", summary="Liveness: ok while the batcher runs; queue depth and counts")
     async def health() -> JSONResponse:
-        return JSONResponse({
-            "status": "ok", "queued_documents": batcher.queued_docs, "batches": batcher.batches,
-            "documents": batcher.docs_done, "uptime_s": round(time.monotonic() - started, 3),
-        })  # fmt: skip
+        return JSONResponse(
+            {
+                "status": "ok",
+                "queued_documents": batcher.queued_docs,
+                "batches": batcher.batches,
+                "documents": batcher.docs_done,
+                "uptime_s": round(time.monotonic() - started, 3),
+            }
+        )
 
     @app.get("/info", summary="The model card: task, labels, attention, encoder, version, limits")
     async def info() -> JSONResponse:
@@ -450,6 +492,10 @@ def create_app(
     if cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
-        app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET", "POST"],
-                           allow_headers=["Content-Type"])  # fmt: skip
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Content-Type"],
+        )
     return app

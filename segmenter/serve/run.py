@@ -23,7 +23,9 @@ def settings(cls: type, node: Any, where: str) -> Any:
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ConfigError(f"{where}: unknown setting(s) {', '.join(unknown)}; the settings are {', '.join(sorted(known))}")
+        raise ConfigError(
+            f"{where}: unknown setting(s) {', '.join(unknown)}; the settings are {', '.join(sorted(known))}"
+        )
     try:
         return cls(**values)
     except ValueError as e:
@@ -48,7 +50,9 @@ def bind(host: str, port: int) -> socket.socket:
         sock.bind(address)
     except OSError as e:
         sock.close()
-        raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror} (another server there? choose port=...)") from None
+        raise ConfigError(
+            f"cannot listen on {host}:{port}: {e.strerror} (another server there? choose port=...)"
+        ) from None
     sock.set_inheritable(True)
     return sock
 
@@ -66,7 +70,9 @@ def run(cfg: Any) -> None:
 
         from segmenter.serve.app import Batching, Limits, create_app
     except ImportError as e:
-        raise ConfigError(f"serving needs the serve extra: pip install -e '.[serve]' ({e.name} is not installed)") from None
+        raise ConfigError(
+            f"serving needs the serve extra: pip install -e '.[serve]' ({e.name} is not installed)"
+        ) from None
     limits = settings(Limits, cfg.get("limits"), "limits")
     batching = settings(Batching, cfg.get("batching"), "batching")
     if cfg.units not in UNITS:
@@ -84,8 +90,14 @@ def run(cfg: Any) -> None:
     seg = hydra.utils.instantiate(cfg.segmenter)  # CheckpointError comes wrapped by Hydra
     source = str(cfg.get("ckpt_path") or f"pretrained:{cfg.get('pretrained')}")
     try:
-        app = create_app(seg, limits=limits, batching=batching, default_units=cfg.units, source=source,
-                         cors_origins=tuple(cfg.cors_origins or ()))  # fmt: skip
+        app = create_app(
+            seg,
+            limits=limits,
+            batching=batching,
+            default_units=cfg.units,
+            source=source,
+            cors_origins=tuple(cfg.cors_origins or ()),
+        )
     except ValueError as e:
         raise ConfigError(str(e)) from None
     config = uvicorn.Config(app, log_config=None, access_log=bool(cfg.access_log), timeout_graceful_shutdown=10)

@@ -41,7 +41,9 @@ def unique_documents(*, count: int, lines: int, seed: int) -> list[list[str]]:
     return [[" ".join(rng.choices(words, k=rng.randint(3, 9))) for _ in range(lines)] for _ in range(count)]
 
 
-def measure_in_this_process(*, path: str, pretrained: str, units: str, warmup: int, docs: int, lines: int, seed: int) -> dict[str, float]:
+def measure_in_this_process(
+    *, path: str, pretrained: str, units: str, warmup: int, docs: int, lines: int, seed: int
+) -> dict[str, float]:
     from segmenter.inference.api import Segmenter
 
     seg = Segmenter.from_pretrained(pretrained)
@@ -70,7 +72,16 @@ def measure_in_this_process(*, path: str, pretrained: str, units: str, warmup: i
     return {"rss_after_warmup_mb": before, "rss_after_mb": after, "growth_mb": after - before}
 
 
-def measure(*, path: str, pretrained: str = "lyrics", units: str = "lines", warmup: int = 20, docs: int = 200, lines: int = 500, seed: int = 0) -> dict[str, float]:
+def measure(
+    *,
+    path: str,
+    pretrained: str = "lyrics",
+    units: str = "lines",
+    warmup: int = 20,
+    docs: int = 200,
+    lines: int = 500,
+    seed: int = 0,
+) -> dict[str, float]:
     """``measure_in_this_process`` in a fresh interpreter (one path's memory only)."""
     if path not in PATHS:
         raise ValueError(f"path={path!r} is not one of {PATHS}")
@@ -87,9 +98,22 @@ def measure(*, path: str, pretrained: str = "lyrics", units: str = "lines", warm
 def run(cfg: Any) -> dict[str, dict[str, float]]:
     results = {}
     for path in cfg.paths:
-        results[path] = measure(path=path, pretrained=cfg.pretrained, units=cfg.units, warmup=cfg.warmup, docs=cfg.docs, lines=cfg.lines, seed=cfg.seed)
+        results[path] = measure(
+            path=path,
+            pretrained=cfg.pretrained,
+            units=cfg.units,
+            warmup=cfg.warmup,
+            docs=cfg.docs,
+            lines=cfg.lines,
+            seed=cfg.seed,
+        )
         log.info(
             "%s: %.1f MB resident after %d warm-up documents, %+.1f MB after %d more unique %d-line documents",
-            path, results[path]["rss_after_warmup_mb"], cfg.warmup, results[path]["growth_mb"], cfg.docs, cfg.lines,
-        )  # fmt: skip
+            path,
+            results[path]["rss_after_warmup_mb"],
+            cfg.warmup,
+            results[path]["growth_mb"],
+            cfg.docs,
+            cfg.lines,
+        )
     return results

@@ -73,7 +73,9 @@ class AttentionHeatmap(Callback):
 
     def __init__(self, *, doc_index: int = 0, max_units: int = 96, image_size: int = 288) -> None:
         if doc_index < 0 or max_units < 2 or image_size < 1:
-            raise ValueError(f"doc_index={doc_index} must be >= 0, max_units={max_units} >= 2, image_size={image_size} >= 1")
+            raise ValueError(
+                f"doc_index={doc_index} must be >= 0, max_units={max_units} >= 2, image_size={image_size} >= 1"
+            )
         self.doc_index, self.max_units, self.image_size = doc_index, max_units, image_size
 
     @torch.no_grad()
@@ -107,7 +109,9 @@ class AttentionHeatmap(Callback):
         loader = trainer.val_dataloaders
         dataset = (loader[0] if isinstance(loader, list) else loader).dataset
         if self.doc_index >= len(dataset):
-            raise ValueError(f"AttentionHeatmap doc_index={self.doc_index} but the validation set has {len(dataset)} documents")
+            raise ValueError(
+                f"AttentionHeatmap doc_index={self.doc_index} but the validation set has {len(dataset)} documents"
+            )
         doc = dataset[self.doc_index]
         t = min(len(doc), self.max_units)
         gold = boundary_labels(doc.labels, pl_module.hparams.task)[:t]
@@ -139,7 +143,9 @@ class FiniteLossGuard(Callback):
     def on_before_backward(self, trainer: Trainer, pl_module: LightningModule, loss: Tensor) -> None:
         if torch.isfinite(loss).all():
             return
-        written = [Path(p) for cb in trainer.checkpoint_callbacks for p in (cb.last_model_path, cb.best_model_path) if p]
+        written = [
+            Path(p) for cb in trainer.checkpoint_callbacks for p in (cb.last_model_path, cb.best_model_path) if p
+        ]
         written = [p for p in written if p.is_file()]
         ckpt = str(max(written, key=lambda p: p.stat().st_mtime)) if written else ""  # the newest
         raise NonFiniteLossError(
@@ -162,7 +168,9 @@ class UnitThroughput(Callback):
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
         self._t0 = time.perf_counter()
 
-    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         self.seconds += time.perf_counter() - self._t0
         self.units += int(batch["features"]["mask"].sum())
 
@@ -233,8 +241,14 @@ class LogProgress(ProgressBar):
             f"{k}={float(trainer.callback_metrics[k]):.4f}" for k in shown if k in trainer.callback_metrics
         )
         epochs = f"/{trainer.max_epochs}" if trainer.max_epochs and trainer.max_epochs > 0 else ""
-        log.info("epoch %d%s step %d: %s (%.1f s)", trainer.current_epoch + 1, epochs, trainer.global_step, values,
-                 time.monotonic() - self._start)  # fmt: skip
+        log.info(
+            "epoch %d%s step %d: %s (%.1f s)",
+            trainer.current_epoch + 1,
+            epochs,
+            trainer.global_step,
+            values,
+            time.monotonic() - self._start,
+        )
 
 
 # -- checkpoints and encoders ------------------------------------------------------------
@@ -251,7 +265,12 @@ class CheckpointMetadata(Callback):
     epoch_XXX.ckpt and last.ckpt alike)."""
 
     def __init__(
-        self, *, net: Mapping[str, Any], task: str, label_names: Sequence[str], featurizer: Sequence[Mapping[str, Any]] | None = None
+        self,
+        *,
+        net: Mapping[str, Any],
+        task: str,
+        label_names: Sequence[str],
+        featurizer: Sequence[Mapping[str, Any]] | None = None,
     ) -> None:
         self.meta = metadata(net=net, task=task, label_names=label_names, featurizer=featurizer)
 
@@ -312,13 +331,25 @@ class CalibrateOnValidation(Callback):
             return
         net = pl_module.net
         net.load_state_dict(net_state(load(best)))  # the best epoch's weights, not the last one's
-        cal = calibration.calibrate_checkpoint(best, net, trainer.datamodule.val_dataloader(), ignore_index=IGNORE,
-                                               method=self.method, bias=self.bias, bins=self.bins)  # fmt: skip
+        cal = calibration.calibrate_checkpoint(
+            best,
+            net,
+            trainer.datamodule.val_dataloader(),
+            ignore_index=IGNORE,
+            method=self.method,
+            bias=self.bias,
+            bins=self.bins,
+        )
         report = {f"calibration/{k}": getattr(cal, k) for k in ("ece_before", "ece_after", "ece_heldout")}
         for logger in trainer.loggers:
             logger.log_metrics({k: v for k, v in report.items() if v is not None}, step=trainer.global_step)
         log.info(
             "calibrated %s (%s) on %d validation units; ECE (%d bins) %.4f before, %.4f after, %s cross-fitted",
-            best, cal.method, cal.units, cal.bins, cal.ece_before, cal.ece_after,
+            best,
+            cal.method,
+            cal.units,
+            cal.bins,
+            cal.ece_before,
+            cal.ece_after,
             "n/a" if cal.ece_heldout is None else f"{cal.ece_heldout:.4f}",
-        )  # fmt: skip
+        )

@@ -84,7 +84,9 @@ class SegmenterModule(LightningModule):
         check_task(task)
         check_label_names(label_names, net.num_classes)
         if boundary_smoothing and (task != BOUNDARY or net.crf is not None):
-            raise ValueError(f"boundary_smoothing={boundary_smoothing}: for a boundary task without a CRF (task={task!r})")
+            raise ValueError(
+                f"boundary_smoothing={boundary_smoothing}: for a boundary task without a CRF (task={task!r})"
+            )
         check_boundary_smoothing(boundary_smoothing)
         # Checkpoints hold plain data only (they load with torch.load(weights_only=True)):
         # the optimizer and scheduler factories are functools.partial objects, kept as
@@ -138,9 +140,14 @@ class SegmenterModule(LightningModule):
         # epoch and sync their states across processes.
         # sync_dist: under DDP the epoch loss is averaged over processes, not rank 0's alone.
         self.log(
-            f"{stage}/loss", loss, prog_bar=True, batch_size=bs,
-            on_step=stage == "train", on_epoch=stage != "train", sync_dist=stage != "train",
-        )  # fmt: skip
+            f"{stage}/loss",
+            loss,
+            prog_bar=True,
+            batch_size=bs,
+            on_step=stage == "train",
+            on_epoch=stage != "train",
+            sync_dist=stage != "train",
+        )
         self.log_dict(metrics, prog_bar=stage != "train", batch_size=bs, on_step=False, on_epoch=True)
         for i, name in enumerate(self.subsets.get(stage, ())):
             sub = self.metrics[f"{stage}_subset{i}_metrics"]

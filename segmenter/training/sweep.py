@@ -54,7 +54,9 @@ def root_cause_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {lines[0] if lines else ''}".strip()
 
 
-def job_record(output_dir: Path, job_return: JobReturn, *, num: int, attention: str | None, overrides: list[str]) -> dict:
+def job_record(
+    output_dir: Path, job_return: JobReturn, *, num: int, attention: str | None, overrides: list[str]
+) -> dict:
     """One row of the summary: the job's identity and status plus its metrics.json."""
     failed = job_return.status == JobStatus.FAILED
     error = job_return._return_value if failed else None  # .return_value would raise it
@@ -107,9 +109,15 @@ def csv_text(records: list[dict]) -> str:
     for r in records:
         m = r.get("metrics") or {}
         writer.writerow(
-            [r["job"], r.get("attention") or "", r["status"], r.get("error") or "", " ".join(r.get("overrides") or []),
-             *("" if m.get(key) is None else m[key] for _, key, _ in COLUMNS)]
-        )  # fmt: skip
+            [
+                r["job"],
+                r.get("attention") or "",
+                r["status"],
+                r.get("error") or "",
+                " ".join(r.get("overrides") or []),
+                *("" if m.get(key) is None else m[key] for _, key, _ in COLUMNS),
+            ]
+        )
     return buf.getvalue()
 
 

@@ -114,7 +114,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     fit_start = time.perf_counter()
     if cfg.get("train"):
-        new_event_dirs = [Path(lg.log_dir) for lg in loggers if isinstance(lg, TensorBoardLogger) and not Path(lg.log_dir).exists()]
+        new_event_dirs = [
+            Path(lg.log_dir) for lg in loggers if isinstance(lg, TensorBoardLogger) and not Path(lg.log_dir).exists()
+        ]
         try:
             with safe_globals():
                 trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
@@ -153,7 +155,11 @@ def checkpoint_dirs(cfg: DictConfig) -> list[str]:
     """The folders the configured ModelCheckpoint callbacks write to."""
     callbacks = cfg.get("callbacks") or {}
     return sorted(
-        {str(c.dirpath) for c in callbacks.values() if isinstance(c, DictConfig) and str(c.get("_target_", "")).endswith("ModelCheckpoint") and c.get("dirpath")}
+        {
+            str(c.dirpath)
+            for c in callbacks.values()
+            if isinstance(c, DictConfig) and str(c.get("_target_", "")).endswith("ModelCheckpoint") and c.get("dirpath")
+        }
     )
 
 
@@ -235,10 +241,13 @@ HPARAM_FINALS = {
 def run_hparams(cfg: DictConfig, choices: Mapping[str, str]) -> dict[str, Any]:
     """What distinguishes runs of a sweep: the chosen config options and the model,
     attention, optimizer, data and trainer settings that sweeps change."""
+
     def plain(node: Any) -> Any:
         return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 
-    net = {k: v for k, v in plain(cfg.model.net).items() if k not in ("encoder", "attention", "num_classes", "_target_")}
+    net = {
+        k: v for k, v in plain(cfg.model.net).items() if k not in ("encoder", "attention", "num_classes", "_target_")
+    }
     attention = {k: v for k, v in plain(cfg.model.net.attention).items() if not k.startswith("_")}
     model = {k: plain(v) for k, v in cfg.model.items() if k not in ("net", "_target_")}
     return {

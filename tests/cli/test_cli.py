@@ -26,8 +26,14 @@ from tests.helpers import ROOT, TEXT, compose_train, predict_cfg
 def script(name: str, *args: str, cwd=ROOT) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.run([sys.executable, str(ROOT / "scripts" / name), *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=300, env=env)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / name), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
 
 
 def status_of(task, cfg) -> int:
@@ -56,9 +62,18 @@ def error_lines(caplog) -> list[str]:
         (["model.net.dim=abc"], r"^model\.net\.dim='abc': expected a whole number >= 1$"),
         (["data.batch_size=0"], r"^data\.batch_size=0: expected a whole number >= 1$"),
         (["model.net.dropout=1.5"], r"^model\.net\.dropout=1\.5: expected a number from 0 to 1$"),
-        (["data=jsonl"], r"^missing value for data\.corpus\.path \(\?\?\? in the config\).*data\.corpus\.path=songs\.jsonl"),
-        (["data=jsonl", "data.corpus.path=/nonexistent/songs.jsonl"], r"^data\.corpus\.path=/nonexistent/songs\.jsonl: not found"),
-        (["data=choi", "paths.shared_data_dir=/nonexistent"], r"^data\.corpus\.root=/nonexistent/choi: not found.*paths\.shared_data_dir"),
+        (
+            ["data=jsonl"],
+            r"^missing value for data\.corpus\.path \(\?\?\? in the config\).*data\.corpus\.path=songs\.jsonl",
+        ),
+        (
+            ["data=jsonl", "data.corpus.path=/nonexistent/songs.jsonl"],
+            r"^data\.corpus\.path=/nonexistent/songs\.jsonl: not found",
+        ),
+        (
+            ["data=choi", "paths.shared_data_dir=/nonexistent"],
+            r"^data\.corpus\.root=/nonexistent/choi: not found.*paths\.shared_data_dir",
+        ),
     ],
 )
 def test_bad_config_values_name_their_key(tmp_path, caplog, overrides, message):
@@ -76,8 +91,16 @@ def test_a_jsonl_corpus_given_as_files_per_split_trains_as_typed(tmp_path, songs
     """docs/data.md's `data=jsonl data.corpus.files={train: a, val: b, test: c}`: the config's
     ??? for path gives way to the files (config.settle_alternatives), from the command line."""
     files = f"data.corpus.files={{train: {songs_jsonl}, val: {songs_jsonl}, test: {songs_jsonl}}}"
-    proc = script("train.py", "data=jsonl", files, "debug=fdr", "logger=none", "callbacks.rich_progress_bar=null",
-                  f"paths.log_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'run'}")  # fmt: skip
+    proc = script(
+        "train.py",
+        "data=jsonl",
+        files,
+        "debug=fdr",
+        "logger=none",
+        "callbacks.rich_progress_bar=null",
+        f"paths.log_dir={tmp_path}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "test/f1" in json.loads((tmp_path / "run" / "metrics.json").read_text())
 
@@ -104,7 +127,11 @@ def test_a_bug_keeps_its_traceback(tmp_path):
         log_file.close()
         GlobalHydra.instance().clear()
     text = (tmp_path / "train.log").read_text()
-    assert "unexpected error (a bug" in text and "Traceback (most recent call last)" in text and "ZeroDivisionError" in text
+    assert (
+        "unexpected error (a bug" in text
+        and "Traceback (most recent call last)" in text
+        and "ZeroDivisionError" in text
+    )
 
 
 def test_full_error_adds_the_traceback(tmp_path, caplog, monkeypatch):
@@ -136,7 +163,9 @@ def test_predict_refuses_an_unusable_output_before_working(tiny_checkpoint, tmp_
     for output, message in [("taken", "exists and is not a folder"), ("taken/sub", "taken is a file, not a folder")]:
         caplog.clear()
         with caplog.at_level(logging.ERROR):
-            cfg = predict_cfg(f"ckpt_path={tiny_checkpoint}", f"input={tmp_path / 'doc.txt'}", f"output={tmp_path / output}")
+            cfg = predict_cfg(
+                f"ckpt_path={tiny_checkpoint}", f"input={tmp_path / 'doc.txt'}", f"output={tmp_path / output}"
+            )
             assert status_of(run, cfg) == 2
         (line,) = error_lines(caplog)
         assert f"output={tmp_path / output}: " in line and message in line, line
@@ -160,7 +189,9 @@ def test_commands_as_typed(tiny_checkpoint, tmp_path):
     assert proc.returncode == 2 and "no_such_key" in proc.stderr and "Traceback" not in proc.stderr
     # 10: predict without arguments names the user's keys
     proc = script("predict.py")
-    assert proc.returncode == 2 and "missing value for input" in proc.stderr and "segmenter.ckpt_path" not in proc.stderr, proc.stderr
+    assert (
+        proc.returncode == 2 and "missing value for input" in proc.stderr and "segmenter.ckpt_path" not in proc.stderr
+    ), proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     # ... and, given the input, that a checkpoint or a shipped model is needed (one of the two)
     proc = script("predict.py", f"input={tmp_path}")
@@ -168,12 +199,22 @@ def test_commands_as_typed(tiny_checkpoint, tmp_path):
     assert len(proc.stderr.strip().splitlines()) == 1
     # 10: each script's own help
     helps = {name: script(name, "--help").stdout for name in ("predict.py", "evaluate.py")}
-    assert "ckpt_path" in helps["predict.py"] and "input=-" in helps["predict.py"] and "hparams_search" not in helps["predict.py"]
+    assert (
+        "ckpt_path" in helps["predict.py"]
+        and "input=-" in helps["predict.py"]
+        and "hparams_search" not in helps["predict.py"]
+    )
     assert "folder=" in helps["evaluate.py"] and "trainer" not in helps["evaluate.py"]
     # 11: evaluate with a bad folder: one line, exit 2, nothing left behind
     work = tmp_path / "cwd"
     work.mkdir()
-    proc = script("evaluate.py", f"ckpt_path={tiny_checkpoint}", "folder=/nonexistent/folder", f"paths.log_dir={tmp_path / 'logs'}", cwd=work)
+    proc = script(
+        "evaluate.py",
+        f"ckpt_path={tiny_checkpoint}",
+        "folder=/nonexistent/folder",
+        f"paths.log_dir={tmp_path / 'logs'}",
+        cwd=work,
+    )
     assert proc.returncode == 2 and "folder=/nonexistent/folder: not a folder" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr and list(work.iterdir()) == [] and not (tmp_path / "logs").exists()
     assert not (tiny_checkpoint.parent.parent / "eval").exists()

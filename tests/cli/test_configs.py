@@ -18,7 +18,18 @@ from tests.helpers import ATTENTIONS, CONF, TINY_DATA, compose_config, compose_t
 def test_groups_exist():
     assert attention_types() == list(ATTENTIONS) == options("attention", conf=CONF)
     assert {"self", "localized", "boundary_aware"} <= set(ATTENTIONS)
-    for group in ("model", "data", "trainer", "logger", "callbacks", "paths", "hydra", "experiment", "debug", "encoder"):
+    for group in (
+        "model",
+        "data",
+        "trainer",
+        "logger",
+        "callbacks",
+        "paths",
+        "hydra",
+        "experiment",
+        "debug",
+        "encoder",
+    ):
         assert options(group), group
     assert {"default", "cpu", "gpu", "ddp"} <= set(options("trainer"))
     assert {"fdr", "overfit"} <= set(options("debug"))
@@ -50,7 +61,8 @@ def test_tools_take_every_attention_type_from_conf_attention():
 
 
 @pytest.mark.parametrize(
-    "attention,cls", [("self", SelfAttention), ("localized", LocalizedAttention), ("boundary_aware", BoundaryAwareAttention)]
+    "attention,cls",
+    [("self", SelfAttention), ("localized", LocalizedAttention), ("boundary_aware", BoundaryAwareAttention)],
 )
 def test_the_three_options_build_the_three_classes(tiny_cfg, attention, cls):
     _, model = build(tiny_cfg(f"attention={attention}"))
@@ -64,7 +76,9 @@ def test_data_options_extend_the_default(option):
     default = OmegaConf.load(CONF / "data" / "default.yaml")
     own = OmegaConf.load(CONF / "data" / f"{option}.yaml")
     assert list(own.defaults) == ["default", "_self_"] and "_target_" not in own and own.corpus._target_
-    cfg = compose_train(Path("unused"), [f"data={option}", "data.corpus.path=x.jsonl"] if option == "jsonl" else [f"data={option}"])
+    cfg = compose_train(
+        Path("unused"), [f"data={option}", "data.corpus.path=x.jsonl"] if option == "jsonl" else [f"data={option}"]
+    )
     assert cfg.data._target_ == default._target_ and cfg.data.split_file.endswith("splits.json")
     assert OmegaConf.is_missing(compose_train(Path("unused"), ["data=default"]).data, "corpus")
 

@@ -25,13 +25,19 @@ def test_lightning_messages_once_and_no_advertisement(caplog):
     assert not [h for h in lightning_log.handlers if type(h) is logging.StreamHandler]
     rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     with caplog.at_level(logging.INFO):
-        rank_zero.info("💡 Tip: For seamless cloud logging, try installing [litlogger](https://pypi.org/project/litlogger/)")
+        rank_zero.info(
+            "💡 Tip: For seamless cloud logging, try installing [litlogger](https://pypi.org/project/litlogger/)"
+        )
         rank_zero.info("GPU available: False, used: False")
     assert "GPU available" in caplog.text and "Tip:" not in caplog.text
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         one_line_per_event()
-        warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated, use `isinstance(treespec, TreeSpec)`", FutureWarning, stacklevel=1)
+        warnings.warn(
+            "`isinstance(treespec, LeafSpec)` is deprecated, use `isinstance(treespec, TreeSpec)`",
+            FutureWarning,
+            stacklevel=1,
+        )
     assert not seen
 
 

@@ -80,7 +80,10 @@ def test_check_documents_names_the_document_that_cannot_be_met():
     from segmenter.core.decisions import check_documents
 
     check_documents([5, 4], names=["a.txt", "b.txt"], threshold=None, num_segments=2, min_segment_units=2)
-    with pytest.raises(ValueError, match=r"^b\.txt: num_segments=3 segments of min_segment_units=2 or more units need 6 units; the document has 4$"):
+    with pytest.raises(
+        ValueError,
+        match=r"^b\.txt: num_segments=3 segments of min_segment_units=2 or more units need 6 units; the document has 4$",
+    ):
         check_documents([6, 4], names=["a.txt", "b.txt"], threshold=None, num_segments=3, min_segment_units=2)
     with pytest.raises(ValueError, match=r"^num_segments=5 .* the document has 4$"):  # no names: the message alone
         check_documents([4], threshold=None, num_segments=5, min_segment_units=1)

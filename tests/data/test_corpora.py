@@ -31,7 +31,11 @@ def test_separator_corpus_files_per_split(tmp_path):
     for split in ("train", "val", "test"):
         write(tmp_path / split / "x", CHOI)
     corpus = SeparatorCorpus(files={s: str(tmp_path / s) for s in ("train", "val", "test")})
-    assert corpus.task == BOUNDARY and {s: len(d) for s, d in corpus.load().items()} == {"train": 1, "val": 1, "test": 1}
+    assert corpus.task == BOUNDARY and {s: len(d) for s, d in corpus.load().items()} == {
+        "train": 1,
+        "val": 1,
+        "test": 1,
+    }
 
 
 def test_choi_source_disjoint_split_never_trains_on_test_text(tmp_path):
@@ -45,8 +49,14 @@ def test_choi_source_disjoint_split_never_trains_on_test_text(tmp_path):
     write(tmp_path / "1" / "3-5" / "1.ref", doc("bcd"))
     write(tmp_path / "4" / "3-5" / "0.ref", doc("aefghijk", 8))
     write(tmp_path / "4" / "3-5" / "1.ref", doc("lmnop", 8))
-    corpus = ChoiCorpus(root=str(tmp_path), test_folders=["1"], num_docs={"train": 5, "val": 2},
-                        segments_per_doc=3, segment_length=[2, 4], val_fraction=0.25)
+    corpus = ChoiCorpus(
+        root=str(tmp_path),
+        test_folders=["1"],
+        num_docs={"train": 5, "val": 2},
+        segments_per_doc=3,
+        segment_length=[2, 4],
+        val_fraction=0.25,
+    )
     splits = corpus.load()
     assert [d.id for d in splits["test"]] == ["1/3-5/0.ref", "1/3-5/1.ref"]
     test_sentences = {u for d in splits["test"] for u in d.units}
@@ -69,8 +79,14 @@ def test_real_choi_and_wiki(shared_data):
 
 
 def test_jsonl_config_builds_a_section_model(tmp_path):
-    rows = [{"id": f"s{i}", "lines": ["la", "la", "oh", "oh", "la"], "labels": ["verse", "verse", "chorus", "chorus", "verse"]}
-            for i in range(10)]  # fmt: skip
+    rows = [
+        {
+            "id": f"s{i}",
+            "lines": ["la", "la", "oh", "oh", "la"],
+            "labels": ["verse", "verse", "chorus", "chorus", "verse"],
+        }
+        for i in range(10)
+    ]
     f = jsonl(tmp_path, rows)
     dm, model = build(compose_train(tmp_path, ["data=jsonl", f"data.corpus.path={f}"]))
     assert dm.task == SECTION and model.net.num_classes == 2
@@ -95,7 +111,12 @@ def test_run_configs_of_0_1_0_still_build_their_corpus(tmp_path):
     scripts/evaluate.py instantiates them."""
     write(tmp_path / "docs" / "a", CHOI)
     write(tmp_path / "docs" / "b", CHOI)
-    old = OmegaConf.create({"_target_": "segmenter.data.readers.SeparatorCorpus", "path": str(tmp_path / "docs"),
-                            "fractions": [0.5, 0.5, 0.0]})  # fmt: skip
+    old = OmegaConf.create(
+        {
+            "_target_": "segmenter.data.readers.SeparatorCorpus",
+            "path": str(tmp_path / "docs"),
+            "fractions": [0.5, 0.5, 0.0],
+        }
+    )
     corpus = hydra.utils.instantiate(old)
     assert type(corpus) is SeparatorCorpus and sum(len(d) for d in corpus.load().values()) == 2

@@ -17,8 +17,10 @@ class Fake:
 
     def load(self):
         meta = {"subset": self.subset} if self.subset else {}
-        return {s: [Document(f"{self.prefix}{s}{i}", ["a", "b"], [1, 0], dict(meta)) for i in range(n)]
-                for s, n in (("train", 2), ("val", 1), ("test", 1))}  # fmt: skip
+        return {
+            s: [Document(f"{self.prefix}{s}{i}", ["a", "b"], [1, 0], dict(meta)) for i in range(n)]
+            for s, n in (("train", 2), ("val", 1), ("test", 1))
+        }
 
 
 def test_union_with_names_subsets_and_repeat():
@@ -82,8 +84,16 @@ def test_topic_mix_reorders_wiki_from_the_command_line(tmp_path, shared_data):
     from tests.helpers import compose_train
 
     def load(*overrides):
-        cfg = compose_train(tmp_path, ["experiment=pretrained_topic", f"paths.shared_data_dir={shared_data}",
-                                       "~data.corpus.corpora.choi", "~data.corpus.corpora.builtin", *overrides])  # fmt: skip
+        cfg = compose_train(
+            tmp_path,
+            [
+                "experiment=pretrained_topic",
+                f"paths.shared_data_dir={shared_data}",
+                "~data.corpus.corpora.choi",
+                "~data.corpus.corpora.builtin",
+                *overrides,
+            ],
+        )
         return hydra.utils.instantiate(cfg.data.corpus).load()
 
     plain, mixed = load(), load("data.corpus.reorder=[wiki]")

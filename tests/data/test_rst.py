@@ -74,9 +74,12 @@ Index
 def test_sections_keep_prose_of_directives_and_drop_code():
     sections = rst_sections(PAGE)
     assert [(level, title) for level, title, _ in sections] == [
-        (1, "json --- JSON encoder and decoder"), (2, "Basic Usage"), (2, "Encoders and Decoders"),
-        (2, "Exceptions"), (2, "Standard Compliance"),
-    ]  # fmt: skip
+        (1, "json --- JSON encoder and decoder"),
+        (2, "Basic Usage"),
+        (2, "Encoders and Decoders"),
+        (2, "Exceptions"),
+        (2, "Standard Compliance"),
+    ]
     text = {title: " ".join(paras) for _, title, paras in sections}
     # roles become their text, `title <target>` its title; Sphinx directives hold prose
     assert "exposes an API familiar to users of marshal and pickle." in text["json --- JSON encoder and decoder"]
@@ -150,15 +153,28 @@ def test_a_folder_of_rst_pages_trains_from_the_command_line(tmp_path):
     pages = tmp_path / "pages"
     for i in range(10):  # 8/1/1 pages; each a few sections of numbered prose
         sections = "\n\n".join(
-            f"Part {k}\n{'-' * (5 + len(str(k)))}\n\n" + " ".join(f"Page {i} part {k} sentence {j} is prose." for j in range(3))
+            f"Part {k}\n{'-' * (5 + len(str(k)))}\n\n"
+            + " ".join(f"Page {i} part {k} sentence {j} is prose." for j in range(3))
             for k in range(4)
-        )  # fmt: skip
+        )
         (pages / f"p{i}").mkdir(parents=True)
         (pages / f"p{i}" / "index.rst").write_text(f"Page {i}\n=======\n\n{sections}\n")
     run = tmp_path / "run"
-    cmd = [sys.executable, "scripts/train.py", "data=python_docs", f"data.corpus.path={pages}", "data.corpus.pattern=*.rst",
-           "debug=fdr", "logger=none", "callbacks.rich_progress_bar=null", f"paths.log_dir={tmp_path}", f"hydra.run.dir={run}"]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    cmd = [
+        sys.executable,
+        "scripts/train.py",
+        "data=python_docs",
+        f"data.corpus.path={pages}",
+        "data.corpus.pattern=*.rst",
+        "debug=fdr",
+        "logger=none",
+        "callbacks.rich_progress_bar=null",
+        f"paths.log_dir={tmp_path}",
+        f"hydra.run.dir={run}",
+    ]
+    proc = subprocess.run(
+        cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONWARNINGS": "ignore"}
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     splits = json.loads((run / "splits.json").read_text())["splits"]
     assert sorted(splits["train"] + splits["val"] + splits["test"]) == [f"p{i}/index.rst" for i in range(10)]

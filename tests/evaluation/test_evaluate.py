@@ -17,7 +17,13 @@ from segmenter.training.metrics import pk, window_diff
 from segmenter.training.train import train
 from tests.helpers import AGREE, CONF, DIFFER, compose_train
 
-FAST = ("attention=localized", "debug=limit", "logger=none", "callbacks.lr_monitor=null", "callbacks.rich_progress_bar=null")
+FAST = (
+    "attention=localized",
+    "debug=limit",
+    "logger=none",
+    "callbacks.lr_monitor=null",
+    "callbacks.rich_progress_bar=null",
+)
 
 
 def compose_evaluate(overrides):
@@ -32,7 +38,11 @@ def test_table_per_subset_and_overall():
         segments_to_document("b", [["x"] * 7, ["y"] * 7], {"subset": "6-8"}),
     ]
     perfect = {d.id: d.labels[:-1] for d in docs}
-    table = evaluate_documents(docs, "boundary", {"oracle": lambda u: perfect["a" if len(u) == 6 else "b"], "none": lambda u: [0] * (len(u) - 1)})
+    table = evaluate_documents(
+        docs,
+        "boundary",
+        {"oracle": lambda u: perfect["a" if len(u) == 6 else "b"], "none": lambda u: [0] * (len(u) - 1)},
+    )
     assert list(table) == ["3-5", "6-8", "all"]
     assert table["all"]["docs"] == 2
     assert table["all"]["oracle"] == {"f1": 1.0, "precision": 1.0, "recall": 1.0, "pk": 0.0, "windowdiff": 0.0}
@@ -55,13 +65,17 @@ def test_training_writes_splits_and_evaluate_reuses_them(tiny_cfg, tmp_path, cap
     result = evaluate(ecfg)
     assert result["documents"] == splits["test"]
     rows = result["table"]["all"]
-    assert {"segmenter (LocalizedAttention)", "no boundaries", "every unit", "C99", "TextTiling (sentences)"} <= set(rows)
+    assert {"segmenter (LocalizedAttention)", "no boundaries", "every unit", "C99", "TextTiling (sentences)"} <= set(
+        rows
+    )
     assert rows["no boundaries"]["f1"] == 0.0 and rows["every unit"]["recall"] == 1.0
     assert (run / "eval" / "test.md").read_text().startswith("### test: 4 documents")
     assert json.loads((run / "eval" / "test.json").read_text())["table"] == result["table"]
 
     # Decisions on the calibrated probabilities: their own tables; threshold 1 cuts (almost) nowhere.
-    steered = evaluate(compose_evaluate([f"ckpt_path={run}/checkpoints/last.ckpt", "threshold=1.0", "min_segment_units=2"]))
+    steered = evaluate(
+        compose_evaluate([f"ckpt_path={run}/checkpoints/last.ckpt", "threshold=1.0", "min_segment_units=2"])
+    )
     row = steered["table"]["all"]["segmenter (LocalizedAttention), threshold=1.0, min_segment_units=2"]
     assert row["pk"] >= rows["no boundaries"]["pk"] - 0.05 and row["recall"] <= 0.25
     assert (run / "eval" / "test_threshold1.0_min_segment_units2.md").is_file()
@@ -101,18 +115,25 @@ def test_section_labels_evaluate_with_crf_and_section_baselines(tmp_path, songs_
     with Viterbi and with argmax, next to the all-verse and repetition-rule baselines, on
     macro F1, F1 per label and the label changes; boundary-only baselines are skipped."""
     run = tmp_path / "run"
-    cfg = compose_train(tmp_path, [
-        "data=jsonl", f"data.corpus.path={songs_jsonl}", *FAST,
-        "+model.net.similarity={_target_: segmenter.models.net.SelfSimilarity, dim: ${model.net.dim}}",
-        "+model.net.crf={_target_: segmenter.models.crf.LinearChainCRF, _partial_: true}",
-    ])  # fmt: skip
+    cfg = compose_train(
+        tmp_path,
+        [
+            "data=jsonl",
+            f"data.corpus.path={songs_jsonl}",
+            *FAST,
+            "+model.net.similarity={_target_: segmenter.models.net.SelfSimilarity, dim: ${model.net.dim}}",
+            "+model.net.crf={_target_: segmenter.models.crf.LinearChainCRF, _partial_: true}",
+        ],
+    )
     (run / ".hydra").mkdir(parents=True)
     OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
     train(cfg)
     result = evaluate(compose_evaluate([f"ckpt_path={run}/checkpoints/last.ckpt"]))
     rows = result["table"]["all"]
     model = "segmenter (LocalizedAttention)"
-    assert {f"{model}, CRF", f"{model}, argmax", "all verse", "repetition rule (a recurring unit is chorus)"} == set(rows) - {"docs"}
+    assert {f"{model}, CRF", f"{model}, argmax", "all verse", "repetition rule (a recurring unit is chorus)"} == set(
+        rows
+    ) - {"docs"}
     for m in rows.values():
         if isinstance(m, dict):
             assert {"f1", "f1_verse", "f1_chorus", "boundary_f1", "pk", "windowdiff"} <= set(m)
@@ -130,7 +151,9 @@ def test_a_checkpoint_without_its_run_config_is_refused_with_the_file(tiny_check
 
     alone = tmp_path / "alone.ckpt"
     shutil.copy(tiny_checkpoint, alone)
-    with pytest.raises(FileNotFoundError, match=r"\.hydra/config\.yaml not found next to checkpoint .*alone\.ckpt \(evaluate reads"):
+    with pytest.raises(
+        FileNotFoundError, match=r"\.hydra/config\.yaml not found next to checkpoint .*alone\.ckpt \(evaluate reads"
+    ):
         load_run(alone)
 
 
@@ -142,16 +165,28 @@ def test_a_shipped_model_is_evaluated_on_named_data_like_a_run(tmp_path, songs_j
     from segmenter.inference.api import Segmenter
 
     out = tmp_path / "eval"
-    cfg = compose_evaluate(["pretrained=lyrics", "data=jsonl", f"data.corpus.path={songs_jsonl}", f"output_dir={out}",
-                            "baselines.majority=null"])  # fmt: skip
+    cfg = compose_evaluate(
+        [
+            "pretrained=lyrics",
+            "data=jsonl",
+            f"data.corpus.path={songs_jsonl}",
+            f"output_dir={out}",
+            "baselines.majority=null",
+        ]
+    )
     result = evaluate(cfg)
     rows = result["table"]["all"]
-    assert set(rows) - {"docs"} == {"segmenter (SelfAttention), CRF", "segmenter (SelfAttention), argmax",
-                                    "repetition rule (a recurring unit is chorus)"}  # fmt: skip
+    assert set(rows) - {"docs"} == {
+        "segmenter (SelfAttention), CRF",
+        "segmenter (SelfAttention), argmax",
+        "repetition rule (a recurring unit is chorus)",
+    }
     seg = Segmenter.from_pretrained("lyrics")
     docs = {d.id: d for d in hydra_docs(cfg)}
     preds = seg.predict([docs[i].units for i in result["documents"]])
-    apart = score_labels([(p.labels, docs[i].labels) for i, p in zip(result["documents"], preds)], SECTION, seg.label_names)
+    apart = score_labels(
+        [(p.labels, docs[i].labels) for i, p in zip(result["documents"], preds)], SECTION, seg.label_names
+    )
     assert rows["segmenter (SelfAttention), CRF"]["f1"] == pytest.approx(apart["f1"], abs=1e-6)
     assert (out / "test.md").read_text().startswith(f"### test: {rows['docs']} documents, pretrained=lyrics")
 
@@ -166,7 +201,10 @@ def hydra_docs(cfg):
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["pretrained=topic"], "pretrained=topic has no training run to take its data from: name the documents with data="),
+        (
+            ["pretrained=topic"],
+            "pretrained=topic has no training run to take its data from: name the documents with data=",
+        ),
         (["pretrained=topic", "ckpt_path=x.ckpt", "data=choi"], "not both: ckpt_path=x.ckpt, pretrained=topic"),
         ([], "not neither"),
     ],

@@ -34,15 +34,22 @@ def test_the_network_declares_what_it_reads(tiny_cfg, tmp_path):
     assert kinds(featurizer) == ["hashed", "surface"]
     surface = featurizer.feature("surface")
     assert (surface.ngram, surface.buckets, surface.stripe) == (
-        net.similarity.surface_ngram, net.similarity.surface_buckets, net.similarity.stripe
-    )  # fmt: skip
+        net.similarity.surface_ngram,
+        net.similarity.surface_buckets,
+        net.similarity.stripe,
+    )
     plain = hydra.utils.instantiate(tiny_cfg().model.net, num_classes=2)
     assert kinds(Featurizer.for_net(plain)) == ["hashed"]
 
 
 def test_a_batch_is_padded_documents_with_their_mask():
-    featurizer = Featurizer(features=[HashedBags(num_buckets=64, char_ngram=3), LeadWordIds(words=2, buckets=16),
-                                      SurfaceRecurrence(ngram=3, buckets=128, thresholds=(0.5, 0.9), stripe=1)])  # fmt: skip
+    featurizer = Featurizer(
+        features=[
+            HashedBags(num_buckets=64, char_ngram=3),
+            LeadWordIds(words=2, buckets=16),
+            SurfaceRecurrence(ngram=3, buckets=128, thresholds=(0.5, 0.9), stripe=1),
+        ]
+    )
     batch = featurizer.batch(DOCS)
     assert batch["mask"].tolist() == [[True, True, True], [True, False, False], [True, True, False]]
     assert batch["hashed_sizes"].shape == (6,) and int(batch["hashed_sizes"].sum()) == len(batch["hashed_ids"])
@@ -88,7 +95,9 @@ def test_loader_workers_featurize_as_the_main_process_does(tmp_path):
         assert all(torch.equal(x["features"][k], y["features"][k]) for k in x["features"])
     # and the network reads them: the same logits as from the unit strings
     with torch.no_grad():
-        torch.testing.assert_close(net.eval()(batches[1][0]["features"]).logits, run_net(net, [d.units for d in docs[:3]]).logits)
+        torch.testing.assert_close(
+            net.eval()(batches[1][0]["features"]).logits, run_net(net, [d.units for d in docs[:3]]).logits
+        )
 
 
 def test_the_vector_cache_keeps_at_most_max_entries_and_recomputes_the_dropped():

@@ -47,7 +47,7 @@ def test_isotonic_fixes_what_no_temperature_can_and_reports_heldout_ece():
     model is): isotonic calibration reaches a low ECE on held-out halves, Platt does not."""
     g = torch.Generator().manual_seed(1)
     q = torch.rand(20_000, generator=g)  # (N,) reported P(class 1)
-    true = torch.where(q < 0.5, q ** 2 * 2, 1 - 2 * (1 - q) ** 2) * 0.9 + 0.05  # S-shaped, bounded away from 0/1
+    true = torch.where(q < 0.5, q**2 * 2, 1 - 2 * (1 - q) ** 2) * 0.9 + 0.05  # S-shaped, bounded away from 0/1
     y = torch.bernoulli(true, generator=g).long()
     scores = torch.stack((1 - q, q), dim=-1).clamp(min=1e-6).log()  # (N, 2)
     groups = torch.arange(len(y)) // 20  # "documents" of 20 units
@@ -82,15 +82,25 @@ def test_bad_temperature_is_refused_with_its_value(bad):
 
 
 def test_training_calibrates_the_best_checkpoint_and_logs_ece(tmp_path):
-    cfg = compose_train(tmp_path, ["attention=localized", "debug=limit", "trainer.log_every_n_steps=1",
-                                   "data.corpus.num_docs={train: 16, val: 8, test: 4}", "data.batch_size=4",
-                                   "callbacks.rich_progress_bar=null"])  # fmt: skip
+    cfg = compose_train(
+        tmp_path,
+        [
+            "attention=localized",
+            "debug=limit",
+            "trainer.log_every_n_steps=1",
+            "data.corpus.num_docs={train: 16, val: 8, test: 4}",
+            "data.batch_size=4",
+            "callbacks.rich_progress_bar=null",
+        ],
+    )
     train(cfg)
     ckpts = [p for p in (tmp_path / "run" / "checkpoints").glob("epoch_*.ckpt")]
     assert len(ckpts) == 1
     entry = load(ckpts[0])[KEY][calibration.ENTRY]  # loads: the digest still fits the weights
     cal = Calibration.from_dict(entry)
-    assert cal.units > 0 and cal.fitted_on == "val" and cal.method == "isotonic" and cal.ece_after <= cal.ece_before + 1e-6
+    assert (
+        cal.units > 0 and cal.fitted_on == "val" and cal.method == "isotonic" and cal.ece_after <= cal.ece_before + 1e-6
+    )
     net, meta = load_net(ckpts[0])
     assert calibration.read(meta) == cal
     assert calibration.read(load(tmp_path / "run" / "checkpoints" / "last.ckpt")[KEY]) == Calibration()

@@ -40,7 +40,9 @@ def test_loaded_net_equals_the_trained_weights(tiny_checkpoint, tmp_path):
     net, meta = load_net(tiny_checkpoint)
     assert not net.training
     # The same architecture built from the training configs, given the same weights:
-    _, module = build(compose_train(tmp_path, ["data.corpus.num_docs={train: 4, val: 2, test: 2}", "attention=localized"]))
+    _, module = build(
+        compose_train(tmp_path, ["data.corpus.num_docs={train: 4, val: 2, test: 2}", "attention=localized"])
+    )
     module.load_state_dict(raw(tiny_checkpoint)["state_dict"])
     docs = [["the cat sat", "on the mat", "stocks fell"], ["one more", "doc"]]
     with torch.inference_mode():
@@ -78,7 +80,9 @@ def test_newer_format_asks_for_a_newer_segmenter(tiny_checkpoint, tmp_path):
     ckpt = raw(tiny_checkpoint)
     ckpt[KEY].update(format_version=FORMAT_VERSION + 1, segmenter_version="9.9.9")
     torch.save(ckpt, tmp_path / "future.ckpt")
-    with pytest.raises(CheckpointError, match=rf"written by segmenter 9\.9\.9 in checkpoint format {FORMAT_VERSION + 1}.*Upgrade"):
+    with pytest.raises(
+        CheckpointError, match=rf"written by segmenter 9\.9\.9 in checkpoint format {FORMAT_VERSION + 1}.*Upgrade"
+    ):
         load(tmp_path / "future.ckpt")
 
 
@@ -108,7 +112,10 @@ def test_only_registered_parts_are_built(tiny_checkpoint, where, value, match):
     ],
 )
 def test_format1_class_paths_are_read_through_the_table_only(tiny_checkpoint, target, match):
-    net = {"_target_": "segmenter.models.net.SegmenterNet", **{k: v for k, v in load(tiny_checkpoint)[KEY]["net"].items() if k != "type"}}
+    net = {
+        "_target_": "segmenter.models.net.SegmenterNet",
+        **{k: v for k, v in load(tiny_checkpoint)[KEY]["net"].items() if k != "type"},
+    }
     net["encoder"] = {"_target_": target, **{k: v for k, v in net["encoder"].items() if k != "type"}}
     with pytest.raises(CheckpointError, match=match):
         build_net(net)
@@ -116,7 +123,9 @@ def test_format1_class_paths_are_read_through_the_table_only(tiny_checkpoint, ta
 
 def test_a_part_is_bounded_by_its_own_limits(tiny_checkpoint):
     net = load(tiny_checkpoint)[KEY]["net"]
-    with pytest.raises(CheckpointError, match=r"net.encoder.num_buckets=4194305: expected whole numbers from 0 to 4,194,304"):
+    with pytest.raises(
+        CheckpointError, match=r"net.encoder.num_buckets=4194305: expected whole numbers from 0 to 4,194,304"
+    ):
         build_net({**net, "encoder": {**net["encoder"], "num_buckets": (1 << 22) + 1}})
     with pytest.raises(CheckpointError, match=r"net.attention.window_size=-1"):
         build_net({**net, "attention": {**net["attention"], "window_size": -1}})
@@ -128,7 +137,9 @@ def test_a_featurizer_other_than_the_trained_one_is_refused(tiny_checkpoint, tmp
     ckpt = raw(tiny_checkpoint)
     ckpt[KEY]["featurizer"] = [{"kind": "hashed", "num_buckets": 16384, "char_ngram": 4}]
     torch.save(ckpt, tmp_path / "drift.ckpt")
-    with pytest.raises(CheckpointError, match=r"trained on features .*'char_ngram': 4.*would give it .*'char_ngram': 3"):
+    with pytest.raises(
+        CheckpointError, match=r"trained on features .*'char_ngram': 4.*would give it .*'char_ngram': 3"
+    ):
         load_net(tmp_path / "drift.ckpt")
 
 
@@ -147,7 +158,9 @@ def test_missing_and_damaged_files(tiny_checkpoint, tmp_path):
     with pytest.raises(CheckpointError, match="checkpoint not found: .*nope.ckpt"):
         load(tmp_path / "nope.ckpt")
     (tmp_path / "cut.ckpt").write_bytes(tiny_checkpoint.read_bytes()[:2000])
-    with pytest.raises(CheckpointError, match="cannot read checkpoint .*cut.ckpt: not a PyTorch checkpoint, or damaged"):
+    with pytest.raises(
+        CheckpointError, match="cannot read checkpoint .*cut.ckpt: not a PyTorch checkpoint, or damaged"
+    ):
         load(tmp_path / "cut.ckpt")
     (tmp_path / "text.ckpt").write_text("hello")
     with pytest.raises(CheckpointError, match="cannot read checkpoint .*text.ckpt"):
@@ -172,10 +185,19 @@ def test_resume_and_test_from_the_plain_checkpoint(tiny_checkpoint, tmp_path, mo
     monkeypatch.setattr(torch, "load", spy)
     cfg = compose_train(
         tmp_path,
-        ["data.corpus.num_docs={train: 16, val: 4, test: 4}", "data.corpus.segments_per_doc=4", "data.batch_size=4",
-         "attention=localized", "debug=limit", "trainer.max_epochs=3", "logger=none", "callbacks.lr_monitor=null",
-         "callbacks.rich_progress_bar=null", f"ckpt_path={tiny_checkpoint}"],
-    )  # fmt: skip
+        [
+            "data.corpus.num_docs={train: 16, val: 4, test: 4}",
+            "data.corpus.segments_per_doc=4",
+            "data.batch_size=4",
+            "attention=localized",
+            "debug=limit",
+            "trainer.max_epochs=3",
+            "logger=none",
+            "callbacks.lr_monitor=null",
+            "callbacks.rich_progress_bar=null",
+            f"ckpt_path={tiny_checkpoint}",
+        ],
+    )
     metrics = train(cfg)
     after = load(tmp_path / "run" / "checkpoints" / "last.ckpt")
     assert after["epoch"] == before["epoch"] + 1 and after["global_step"] > before["global_step"]
@@ -225,8 +247,14 @@ def test_moving_a_part_to_another_module_keeps_checkpoints_loading(tmp_path):
 
     def logits(cwd, pythonpath):
         env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(pythonpath), "PYTHONWARNINGS": "ignore"}
-        proc = subprocess.run([sys.executable, "-c", MOVED, str(old), str(new)], cwd=cwd, env=env,
-                              capture_output=True, text=True, timeout=300)  # fmt: skip
+        proc = subprocess.run(
+            [sys.executable, "-c", MOVED, str(old), str(new)],
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         return proc.stdout
 

@@ -37,8 +37,9 @@ def test_old_checkpoints_load_and_predict_as_recorded(name):
                 # Since calibration, a CRF model reports its marginals (they were the softmax of
                 # the emissions when the fixture was recorded): different by the transition
                 # scores, which this barely trained fixture keeps near 0.
-                want_probs = boundary_probs(net.unit_probs(torch.tensor(lg)[None], torch.ones(1, len(lg), dtype=torch.bool))[0],
-                                            meta["task"]).tolist()  # fmt: skip
+                want_probs = boundary_probs(
+                    net.unit_probs(torch.tensor(lg)[None], torch.ones(1, len(lg), dtype=torch.bool))[0], meta["task"]
+                ).tolist()
                 assert got.boundary_probs == pytest.approx(want_probs, abs=1e-5)
                 assert got.boundary_probs == pytest.approx(want["boundary_probs"], abs=1e-3)
             else:
@@ -56,24 +57,30 @@ def test_format1_class_paths_map_to_registered_parts():
             for v in node.values():
                 collect(v)
 
-    files = [COMPAT / f"{name}.ckpt" for name in EXPECTED["checkpoints"]] + [checkpoint_path(n) for n in ("lyrics", "topic")]
+    files = [COMPAT / f"{name}.ckpt" for name in EXPECTED["checkpoints"]] + [
+        checkpoint_path(n) for n in ("lyrics", "topic")
+    ]
     for path in files:
         stored = torch.load(path, map_location="cpu", weights_only=True)[KEY]
         assert stored["format_version"] == 1
         collect(stored["net"])
         read = load(path)[KEY]
         assert read["format_version"] == FORMAT_VERSION and "_target_" not in repr(read["net"])
-    assert targets <= set(FORMAT1_NAMES) and {
-        "segmenter.models.net.SegmenterNet",
-        "segmenter.models.encoder.HashedNgramEncoder",
-        "segmenter.models.minilm.MiniLMEncoder",
-        "segmenter.models.attention.BoundaryAwareAttention",
-        "segmenter.models.attention.LocalizedAttention",
-        "segmenter.models.attention.SelfAttention",
-        "segmenter.models.net.CohesionProfile",
-        "segmenter.models.net.SelfSimilarity",
-        "segmenter.models.crf.LinearChainCRF",
-    } <= targets
+    assert (
+        targets <= set(FORMAT1_NAMES)
+        and {
+            "segmenter.models.net.SegmenterNet",
+            "segmenter.models.encoder.HashedNgramEncoder",
+            "segmenter.models.minilm.MiniLMEncoder",
+            "segmenter.models.attention.BoundaryAwareAttention",
+            "segmenter.models.attention.LocalizedAttention",
+            "segmenter.models.attention.SelfAttention",
+            "segmenter.models.net.CohesionProfile",
+            "segmenter.models.net.SelfSimilarity",
+            "segmenter.models.crf.LinearChainCRF",
+        }
+        <= targets
+    )
     assert set(FORMAT1_NAMES.values()) <= set(registry.names())
     assert Segmenter.from_checkpoint(COMPAT / "lyrics.ckpt").net.crf is not None
 

@@ -259,14 +259,23 @@ def test_throughput_script_on_a_tiny_corpus(tiny_checkpoint, tmp_path):
     choi.mkdir(parents=True)
     docs = [long_doc(9, seed=1), long_doc(14, seed=2)]
     for i, d in enumerate(docs):
-        text = "".join(f"==========\n{chr(10).join(d[j:j + 3])}\n" for j in range(0, len(d), 3)) + "==========\n"
+        text = "".join(f"==========\n{chr(10).join(d[j : j + 3])}\n" for j in range(0, len(d), 3)) + "==========\n"
         (choi / f"{i}.ref").write_text(text)
     cmd = [
-        sys.executable, "scripts/predict_throughput.py", "attentions=[localized]", f"checkpoints.localized={tiny_checkpoint}",
-        f"choi_dir={tmp_path / 'choi'}", "long_doc_units=100", "threads=[1]", f"hydra.run.dir={tmp_path / 'run'}",
-        "segmenter.max_units=32", "segmenter.overlap=8",
-    ]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+        sys.executable,
+        "scripts/predict_throughput.py",
+        "attentions=[localized]",
+        f"checkpoints.localized={tiny_checkpoint}",
+        f"choi_dir={tmp_path / 'choi'}",
+        "long_doc_units=100",
+        "threads=[1]",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        "segmenter.max_units=32",
+        "segmenter.overlap=8",
+    ]
+    proc = subprocess.run(
+        cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONWARNINGS": "ignore"}
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     (row,) = json.loads((tmp_path / "run" / "throughput.json").read_text())["rows"]
     assert row["docs"] == 2 and row["units"] == 23 and row["long_doc_units"] == 100  # separators dropped
@@ -285,8 +294,17 @@ def test_cli_lines_with_a_verse_chorus_crf_checkpoint(tmp_path, songs_jsonl):
     """The lyrics user path: experiment=lyrics (self-similarity view + CRF) trained briefly, then
     scripts/predict.py on a song's lines; labels are the Viterbi labels the API gives, by name."""
     files = [f"data.corpus.files.{split}={songs_jsonl}" for split in ("train", "val", "test")]
-    cfg = compose_train(tmp_path, ["experiment=lyrics", "debug=limit", "logger=none", "callbacks.lr_monitor=null",
-                                   "callbacks.rich_progress_bar=null", *files])  # fmt: skip
+    cfg = compose_train(
+        tmp_path,
+        [
+            "experiment=lyrics",
+            "debug=limit",
+            "logger=none",
+            "callbacks.lr_monitor=null",
+            "callbacks.rich_progress_bar=null",
+            *files,
+        ],
+    )
     train(cfg)
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
     song = json.loads(songs_jsonl.read_text().splitlines()[0])["lines"]

@@ -52,7 +52,10 @@ def test_lyrics_labels_a_song_and_beats_the_rule_on_synthetic_songs(lyrics, tmp_
     assert all(0.0 <= q <= 1.0 for q in p.boundary_probs)
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "lyrics" / "val.jsonl").is_file(), reason=f"no {SHARED_DATA}/lyrics (only on the project's machines)")
+@pytest.mark.skipif(
+    not (SHARED_DATA / "lyrics" / "val.jsonl").is_file(),
+    reason=f"no {SHARED_DATA}/lyrics (only on the project's machines)",
+)
 def test_lyrics_on_the_validation_songs(lyrics):
     songs = [json.loads(line) for line in (SHARED_DATA / "lyrics" / "val.jsonl").open()]
     preds = lyrics.predict([s["lines"] for s in songs])
@@ -82,7 +85,9 @@ def test_num_segments_threshold_and_min_segment_units(lyrics, tmp_path):
 
 
 def test_listing_cli_shows_every_model_and_its_card():
-    out = subprocess.run([sys.executable, "-m", "segmenter.pretrained"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "segmenter.pretrained"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     for name in MODELS:
         assert f"# {name}:" in out.stdout and f"experiment=pretrained_{name}" in out.stdout
@@ -90,9 +95,24 @@ def test_listing_cli_shows_every_model_and_its_card():
 
 def test_predict_cli_takes_a_shipped_model_instead_of_ckpt_path(tmp_path):
     song = tmp_path / "song.txt"
-    song.write_text("\n".join(json.loads(write_songs(tmp_path / "s.jsonl", num_songs=1).read_text().splitlines()[0])["lines"]))
-    out = subprocess.run([sys.executable, "scripts/predict.py", "pretrained=lyrics", f"input={song}", "units=lines",
-                          f"output={tmp_path / 'out'}", "num_segments=3"], cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
+    song.write_text(
+        "\n".join(json.loads(write_songs(tmp_path / "s.jsonl", num_songs=1).read_text().splitlines()[0])["lines"])
+    )
+    out = subprocess.run(
+        [
+            sys.executable,
+            "scripts/predict.py",
+            "pretrained=lyrics",
+            f"input={song}",
+            "units=lines",
+            f"output={tmp_path / 'out'}",
+            "num_segments=3",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     rows = [json.loads(line) for line in (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()]
     assert len(rows) == 1 and sum(rows[0]["boundaries"]) == 2  # 3 segments
@@ -116,7 +136,9 @@ def test_topic_segments_unseen_builtin_documents(topic):
     assert all(len(p.units) == len(d.units) for p, d in zip(preds, docs))
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "choi" / "1" / "3-11").is_dir(), reason=f"no {SHARED_DATA}/choi (only on the project's machines)")
+@pytest.mark.skipif(
+    not (SHARED_DATA / "choi" / "1" / "3-11").is_dir(), reason=f"no {SHARED_DATA}/choi (only on the project's machines)"
+)
 def test_topic_on_choi_documents_it_never_trained_on(topic):
     from segmenter.data.formats import read_separator_files
 
@@ -145,8 +167,13 @@ def test_build_makes_a_slim_calibrated_checkpoint_and_card_from_a_run(tiny_check
 
 
 def test_cold_start_script_reports_its_table():
-    out = subprocess.run([sys.executable, "scripts/cold_start.py", "pretrained=lyrics", "units=lines", "sentences=10", "runs=1"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "scripts/cold_start.py", "pretrained=lyrics", "units=lines", "sentences=10", "runs=1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     row = out.stdout.strip().splitlines()[-1].split("|")
     assert row[1].strip() == "lyrics" and row[2].strip().startswith("10 (")

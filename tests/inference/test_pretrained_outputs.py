@@ -12,7 +12,9 @@ import torch
 
 from segmenter import Segmenter
 
-EXPECTED = json.loads((Path(__file__).parents[1] / "fixtures" / "pretrained" / "expected.json").read_text(encoding="utf-8"))
+EXPECTED = json.loads(
+    (Path(__file__).parents[1] / "fixtures" / "pretrained" / "expected.json").read_text(encoding="utf-8")
+)
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED["models"]))

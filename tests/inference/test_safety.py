@@ -72,8 +72,18 @@ def test_resume_refuses_a_best_model_path_outside_the_run(tiny_checkpoint, tmp_p
     torch.save(ckpt, run / "checkpoints" / "last.ckpt")
     load(run / "checkpoints" / "last.ckpt")  # a valid, plain checkpoint in itself
     before = all_files(tmp_path)
-    cfg = compose_train(tmp_path, [*TINY_DATA, "attention=localized", "debug=limit", "trainer.max_epochs=3", "logger=none",
-                                   "callbacks.rich_progress_bar=null", "ckpt_path=last"])  # fmt: skip
+    cfg = compose_train(
+        tmp_path,
+        [
+            *TINY_DATA,
+            "attention=localized",
+            "debug=limit",
+            "trainer.max_epochs=3",
+            "logger=none",
+            "callbacks.rich_progress_bar=null",
+            "ckpt_path=last",
+        ],
+    )
     with pytest.raises(CheckpointError, match=r"best_model_path=.*evil\.ckpt.*outside the checkpoint's folder"):
         train(cfg)
     GlobalHydra.instance().clear()
@@ -84,8 +94,9 @@ def test_resume_refuses_a_best_model_path_outside_the_run(tiny_checkpoint, tmp_p
 def test_best_checkpoint_to_test_must_be_in_the_run_folder(tiny_checkpoint, tmp_path):
     marker = tmp_path / "code_ran"
     torch.save({"x": MakesFile(marker)}, tmp_path / "evil.ckpt")
-    callback = SimpleNamespace(best_model_path=str(tmp_path / "evil.ckpt"), dirpath=str(tmp_path / "run" / "checkpoints"),
-                               monitor="val/f1")  # fmt: skip
+    callback = SimpleNamespace(
+        best_model_path=str(tmp_path / "evil.ckpt"), dirpath=str(tmp_path / "run" / "checkpoints"), monitor="val/f1"
+    )
     with pytest.raises(CheckpointError, match="outside this run's checkpoint folder"):
         best_checkpoint(SimpleNamespace(checkpoint_callbacks=[callback]))
     # A path that only looks inside (..) is outside too.
@@ -149,7 +160,9 @@ def test_non_finite_weights_are_refused_even_with_a_matching_digest(tiny_checkpo
 
 def test_non_finite_probabilities_are_never_written_as_json(tmp_path):
     docs = [InputDoc("a", ["x", "y", "z"], "a.txt")]
-    preds = [Prediction(["x", "y", "z"], [0, 0, 0], ["inside", "boundary"], [float("nan"), float("nan"), 0.0], [0, 0, 0])]
+    preds = [
+        Prediction(["x", "y", "z"], [0, 0, 0], ["inside", "boundary"], [float("nan"), float("nan"), 0.0], [0, 0, 0])
+    ]
     with pytest.raises(PredictionError, match="a.txt: the model gave 2 non-finite boundary probabilities"):
         write_outputs(docs, preds, tmp_path / "out")
     assert not (tmp_path / "out").exists()
@@ -227,7 +240,9 @@ def test_runs_started_in_the_same_second_get_their_own_folders(frozen_now):
 def test_sizes_in_a_checkpoint_are_bounded(tiny_checkpoint):
     net = load(tiny_checkpoint)[KEY]["net"]
     net["encoder"]["num_buckets"] = 10**10
-    with pytest.raises(CheckpointError, match=r"net\.encoder\.num_buckets=10000000000: expected whole numbers from 0 to"):
+    with pytest.raises(
+        CheckpointError, match=r"net\.encoder\.num_buckets=10000000000: expected whole numbers from 0 to"
+    ):
         build_net(net)
     net["encoder"]["num_buckets"] = 16384
     net["cohesion"]["blocks"] = [1, 2, 10**9]
@@ -284,5 +299,7 @@ def test_pickled_code_is_named_as_such(tiny_checkpoint, tmp_path, legacy):
     ckpt = raw(tiny_checkpoint)
     ckpt["hyper_parameters"]["x"] = System()
     torch.save(ckpt, tmp_path / "code.ckpt", _use_new_zipfile_serialization=not legacy)
-    with pytest.raises(CheckpointError, match=r"code\.ckpt holds pickled Python objects, refusing.*refers to (posix|nt)\.system"):
+    with pytest.raises(
+        CheckpointError, match=r"code\.ckpt holds pickled Python objects, refusing.*refers to (posix|nt)\.system"
+    ):
         load(tmp_path / "code.ckpt")

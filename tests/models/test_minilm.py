@@ -49,11 +49,15 @@ def test_missing_package_fails_at_start_with_the_install_command(tiny_cfg, monke
 
 @needs_minilm
 def test_loads_offline_and_paraphrases_are_closer_than_unrelated(no_network, session_cache):
-    v = frozen(MiniLMEncoder(dim=8, cache_dir=str(session_cache))).vectors([
-        "The cat sat on the mat.", "A cat was sitting on the rug.",
-        "The central bank raised interest rates again.", "Interest rates were increased by the central bank.",
-        "Photosynthesis turns sunlight into chemical energy.",
-    ])  # fmt: skip
+    v = frozen(MiniLMEncoder(dim=8, cache_dir=str(session_cache))).vectors(
+        [
+            "The cat sat on the mat.",
+            "A cat was sitting on the rug.",
+            "The central bank raised interest rates again.",
+            "Interest rates were increased by the central bank.",
+            "Photosynthesis turns sunlight into chemical energy.",
+        ]
+    )
     assert v.shape == (5, MINILM_DIM)
     sim = v @ v.T  # unit-normalized: cosine similarities
     torch.testing.assert_close(sim.diagonal(), torch.ones(5))
@@ -138,7 +142,9 @@ def test_hybrid_concatenates_hashed_and_minilm(tiny_cfg, session_cache):
 
 
 def _fast_dev_run(tiny_cfg, session_cache, attention):
-    cfg = tiny_cfg(f"attention={attention}", "encoder=minilm", f"encoder.cache_dir={session_cache}", "debug=fdr", *MINI_DATA)
+    cfg = tiny_cfg(
+        f"attention={attention}", "encoder=minilm", f"encoder.cache_dir={session_cache}", "debug=fdr", *MINI_DATA
+    )
     metrics = train(cfg)
     assert {"train/loss", "val/f1", "test/f1"} <= set(metrics)
     assert all(v == v for v in metrics.values())  # no NaN
@@ -160,4 +166,3 @@ def test_fast_dev_run_with_minilm(tiny_cfg, session_cache):
 @pytest.mark.parametrize("attention", [a for a in ATTENTIONS if a != "localized"])
 def test_fast_dev_run_with_minilm_other_attentions(tiny_cfg, session_cache, attention):
     _fast_dev_run(tiny_cfg, session_cache, attention)
-

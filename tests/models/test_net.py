@@ -84,8 +84,10 @@ def test_cohesion_profile_matches_the_reference_and_ignores_padding():
     torch.testing.assert_close(prof(e[:1, :2], mask[:1, :2])[0], reference_profile(e[0], 2, 3, (1, 2, 5)))  # T < r
     # a sharp topic change shows: block similarity across the gap drops there
     topics = torch.eye(6, dtype=torch.float64)
-    e2 = torch.stack([topics[0] + 0.1 * torch.randn(6, dtype=torch.float64) for _ in range(4)]
-                     + [topics[1] + 0.1 * torch.randn(6, dtype=torch.float64) for _ in range(4)])[None]  # fmt: skip
+    e2 = torch.stack(
+        [topics[0] + 0.1 * torch.randn(6, dtype=torch.float64) for _ in range(4)]
+        + [topics[1] + 0.1 * torch.randn(6, dtype=torch.float64) for _ in range(4)]
+    )[None]
     gap2 = prof(e2, torch.ones(1, 8, dtype=torch.bool))[0, :, 4 * 3 + 1]  # k = 2 block cosine per gap
     assert gap2[:7].argmin() == 3
 
@@ -143,8 +145,12 @@ def test_content_off_needs_cohesion():
         SegmenterNet(
             encoder=HashedNgramEncoder(dim=32),
             attention=functools.partial(SelfAttention, dim=32, num_heads=4),
-            dim=32, num_layers=1, ff_dim=32, num_classes=2, content=False,
-        )  # fmt: skip
+            dim=32,
+            num_layers=1,
+            ff_dim=32,
+            num_classes=2,
+            content=False,
+        )
 
 
 def test_lead_words_see_openings_not_the_rest():

@@ -56,5 +56,7 @@ def test_a_plugin_cannot_take_a_built_in_name(tmp_path, monkeypatch):
     (info / "entry_points.txt").write_text("[segmenter.parts]\nlocalized = os:system\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     assert registry.get("localized").cls is LocalizedAttention  # built-ins never consult plugins
-    with pytest.raises(ValueError, match=r"entry point localized=os:system \(segmenter.parts\) takes a built-in part's name"):
+    with pytest.raises(
+        ValueError, match=r"entry point localized=os:system \(segmenter.parts\) takes a built-in part's name"
+    ):
         registry.names()

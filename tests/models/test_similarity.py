@@ -54,10 +54,16 @@ def reference_features(v: torch.Tensor, n: int, thresholds, stripe: int) -> torc
     for i in range(n):
         others = [s[i][j] for j in range(n) if j != i]
         far = [d(i, j) for j in range(n) if abs(i - j) > stripe]
-        rows.append([
-            strongest[i], mx([s[i][j] for j in range(i)]), mx([s[i][j] for j in range(i + 1, n)]),
-            *(count(others, t) for t in sorted(thresholds)), mx(far), *(count(far, t) for t in sorted(thresholds)),
-        ])  # fmt: skip
+        rows.append(
+            [
+                strongest[i],
+                mx([s[i][j] for j in range(i)]),
+                mx([s[i][j] for j in range(i + 1, n)]),
+                *(count(others, t) for t in sorted(thresholds)),
+                mx(far),
+                *(count(far, t) for t in sorted(thresholds)),
+            ]
+        )
     top = [max(max(r[k] for r in rows), 1e-6) for k in range(len(rows[0]))]  # the document's largest of each
     return torch.tensor([r + [x / t for x, t in zip(r, top)] + [share] for r in rows])
 
@@ -127,7 +133,9 @@ def test_surface_view_survives_small_edits():
     b = char_ngrams("I'm on my way!", 3, 4096)
     c = char_ngrams("Something else entirely", 3, 4096)
     m = SelfSimilarity(dim=4)
-    v = surface_vectors(m, [["(Yeah) I'm on my way", "I'm on my way!", "Something else entirely"]], 3, torch.device("cpu"))
+    v = surface_vectors(
+        m, [["(Yeah) I'm on my way", "I'm on my way!", "Something else entirely"]], 3, torch.device("cpu")
+    )
     s = torch.nn.functional.normalize(v[0], dim=-1) @ torch.nn.functional.normalize(v[0], dim=-1).T
     assert s[0, 1] > 0.7 > 0.2 > s[0, 2]
     assert len(a) > len(b) and len(c) > 0
@@ -137,9 +145,14 @@ def test_every_unit_counts_and_network_runs_with_every_view():
     enc = HashedNgramEncoder(dim=16, num_buckets=512, code_dim=32)
     for fixed, surface in ((True, False), (False, True), (True, True)):
         net = SegmenterNet(
-            encoder=enc, attention=lambda: LocalizedAttention(dim=16, num_heads=2, window_size=3), dim=16,
-            num_layers=1, ff_dim=16, num_classes=2, similarity=SelfSimilarity(dim=16, fixed=fixed, surface=surface),
-        )  # fmt: skip
+            encoder=enc,
+            attention=lambda: LocalizedAttention(dim=16, num_heads=2, window_size=3),
+            dim=16,
+            num_layers=1,
+            ff_dim=16,
+            num_classes=2,
+            similarity=SelfSimilarity(dim=16, fixed=fixed, surface=surface),
+        )
         out = run_net(net, [["a b", "c d", "a b"], ["x"]])
         assert out.logits.shape == (2, 3, 2) and torch.isfinite(out.logits).all()
 

@@ -69,8 +69,13 @@ def serving(model, **settings):
     """A TestClient on create_app(model); ``settings``: Limits/Batching fields or units."""
     limits = {k: v for k, v in settings.items() if k in Limits.__dataclass_fields__}
     batching = {k: v for k, v in settings.items() if k in Batching.__dataclass_fields__}
-    app = create_app(model, limits=Limits(**limits), batching=Batching(**batching),
-                     default_units=settings.get("units", "sentences"), source="test")  # fmt: skip
+    app = create_app(
+        model,
+        limits=Limits(**limits),
+        batching=Batching(**batching),
+        default_units=settings.get("units", "sentences"),
+        source="test",
+    )
     with TestClient(app, raise_server_exceptions=False) as client:
         client.app_state = app.state
         yield client
@@ -125,14 +130,24 @@ def test_decisions_per_request_equal_the_api(client, seg):
     # Each request decides with its own settings, the batch's other documents with theirs.
     r = client.post("/segment", json={"documents": [{"lines": LINES}, {"lines": LINES[:2]}], "num_segments": 2})
     assert [len(a["segments"]) for a in r.json()["documents"]] == [2, 2]
-    r = client.post("/segment", json={"documents": [{"lines": LINES}, {"id": "short", "lines": LINES[:1]}], "num_segments": 2})
+    r = client.post(
+        "/segment", json={"documents": [{"lines": LINES}, {"id": "short", "lines": LINES[:1]}], "num_segments": 2}
+    )
     assert r.status_code == 422 and r.json()["error"].startswith("document short: num_segments=2 segments")
-    for bad in ({"threshold": 0}, {"threshold": 1.5}, {"num_segments": 0}, {"min_segment_units": 0}, {"threshold": "high"}):
+    for bad in (
+        {"threshold": 0},
+        {"threshold": 1.5},
+        {"num_segments": 0},
+        {"min_segment_units": 0},
+        {"threshold": "high"},
+    ):
         r = client.post("/segment", json={"lines": LINES, **bad})
         assert r.status_code == 422 and next(iter(bad)) in r.json()["error"], (bad, r.text)
     r = client.post("/segment", json={"lines": LINES, "threshold": 0.5, "num_segments": 2})
     assert r.status_code == 422 and "give one or the other" in r.json()["error"]
-    r = client.post("/segment", json={"lines": LINES, "segments": 2})  # a misspelt setting: the error lists the right ones
+    r = client.post(
+        "/segment", json={"lines": LINES, "segments": 2}
+    )  # a misspelt setting: the error lists the right ones
     assert r.status_code == 422 and "threshold, num_segments, min_segment_units" in r.json()["error"]
 
 
@@ -163,7 +178,13 @@ BAD_REQUESTS = [
     ("not JSON at all", b"hello", JSON, 400, "malformed JSON"),
     ("not UTF-8", '{"text": "café"}'.encode("latin-1"), JSON, 400, "not UTF-8"),
     ("nested too deeply", b"[" * 100_000 + b"]" * 100_000, JSON, 400, "nested too deeply"),
-    ("unpaired surrogate in text", b'{"text": "ab\\ud800"}', JSON, 422, "'text' has an unpaired surrogate \\ud800 at index 2"),
+    (
+        "unpaired surrogate in text",
+        b'{"text": "ab\\ud800"}',
+        JSON,
+        422,
+        "'text' has an unpaired surrogate \\ud800 at index 2",
+    ),
     ("unpaired surrogate in lines", b'{"lines": ["ok", "\\udc00"]}', JSON, 422, "'lines'[1] has an unpaired surrogate"),
     ("unpaired surrogate in id", b'{"text": "a", "id": "\\ud83d"}', JSON, 422, "id: Input should be a valid string"),
     ("no body", b"", JSON, 422, "needs a JSON body"),
@@ -224,8 +245,11 @@ def test_wrong_route_and_method_are_json_errors(client):
 
 
 def test_cross_origin_calls_only_from_the_origins_allowed(seg):
-    preflight = {"Origin": "https://example.org", "Access-Control-Request-Method": "POST",
-                 "Access-Control-Request-Headers": "content-type"}  # fmt: skip
+    preflight = {
+        "Origin": "https://example.org",
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type",
+    }
     with TestClient(create_app(seg, cors_origins=("https://example.org",))) as c:
         r = c.options("/segment", headers=preflight)
         assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "https://example.org"
@@ -273,8 +297,10 @@ def test_concurrent_requests_share_a_forward_pass(seg):
     """While one batch runs, requests queue; the next forward pass takes them together
     (at most batching.max_docs), and each gets exactly its own answer."""
     model = Scripted(seg, delay=0.5)
-    docs = [[f"document {i} line {j} about {w}" for j, w in enumerate(["cats", "dogs", "stocks"][: 1 + i % 3])]
-            for i in range(8)]  # fmt: skip
+    docs = [
+        [f"document {i} line {j} about {w}" for j, w in enumerate(["cats", "dogs", "stocks"][: 1 + i % 3])]
+        for i in range(8)
+    ]
     with serving(model, max_docs=4, wait_ms=0) as c, ThreadPoolExecutor(9) as pool:
         first = pool.submit(c.post, "/segment", json={"lines": ["SLOW start"]})
         assert model.sleeping.wait(10)
@@ -340,7 +366,9 @@ def free_port() -> int:
 
 def script(name: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    return subprocess.run([sys.executable, f"scripts/{name}", *args], cwd=ROOT, capture_output=True, timeout=timeout, env=env)
+    return subprocess.run(
+        [sys.executable, f"scripts/{name}", *args], cwd=ROOT, capture_output=True, timeout=timeout, env=env
+    )
 
 
 @pytest.mark.parametrize("model", ["ckpt", "pretrained=lyrics"])
@@ -350,12 +378,19 @@ def test_serve_script_starts_answers_and_stops(tiny_checkpoint, model):
     clean SIGTERM."""
     import httpx
 
-    source, arg = (str(tiny_checkpoint), f"ckpt_path={tiny_checkpoint}") if model == "ckpt" else ("pretrained:lyrics", model)
+    source, arg = (
+        (str(tiny_checkpoint), f"ckpt_path={tiny_checkpoint}") if model == "ckpt" else ("pretrained:lyrics", model)
+    )
     port = free_port()
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "scripts/serve.py", arg, f"port={port}", "units=lines"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "scripts/serve.py", arg, f"port={port}", "units=lines"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
     try:
         answer = None
         while time.perf_counter() - t0 < 120 and proc.poll() is None:
@@ -407,8 +442,16 @@ def test_serve_script_port_in_use(tiny_checkpoint):
 def test_load_test_script_reports_a_clean_run(tiny_checkpoint, tmp_path):
     """A short run of scripts/load_test.py: every well-formed request answered and checked,
     every malformed one refused with a 4xx, the table and JSON written."""
-    proc = script("load_test.py", f"ckpt_path={tiny_checkpoint}", "clients=4", "requests=60", "malformed_every=10",
-                  "warmup_requests=0", "lines_per_doc=5", f"output={tmp_path}")  # fmt: skip
+    proc = script(
+        "load_test.py",
+        f"ckpt_path={tiny_checkpoint}",
+        "clients=4",
+        "requests=60",
+        "malformed_every=10",
+        "warmup_requests=0",
+        "lines_per_doc=5",
+        f"output={tmp_path}",
+    )
     assert proc.returncode == 0, proc.stderr.decode()[-3000:]
     table = proc.stdout.decode()
     assert table.startswith("| clients |") and "| malformed refused (4xx) | 6/6 |" in table

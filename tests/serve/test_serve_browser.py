@@ -20,8 +20,15 @@ from tests.helpers import ROOT, compose_train, write_songs
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # Without the networking flags Chromium waits on services it cannot reach on a closed network.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--no-first-run", "--disable-sync", "--disable-dev-shm-usage"]  # fmt: skip
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
 
 pytestmark = [
     pytest.mark.browser,
@@ -43,8 +50,17 @@ def section_checkpoint(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("section_checkpoint")
     songs = write_songs(tmp / "songs.jsonl")
     files = [f"data.corpus.files.{split}={songs}" for split in ("train", "val", "test")]
-    cfg = compose_train(tmp, ["experiment=lyrics", "debug=limit", "logger=none", "callbacks.lr_monitor=null",
-                              "callbacks.rich_progress_bar=null", *files])  # fmt: skip
+    cfg = compose_train(
+        tmp,
+        [
+            "experiment=lyrics",
+            "debug=limit",
+            "logger=none",
+            "callbacks.lr_monitor=null",
+            "callbacks.rich_progress_bar=null",
+            *files,
+        ],
+    )
     train(cfg)
     GlobalHydra.instance().clear()
     return tmp / "run" / "checkpoints" / "last.ckpt"
@@ -56,8 +72,14 @@ def server(section_checkpoint):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cmd = [sys.executable, "scripts/serve.py", f"ckpt_path={section_checkpoint}", f"port={port}", "units=lines",
-           f"limits.max_units_per_doc={MAX_UNITS}"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "scripts/serve.py",
+        f"ckpt_path={section_checkpoint}",
+        f"port={port}",
+        "units=lines",
+        f"limits.max_units_per_doc={MAX_UNITS}",
+    ]
     proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
@@ -189,7 +211,9 @@ def test_text_is_shown_as_text_and_errors_are_shown(page):
     page.click("#submit")
     sync_api.expect(page.locator(".unit")).to_have_count(2)
     assert shown(page)["units"] == ['a line <img src=x onerror="window.pwned = 1">', "<b>bold?</b>"]
-    assert page.evaluate("() => window.pwned === undefined && document.querySelectorAll('#result img, #result b').length === 0")
+    assert page.evaluate(
+        "() => window.pwned === undefined && document.querySelectorAll('#result img, #result b').length === 0"
+    )
     page.fill("#text", "\n".join(f"line {i}" for i in range(MAX_UNITS + 1)))  # over the server's limit
     page.click("#submit")
     sync_api.expect(page.locator("#error")).to_contain_text("413")

@@ -14,8 +14,15 @@ from segmenter.training.module import SegmenterModule
 from segmenter.training.train import train
 from tests.helpers import TINY_DATA, compose_train
 
-FAST = [*TINY_DATA, "debug=limit", "model.net.dim=32", "model.net.num_layers=2", "callbacks.rich_progress_bar=null",
-        "callbacks.model_summary=null", "trainer.log_every_n_steps=1"]  # fmt: skip
+FAST = [
+    *TINY_DATA,
+    "debug=limit",
+    "model.net.dim=32",
+    "model.net.num_layers=2",
+    "callbacks.rich_progress_bar=null",
+    "callbacks.model_summary=null",
+    "trainer.log_every_n_steps=1",
+]
 
 
 def test_heatmap_marks_gold_boundaries_and_the_band():
@@ -66,7 +73,9 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(
 
     monkeypatch.setattr(SegmenterModule, "training_step", poisoned)
     cfg = compose_train(tmp_path, [*FAST, "attention=self", "logger=none", "callbacks.lr_monitor=null"])
-    with pytest.raises(NonFiniteLossError, match=r"non-finite training loss \(nan\) at global step 4 \(epoch 1, batch 1\)"):
+    with pytest.raises(
+        NonFiniteLossError, match=r"non-finite training loss \(nan\) at global step 4 \(epoch 1, batch 1\)"
+    ):
         train(cfg)
     ckpts = Path(cfg.paths.output_dir) / "checkpoints"
     last = torch.load(ckpts / "last.ckpt", weights_only=True)

@@ -156,8 +156,6 @@ def test_states_merge_across_processes_by_summing(make):
     assert float(only0.compute()) != pytest.approx(float(alone.compute()))  # the check above can fail
 
 
-
-
 def test_collection_keeps_pk_and_windowdiff_apart():
     """torchmetrics merges metrics with equal states after the first update unless the
     compute groups are given; Pk and WindowDiff must stay separate anyway."""

@@ -13,8 +13,17 @@ from segmenter.training.train import train
 from tests.helpers import TINY_DATA, compose_train
 
 # Three training batches per epoch (debug=limit), a small net: seconds per run.
-FAST = [*TINY_DATA, "debug=limit", "attention=localized", "model.net.dim=32", "model.net.num_layers=2",
-        "callbacks.rich_progress_bar=null", "callbacks.model_summary=null", "trainer.log_every_n_steps=1", "test=false"]  # fmt: skip
+FAST = [
+    *TINY_DATA,
+    "debug=limit",
+    "attention=localized",
+    "model.net.dim=32",
+    "model.net.num_layers=2",
+    "callbacks.rich_progress_bar=null",
+    "callbacks.model_summary=null",
+    "trainer.log_every_n_steps=1",
+    "test=false",
+]
 TIMING = ("time/fit_s", "train/units_per_sec")
 
 
@@ -48,7 +57,9 @@ def test_resume_equals_uninterrupted_run(tmp_path):
         for k in pa:
             assert torch.equal(torch.as_tensor(pa[k]), torch.as_tensor(pb[k])), k
     assert a["lr_schedulers"] == b["lr_schedulers"]
-    assert {k: v for k, v in resumed.items() if k not in TIMING} == {k: v for k, v in straight.items() if k not in TIMING}
+    assert {k: v for k, v in resumed.items() if k not in TIMING} == {
+        k: v for k, v in straight.items() if k not in TIMING
+    }
 
     # The resumed run wrote into the same TensorBoard run: together, its two sessions
     # hold the uninterrupted run's curves, step for step.

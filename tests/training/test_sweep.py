@@ -23,8 +23,15 @@ ENV = {**os.environ, "PYTHONWARNINGS": "ignore"}
 
 
 def sweep(tmp_path: Path, *overrides: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "scripts/train.py", "-m", *FAST, *overrides,
-           f"paths.log_dir={tmp_path}", f"hydra.sweep.dir={tmp_path / 'sweep'}"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "scripts/train.py",
+        "-m",
+        *FAST,
+        *overrides,
+        f"paths.log_dir={tmp_path}",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    ]
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=ENV)
 
 
@@ -39,7 +46,9 @@ def fake_job(sweep_dir: Path, num: int, attention: str, metrics: dict | None, er
 
 
 def test_summary_table_from_job_records(tmp_path):
-    fake_job(tmp_path, 1, "localized", {"val/f1_best": 0.5, "test/f1": 0.25, "model/params": 1234567.0, "time/fit_s": 9.87})
+    fake_job(
+        tmp_path, 1, "localized", {"val/f1_best": 0.5, "test/f1": 0.25, "model/params": 1234567.0, "time/fit_s": 9.87}
+    )
     try:
         raise RuntimeError("wrapped") from ValueError("window_size=4 must be a positive odd number\nmore")
     except RuntimeError as e:
@@ -68,8 +77,14 @@ def test_root_cause_line_unwraps_hydra_errors():
 
 def test_failed_job_does_not_stop_the_sweep_and_shows_in_the_summary(tmp_path):
     # Job 0 fails while building its model; job 1 must still run.
-    proc = sweep(tmp_path, "attention=localized", "attention.window_size=4,3", "logger=none", "callbacks.lr_monitor=null",
-                 "callbacks.attention_heatmap=null")  # fmt: skip
+    proc = sweep(
+        tmp_path,
+        "attention=localized",
+        "attention.window_size=4,3",
+        "logger=none",
+        "callbacks.lr_monitor=null",
+        "callbacks.attention_heatmap=null",
+    )
     assert proc.returncode != 0  # the sweep reports the failure after running every job
     sweep_dir = tmp_path / "sweep"
     summary = (sweep_dir / "summary.md").read_text()
@@ -82,14 +97,20 @@ def test_failed_job_does_not_stop_the_sweep_and_shows_in_the_summary(tmp_path):
     rows = list(csv.DictReader((sweep_dir / "summary.csv").open()))
     ok = rows[1]
     job = json.loads((sweep_dir / "1_localized" / "metrics.json").read_text())  # what the job itself recorded
-    assert ok["status"] == "completed" and float(ok["test/f1"]) == job["test/f1"] and float(ok["val/f1_best"]) == job["val/f1_best"]
+    assert (
+        ok["status"] == "completed"
+        and float(ok["test/f1"]) == job["test/f1"]
+        and float(ok["val/f1_best"]) == job["val/f1_best"]
+    )
     assert float(ok["model/params"]) > 0 and float(ok["train/units_per_sec"]) > 0 and float(ok["time/fit_s"]) > 0
     assert "sweep summary so far" in proc.stderr + proc.stdout  # printed as it goes
 
 
 @pytest.mark.slow
 def test_three_attention_sweep_in_parallel_prints_the_summary(tmp_path):
-    proc = sweep(tmp_path, "attention=self,localized,boundary_aware", "hydra/launcher=parallel", "hydra.launcher.n_jobs=2")
+    proc = sweep(
+        tmp_path, "attention=self,localized,boundary_aware", "hydra/launcher=parallel", "hydra.launcher.n_jobs=2"
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Sweep summary" in proc.stdout
     rows = list(csv.DictReader((tmp_path / "sweep" / "summary.csv").open()))
@@ -99,8 +120,14 @@ def test_three_attention_sweep_in_parallel_prints_the_summary(tmp_path):
 
 @pytest.mark.slow
 def test_optuna_search_runs_a_few_trials(tmp_path):
-    proc = sweep(tmp_path, "hparams_search=optuna_localized", "hydra.sweeper.n_trials=2", "logger=none",
-                 "callbacks.lr_monitor=null", "callbacks.attention_heatmap=null")  # fmt: skip
+    proc = sweep(
+        tmp_path,
+        "hparams_search=optuna_localized",
+        "hydra.sweeper.n_trials=2",
+        "logger=none",
+        "callbacks.lr_monitor=null",
+        "callbacks.attention_heatmap=null",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     best = OmegaConf.load(tmp_path / "sweep" / "optimization_results.yaml")
     assert 0 <= best.best_value <= 1 and "attention.window_size" in best.best_params
@@ -116,8 +143,11 @@ def test_hparams_search_configs_compose(tmp_path, search):
     assert sweeper._target_.endswith("OptunaSweeper") and sweeper.direction == "maximize"
     assert cfg.optimized_metric == "val/f1_best" and str(cfg.hydra.mode) == "RunMode.MULTIRUN"
     assert {"model.optimizer.lr", "model.net.dim", "model.net.num_layers", "model.net.dropout"} <= set(sweeper.params)
-    extra = {"optuna": set(), "optuna_localized": {"attention.window_size"},
-             "optuna_boundary_aware": {"model.aux_loss_weight", "attention.temperature"}}[search]  # fmt: skip
+    extra = {
+        "optuna": set(),
+        "optuna_localized": {"attention.window_size"},
+        "optuna_boundary_aware": {"model.aux_loss_weight", "attention.temperature"},
+    }[search]
     assert extra <= set(sweeper.params)
     if extra:
         assert cfg.attention._target_.endswith(("LocalizedAttention", "BoundaryAwareAttention"))

@@ -81,10 +81,17 @@ def test_the_tested_checkpoint_does_not_depend_on_the_callback_order(tmp_path):
 def test_main_command_writes_val_f1_to_tensorboard(tmp_path):
     run_dir = tmp_path / "run"
     cmd = [
-        sys.executable, "scripts/train.py", "attention=localized", "trainer.max_epochs=2",
-        "debug=limit", "trainer.log_every_n_steps=1", "callbacks.rich_progress_bar=null", *TINY_DATA,
-        f"paths.log_dir={tmp_path}", f"hydra.run.dir={run_dir}",
-    ]  # fmt: skip
+        sys.executable,
+        "scripts/train.py",
+        "attention=localized",
+        "trainer.max_epochs=2",
+        "debug=limit",
+        "trainer.log_every_n_steps=1",
+        "callbacks.rich_progress_bar=null",
+        *TINY_DATA,
+        f"paths.log_dir={tmp_path}",
+        f"hydra.run.dir={run_dir}",
+    ]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -103,8 +110,17 @@ def test_main_command_writes_val_f1_to_tensorboard(tmp_path):
 def test_section_labels_train_end_to_end(tmp_path, songs_jsonl):
     """data=jsonl with section labels (verse/chorus), as the README shows it: macro F1 and
     one F1 per label name are logged as metric objects, through validation and test."""
-    cfg = compose_train(tmp_path, ["data=jsonl", f"data.corpus.path={songs_jsonl}", "debug=limit", "logger=none",
-                                   "callbacks.lr_monitor=null", "callbacks.rich_progress_bar=null"])  # fmt: skip
+    cfg = compose_train(
+        tmp_path,
+        [
+            "data=jsonl",
+            f"data.corpus.path={songs_jsonl}",
+            "debug=limit",
+            "logger=none",
+            "callbacks.lr_monitor=null",
+            "callbacks.rich_progress_bar=null",
+        ],
+    )
     metrics = train(cfg)
     for stage in ("val", "test"):
         assert {f"{stage}/f1", f"{stage}/f1_verse", f"{stage}/f1_chorus", f"{stage}/pk"} <= set(metrics)
@@ -118,8 +134,14 @@ def test_section_labels_train_end_to_end(tmp_path, songs_jsonl):
 
 
 def _lyrics_fdr(tmp_path, files: dict[str, str]):
-    overrides = ["experiment=lyrics", "debug=fdr", "logger=none", "callbacks.lr_monitor=null",
-                 "callbacks.rich_progress_bar=null", *(f"data.corpus.files.{k}={v}" for k, v in files.items())]  # fmt: skip
+    overrides = [
+        "experiment=lyrics",
+        "debug=fdr",
+        "logger=none",
+        "callbacks.lr_monitor=null",
+        "callbacks.rich_progress_bar=null",
+        *(f"data.corpus.files.{k}={v}" for k, v in files.items()),
+    ]
     cfg = compose_train(tmp_path, overrides)
     assert cfg.model.net.similarity._target_.endswith("SelfSimilarity") and cfg.model.net.crf is not None
     return train(cfg)
@@ -142,12 +164,23 @@ def _mixture_cfg(tmp_path, *overrides):
     """The tiny corpus twice, as corpora "a" and "b" of a MixedCorpus (two seeds: other documents)."""
     from omegaconf import OmegaConf, open_dict
 
-    cfg = compose_train(tmp_path, [*TINY_DATA, "attention=localized", "debug=limit", "logger=none",
-                                   "callbacks.rich_progress_bar=null", *overrides])  # fmt: skip
+    cfg = compose_train(
+        tmp_path,
+        [
+            *TINY_DATA,
+            "attention=localized",
+            "debug=limit",
+            "logger=none",
+            "callbacks.rich_progress_bar=null",
+            *overrides,
+        ],
+    )
     one = OmegaConf.to_container(cfg.data.corpus)
     with open_dict(cfg):
-        cfg.data.corpus = {"_target_": "segmenter.data.mixture.MixedCorpus",
-                           "corpora": {"a": one, "b": {**one, "seed": 1}}}  # fmt: skip
+        cfg.data.corpus = {
+            "_target_": "segmenter.data.mixture.MixedCorpus",
+            "corpora": {"a": one, "b": {**one, "seed": 1}},
+        }
     return cfg
 
 
@@ -172,12 +205,18 @@ def test_each_corpus_of_a_mixture_is_logged_apart(tmp_path):
 def test_the_best_checkpoint_can_be_chosen_on_one_corpus_of_a_mixture(tmp_path):
     """callbacks.model_checkpoint.monitor=val/<name>/pk (docs/pretrained.md): the checkpoint
     kept is scored on that corpus's validation documents alone, and it is the one tested."""
-    cfg = _mixture_cfg(tmp_path, "callbacks.model_checkpoint.monitor=val/a/pk", "callbacks.model_checkpoint.mode=min",
-                       "trainer.limit_val_batches=1.0")  # fmt: skip
+    cfg = _mixture_cfg(
+        tmp_path,
+        "callbacks.model_checkpoint.monitor=val/a/pk",
+        "callbacks.model_checkpoint.mode=min",
+        "trainer.limit_val_batches=1.0",
+    )
     train(cfg)
     (best,) = (tmp_path / "run" / "checkpoints").glob("epoch_*.ckpt")
     states = torch.load(best, map_location="cpu", weights_only=True)["callbacks"]
-    (state,) = [v for k, v in states.items() if k.startswith("ModelCheckpoint") and v["monitor"]]  # last.ckpt's has none
+    (state,) = [
+        v for k, v in states.items() if k.startswith("ModelCheckpoint") and v["monitor"]
+    ]  # last.ckpt's has none
     assert state["monitor"] == "val/a/pk" and Path(state["best_model_path"]) == best
     val_a = [d for d in build(cfg)[0].splits["val"] if d.meta["subset"] == "a"]
     assert float(state["best_model_score"]) == pytest.approx(score_checkpoint(best, val_a, "boundary")["pk"], abs=1e-6)
