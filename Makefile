@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_CPU ?= torch==2.13.0
 EXTRAS ?= test,bench,sweep,minilm,serve,rst
 
-.PHONY: setup train test test-all bench python-docs clean
+.PHONY: setup train lint test test-all bench python-docs clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +21,12 @@ setup: $(VENV)/.installed
 train: setup  ## the README's main command
 	$(PY) scripts/train.py attention=localized trainer.max_epochs=2
 
+lint: setup  ## ruff: lint and formatting (CI runs this before the tests)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
 test: setup  ## the default test suite (CI runs this)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n auto -m "not slow"
 
 test-all: setup
 	$(PY) -m pytest -q -m "slow or not slow"
