@@ -240,8 +240,8 @@ def _missing(node: Any, prefix: str) -> list[str]:
         if OmegaConf.is_missing(node, k):
             out.append(full)
         elif not OmegaConf.is_interpolation(node, k):
-            child = node._get_node(k)
-            if isinstance(child, (DictConfig, ListConfig)) and not child._is_none():
+            child = node[k]  # neither missing nor an interpolation: reading it resolves nothing
+            if isinstance(child, (DictConfig, ListConfig)):
                 out += _missing(child, full + ".")
     return out
 

@@ -327,6 +327,7 @@ def _flex_scored(q: Tensor, k: Tensor, v: Tensor, score_mod, block_mask) -> Tens
 def _compiled(fn):
     """fn through torch.compile, once per function: one wrapper per kernel, so the banded and
     the segment kernels each have their own compile cache (dynamo keys it on the code)."""
+    # Private: torch.compile takes no public recompile-limit setting; dynamo's config is the documented knob.
     import torch._dynamo.config as dynamo_config
 
     dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, RECOMPILE_LIMIT)

@@ -25,6 +25,9 @@ import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from lightning import Callback, Trainer
+
+# Private: Lightning has no public form of the flattening its loggers apply to hyperparameters,
+# and this entry must match the one TensorBoardLogger.log_hyperparams writes.
 from lightning.fabric.utilities.logger import _convert_params, _flatten_dict
 from lightning.pytorch.callbacks import LearningRateMonitor, RichProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -270,7 +273,9 @@ def log_hparams_with_metrics(trainer: Trainer, params: dict[str, Any], metrics: 
     finals = {tag: float(metrics[k]) for k, tag in HPARAM_FINALS.items() if k in metrics and math.isfinite(metrics[k])}
     shown = {k: 0.0 for k in HPARAM_METRICS if k in metrics}  # names only: the values come from the curves
     for lg in tensorboard_loggers(trainer):
-        flat = lg._sanitize_params(_flatten_dict(_convert_params({**params, **finals})))
+        flat = lg._sanitize_params(_flatten_dict(_convert_params({**params, **finals})))  # private: as above
+        # Private: SummaryWriter has no public way to reach (and reopen) its event-file writer;
+        # its public add_hparams writes into a separate sub-run folder instead.
         writer = lg.experiment._get_file_writer()
         for summary in hparams(flat, shown):
             writer.add_summary(summary)
