@@ -156,7 +156,7 @@ def metadata(
     }
     if featurizer is not None:
         meta["featurizer"] = copy.deepcopy(list(featurizer))
-    _check_plain(meta, "segmenter")
+    check_plain(meta, "segmenter")
     return meta
 
 
@@ -223,7 +223,7 @@ def load(path: str | Path) -> dict[str, Any]:
         if key not in meta:
             raise CheckpointError(f"{path}: '{KEY}' entry lacks {key!r}")
     try:
-        _check_plain(meta, KEY)
+        check_plain(meta, KEY)
     except ValueError as e:
         raise CheckpointError(f"{path}: {e}") from e
     check_weights(ckpt, path)
@@ -562,7 +562,7 @@ def _numeric_array_globals() -> list[Any]:
     return [np.zeros(1).__reduce__()[0], np.ndarray, np.dtype, *dtypes]
 
 
-def _check_plain(obj: Any, where: str) -> None:
+def check_plain(obj: Any, where: str) -> None:
     """YAML-able data only, and no OmegaConf interpolation (resolvers could read the environment)."""
     if isinstance(obj, str):
         if "${" in obj:
@@ -571,9 +571,9 @@ def _check_plain(obj: Any, where: str) -> None:
         for k, v in obj.items():
             if not isinstance(k, str):
                 raise ValueError(f"{where}: non-string key {k!r}")
-            _check_plain(v, f"{where}.{k}")
+            check_plain(v, f"{where}.{k}")
     elif isinstance(obj, (list, tuple)):
         for i, v in enumerate(obj):
-            _check_plain(v, f"{where}[{i}]")
+            check_plain(v, f"{where}[{i}]")
     elif not (obj is None or isinstance(obj, (bool, int, float))):
         raise ValueError(f"{where}: {type(obj).__name__} is not plain data")

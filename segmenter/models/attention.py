@@ -519,7 +519,8 @@ class LocalizedAttention(MultiHeadAttention):
         self.kernel, self.block_size = kernel, block_size
 
     def _band_probs(self, q: Tensor, k: Tensor, mask: Tensor) -> Tensor:
-        """(B, H, T, w) banded probabilities, gathered per query: simple, for inspection only."""
+        """(B, H, T, w) banded probabilities, gathered per query: simple, for inspection and
+        export only."""
         r = self.radius
         kb = band(k, r)  # (B, H, T, Dh, w)
         scores = torch.einsum("bhtd,bhtdw->bhtw", q, kb) / math.sqrt(q.shape[-1])  # (B, H, T, w)
@@ -531,10 +532,20 @@ class LocalizedAttention(MultiHeadAttention):
 
     def forward(self, x: Tensor, mask: Tensor) -> AttentionOutput:
         q, k, v = self._heads(x)
+        if torch.onnx.is_in_onnx_export():
+            # The blocked kernel's (B, H, N, S, .) blocks tie torch.export to one number of
+            # blocks N: an exported graph (ONNX) gathers each query's band instead.
+            return AttentionOutput(self._merge(self.gathered_attention(q, k, v, mask)), None)
         y = banded_attention(
             q, k, v, mask, radius=self.radius, block_size=self.block_size, dropout_p=self._p, kernel=self.kernel
         )
         return AttentionOutput(self._merge(y), None)  # y: (B, H, T, Dh)
+
+    def gathered_attention(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
+        """The same attention as ``banded_attention`` (the same keys, itself always), each
+        query's band of keys and values gathered in place: (B, H, T, Dh), O(T * w * Dh)
+        memory, and a graph torch.export traces for any length (what the ONNX export runs)."""
+        return torch.einsum("bhtw,bhtdw->bhtd", self._band_probs(q, k, mask), band(v, self.radius))
 
     @torch.no_grad()
     def attention_weights(self, x: Tensor, mask: Tensor) -> Tensor:
@@ -640,7 +651,9 @@ class BoundaryAwareAttention(MultiHeadAttention):
             return F.scaled_dot_product_attention(qb, k, v, attn_mask=bias, dropout_p=p_drop)
 
         t = q.shape[2]
-        if t <= self.query_block:
+        if torch.onnx.is_in_onnx_export() or t <= self.query_block:
+            # Exported (ONNX): all queries as one block, the same rows of the same softmax; a
+            # loop over T // query_block blocks would tie the graph to one length.
             return block(q, c, k, v, c)
         outs = []
         for s in range(0, t, self.query_block):  # blocks of queries, not positions

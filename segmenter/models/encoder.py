@@ -100,7 +100,11 @@ class HashedNgramEncoder(UnitEncoder):
         1/sqrt(its unit's number of features)."""
         ids, sizes = feats["hashed_ids"], feats["hashed_sizes"]  # (F,), (N,)
         offsets = torch.cumsum(sizes, 0) - sizes  # (N,) where each unit's ids start
-        norm = torch.repeat_interleave(sizes.float().rsqrt(), sizes)  # (F,)
+        # The unit of each id: a 1 where every unit but the first starts, summed up. (The same
+        # as repeat_interleave(arange(N), sizes), whose data-dependent length the ONNX export
+        # cannot translate.)
+        unit = torch.zeros_like(ids).index_add_(0, offsets[1:], torch.ones_like(offsets[1:])).cumsum(0)  # (F,)
+        norm = sizes.float().rsqrt()[unit]  # (F,) 1/sqrt(size) of each id's unit
 
         def bag(weights: Tensor) -> Tensor:
             return F.embedding_bag(ids, self.codes, offsets, mode="sum", per_sample_weights=weights)

@@ -43,12 +43,13 @@ def shift(x: Tensor, offset: int) -> Tensor:
     """(B, T, ...) -> out[:, i] = x[:, i + offset], zeros past either end."""
     if offset == 0:
         return x
-    if abs(offset) >= x.shape[1]:
-        return torch.zeros_like(x)
+    # Pad, then slice T: no branch on T (an offset past the end reads only zeros), so an
+    # exported graph (ONNX) holds for documents shorter than the offset too.
+    t = x.shape[1]
     pad = [0, 0] * (x.dim() - 2)  # F.pad counts dims from the last
     if offset > 0:
-        return F.pad(x[:, offset:], pad + [0, offset])
-    return F.pad(x[:, :offset], pad + [-offset, 0])
+        return F.pad(x, pad + [0, offset])[:, offset : offset + t]  # (B, T + offset, ...) -> (B, T, ...)
+    return F.pad(x, pad + [-offset, 0])[:, :t]  # (B, T - offset, ...) -> (B, T, ...)
 
 
 class CohesionProfile(nn.Module):
@@ -259,7 +260,29 @@ class Block(nn.Module):
         return AttentionOutput(x, a.boundary_logits)
 
 
-class SegmenterNet(nn.Module):
+class LabelDecoding:
+    """From per-unit scores (logits) to labels and probabilities: the CRF (``self.crf``, or
+    None) where the network has one. Shared by ``SegmenterNet`` and whatever else runs the
+    network and keeps its CRF (the ONNX backend, segmenter.inference.onnx_backend)."""
+
+    crf: nn.Module | None
+
+    def unit_probs(self, logits: Tensor, mask: Tensor, *, structured: bool = True) -> Tensor:
+        """(B, T, C) each unit's label probabilities: the CRF's marginals where the net has
+        one (and ``structured``: the probabilities of the model that decodes), else softmax."""
+        if self.crf is not None and structured:
+            return self.crf.marginals(logits, mask)
+        return logits.float().softmax(dim=-1)
+
+    def decode(self, logits: Tensor, mask: Tensor, *, structured: bool = True) -> Tensor:
+        """(B, T, C) scores -> (B, T) labels: the CRF's best sequence where the net has one
+        (and ``structured``), else each unit's argmax."""
+        if self.crf is not None and structured:
+            return self.crf.decode(logits, mask)
+        return logits.argmax(dim=-1)
+
+
+class SegmenterNet(LabelDecoding, nn.Module):
     def __init__(
         self,
         *,
@@ -339,17 +362,3 @@ class SegmenterNet(nn.Module):
                 boundary.append(b)
         logits = self.head(self.norm(x))  # (B, T, C)
         return NetOutput(logits, mask, torch.stack(boundary) if boundary else None)
-
-    def unit_probs(self, logits: Tensor, mask: Tensor, *, structured: bool = True) -> Tensor:
-        """(B, T, C) each unit's label probabilities: the CRF's marginals where the net has
-        one (and ``structured``: the probabilities of the model that decodes), else softmax."""
-        if self.crf is not None and structured:
-            return self.crf.marginals(logits, mask)
-        return logits.float().softmax(dim=-1)
-
-    def decode(self, logits: Tensor, mask: Tensor, *, structured: bool = True) -> Tensor:
-        """(B, T, C) scores -> (B, T) labels: the CRF's best sequence where the net has one
-        (and ``structured``), else each unit's argmax."""
-        if self.crf is not None and structured:
-            return self.crf.decode(logits, mask)
-        return logits.argmax(dim=-1)

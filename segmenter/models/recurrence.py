@@ -17,12 +17,11 @@ def diagonal_shift(s: Tensor, offset: int) -> Tensor:
     one step along the diagonals of a self-similarity matrix."""
     if offset == 0:
         return s
+    # Pad, then slice T x T: no branch on T (see segmenter.models.net.shift).
     t = s.shape[-1]
-    if abs(offset) >= t:
-        return torch.zeros_like(s)
     if offset > 0:
-        return F.pad(s[:, offset:, offset:], (0, offset, 0, offset))
-    return F.pad(s[:, :offset, :offset], (-offset, 0, -offset, 0))
+        return F.pad(s, (0, offset, 0, offset))[:, offset : offset + t, offset : offset + t]  # (B, T, T)
+    return F.pad(s, (-offset, 0, -offset, 0))[:, :t, :t]  # (B, T, T)
 
 
 def recurrence_features(v: Tensor, mask: Tensor, *, thresholds: Sequence[float], stripe: int) -> Tensor:

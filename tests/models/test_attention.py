@@ -352,3 +352,14 @@ def test_dense_weights_mask():
     q = torch.randn(1, 1, 3, 4)
     w = dense_weights(q, q, torch.tensor([[True, True, False]]))
     assert w[..., 2].abs().max() == 0
+
+
+@pytest.mark.parametrize("t", [1, 5, 16, 37])
+def test_gathered_band_equals_the_blocked_kernel(t):
+    """What an ONNX export of localized attention runs (each query's band gathered in place)
+    is the blocked kernel's attention: the same keys, padded queries seeing themselves."""
+    att = make("localized", window_size=5, block_size=4).double()
+    x, mask = inputs(2, t, [t, max(1, t // 2)])
+    q, k, v = att._heads(x)
+    blocked = banded_attention(q, k, v, mask, radius=att.radius, block_size=att.block_size)
+    torch.testing.assert_close(att.gathered_attention(q, k, v, mask), blocked)

@@ -1,4 +1,5 @@
 import torch
+import torch.nn.functional as F
 
 from segmenter.features import Featurizer
 from segmenter.models.encoder import HashedNgramEncoder, pad_units
@@ -69,3 +70,14 @@ def test_encode_with_frozen_equals_both_separately():
     x, e = enc.encode_with_frozen(feats, mask)
     torch.testing.assert_close(x, enc(feats, mask))
     torch.testing.assert_close(e, enc.frozen(feats, mask))
+
+
+def test_each_feature_counts_one_over_the_root_of_its_units_size():
+    """The frozen bag of a unit with n features weighs each 1/sqrt(n): equal to weights spread
+    over the ids by repeat_interleave (the encoder avoids it, whose length ONNX cannot trace)."""
+    enc = HashedNgramEncoder(dim=8, num_buckets=256, code_dim=16)
+    feats, _ = batch(enc, [["a b c d e f", "x", "one two"], ["alone here"]])
+    ids, sizes = feats["hashed_ids"], feats["hashed_sizes"]
+    norm = torch.repeat_interleave(sizes.float().rsqrt(), sizes)  # (F,)
+    expected = F.embedding_bag(ids, enc.codes, torch.cumsum(sizes, 0) - sizes, mode="sum", per_sample_weights=norm)
+    assert torch.equal(enc.frozen_units(feats), expected)

@@ -5,7 +5,7 @@ import torch
 
 from segmenter.models.attention import BoundaryAwareAttention, LocalizedAttention, SelfAttention
 from segmenter.models.encoder import HashedNgramEncoder
-from segmenter.models.net import CohesionProfile, SegmenterNet
+from segmenter.models.net import CohesionProfile, SegmenterNet, shift
 from tests.helpers import one_hot_by_first_seen, run_net
 
 DOCS = [["a b c", "d e f", "g h i", "j k l"], ["x y", "y z"]]
@@ -186,3 +186,13 @@ def test_relative_cohesion_is_standardised_per_document():
     e = torch.randn(1, 6, 5)
     out = profile(e, torch.ones(1, 6, dtype=torch.bool))
     assert out.shape == (1, 6, 8)
+
+
+@pytest.mark.parametrize("offset", [-5, -4, -1, 0, 1, 3, 4, 9])
+def test_shift_reads_the_neighbour_at_the_offset_and_zeros_past_the_ends(offset):
+    """Offsets as long as the document or longer included (short documents, exported graphs)."""
+    x = torch.randn(2, 4, 3)
+    out = shift(x, offset)
+    for i in range(4):
+        j = i + offset
+        assert torch.equal(out[:, i], x[:, j] if 0 <= j < 4 else torch.zeros(2, 3))

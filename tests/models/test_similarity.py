@@ -16,6 +16,7 @@ from segmenter.features.text import char_ngrams
 from segmenter.models.attention import LocalizedAttention
 from segmenter.models.encoder import HashedNgramEncoder
 from segmenter.models.net import SegmenterNet, SelfSimilarity
+from segmenter.models.recurrence import diagonal_shift
 from tests.helpers import ROOT, run_net
 
 
@@ -162,6 +163,17 @@ def test_bad_settings_name_the_values():
         SelfSimilarity(dim=4, fixed=False, surface=False)
     with pytest.raises(ValueError, match=r"thresholds=\[1.5\]"):
         SelfSimilarity(dim=4, thresholds=[1.5])
+
+
+@pytest.mark.parametrize("offset", [-4, -3, -1, 1, 2, 3, 6])
+def test_diagonal_shift_steps_along_the_diagonals_with_zeros_past_the_ends(offset):
+    """Offsets as long as the document or longer included (short documents, exported graphs)."""
+    s = torch.randn(2, 3, 3)
+    out = diagonal_shift(s, offset)
+    for i in range(3):
+        for j in range(3):
+            inside = 0 <= i + offset < 3 and 0 <= j + offset < 3
+            assert torch.equal(out[:, i, j], s[:, i + offset, j + offset] if inside else torch.zeros(2))
 
 
 PEAK_SCRIPT = """
