@@ -55,6 +55,7 @@ from segmenter.features import Featurizer
 from segmenter.inference import calibration
 from segmenter.inference.calibration import Calibration
 from segmenter.inference.checkpoint import load_net
+from segmenter.inference.onnx_backend import OnnxNet, backend_net
 from segmenter.pretrained import MODELS, checkpoint_path
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ class Segmenter:
     def __init__(
         self,
         *,
-        net: nn.Module,
+        net: nn.Module | OnnxNet,
         task: str = BOUNDARY,
         label_names: Sequence[str] = ("inside", "boundary"),
         max_units: int = 512,
@@ -133,25 +134,50 @@ class Segmenter:
         *,
         cache_dir: str | None = None,
         cache_entries: int | None = CACHE_ENTRIES,
+        backend: str = "torch",
+        onnx_path: str | os.PathLike | None = None,
         **kwargs: Any,
     ) -> Segmenter:
         """A segmenter from a checkpoint written by scripts/train.py; ``kwargs`` are the
         inference settings (max_units, overlap, batch_size, device, language). ``cache_dir``:
         where a MiniLM encoder caches embeddings (this side's setting, never the checkpoint's;
         None: memory only); ``cache_entries``: how many it keeps in memory at most (the least
-        recently used go first; None: no bound), so a long-running process stays flat."""
+        recently used go first; None: no bound), so a long-running process stays flat.
+        ``backend``: what runs the network, ``"torch"`` or ``"onnx"`` (onnxruntime on the CPU:
+        the graph at ``onnx_path``, exported there first if missing; without ``onnx_path``,
+        exported once into a cache; segmenter.inference.onnx_backend)."""
         net, meta = load_net(path, cache_dir=cache_dir)
         kwargs.setdefault("featurizer", Featurizer.for_net(net, cache_entries=cache_entries))
+        net = backend_net(backend, net, meta, onnx_path=onnx_path, cache_dir=cache_dir)
         attention = (meta["net"].get("attention") or {}).get("type", "?")
         cal = calibration.read(meta)
         log.info(
-            "loaded %s (written by segmenter %s; %s; calibration: %s)",
+            "loaded %s (written by segmenter %s; %s; calibration: %s; backend: %s)",
             path,
             meta["segmenter_version"],
             attention,
             cal.method,
+            backend,
         )
         return cls(net=net, task=meta["task"], label_names=meta["label_names"], calibration=cal, **kwargs)
+
+    @classmethod
+    def from_onnx(
+        cls,
+        path: str | os.PathLike,
+        *,
+        cache_dir: str | None = None,
+        cache_entries: int | None = CACHE_ENTRIES,
+        **kwargs: Any,
+    ) -> Segmenter:
+        """A segmenter from a graph of scripts/export.py alone, run by onnxruntime: the file
+        holds the task, label names, calibration and windowing (``kwargs`` override the
+        inference settings, as for ``from_checkpoint``)."""
+        net = OnnxNet.load(path, cache_dir=cache_dir)
+        kwargs = {**net.settings(), **kwargs}
+        kwargs.setdefault("featurizer", Featurizer.for_net(net, cache_entries=cache_entries))
+        log.info("loaded %s (exported by segmenter %s; backend: onnx)", path, net.entry["segmenter_version"])
+        return cls(net=net, **kwargs)
 
     @classmethod
     def from_pretrained(cls, name: str, **kwargs: Any) -> Segmenter:

@@ -277,7 +277,7 @@ def model_card(seg: Segmenter, *, source: str | None = None) -> dict[str, Any]:
     whichever way the model was loaded."""
     from segmenter.models.attention import MultiHeadAttention
 
-    net = seg.net
+    net = getattr(seg.net, "structure", seg.net)  # the ONNX backend's: the network's parts, as its file names them
     attention = next((m for m in net.modules() if isinstance(m, MultiHeadAttention)), None)
     settings = {
         k: getattr(attention, k) for k in ("num_heads", "window_size", "bias", "temperature") if hasattr(attention, k)
@@ -294,6 +294,7 @@ def model_card(seg: Segmenter, *, source: str | None = None) -> dict[str, Any]:
         "layers": len(getattr(net, "blocks", ())),
         "parameters": sum(p.numel() for p in net.parameters()),
         "max_units_per_window": seg.max_units,
+        "backend": getattr(seg.net, "backend", "torch"),
     }
 
 
