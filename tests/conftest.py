@@ -58,3 +58,16 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture
 def songs_jsonl(tmp_path) -> Path:
     return write_songs(tmp_path / "songs.jsonl")
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tiny_checkpoint, tmp_path_factory) -> Path:
+    """tiny_checkpoint's network exported by scripts/export.py's body (the onnx extra: skipped
+    without it). Session-wide: the ONNX backend's and the server's tests share one export."""
+    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed (pip install -e '.[onnx]')")
+    pytest.importorskip("onnxscript", reason="the onnx extra is not installed (pip install -e '.[onnx]')")
+    from segmenter.inference.export import run
+    from tests.helpers import compose_config
+
+    out = tmp_path_factory.mktemp("tiny_onnx") / "tiny.onnx"
+    return run(compose_config("export", [f"ckpt_path={tiny_checkpoint}", f"output={out}", "max_units=40", "overlap=8"]))
