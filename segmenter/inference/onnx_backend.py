@@ -38,6 +38,7 @@ import json
 import logging
 import os
 import random
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -128,7 +129,9 @@ def export(
     other = [tuple(torch.export.Dim.AUTO for _ in feats[k].shape) for k in keys[1:]]
     dynamic = {"start": (batch_axis,), "features": ((batch_axis, units_axis), *other)}
     graph = _Graph(net, keys).eval()
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # torch names the axes itself where several inputs share one (batch, units): not news
+        warnings.filterwarnings("ignore", message="# The axis name")
         expected = graph(*args)  # (B, T, C)
         program = torch.onnx.export(
             graph,
