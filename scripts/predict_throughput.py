@@ -1,12 +1,18 @@
-"""Throughput of predict (units/s) on the Choi corpus for each attention type.
+"""Throughput of predict (units/s) on the Choi corpus for each attention type, or shipped
+model, and backend.
 
     python scripts/predict_throughput.py            # every attention type; trains a brief model per type first
     python scripts/predict_throughput.py attentions=[localized] checkpoints.localized=outputs/runs/<run>/checkpoints/last.ckpt
+    python scripts/predict_throughput.py attentions=[localized] pretrained=[topic,lyrics] backends=[torch,onnx]
 
 Times Segmenter.predict (batched, torch.inference_mode, windows of max_units) over all
 Choi documents, the unit encoder's feature cache cleared first, so hashing every
 sentence is part of the time; then one long document (long_doc_units sentences)
-alone. Writes throughput.md and throughput.json into the run folder and prints the table.
+alone. With several backends, each model's backends share one featurizer and are timed one
+after the other for each thread count (frozen MiniLM vectors are then cached before the
+first is timed, so the times compare what runs the network); the table gives each
+backend's speed relative to the first. Writes throughput.md and throughput.json into the
+run folder and prints the table.
 """
 
 import json
@@ -66,42 +72,67 @@ def main(cfg: DictConfig) -> None:
     long_doc = (pool * (cfg.long_doc_units // len(pool) + 1))[: cfg.long_doc_units]
     log.info("%d Choi documents, %d sentences; torch %s", len(docs), n_units, torch.__version__)
     rows = []
-    for attention in cfg.attentions or attention_types():
-        ckpt = cfg.checkpoints.get(attention) or brief_checkpoint(attention, cfg, out)
-        seg = Segmenter.from_checkpoint(ckpt, **cfg.segmenter)
+    attentions = attention_types() if cfg.attentions is None else list(cfg.attentions)
+    models = [(a, {"ckpt_path": cfg.checkpoints.get(a) or brief_checkpoint(a, cfg, out)}) for a in attentions]
+    models += [(f"pretrained {name}", {"pretrained": name}) for name in cfg.pretrained or ()]
+    backends = list(cfg.backends)
+    for model, source in models:
+        featurizer = None  # the first backend's, shared by the others
         for threads in cfg.threads:
-            torch.set_num_threads(threads)
-            seg.predict(docs[: cfg.warmup_docs])  # warm-up: allocator, kernels
-            seconds = timed(seg, docs)
-            row = {
-                "attention": attention,
-                "threads": threads,
-                "checkpoint": str(ckpt),
-                "docs": len(docs),
-                "units": n_units,
-                "seconds": round(seconds, 3),
-                "units_per_s": round(n_units / seconds),
-            }
-            if long_doc:
-                long_s = timed(seg, [long_doc])
-                row.update(
-                    long_doc_units=len(long_doc),
-                    long_doc_seconds=round(long_s, 3),
-                    long_doc_units_per_s=round(len(long_doc) / long_s),
-                )
-            rows.append(row)
-            log.info("%s", row)
+            torch.set_num_threads(threads)  # before the segmenters: onnxruntime takes torch's number
+            first = None
+            for backend in backends:
+                onnx = {"onnx_path": str(out / f"{model.replace(' ', '_')}.onnx")} if backend == "onnx" else {}
+                seg = Segmenter.load(**source, **cfg.segmenter, backend=backend, featurizer=featurizer, **onnx)
+                featurizer = seg.featurizer if len(backends) > 1 else None
+                if featurizer is not None and first is None:
+                    featurizer.warm(pool)  # frozen MiniLM vectors: not what is compared (hashing: no cache)
+                seg.predict(docs[: cfg.warmup_docs])  # warm-up: allocator, kernels
+                seconds = timed(seg, docs)
+                row = {
+                    "model": model,
+                    "backend": backend,
+                    "threads": threads,
+                    "checkpoint": str(source.get("ckpt_path") or source.get("pretrained")),
+                    "docs": len(docs),
+                    "units": n_units,
+                    "seconds": round(seconds, 3),
+                    "units_per_s": round(n_units / seconds),
+                }
+                if long_doc:
+                    long_s = timed(seg, [long_doc])
+                    row.update(
+                        long_doc_units=len(long_doc),
+                        long_doc_seconds=round(long_s, 3),
+                        long_doc_units_per_s=round(len(long_doc) / long_s),
+                    )
+                first = first or row
+                row["speed_vs_first"] = round(first["seconds"] / seconds, 2)
+                if long_doc:
+                    row["long_doc_speed_vs_first"] = round(first["long_doc_seconds"] / row["long_doc_seconds"], 2)
+                rows.append(row)
+                log.info("%s", row)
     load = ", load average {:.1f} {:.1f} {:.1f}".format(*os.getloadavg()) if hasattr(os, "getloadavg") else ""
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs{load}, torch {torch.__version__}"
     long_n = f"{cfg.long_doc_units:,}-sentence doc"
-    header = f"| attention | torch threads | Choi docs | sentences | seconds | sentences/s | {long_n}: seconds | sentences/s |\n|---|---:|---:|---:|---:|---:|---:|---:|\n"
+    vs = f"speed vs {backends[0]}"
+    header = (
+        f"| model | backend | threads | Choi docs | sentences | seconds | sentences/s | {vs} | {long_n}: seconds "
+        f"| sentences/s | {vs} |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+    )
     table = header + "".join(
-        f"| {r['attention']} | {r['threads']} | {r['docs']} | {r['units']} | {r['seconds']:.2f} | {r['units_per_s']:,} | "
-        f"{r.get('long_doc_seconds', float('nan')):.2f} | {r.get('long_doc_units_per_s', 0):,} |\n"
+        f"| {r['model']} | {r['backend']} | {r['threads']} | {r['docs']} | {r['units']} | {r['seconds']:.2f} | "
+        f"{r['units_per_s']:,} | {r['speed_vs_first']:.2f} | {r.get('long_doc_seconds', float('nan')):.2f} | "
+        f"{r.get('long_doc_units_per_s', 0):,} | {r.get('long_doc_speed_vs_first', float('nan')):.2f} |\n"
         for r in rows
     )
     settings = OmegaConf.to_container(cfg.segmenter)
-    md = f"Predict throughput ({machine}; settings {settings}; cold feature cache)\n\n{table}"
+    cache = (
+        "cold feature cache"
+        if len(backends) == 1
+        else "each model's backends share its featurizer, MiniLM vectors cached first"
+    )
+    md = f"Predict throughput ({machine}; settings {settings}; {cache})\n\n{table}"
     atomic_write(out / "throughput.md", md)
     atomic_write(
         out / "throughput.json", json.dumps({"machine": machine, "settings": settings, "rows": rows}, indent=2)

@@ -33,13 +33,14 @@ onnxruntime on example batches (one of a single unit) and compared with torch.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import random
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -129,7 +130,7 @@ def export(
     other = [tuple(torch.export.Dim.AUTO for _ in feats[k].shape) for k in keys[1:]]
     dynamic = {"start": (batch_axis,), "features": ((batch_axis, units_axis), *other)}
     graph = _Graph(net, keys).eval()
-    with torch.no_grad(), warnings.catch_warnings():
+    with torch.no_grad(), warnings.catch_warnings(), _quiet("onnx_ir", "onnxscript"):
         # torch names the axes itself where several inputs share one (batch, units): not news
         warnings.filterwarnings("ignore", message="# The axis name")
         expected = graph(*args)  # (B, T, C)
@@ -180,6 +181,20 @@ def export(
         f.write(data)
     log.info("exported %s (%.1f MB; onnxruntime vs torch: max |logit difference| %.2g)", path, len(data) / 1e6, diff)
     return path
+
+
+@contextlib.contextmanager
+def _quiet(*loggers: str) -> Iterator[None]:
+    """These loggers at WARNING while the block runs (the exporter's optimizer passes log every
+    constant they merge at INFO), their levels restored after."""
+    saved = {name: logging.getLogger(name).level for name in loggers}
+    for name in loggers:
+        logging.getLogger(name).setLevel(max(saved[name], logging.WARNING))
+    try:
+        yield
+    finally:
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
 
 
 def copy_plain(meta: Mapping[str, Any]) -> dict[str, Any]:

@@ -279,7 +279,7 @@ def test_throughput_script_on_a_tiny_corpus(tiny_checkpoint, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     (row,) = json.loads((tmp_path / "run" / "throughput.json").read_text())["rows"]
     assert row["docs"] == 2 and row["units"] == 23 and row["long_doc_units"] == 100  # separators dropped
-    assert row["units_per_s"] > 0 and "| localized | 1 | 2 | 23 |" in proc.stdout
+    assert row["units_per_s"] > 0 and "| localized | torch | 1 | 2 | 23 |" in proc.stdout
 
 
 def test_long_texts_reach_the_sentence_splitter_in_pieces(seg):

@@ -464,3 +464,31 @@ def test_load_test_script_reports_a_clean_run(tiny_checkpoint, tmp_path):
 def test_load_test_refuses_other_hosts():
     proc = script("load_test.py", "url=http://example.com:8000")
     assert proc.returncode == 2 and "loopback only" in proc.stderr.decode()
+
+
+def test_onnx_backend_serves_the_same_answers(client, tiny_checkpoint, tiny_onnx):
+    """The server built as scripts/serve.py builds it with backend=onnx (conf/serve.yaml's
+    segmenter node) answers what the torch-backed server answers."""
+    import hydra
+
+    from tests.helpers import compose_config
+
+    cfg = compose_config("serve", [f"ckpt_path={tiny_checkpoint}", "backend=onnx", f"onnx_path={tiny_onnx}"])
+    onnx_seg = hydra.utils.instantiate(cfg.segmenter)
+    assert getattr(onnx_seg.net, "backend", None) == "onnx"
+    long_text = " ".join(f"Sentence {i} is about the {w}." for i, w in enumerate(["cat", "bank", "egg"] * 200))
+    requests = [
+        {"text": TEXT},
+        {"lines": LINES, "num_segments": 2},
+        {"text": long_text, "threshold": 0.3},  # 600 sentences: windows of 512, stitched
+        {"documents": [{"text": TEXT}, {"lines": LINES}], "units": "lines"},
+    ]
+    with serving(onnx_seg) as onnx_client:
+        assert onnx_client.get("/info").json()["backend"] == "onnx"
+        assert onnx_client.get("/info").json()["attention"]["type"] == "LocalizedAttention"
+        for body in requests:
+            want, got = client.post("/segment", json=body), onnx_client.post("/segment", json=body)
+            assert want.status_code == got.status_code == 200, got.text
+            for a, b in zip(want.json().get("documents", [want.json()]), got.json().get("documents", [got.json()])):
+                assert a["units"] == b["units"] and a["labels"] == b["labels"] and a["segments"] == b["segments"]
+                assert a["boundary_probs"] == pytest.approx(b["boundary_probs"], abs=1e-4)
