@@ -6,6 +6,7 @@
     pred = seg.segment(text, return_probs=True)     # Prediction: units, labels, boundary_probs, segments
     many = seg.segment_many(texts)                  # batched
     seg = Segmenter.from_pretrained("topic")        # a shipped model (segmenter.pretrained)
+    seg = Segmenter.from_pretrained("topic", backend="onnx")  # onnxruntime runs the network
     seg.segment(text, num_segments=5)               # or threshold=0.5, min_segment_units=3
 
 Probabilities are calibrated where the checkpoint holds a calibrator (segmenter.inference.calibration:
