@@ -250,7 +250,10 @@ class OnnxNet(LabelDecoding):
             )
         self.crf = skeleton.crf
         if self.crf is not None:
-            self.crf.load_state_dict({k: torch.tensor(v) for k, v in self.entry["crf"].items()})
+            try:
+                self.crf.load_state_dict({k: torch.tensor(v) for k, v in (self.entry["crf"] or {}).items()})
+            except (RuntimeError, TypeError, ValueError) as e:
+                raise CheckpointError(f"the ONNX metadata's CRF weights do not fit its network: {e}") from None
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, cache_dir: str | None = None, threads: int | None = None) -> OnnxNet:
@@ -326,6 +329,9 @@ def read_entry(session: Any, path: str | os.PathLike) -> dict[str, Any]:
     for key in ("checkpoint", "featurizer", "crf", "weights_sha256", "max_units", "overlap"):
         if key not in entry:
             raise CheckpointError(f"{path}: '{KEY}' metadata lacks {key!r}")
+    for key in ("net", "task", "label_names"):
+        if not isinstance(entry["checkpoint"], dict) or key not in entry["checkpoint"]:
+            raise CheckpointError(f"{path}: '{KEY}' metadata lacks the checkpoint's {key!r}")
     return entry
 
 
