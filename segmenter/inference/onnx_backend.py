@@ -67,6 +67,7 @@ EXPORT_TOLERANCE = 1e-3
 # sizes on every axis), none 0 or 1, which torch.export would take for constants.
 EXAMPLE_LENGTHS = (29, 17, 23)
 CHECK_LENGTHS = (2, 70, 1)  # the graph is checked on these too: shorter and longer, one unit
+REGISTRY_LOGGER = "torch.onnx._internal.exporter._registration"  # where torch.onnx says which ops it skips
 INSTALL = "pip install -e '.[onnx]'"
 
 
@@ -130,9 +131,12 @@ def export(
     other = [tuple(torch.export.Dim.AUTO for _ in feats[k].shape) for k in keys[1:]]
     dynamic = {"start": (batch_axis,), "features": ((batch_axis, units_axis), *other)}
     graph = _Graph(net, keys).eval()
-    with torch.no_grad(), warnings.catch_warnings(), _quiet("onnx_ir", "onnxscript"):
-        # torch names the axes itself where several inputs share one (batch, units): not news
+    # The exporter's optimizer logs every constant it merges (INFO), its registry every
+    # torchvision op it skips (WARNING); torch names the axes itself where inputs share one.
+    quiet = _quiet(logging.WARNING, "onnx_ir", "onnxscript"), _quiet(logging.ERROR, REGISTRY_LOGGER)
+    with torch.no_grad(), warnings.catch_warnings(), quiet[0], quiet[1]:
         warnings.filterwarnings("ignore", message="# The axis name")
+        warnings.filterwarnings("ignore", message=".*LeafSpec", category=FutureWarning)
         expected = graph(*args)  # (B, T, C)
         program = torch.onnx.export(
             graph,
@@ -184,12 +188,11 @@ def export(
 
 
 @contextlib.contextmanager
-def _quiet(*loggers: str) -> Iterator[None]:
-    """These loggers at WARNING while the block runs (the exporter's optimizer passes log every
-    constant they merge at INFO), their levels restored after."""
+def _quiet(level: int, *loggers: str) -> Iterator[None]:
+    """These loggers at ``level`` at least while the block runs, their levels restored after."""
     saved = {name: logging.getLogger(name).level for name in loggers}
     for name in loggers:
-        logging.getLogger(name).setLevel(max(saved[name], logging.WARNING))
+        logging.getLogger(name).setLevel(max(saved[name], level))
     try:
         yield
     finally:
