@@ -27,7 +27,7 @@ from segmenter.inference.api import Segmenter
 from segmenter.training.train import build
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
+CONF = ROOT / "segmenter" / "conf"
 SHARED_DATA = ROOT.parent / "shared" / "data"
 os.environ.setdefault("SEGMENTER_ROOT", str(ROOT))
 

@@ -8,8 +8,9 @@ standard error (also in the run's log file), naming what is wrong, and exit stat
 traceback, exit status 1. Hydra's own refusals of the command line (an unknown key or
 option, bad override syntax) happen before the script starts; they exit with 2 as well.
 
-``SEGMENTER_ROOT`` (``paths.root_dir``: where outputs/ and ../shared/data are found) is set
-here, to the folder holding the script's conf/ (the repository root), unless already set.
+The configs are segmenter/conf (inside the package). ``SEGMENTER_ROOT`` (``paths.root_dir``:
+where outputs/ and ../shared/data are found) is set here unless already set: to the checkout
+the package is imported from (the repository root), else to the current folder.
 
 Usage in scripts/<name>.py::
 
@@ -20,7 +21,6 @@ Usage in scripts/<name>.py::
 from __future__ import annotations
 
 import functools
-import inspect
 import logging
 import os
 import sys
@@ -35,7 +35,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue
 
-from segmenter.cli.config import validate
+from segmenter.cli.config import config_dir, validate
 
 log = logging.getLogger(__name__)
 
@@ -120,24 +120,29 @@ def _traceback_to_log_files(error: BaseException) -> None:
             handler.handle(record)
 
 
-def main(
-    *, config_name: str, config_path: str = "../conf"
-) -> Callable[[Callable[[DictConfig], Any]], Callable[[], Any]]:
-    """``hydra.main`` (version_base 1.3, ``config_path`` relative to the script) with the error
-    policy; sets SEGMENTER_ROOT to the parent of that config folder unless it is set."""
+def root_dir() -> Path:
+    """Where outputs/ go and ../shared/data is looked for when SEGMENTER_ROOT is not set: the
+    checkout holding the package (a pyproject.toml beside segmenter/; the scripts, an editable
+    install), else the current folder (a segmenter installed from a wheel)."""
+    checkout = Path(__file__).resolve().parents[2]
+    return checkout if (checkout / "pyproject.toml").is_file() else Path.cwd()
+
+
+def main(*, config_name: str) -> Callable[[Callable[[DictConfig], Any]], Callable[[], Any]]:
+    """``hydra.main`` (version_base 1.3, the package's configs) with the error policy; sets
+    SEGMENTER_ROOT (``root_dir()``) unless it is set."""
 
     def decorate(task: Callable[[DictConfig], Any]) -> Callable[[], Any]:
         started = False
-        conf = (Path(inspect.getfile(task)).resolve().parent / config_path).resolve()
-        os.environ.setdefault("SEGMENTER_ROOT", str(conf.parent))  # read by conf/paths/default.yaml
+        os.environ.setdefault("SEGMENTER_ROOT", str(root_dir()))  # read by conf/paths/default.yaml
 
-        @functools.wraps(task)  # Hydra finds the script (config_path, job name) through __wrapped__
+        @functools.wraps(task)  # Hydra names the job after the script through __wrapped__
         def guarded(cfg: DictConfig) -> Any:
             nonlocal started
             started = True
             return run_task(task, cfg)
 
-        hydra_main = hydra.main(version_base="1.3", config_path=config_path, config_name=config_name)(guarded)
+        hydra_main = hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=config_name)(guarded)
 
         @functools.wraps(task)
         def entry() -> Any:

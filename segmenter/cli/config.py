@@ -1,4 +1,4 @@
-"""The config tree (conf/) as code sees it: where it is, which options its groups offer,
+"""The config tree (segmenter/conf/) as code sees it: where it is, which options its groups offer,
 what composing it needs registered first, and the checks a composed config passes before
 a script does anything with it.
 
@@ -30,16 +30,12 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 # ----------------------------------------------------------------------------- the tree
 
-PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the repository root (conf/, scripts/, segmenter/)
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"  # segmenter/conf: shipped in the wheel
 
 
 def config_dir() -> Path:
-    """conf/ of the repository: ``$SEGMENTER_ROOT/conf`` where SEGMENTER_ROOT is set and has
-    one (the scripts set it to the repository root), else the one beside the package."""
-    root = os.environ.get("SEGMENTER_ROOT")
-    if root and (Path(root) / "conf").is_dir():
-        return Path(root) / "conf"
-    return PACKAGE_ROOT / "conf"
+    """The config tree, segmenter/conf (inside the package, so an installed segmenter has it)."""
+    return CONFIG_DIR
 
 
 def options(group: str, *, conf: str | os.PathLike | None = None) -> list[str]:
