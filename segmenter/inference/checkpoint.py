@@ -70,7 +70,7 @@ FORMAT1_NAMES = MappingProxyType(
         "segmenter.models.attention.BoundaryAwareAttention": "boundary_aware",
         "segmenter.models.net.CohesionProfile": "cohesion_profile",
         "segmenter.models.net.SelfSimilarity": "self_similarity",
-        "segmenter.models.net.LeadWords": "lead_words",
+        "segmenter.models.net.LeadWords": "lead_words",  # removed since: refused saying why (registry.REMOVED)
         "segmenter.models.crf.LinearChainCRF": "linear_chain_crf",
     }
 )
@@ -320,6 +320,10 @@ def _build(obj: Any, where: str, local: Mapping[str, Any]) -> Any:
             raise CheckpointError(f"{where}: Hydra key {k!r} is not allowed in a checkpoint")
         if k in part.paths:
             raise CheckpointError(f"{where}.{k}: a path, which comes from the loading side, never from the file")
+        if k in part.removed:
+            if v == part.removed[k]:  # the value that meant "off": the network is the same without it
+                continue
+            raise CheckpointError(f"{where}.{k}={v!r}: {registry.REMOVED[f'{name}.{k}']}: refusing to build it")
         if k in part.limits:
             _check_size(v, part.limits[k], f"{where}.{k}")
         kwargs[k] = _build(v, f"{where}.{k}", local)

@@ -53,20 +53,6 @@ def test_checkpoint_and_best_model_test(tiny_cfg, tmp_path):
     assert last["epoch"] == cfg.trainer.max_epochs - 1
 
 
-def test_the_measured_net_options_train_save_and_load(tiny_cfg, tmp_path):
-    """LeadWords and relative cohesion (off by default, docs/pretrained.md) from the command
-    line, through a checkpoint, back into the Python API."""
-    from segmenter import Segmenter
-    from segmenter.models.net import LeadWords
-
-    lead = "+model.net.lead={_target_:segmenter.models.net.LeadWords,dim:${model.net.dim},words:3}"
-    train(tiny_cfg("attention=localized", "debug=limit", "logger=none", lead, "+model.net.cohesion.relative=true"))
-    seg = Segmenter.from_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
-    assert isinstance(seg.net.lead, LeadWords) and seg.net.lead.words == 3 and seg.net.cohesion.relative
-    pred = seg.segment("The cat sat. It purred. Stocks fell on Monday. Investors worried.", return_probs=True)
-    assert len(pred.units) == 4 and len(pred.boundary_probs) == 4
-
-
 def test_the_tested_checkpoint_does_not_depend_on_the_callback_order(tmp_path):
     """train.py tests the monitored checkpoint's best, wherever conf/callbacks lists it
     (Lightning's trainer.checkpoint_callback is the first ModelCheckpoint listed)."""
