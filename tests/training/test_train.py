@@ -30,11 +30,6 @@ def test_boundary_aware_logs_its_auxiliary_loss(tiny_cfg):
     assert "train/aux_loss" in metrics and metrics["train/aux_loss"] > 0
 
 
-def test_boundary_smoothing_trains_from_the_command_line(tiny_cfg):
-    metrics = train(tiny_cfg("attention=localized", "debug=fdr", "model.boundary_smoothing=0.2"))
-    assert metrics["train/loss"] > 0 and metrics["val/f1"] == metrics["val/f1"]
-
-
 def test_checkpoint_and_best_model_test(tiny_cfg, tmp_path):
     # logger=none with the default callbacks: the learning-rate monitor, which needs a logger, is left out
     cfg = tiny_cfg("attention=localized", "debug=limit", "logger=none", "callbacks.rich_progress_bar=null")
