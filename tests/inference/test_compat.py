@@ -142,3 +142,34 @@ def test_a_checkpoint_that_named_a_removed_option_switched_off_loads_as_before(t
     seg = Segmenter(net=net, task=meta["task"], label_names=meta["label_names"], **EXPECTED["settings"])
     for got, want in zip(seg.logits(EXPECTED["documents"]), recorded["logits"]):
         torch.testing.assert_close(got, torch.tensor(want), rtol=0, atol=1e-5)
+
+
+def test_an_old_run_config_naming_reorder_still_builds_its_data(tmp_path):
+    """A topic_mix run trained before MixedCorpus(reorder, seed) was removed (they changed the
+    training split only) keeps its validation and test data for evaluate and the pretrained build."""
+    import hydra
+    from omegaconf import OmegaConf
+
+    from segmenter.inference.checkpoint import run_config
+
+    (tmp_path / ".hydra").mkdir()
+    builtin = {"_target_": "segmenter.data.builtin.BuiltinCorpus", "num_docs": {"train": 2, "val": 2, "test": 2}}
+    saved = {
+        "paths": {"output_dir": "elsewhere", "shared_data_dir": "???"},
+        "data": {
+            "corpus": {
+                "_target_": "segmenter.data.mixture.MixedCorpus",
+                "corpora": {"builtin": builtin},
+                "repeat": {"builtin": 3},
+                "reorder": ["builtin"],
+                "seed": 0,
+            },
+            "root": "${paths.shared_data_dir}/x",  # neither resolved nor touched
+        },
+    }
+    OmegaConf.save(OmegaConf.create(saved), tmp_path / ".hydra" / "config.yaml")
+    cfg = run_config(tmp_path / "checkpoints" / "best.ckpt", reader="this test")
+    assert "reorder" not in cfg.data.corpus and "seed" not in cfg.data.corpus
+    assert cfg.data.corpus.repeat == {"builtin": 3} and OmegaConf.is_interpolation(cfg.data, "root")
+    corpus = hydra.utils.instantiate(cfg.data.corpus)
+    assert corpus.repeat == {"builtin": 3}
