@@ -168,7 +168,6 @@ RULES: dict[str, Number] = {
     "model.net.dropout": FRACTION,
     "model.optimizer.lr": Number(lo=0, whole=False),
     "model.aux_loss_weight": Number(lo=0, whole=False),
-    "model.boundary_smoothing": Number(lo=0, hi=0.49, whole=False),
     "attention.num_heads": INT1,
     "attention.window_size": INT1,
     "attention.dropout": FRACTION,

@@ -41,7 +41,7 @@ from typing import Any
 import hydra
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from torch import nn
 
 import segmenter
@@ -70,7 +70,7 @@ FORMAT1_NAMES = MappingProxyType(
         "segmenter.models.attention.BoundaryAwareAttention": "boundary_aware",
         "segmenter.models.net.CohesionProfile": "cohesion_profile",
         "segmenter.models.net.SelfSimilarity": "self_similarity",
-        "segmenter.models.net.LeadWords": "lead_words",
+        "segmenter.models.net.LeadWords": "lead_words",  # removed since: refused saying why (registry.REMOVED)
         "segmenter.models.crf.LinearChainCRF": "linear_chain_crf",
     }
 )
@@ -320,6 +320,10 @@ def _build(obj: Any, where: str, local: Mapping[str, Any]) -> Any:
             raise CheckpointError(f"{where}: Hydra key {k!r} is not allowed in a checkpoint")
         if k in part.paths:
             raise CheckpointError(f"{where}.{k}: a path, which comes from the loading side, never from the file")
+        if k in part.removed:
+            if v == part.removed[k]:  # the value that meant "off": the network is the same without it
+                continue
+            raise CheckpointError(f"{where}.{k}={v!r}: {registry.REMOVED[f'{name}.{k}']}: refusing to build it")
         if k in part.limits:
             _check_size(v, part.limits[k], f"{where}.{k}")
         kwargs[k] = _build(v, f"{where}.{k}", local)
@@ -432,7 +436,33 @@ def run_config(ckpt_path: str | os.PathLike, *, reader: str) -> DictConfig:
     cfg = OmegaConf.load(path)
     with open_dict(cfg):
         cfg.paths.output_dir = str(run_dir(ckpt_path))
+        _drop_removed_keys(cfg)
     return cfg
+
+
+# Keys an older run's config may hold for options removed since (docs/pretrained.md#removed-options),
+# by the ``_target_`` of the node that holds them. They changed only the training split, and the
+# readers of a run's config (evaluate, the pretrained build) read its validation and test splits.
+RUN_CONFIG_REMOVED = MappingProxyType({"segmenter.data.mixture.MixedCorpus": ("reorder", "seed")})
+
+
+def _drop_removed_keys(node: Any) -> None:
+    """Delete RUN_CONFIG_REMOVED's keys wherever they occur, resolving nothing (a run's
+    config may hold interpolations and ??? that only some readers need)."""
+    if isinstance(node, DictConfig):
+        if "_target_" in node and not OmegaConf.is_interpolation(node, "_target_"):
+            for key in RUN_CONFIG_REMOVED.get(node["_target_"], ()):
+                if key in node:
+                    log.info("run config: dropping %s (an option removed since the run was trained)", key)
+                    del node[key]
+        keys = list(node.keys())
+    elif isinstance(node, ListConfig):
+        keys = list(range(len(node)))
+    else:
+        return
+    for k in keys:
+        if not OmegaConf.is_missing(node, k) and not OmegaConf.is_interpolation(node, k):
+            _drop_removed_keys(node[k])
 
 
 def run_cache_dir(cfg: DictConfig) -> str | None:

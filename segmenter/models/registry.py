@@ -31,7 +31,7 @@ from segmenter.models.attention import BoundaryAwareAttention, LocalizedAttentio
 from segmenter.models.crf import LinearChainCRF
 from segmenter.models.encoder import HashedNgramEncoder
 from segmenter.models.minilm import HybridEncoder, MiniLMEncoder
-from segmenter.models.net import CohesionProfile, LeadWords, SegmenterNet, SelfSimilarity
+from segmenter.models.net import CohesionProfile, SegmenterNet, SelfSimilarity
 
 ENTRY_POINTS = "segmenter.parts"
 
@@ -47,6 +47,22 @@ class Part:
     limits: Mapping[str, int] = field(default_factory=dict)
     # Arguments naming places on disk: set by the loading side, never taken from a file.
     paths: tuple[str, ...] = ()
+    # Arguments since removed (REMOVED says why), each with the value that meant "off": a
+    # checkpoint giving that value still loads (the argument is dropped), any other is refused.
+    removed: Mapping[str, object] = field(default_factory=dict)
+
+
+# Parts and arguments removed because measuring them showed no gain (docs/pretrained.md,
+# "Removed options"). A checkpoint that used one is refused with this reason: built without
+# it, the network would compute something other than what it was trained to.
+_NO_GAIN = "no gain on held-out Wikipedia (docs/pretrained.md#removed-options); the last commit with it is 7924c84"
+REMOVED: Mapping[str, str] = MappingProxyType(
+    {
+        "lead_words": f"LeadWords (embeddings of each unit's first words) was removed: {_NO_GAIN}",
+        "segmenter_net.lead": f"the network's lead (LeadWords, each unit's first words) was removed: {_NO_GAIN}",
+        "cohesion_profile.relative": f"CohesionProfile(relative=True) (cohesion standardised per document) was removed: {_NO_GAIN}",
+    }
+)
 
 
 _DIM = {"dim": 16_384}
@@ -54,7 +70,9 @@ _HEADS = {**_DIM, "num_heads": 1_024}
 BUILTIN: Mapping[str, Part] = MappingProxyType(
     {
         "segmenter_net": Part(
-            SegmenterNet, limits={**_DIM, "num_layers": 256, "ff_dim": 65_536, "num_classes": 65_536}
+            SegmenterNet,
+            limits={**_DIM, "num_layers": 256, "ff_dim": 65_536, "num_classes": 65_536},
+            removed={"lead": None},
         ),
         "hashed": Part(
             HashedNgramEncoder, limits={**_DIM, "num_buckets": 1 << 22, "code_dim": 16_384, "char_ngram": 64}
@@ -70,11 +88,12 @@ BUILTIN: Mapping[str, Part] = MappingProxyType(
         "boundary_aware": Part(
             BoundaryAwareAttention, partial=True, limits={**_HEADS, "predictor_hidden": 65_536, "query_block": 1 << 20}
         ),
-        "cohesion_profile": Part(CohesionProfile, limits={**_DIM, "radius": 4_096, "blocks": 4_096}),
+        "cohesion_profile": Part(
+            CohesionProfile, limits={**_DIM, "radius": 4_096, "blocks": 4_096}, removed={"relative": False}
+        ),
         "self_similarity": Part(
             SelfSimilarity, limits={**_DIM, "stripe": 4_096, "surface_ngram": 64, "surface_buckets": 1 << 16}
         ),
-        "lead_words": Part(LeadWords, limits={**_DIM, "words": 64, "buckets": 1 << 22}),
         "linear_chain_crf": Part(LinearChainCRF, partial=True, limits={"num_classes": 65_536}),
     }
 )
@@ -96,9 +115,11 @@ def _plugins() -> Iterator[tuple[str, Part]]:
 
 
 def get(name: str) -> Part:
-    """The part registered as ``name``; KeyError saying which names exist."""
+    """The part registered as ``name``; KeyError saying which names exist (or why a removed one went)."""
     if name in BUILTIN:
         return BUILTIN[name]
+    if name in REMOVED:
+        raise KeyError(f"no part is registered as {name!r}: {REMOVED[name]}")
     for found, part in _plugins():
         if found == name:
             return part

@@ -44,6 +44,12 @@ def test_names_are_unique_and_a_subclass_is_not_its_parent():
         registry.get("tweaked")
 
 
+def test_a_removed_part_says_why_it_went():
+    with pytest.raises(KeyError, match=r"'lead_words': LeadWords .* was removed: no gain .*removed-options"):
+        registry.get("lead_words")
+    assert "lead_words" not in registry.names()
+
+
 def test_the_table_is_read_only():
     with pytest.raises(TypeError):
         registry.BUILTIN["localized"] = registry.BUILTIN["self"]

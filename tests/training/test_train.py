@@ -30,11 +30,6 @@ def test_boundary_aware_logs_its_auxiliary_loss(tiny_cfg):
     assert "train/aux_loss" in metrics and metrics["train/aux_loss"] > 0
 
 
-def test_boundary_smoothing_trains_from_the_command_line(tiny_cfg):
-    metrics = train(tiny_cfg("attention=localized", "debug=fdr", "model.boundary_smoothing=0.2"))
-    assert metrics["train/loss"] > 0 and metrics["val/f1"] == metrics["val/f1"]
-
-
 def test_checkpoint_and_best_model_test(tiny_cfg, tmp_path):
     # logger=none with the default callbacks: the learning-rate monitor, which needs a logger, is left out
     cfg = tiny_cfg("attention=localized", "debug=limit", "logger=none", "callbacks.rich_progress_bar=null")
@@ -51,20 +46,6 @@ def test_checkpoint_and_best_model_test(tiny_cfg, tmp_path):
     # last.ckpt is the last epoch whether or not val/f1 improved in it (resume must not go back)
     last = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["epoch"] == cfg.trainer.max_epochs - 1
-
-
-def test_the_measured_net_options_train_save_and_load(tiny_cfg, tmp_path):
-    """LeadWords and relative cohesion (off by default, docs/pretrained.md) from the command
-    line, through a checkpoint, back into the Python API."""
-    from segmenter import Segmenter
-    from segmenter.models.net import LeadWords
-
-    lead = "+model.net.lead={_target_:segmenter.models.net.LeadWords,dim:${model.net.dim},words:3}"
-    train(tiny_cfg("attention=localized", "debug=limit", "logger=none", lead, "+model.net.cohesion.relative=true"))
-    seg = Segmenter.from_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
-    assert isinstance(seg.net.lead, LeadWords) and seg.net.lead.words == 3 and seg.net.cohesion.relative
-    pred = seg.segment("The cat sat. It purred. Stocks fell on Monday. Investors worried.", return_probs=True)
-    assert len(pred.units) == 4 and len(pred.boundary_probs) == 4
 
 
 def test_the_tested_checkpoint_does_not_depend_on_the_callback_order(tmp_path):
