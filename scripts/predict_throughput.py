@@ -68,7 +68,7 @@ def main(cfg: DictConfig) -> None:
     rows = []
     for attention in cfg.attentions or attention_types():
         ckpt = cfg.checkpoints.get(attention) or brief_checkpoint(attention, cfg, out)
-        seg = Segmenter.from_checkpoint(ckpt, **cfg.segmenter)
+        seg: Segmenter = hydra.utils.instantiate(cfg.segmenter, ckpt_path=str(ckpt))
         for threads in cfg.threads:
             torch.set_num_threads(threads)
             seg.predict(docs[: cfg.warmup_docs])  # warm-up: allocator, kernels
@@ -100,7 +100,7 @@ def main(cfg: DictConfig) -> None:
         f"{r.get('long_doc_seconds', float('nan')):.2f} | {r.get('long_doc_units_per_s', 0):,} |\n"
         for r in rows
     )
-    settings = OmegaConf.to_container(cfg.segmenter)
+    settings = {k: v for k, v in OmegaConf.to_container(cfg.segmenter).items() if k != "_target_"}
     md = f"Predict throughput ({machine}; settings {settings}; cold feature cache)\n\n{table}"
     atomic_write(out / "throughput.md", md)
     atomic_write(

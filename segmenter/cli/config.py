@@ -6,9 +6,11 @@ a script does anything with it.
   files of a group's folder; tests and tools discover the attention types here, so a new
   attention type is a class plus ``conf/attention/<name>.yaml`` and nothing else.
 - ``register()`` (run when the package is imported): the ``${uid:}`` resolver of
-  conf/hydra/default.yaml, and two generated configs that spell out every attention option
+  conf/hydra/default.yaml, two generated configs that spell out every attention option
   (``every_attention``: each option under its own name, the benchmark's rows;
-  ``attention_keys``: a null under every option's name, predict_throughput's checkpoints).
+  ``attention_keys``: a null under every option's name, predict_throughput's checkpoints),
+  and the ``segmenter`` group (``segmenter: default``: the inference settings with the
+  Python API's defaults, segmenter.inference.settings).
 - ``validate(cfg)``: alternatives settled (``files`` given: ``path`` null), values the user must give, types and ranges of the settings users
   change most, and data paths that must exist. Each failure is a ``ConfigError`` naming the
   key, its value and what is expected (scripts/*.py run these through ``segmenter.cli``:
@@ -27,6 +29,8 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from segmenter.inference import settings as inference_settings
 
 # ----------------------------------------------------------------------------- the tree
 
@@ -68,6 +72,9 @@ def register() -> None:
     store.store(name="every_attention", node={"defaults": [{f"/attention@{n}": n} for n in names]})
     # `- attention_keys@checkpoints`: checkpoints.<name> = null for every name (set with checkpoints.<name>=...)
     store.store(name="attention_keys", node={n: None for n in names})
+    # `- segmenter: default`: the inference settings of predict, serve and predict_throughput, with
+    # the Python API's defaults (segmenter.inference.settings: one source for both)
+    store.store(group="segmenter", name="default", node=inference_settings.config_node())
 
 
 # ----------------------------------------------------------------------------- checks

@@ -55,6 +55,7 @@ from segmenter.features import Featurizer
 from segmenter.inference import calibration
 from segmenter.inference.calibration import Calibration
 from segmenter.inference.checkpoint import load_net
+from segmenter.inference.settings import DEFAULTS
 from segmenter.pretrained import MODELS, checkpoint_path
 
 log = logging.getLogger(__name__)
@@ -102,16 +103,18 @@ class Segmenter:
         net: nn.Module,
         task: str = BOUNDARY,
         label_names: Sequence[str] = ("inside", "boundary"),
-        max_units: int = 512,
-        overlap: int = 64,
-        batch_size: int = 32,
-        device: str | torch.device = "cpu",
-        language: str = "en",
+        max_units: int = DEFAULTS.max_units,
+        overlap: int = DEFAULTS.overlap,
+        batch_size: int = DEFAULTS.batch_size,
+        device: str | torch.device = DEFAULTS.device,
+        language: str = DEFAULTS.language,
         calibration: Calibration | None = None,
         featurizer: Featurizer | None = None,
     ) -> None:
-        """``calibration``: maps the network's probabilities to calibrated ones (a checkpoint's
-        own, by ``from_checkpoint``); None: the network's probabilities as they are.
+        """The inference settings (max_units, overlap, batch_size, device, language) default to
+        ``segmenter.inference.settings.DEFAULTS``, as the scripts' do. ``calibration``: maps the
+        network's probabilities to calibrated ones (a checkpoint's own, by ``from_checkpoint``);
+        None: the network's probabilities as they are.
         ``featurizer``: turns units into the network's tensors; None: the network's own
         (``Featurizer.for_net(net)``, its frozen-vector cache bounded by CACHE_ENTRIES)."""
         check_window(max_units, overlap, size_name="max_units")
@@ -131,7 +134,7 @@ class Segmenter:
         cls,
         path: str | os.PathLike,
         *,
-        cache_dir: str | None = None,
+        cache_dir: str | None = DEFAULTS.cache_dir,
         cache_entries: int | None = CACHE_ENTRIES,
         **kwargs: Any,
     ) -> Segmenter:

@@ -216,7 +216,9 @@ def run(cfg: Any) -> None:
         check_output_dir(out)
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
-    seg: Segmenter = hydra.utils.instantiate(cfg.segmenter)  # CheckpointError comes wrapped by Hydra
+    seg: Segmenter = hydra.utils.instantiate(
+        cfg.segmenter, ckpt_path=cfg.ckpt_path, pretrained=cfg.pretrained
+    )  # CheckpointError comes wrapped by Hydra
     docs = read_inputs(str(cfg.input), splitter=seg, units=cfg.units)
     try:
         decisions.check_documents([len(d.units) for d in docs], names=[d.source for d in docs], **decide)

@@ -87,7 +87,9 @@ def run(cfg: Any) -> None:
         raise ConfigError(f"threads={cfg.threads}: the server takes one number of torch threads")
     threads = int(cfg.threads) if cfg.get("threads") else max(1, (os.cpu_count() or 2) - 1)
     torch.set_num_threads(threads)
-    seg = hydra.utils.instantiate(cfg.segmenter)  # CheckpointError comes wrapped by Hydra
+    seg = hydra.utils.instantiate(
+        cfg.segmenter, ckpt_path=cfg.ckpt_path, pretrained=cfg.pretrained
+    )  # CheckpointError comes wrapped by Hydra
     source = str(cfg.get("ckpt_path") or f"pretrained:{cfg.get('pretrained')}")
     try:
         app = create_app(
