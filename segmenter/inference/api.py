@@ -252,10 +252,13 @@ class Segmenter:
         mask = torch.ones(1, n, dtype=torch.bool)
         if n:  # the CRF's best label sequence for the whole (stitched) document, else argmax
             labels = self.net.decode(logits[None], mask, structured=structured)[0].tolist()
-            probs = self.net.unit_probs(logits[None], mask, structured=structured)[0]  # (n, C): marginals or softmax
-            probs = self.calibration.probs(probs.clamp(min=1e-12).log())  # (n, C) calibrated
+            label_probs = self.net.unit_probs(logits[None], mask, structured=structured)[
+                0
+            ]  # (n, C): marginals or softmax
+            probs = self.calibration.probs(label_probs.clamp(min=1e-12).log())  # (n, C) calibrated
         else:
-            labels, probs = [], logits.softmax(dim=-1)
+            labels, label_probs = [], logits.softmax(dim=-1)
+            probs = label_probs
         p_end = boundary_probs(probs, self.task).tolist()  # (n,): 0 at the document end
         ends = boundary_labels(labels, self.task)
         if threshold is not None or num_segments is not None or min_segment_units > 1:
@@ -266,7 +269,11 @@ class Segmenter:
             ends = [0] * n
             for c in cuts:
                 ends[c] = 1
-            labels = ends if self.task == BOUNDARY else segment_labels(probs, ends)
+            # A segment's label comes from its units' label probabilities as the network gives them
+            # (the CRF's marginals), as its own labels do. Not the calibrated ones: calibration moves
+            # the decision point (the lyrics model's isotonic map sends P(chorus) 0.58 to 0.47), so
+            # chorus lines in a forced segment would turn verse.
+            labels = ends if self.task == BOUNDARY else segment_labels(label_probs, ends)
         return Prediction(units, labels, self.label_names, p_end, ends)
 
     # -- the public API ---------------------------------------------------------------------

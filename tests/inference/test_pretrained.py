@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from segmenter import Segmenter
 from segmenter.core.document import SECTION
@@ -82,6 +83,43 @@ def test_num_segments_threshold_and_min_segment_units(lyrics, tmp_path):
     assert min(len(s) for s in pred.segments) >= 4
     with pytest.raises(ValueError, match="num_segments"):
         lyrics.segment(text, units="lines", num_segments=len(song["lines"]) + 1)
+
+
+# A song of three choruses (the third after a bridge, then an outro): the lyrics model labels
+# every chorus line chorus, the third less surely (CRF marginals P(chorus) 0.6 to 0.8).
+CHORUS = ["Sing it loud sing it high", "Hold the light until we fly", "Never let the fire die"]
+SONG = [
+    *["Walking down the empty road", "Counting every step I take", "Nothing here but dust and stone"],
+    "Waiting for the sun to break",
+    *CHORUS,
+    *["Morning comes across the hill", "Coffee cold upon the sill", "Every window closed and still"],
+    *CHORUS,
+    *["Quiet now the bridge is falling", "Softly hear the city calling"],
+    *CHORUS,
+    "Fading out",
+]
+
+
+def test_forced_segments_take_the_label_their_units_marginals_give(lyrics):
+    """num_segments=k adds cuts the network did not make; each segment's label is the one its
+    units' CRF marginals sum highest for (the probabilities the model's own labels follow),
+    so chorus lines in a forced segment stay chorus."""
+    own = lyrics.predict([SONG])[0]
+    chorus = own.label_names.index("chorus")
+    third = range(len(SONG) - 1 - len(CHORUS), len(SONG) - 1)
+    assert all(own.labels[i] == chorus for i in third)
+    logits = lyrics.logits([SONG])[0]
+    marginals = lyrics.net.unit_probs(logits[None], torch.ones(1, len(SONG), dtype=torch.bool))[0]  # (n, C)
+    for k in range(2, 11):
+        pred = lyrics.predict([SONG], num_segments=k)[0]
+        start = 0
+        for seg in pred.segments:
+            span = range(start, start + len(seg))
+            expected = int(marginals[span.start : span.stop].sum(dim=0).argmax())
+            assert {pred.labels[i] for i in span} == {expected}, (k, span, pred.labels)
+            start = span.stop
+    pred = lyrics.predict([SONG], num_segments=6)[0]  # one cut more than the model's own five segments
+    assert [pred.labels[i] for i in third] == [chorus] * len(CHORUS), pred.labels
 
 
 def test_listing_cli_shows_every_model_and_its_card():
