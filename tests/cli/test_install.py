@@ -56,7 +56,7 @@ def installed(tmp_path_factory) -> Path:
 
 def test_installed_predict_segments_a_song_from_any_folder(installed, tmp_path):
     (tmp_path / "song.txt").write_text(SONG + "\n")
-    command = [str(installed / "segmenter-predict"), "pretrained=lyrics", "input=song.txt", "units=lines"]
+    command = [str(installed / "segmenter-predict"), "pretrained=lyrics", "input=song.txt"]  # lines: its own units
     proc = run(command, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = tmp_path / "outputs" / "predictions" / "lyrics" / "song"  # under the current folder

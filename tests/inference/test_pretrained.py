@@ -122,6 +122,49 @@ def test_forced_segments_take_the_label_their_units_marginals_give(lyrics):
     assert [pred.labels[i] for i in third] == [chorus] * len(CHORUS), pred.labels
 
 
+def song_text(num_lines: int = 31) -> str:
+    """A song as a user pastes it: lines without end punctuation, stanzas apart by blank lines."""
+    lines = [f"{SONG[i % len(SONG)]}" for i in range(num_lines)]
+    stanzas = ["\n".join(lines[i : i + 4]) for i in range(0, num_lines, 4)]
+    return "\n\n".join(stanzas) + "\n"
+
+
+def test_each_shipped_model_splits_text_as_it_was_trained(lyrics, topic):
+    """segment(text) without units= splits as the model's training documents were: the lyrics
+    model by line (pysbd would make a few "sentences" of whole stanzas), topic by sentence."""
+    assert lyrics.units == "lines" and topic.units == "sentences"
+    pred = lyrics.segment(song_text(31), return_probs=True)
+    assert len(pred.units) == 31 and pred.units[:2] == SONG[:2]
+    assert len(lyrics.segment(song_text(31), units="sentences", return_probs=True).units) < 31
+    prose = "The cat sat on the mat. It purred all day.\nStocks fell on Monday. Investors worried."
+    assert topic.segment(prose, return_probs=True).units[:2] == ["The cat sat on the mat.", "It purred all day."]
+
+
+def test_predict_cli_splits_a_song_by_lines_for_the_lyrics_model(tmp_path):
+    (tmp_path / "song.txt").write_text(song_text(31))
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "predict.py"), "pretrained=lyrics", "input=song.txt", "output=out"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    (row,) = [json.loads(line) for line in (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()]
+    assert len(row["units"]) == len(row["labels"]) == 31
+    assert "units=" not in out.stderr  # the model's own units: nothing overridden, nothing said
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "predict.py"), "pretrained=lyrics", "input=-", "units=sentences"],
+        input=song_text(31),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "units=sentences given: this model was trained on lines" in out.stderr
+
+
 def test_listing_cli_shows_every_model_and_its_card():
     out = subprocess.run(
         [sys.executable, "-m", "segmenter.pretrained"], cwd=ROOT, capture_output=True, text=True, timeout=120
