@@ -3,7 +3,7 @@
     from segmenter import Segmenter
     seg = Segmenter.from_checkpoint("outputs/runs/<run>/checkpoints/last.ckpt")
     segments = seg.segment(text)                    # [[unit, ...], ...]
-    pred = seg.segment(text, return_probs=True)     # Prediction: units, labels, boundary_probs, segments
+    pred = seg.segment(text, return_probs=True)     # Prediction: units, labels (names), label_ids, boundary_probs, segments
     many = seg.segment_many(texts)                  # batched
     seg = Segmenter.from_pretrained("topic")        # a shipped model (segmenter.pretrained)
     seg.segment(text, num_segments=5)               # or threshold=0.5, min_segment_units=3
@@ -72,10 +72,16 @@ CACHE_ENTRIES = 20_000
 @dataclass
 class Prediction:
     units: list[str]
-    labels: list[int]  # predicted class of each unit
+    label_ids: list[int]  # predicted class of each unit: an index into label_names
     label_names: list[str]  # names of the classes
     boundary_probs: list[float]  # P(unit i ends a segment); 0 for the last unit (not a slot)
     boundaries: list[int]  # 1 where a predicted segment ends (never the last unit)
+
+    @property
+    def labels(self) -> list[str]:
+        """Each unit's predicted label by name (``label_names[label_ids[i]]``), as the JSONL
+        output and the HTTP API give them."""
+        return [self.label_names[k] for k in self.label_ids]
 
     @property
     def segments(self) -> list[list[str]]:
@@ -85,7 +91,7 @@ class Prediction:
         return {
             "id": doc_id,
             "units": self.units,
-            "labels": [self.label_names[k] for k in self.labels],
+            "labels": self.labels,
             "boundary_probs": [round(p, 6) for p in self.boundary_probs],
             "boundaries": self.boundaries,
         }

@@ -46,7 +46,7 @@ def test_lyrics_labels_a_song_and_beats_the_rule_on_synthetic_songs(lyrics, tmp_
     tells the chorus apart, what the model learned from real songs."""
     songs = [json.loads(line) for line in write_songs(tmp_path / "songs.jsonl", num_songs=30, seed=3).open()]
     preds = lyrics.predict([s["lines"] for s in songs])
-    scores = score_labels([(p.labels, s["labels"]) for p, s in zip(preds, songs)], SECTION, ["verse", "chorus"])
+    scores = score_labels([(p.label_ids, s["labels"]) for p, s in zip(preds, songs)], SECTION, ["verse", "chorus"])
     assert scores["f1"] >= 0.75, scores  # measured 0.9+; a guard against a broken model or loader
     p = preds[0]
     assert len(p.units) == len(songs[0]["lines"]) and set(p.label_names) == {"verse", "chorus"}
@@ -60,7 +60,7 @@ def test_lyrics_labels_a_song_and_beats_the_rule_on_synthetic_songs(lyrics, tmp_
 def test_lyrics_on_the_validation_songs(lyrics):
     songs = [json.loads(line) for line in (SHARED_DATA / "lyrics" / "val.jsonl").open()]
     preds = lyrics.predict([s["lines"] for s in songs])
-    scores = score_labels([(p.labels, s["labels"]) for p, s in zip(preds, songs)], SECTION, ["verse", "chorus"])
+    scores = score_labels([(p.label_ids, s["labels"]) for p, s in zip(preds, songs)], SECTION, ["verse", "chorus"])
     assert scores["f1"] >= 0.80, scores  # the card's 83.9%
 
 
@@ -105,9 +105,8 @@ def test_forced_segments_take_the_label_their_units_marginals_give(lyrics):
     units' CRF marginals sum highest for (the probabilities the model's own labels follow),
     so chorus lines in a forced segment stay chorus."""
     own = lyrics.predict([SONG])[0]
-    chorus = own.label_names.index("chorus")
     third = range(len(SONG) - 1 - len(CHORUS), len(SONG) - 1)
-    assert all(own.labels[i] == chorus for i in third)
+    assert all(own.labels[i] == "chorus" for i in third)
     logits = lyrics.logits([SONG])[0]
     marginals = lyrics.net.unit_probs(logits[None], torch.ones(1, len(SONG), dtype=torch.bool))[0]  # (n, C)
     for k in range(2, 11):
@@ -116,10 +115,20 @@ def test_forced_segments_take_the_label_their_units_marginals_give(lyrics):
         for seg in pred.segments:
             span = range(start, start + len(seg))
             expected = int(marginals[span.start : span.stop].sum(dim=0).argmax())
-            assert {pred.labels[i] for i in span} == {expected}, (k, span, pred.labels)
+            assert {pred.label_ids[i] for i in span} == {expected}, (k, span, pred.labels)
             start = span.stop
     pred = lyrics.predict([SONG], num_segments=6)[0]  # one cut more than the model's own five segments
-    assert [pred.labels[i] for i in third] == [chorus] * len(CHORUS), pred.labels
+    assert [pred.labels[i] for i in third] == ["chorus"] * len(CHORUS), pred.labels
+
+
+def test_a_prediction_gives_label_names_and_their_ids(lyrics):
+    """Prediction.labels are names, as predictions.jsonl and the HTTP API give them; the
+    class ids stay beside them (label_ids), for scoring."""
+    pred = lyrics.predict([SONG])[0]
+    assert set(pred.labels) == {"verse", "chorus"} and len(pred.labels) == len(SONG)
+    assert all(type(k) is int for k in pred.label_ids)
+    assert pred.labels == [pred.label_names[k] for k in pred.label_ids]
+    assert pred.to_json("song")["labels"] == pred.labels
 
 
 def song_text(num_lines: int = 31) -> str:
@@ -212,7 +221,7 @@ def test_topic_segments_unseen_builtin_documents(topic):
 
     docs = BuiltinCorpus(num_docs={"train": 1, "val": 1, "test": 10}, seed=0).load()["test"]
     preds = topic.predict([d.units for d in docs])
-    scores = score_labels([(p.labels, d.labels) for p, d in zip(preds, docs)], "boundary", ["inside", "boundary"])
+    scores = score_labels([(p.label_ids, d.labels) for p, d in zip(preds, docs)], "boundary", ["inside", "boundary"])
     assert scores["pk"] <= 0.25, scores
     assert all(len(p.units) == len(d.units) for p, d in zip(preds, docs))
 
@@ -226,7 +235,7 @@ def test_topic_on_choi_documents_it_never_trained_on(topic):
     root = SHARED_DATA / "choi" / "1" / "3-11"
     docs = read_separator_files(root, root=root, pattern="*.ref")[:20]
     preds = topic.predict([d.units for d in docs])
-    scores = score_labels([(p.labels, d.labels) for p, d in zip(preds, docs)], "boundary", ["inside", "boundary"])
+    scores = score_labels([(p.label_ids, d.labels) for p, d in zip(preds, docs)], "boundary", ["inside", "boundary"])
     assert scores["pk"] <= 0.10, scores  # the card: 5.8% on the 400 documents of 3-11
 
 
