@@ -46,6 +46,7 @@ from segmenter.core import decisions
 from segmenter.core.document import (
     BOUNDARY,
     DEFAULT_UNITS,
+    SECTION,
     boundary_labels,
     boundary_probs,
     check_label_names,
@@ -63,7 +64,7 @@ from segmenter.pretrained import MODEL_UNITS, MODELS, checkpoint_path
 
 log = logging.getLogger(__name__)
 
-SEPARATOR = "=========="  # Choi's segment separator line: the text form reads back with data=choi
+SEPARATOR = "=========="  # Choi's segment separator line (a section model adds the label): read back by data=choi
 # Frozen sentence vectors a Segmenter keeps in memory at most (the least recently used go
 # first): 20,000 MiniLM vectors are 31 MB, however many documents a server sees.
 CACHE_ENTRIES = 20_000
@@ -76,6 +77,7 @@ class Prediction:
     label_names: list[str]  # names of the classes
     boundary_probs: list[float]  # P(unit i ends a segment); 0 for the last unit (not a slot)
     boundaries: list[int]  # 1 where a predicted segment ends (never the last unit)
+    task: str = BOUNDARY  # section: each segment has a label (its units'), written in the text form
 
     @property
     def labels(self) -> list[str]:
@@ -97,10 +99,14 @@ class Prediction:
         }
 
     def to_text(self) -> str:
-        """Choi style: a separator line before every segment and one at the end."""
-        lines = []
+        """Choi style: a separator line before every segment and one at the end. A section
+        model's separator names the segment's label (``========== chorus``); the separator
+        reader (data=choi, segmenter.data.formats) reads both back."""
+        lines, start = [], 0
         for seg in self.segments:
-            lines += [SEPARATOR, *seg]
+            label = f" {self.labels[start]}" if self.task == SECTION else ""  # one label per segment
+            lines += [SEPARATOR + label, *seg]
+            start += len(seg)
         return "\n".join([*lines, SEPARATOR]) + "\n"
 
 
@@ -325,7 +331,7 @@ class Segmenter:
             # the decision point (the lyrics model's isotonic map sends P(chorus) 0.58 to 0.47), so
             # chorus lines in a forced segment would turn verse.
             labels = ends if self.task == BOUNDARY else segment_labels(label_probs, ends)
-        return Prediction(units, labels, self.label_names, p_end, ends)
+        return Prediction(units, labels, self.label_names, p_end, ends, self.task)
 
     # -- the public API ---------------------------------------------------------------------
     def segment(
