@@ -371,6 +371,16 @@ def script(name: str, *args: str, timeout: float = 300) -> subprocess.CompletedP
     )
 
 
+def test_text_requests_are_split_as_the_model_was_trained():
+    """Started without units=, the server splits {"text": ...} as the model's training documents
+    were (the lyrics model: by line); a request's own units= still wins."""
+    song = "Sing it loud sing it high\nHold the light until we fly\nNever let the fire die\n"
+    with TestClient(create_app(Segmenter.from_pretrained("lyrics"), warmup=False)) as c:
+        assert c.get("/info").json()["default_units"] == "lines"
+        assert len(c.post("/segment", json={"text": song}).json()["units"]) == 3
+        assert len(c.post("/segment", json={"text": song, "units": "sentences"}).json()["units"]) == 1
+
+
 @pytest.mark.parametrize("model", ["ckpt", "pretrained=lyrics"])
 def test_serve_script_starts_answers_and_stops(tiny_checkpoint, model):
     """scripts/serve.py, with a checkpoint or a shipped model, from start to first answer (the
