@@ -87,7 +87,7 @@ def score_checkpoint(ckpt: Path, docs: list, task: str) -> dict[str, float]:
     predictions (whole documents), scored by evaluate's metric path."""
     seg = Segmenter.from_checkpoint(ckpt, max_units=max(len(d) for d in docs), overlap=0)  # whole documents
     preds = seg.predict([d.units for d in docs])
-    return score_labels([(p.labels, d.labels) for p, d in zip(preds, docs)], task, seg.label_names)
+    return score_labels([(p.label_ids, d.labels) for p, d in zip(preds, docs)], task, seg.label_names)
 
 
 def write_songs(path: Path, *, num_songs: int = 24, seed: int = 0) -> Path:

@@ -142,6 +142,13 @@ def main(*, config_name: str) -> Callable[[Callable[[DictConfig], Any]], Callabl
             started = True
             return run_task(task, cfg)
 
+        if task.__module__ != "__main__":
+            # A command defined in the package (segmenter.cli.commands): Hydra would name every
+            # job after that module; name it after the command (train, predict, ...) instead,
+            # as when it was defined in scripts/<command>.py.
+            del guarded.__wrapped__
+            guarded.__module__ = task.__name__
+
         hydra_main = hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=config_name)(guarded)
 
         @functools.wraps(task)

@@ -15,7 +15,7 @@ from lightning import LightningDataModule
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
 
-from segmenter.core.document import IGNORE, Document, boundary_labels, boundary_slots
+from segmenter.core.document import DEFAULT_UNITS, IGNORE, Document, boundary_labels, boundary_slots
 from segmenter.core.windows import check_window, window_document
 from segmenter.data.corpora import Corpus
 from segmenter.data.splits import split_manifest, write_split_file
@@ -125,6 +125,12 @@ class SegmentationDataModule(LightningDataModule):
     @property
     def label_names(self) -> tuple[str, ...]:
         return tuple(self.corpus.label_names)
+
+    @property
+    def units(self) -> str:
+        """What the corpus's units are (sentences | lines): a corpus that does not say has
+        sentences, as every corpus had before corpora said."""
+        return getattr(self.corpus, "units", DEFAULT_UNITS)
 
     @property
     def num_classes(self) -> int:

@@ -3,7 +3,7 @@
     from segmenter import Segmenter
     seg = Segmenter.from_checkpoint("outputs/runs/<run>/checkpoints/last.ckpt")
     segments = seg.segment(text)                    # [[unit, ...], ...]
-    pred = seg.segment(text, return_probs=True)     # Prediction: units, labels, boundary_probs, segments
+    pred = seg.segment(text, return_probs=True)     # Prediction: units, labels (names), label_ids, boundary_probs, segments
     many = seg.segment_many(texts)                  # batched
     seg = Segmenter.from_pretrained("topic")        # a shipped model (segmenter.pretrained)
     seg.segment(text, num_segments=5)               # or threshold=0.5, min_segment_units=3
@@ -12,7 +12,9 @@ Probabilities are calibrated where the checkpoint holds a calibrator (segmenter.
 fitted on the validation split after training), so ``threshold=`` means what it says; the
 user's decisions (threshold, num_segments, min_segment_units) are segmenter.core.decisions.
 
-Plain text becomes units by sentence (pysbd) or by line. Documents are run through
+Plain text becomes units by sentence (pysbd) or by line: by default as the model's training
+documents were (``Segmenter.units``: the checkpoint's "units", sentences for a checkpoint
+that does not say); a caller's ``units=`` overrides it, with one info line. Documents are run through
 the network in batches under ``torch.inference_mode``; a document longer than
 ``max_units`` is cut into overlapping windows (segmenter.core.windows, the same
 implementation training uses) whose outputs are stitched back, each unit predicted
@@ -43,10 +45,13 @@ from torch import Tensor, nn
 from segmenter.core import decisions
 from segmenter.core.document import (
     BOUNDARY,
+    DEFAULT_UNITS,
+    SECTION,
     boundary_labels,
     boundary_probs,
     check_label_names,
     check_task,
+    check_units,
     group_segments,
     normalize_unit,
 )
@@ -56,12 +61,11 @@ from segmenter.inference import calibration
 from segmenter.inference.calibration import Calibration
 from segmenter.inference.checkpoint import load_net
 from segmenter.inference.settings import DEFAULTS
-from segmenter.pretrained import MODELS, checkpoint_path
+from segmenter.pretrained import MODEL_UNITS, MODELS, checkpoint_path
 
 log = logging.getLogger(__name__)
 
-UNITS = ("sentences", "lines")
-SEPARATOR = "=========="  # Choi's segment separator line: the text form reads back with data=choi
+SEPARATOR = "=========="  # Choi's segment separator line (a section model adds the label): read back by data=choi
 # Frozen sentence vectors a Segmenter keeps in memory at most (the least recently used go
 # first): 20,000 MiniLM vectors are 31 MB, however many documents a server sees.
 CACHE_ENTRIES = 20_000
@@ -70,10 +74,17 @@ CACHE_ENTRIES = 20_000
 @dataclass
 class Prediction:
     units: list[str]
-    labels: list[int]  # predicted class of each unit
+    label_ids: list[int]  # predicted class of each unit: an index into label_names
     label_names: list[str]  # names of the classes
     boundary_probs: list[float]  # P(unit i ends a segment); 0 for the last unit (not a slot)
     boundaries: list[int]  # 1 where a predicted segment ends (never the last unit)
+    task: str = BOUNDARY  # section: each segment has a label (its units'), written in the text form
+
+    @property
+    def labels(self) -> list[str]:
+        """Each unit's predicted label by name (``label_names[label_ids[i]]``), as the JSONL
+        output and the HTTP API give them."""
+        return [self.label_names[k] for k in self.label_ids]
 
     @property
     def segments(self) -> list[list[str]]:
@@ -83,16 +94,20 @@ class Prediction:
         return {
             "id": doc_id,
             "units": self.units,
-            "labels": [self.label_names[k] for k in self.labels],
+            "labels": self.labels,
             "boundary_probs": [round(p, 6) for p in self.boundary_probs],
             "boundaries": self.boundaries,
         }
 
     def to_text(self) -> str:
-        """Choi style: a separator line before every segment and one at the end."""
-        lines = []
+        """Choi style: a separator line before every segment and one at the end. A section
+        model's separator names the segment's label (``========== chorus``); the separator
+        reader (data=choi, segmenter.data.formats) reads both back."""
+        lines, start = [], 0
         for seg in self.segments:
-            lines += [SEPARATOR, *seg]
+            label = f" {self.labels[start]}" if self.task == SECTION else ""  # one label per segment
+            lines += [SEPARATOR + label, *seg]
+            start += len(seg)
         return "\n".join([*lines, SEPARATOR]) + "\n"
 
 
@@ -110,14 +125,17 @@ class Segmenter:
         language: str = DEFAULTS.language,
         calibration: Calibration | None = None,
         featurizer: Featurizer | None = None,
+        units: str = DEFAULT_UNITS,
     ) -> None:
         """The inference settings (max_units, overlap, batch_size, device, language) default to
         ``segmenter.inference.settings.DEFAULTS``, as the scripts' do. ``calibration``: maps the
         network's probabilities to calibrated ones (a checkpoint's own, by ``from_checkpoint``);
         None: the network's probabilities as they are.
         ``featurizer``: turns units into the network's tensors; None: the network's own
-        (``Featurizer.for_net(net)``, its frozen-vector cache bounded by CACHE_ENTRIES)."""
+        (``Featurizer.for_net(net)``, its frozen-vector cache bounded by CACHE_ENTRIES).
+        ``units``: how plain text becomes units when a call does not say (sentences | lines)."""
         check_window(max_units, overlap, size_name="max_units")
+        self.units = check_units(units)
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size} must be >= 1")
         check_task(task)
@@ -134,33 +152,60 @@ class Segmenter:
         cls,
         path: str | os.PathLike,
         *,
+        units: str | None = None,
         cache_dir: str | None = DEFAULTS.cache_dir,
         cache_entries: int | None = CACHE_ENTRIES,
         **kwargs: Any,
     ) -> Segmenter:
         """A segmenter from a checkpoint written by scripts/train.py; ``kwargs`` are the
-        inference settings (max_units, overlap, batch_size, device, language). ``cache_dir``:
+        inference settings (max_units, overlap, batch_size, device, language). ``units``: how
+        plain text becomes units; None: as the model was trained (the checkpoint's "units",
+        sentences where it does not say). ``cache_dir``:
         where a MiniLM encoder caches embeddings (this side's setting, never the checkpoint's;
         None: memory only); ``cache_entries``: how many it keeps in memory at most (the least
         recently used go first; None: no bound), so a long-running process stays flat."""
+        return cls._load(path, units=units, cache_dir=cache_dir, cache_entries=cache_entries, **kwargs)
+
+    @classmethod
+    def _load(
+        cls,
+        path: str | os.PathLike,
+        *,
+        units: str | None,
+        model_units: str = DEFAULT_UNITS,
+        cache_dir: str | None,
+        cache_entries: int | None,
+        **kwargs: Any,
+    ) -> Segmenter:
+        """``from_checkpoint``; ``model_units``: the model's units where the checkpoint does not
+        say (a shipped model's, from segmenter.pretrained)."""
         net, meta = load_net(path, cache_dir=cache_dir)
         kwargs.setdefault("featurizer", Featurizer.for_net(net, cache_entries=cache_entries))
         attention = (meta["net"].get("attention") or {}).get("type", "?")
         cal = calibration.read(meta)
+        own = meta.get("units", model_units)
         log.info(
-            "loaded %s (written by segmenter %s; %s; calibration: %s)",
+            "loaded %s (written by segmenter %s; %s; units: %s; calibration: %s)",
             path,
             meta["segmenter_version"],
             attention,
+            own,
             cal.method,
         )
-        return cls(net=net, task=meta["task"], label_names=meta["label_names"], calibration=cal, **kwargs)
+        seg = cls(net=net, task=meta["task"], label_names=meta["label_names"], calibration=cal, units=own, **kwargs)
+        seg.units = seg.resolve_units(units)
+        return seg
 
     @classmethod
-    def from_pretrained(cls, name: str, **kwargs: Any) -> Segmenter:
+    def from_pretrained(cls, name: str, *, units: str | None = None, **kwargs: Any) -> Segmenter:
         """A model shipped inside the package (``python -m segmenter.pretrained`` lists them:
-        ``topic``, ``lyrics``); ``kwargs`` as for ``from_checkpoint``."""
-        return cls.from_checkpoint(checkpoint_path(name), **kwargs)
+        ``topic``, ``lyrics``); ``units`` and ``kwargs`` as for ``from_checkpoint`` (the
+        default units: the model's, topic sentences, lyrics lines)."""
+        path = checkpoint_path(name)
+        cache_dir, cache_entries = kwargs.pop("cache_dir", None), kwargs.pop("cache_entries", CACHE_ENTRIES)
+        return cls._load(
+            path, units=units, model_units=MODEL_UNITS[name], cache_dir=cache_dir, cache_entries=cache_entries, **kwargs
+        )
 
     @classmethod
     def load(
@@ -176,20 +221,32 @@ class Segmenter:
         )
 
     # -- text -> units --------------------------------------------------------------------
+    def resolve_units(self, units: str | None) -> str:
+        """The units to split text into: ``units``, or the model's own (``self.units``) when
+        None. A caller's choice that differs from the model's gets one info line."""
+        if units is None:
+            return self.units
+        check_units(units)
+        if units != self.units:
+            log.info(
+                "units=%s given: this model was trained on %s (its default); splitting by %s", units, self.units, units
+            )
+        return units
+
     @cached_property
     def _sentence_splitter(self):
         import pysbd  # only units=sentences needs it
 
         return pysbd.Segmenter(language=self.language, clean=False)
 
-    def split(self, text: str, *, units: str = "sentences") -> list[str]:
-        """Units of a text. ``lines``: every non-blank line, stripped. ``sentences``: pysbd's
+    def split(self, text: str, *, units: str | None = None) -> list[str]:
+        """Units of a text (``units`` None: the model's own, ``self.units``; nothing logged: a
+        caller's choice is reported by ``resolve_units``). ``lines``: every non-blank line, stripped. ``sentences``: pysbd's
         sentences of each paragraph (blank-line separated); a single line break inside a
         paragraph is a space (hard-wrapped text), so only punctuation ends a sentence and a
         sentence never runs across a blank line. Whitespace inside a unit is collapsed: a unit
         is one line of the text form."""
-        if units not in UNITS:
-            raise ValueError(f"units={units!r} is not one of {UNITS}")
+        units = check_units(self.units if units is None else units)
         if units == "lines":
             return [line.strip() for line in text.splitlines() if line.strip()]
         out = []
@@ -255,10 +312,13 @@ class Segmenter:
         mask = torch.ones(1, n, dtype=torch.bool)
         if n:  # the CRF's best label sequence for the whole (stitched) document, else argmax
             labels = self.net.decode(logits[None], mask, structured=structured)[0].tolist()
-            probs = self.net.unit_probs(logits[None], mask, structured=structured)[0]  # (n, C): marginals or softmax
-            probs = self.calibration.probs(probs.clamp(min=1e-12).log())  # (n, C) calibrated
+            label_probs = self.net.unit_probs(logits[None], mask, structured=structured)[
+                0
+            ]  # (n, C): marginals or softmax
+            probs = self.calibration.probs(label_probs.clamp(min=1e-12).log())  # (n, C) calibrated
         else:
-            labels, probs = [], logits.softmax(dim=-1)
+            labels, label_probs = [], logits.softmax(dim=-1)
+            probs = label_probs
         p_end = boundary_probs(probs, self.task).tolist()  # (n,): 0 at the document end
         ends = boundary_labels(labels, self.task)
         if threshold is not None or num_segments is not None or min_segment_units > 1:
@@ -269,23 +329,28 @@ class Segmenter:
             ends = [0] * n
             for c in cuts:
                 ends[c] = 1
-            labels = ends if self.task == BOUNDARY else segment_labels(probs, ends)
-        return Prediction(units, labels, self.label_names, p_end, ends)
+            # A segment's label comes from its units' label probabilities as the network gives them
+            # (the CRF's marginals), as its own labels do. Not the calibrated ones: calibration moves
+            # the decision point (the lyrics model's isotonic map sends P(chorus) 0.58 to 0.47), so
+            # chorus lines in a forced segment would turn verse.
+            labels = ends if self.task == BOUNDARY else segment_labels(label_probs, ends)
+        return Prediction(units, labels, self.label_names, p_end, ends, self.task)
 
     # -- the public API ---------------------------------------------------------------------
     def segment(
         self,
         text: str,
         *,
-        units: str = "sentences",
+        units: str | None = None,
         return_probs: bool = False,
         threshold: float | None = None,
         num_segments: int | None = None,
         min_segment_units: int = 1,
     ) -> list[list[str]] | Prediction:
         """The segments of ``text`` (lists of units); with ``return_probs`` the whole
-        Prediction (units, labels, boundary_probs, boundaries, .segments). threshold,
-        num_segments, min_segment_units: as for ``predict``."""
+        Prediction (units, labels, boundary_probs, boundaries, .segments). ``units``: how the
+        text becomes units, sentences | lines; None: as the model was trained (``self.units``).
+        threshold, num_segments, min_segment_units: as for ``predict``."""
         decide = {"threshold": threshold, "num_segments": num_segments, "min_segment_units": min_segment_units}
         return self.segment_many([text], units=units, return_probs=return_probs, **decide)[0]
 
@@ -293,7 +358,7 @@ class Segmenter:
         self,
         texts: Iterable[str],
         *,
-        units: str = "sentences",
+        units: str | None = None,
         return_probs: bool = False,
         threshold: float | None = None,
         num_segments: int | None = None,
@@ -301,6 +366,7 @@ class Segmenter:
     ) -> list[list[list[str]]] | list[Prediction]:
         """``segment`` for many texts, run through the network in batches."""
         decide = {"threshold": threshold, "num_segments": num_segments, "min_segment_units": min_segment_units}
+        units = self.resolve_units(units)
         preds = self.predict([self.split(t, units=units) for t in texts], **decide)
         return preds if return_probs else [p.segments for p in preds]
 

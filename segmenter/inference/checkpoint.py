@@ -9,6 +9,7 @@ None, lists, dicts)::
              "attention": {"type": "localized", ...}, ...},  # name, with its arguments
      "featurizer": [{"kind": "hashed", ...}],  # the inputs it was trained on
      "task": "boundary", "label_names": ["inside", "boundary"],
+     "units": "sentences",  # what its training units were: the default for plain text
      "weights_sha256": "..."} # digest of the state_dict's tensors, checked on load
 
 (written by ``segmenter.training.callbacks.CheckpointMetadata``), so the model is rebuilt without
@@ -45,7 +46,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from torch import nn
 
 import segmenter
-from segmenter.core.document import check_label_names, check_task
+from segmenter.core.document import DEFAULT_UNITS, UNITS, check_label_names, check_task, check_units
 from segmenter.core.io import atomic_file
 from segmenter.features.featurizer import Featurizer
 from segmenter.models import registry
@@ -141,11 +142,16 @@ def metadata(
     task: str,
     label_names: Sequence[str],
     featurizer: Sequence[Mapping[str, Any]] | None = None,
+    units: str | None = None,
 ) -> dict[str, Any]:
     """The checkpoint's "segmenter" entry (validated: plain data, known task, one name per
     class). ``featurizer``: the settings of the featurizer the network was trained with
-    (``Featurizer.config()``), checked against the one rebuilt on load."""
+    (``Featurizer.config()``), checked against the one rebuilt on load. ``units``: what the
+    training documents' units were (sentences | lines), the model's default for plain text
+    (a checkpoint without it: sentences)."""
     check_task(task)
+    if units is not None:
+        check_units(units)
     check_label_names(label_names, net.get("num_classes"))
     meta = {
         "format_version": FORMAT_VERSION,
@@ -156,6 +162,8 @@ def metadata(
     }
     if featurizer is not None:
         meta["featurizer"] = copy.deepcopy(list(featurizer))
+    if units is not None:
+        meta["units"] = units
     _check_plain(meta, "segmenter")
     return meta
 
@@ -374,6 +382,8 @@ def load_net(path: str | Path, *, cache_dir: str | None = None) -> tuple[nn.Modu
         raise CheckpointError(f"{path}: weights do not fit the model it describes: {e}") from e
     if len(meta["label_names"]) != net.num_classes:
         raise CheckpointError(f"{path}: {len(meta['label_names'])} label names for {net.num_classes} classes")
+    if meta.get("units", DEFAULT_UNITS) not in UNITS:
+        raise CheckpointError(f"{path}: units={meta['units']!r} is not one of {UNITS}")
     saved, rebuilt = meta.get("featurizer"), Featurizer.for_net(net).config()
     if saved is not None and saved != rebuilt:  # format 1 did not store it
         raise CheckpointError(

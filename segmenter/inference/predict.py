@@ -24,10 +24,10 @@ import hydra
 import torch
 
 from segmenter.core import decisions
-from segmenter.core.document import normalize_unit
+from segmenter.core.document import UNITS, normalize_unit
 from segmenter.core.io import atomic_write
 from segmenter.data.formats import ReaderError, decode_utf8, json_object, jsonl_lines, string_list
-from segmenter.inference.api import UNITS, Prediction, Segmenter, check_source
+from segmenter.inference.api import Prediction, Segmenter, check_source
 from segmenter.inference.checkpoint import run_dir
 
 __all__ = ["InputError", "PredictionError", "Prediction", "Segmenter", "read_inputs", "run", "write_outputs"]
@@ -193,7 +193,7 @@ def run(cfg: Any) -> None:
     the user's mistakes (segmenter.cli turns them into one line and exit status 2), before
     anything is written."""
 
-    if cfg.units not in UNITS:
+    if cfg.units is not None and cfg.units not in UNITS:
         raise InputError(f"units={cfg.units!r} is not one of {UNITS}")
     try:
         check_source(cfg.get("ckpt_path"), cfg.get("pretrained"))  # before the output folder is derived from it
@@ -219,7 +219,7 @@ def run(cfg: Any) -> None:
     seg: Segmenter = hydra.utils.instantiate(
         cfg.segmenter, ckpt_path=cfg.ckpt_path, pretrained=cfg.pretrained
     )  # CheckpointError comes wrapped by Hydra
-    docs = read_inputs(str(cfg.input), splitter=seg, units=cfg.units)
+    docs = read_inputs(str(cfg.input), splitter=seg, units=seg.resolve_units(cfg.units))
     try:
         decisions.check_documents([len(d.units) for d in docs], names=[d.source for d in docs], **decide)
     except ValueError as e:

@@ -21,6 +21,9 @@ MODELS = {
     "topic": "English topic segmentation of sentences (MiniLM vectors, localized attention)",
     "lyrics": "verse/chorus labels of song lines (self-similarity view, CRF)",
 }
+# The units each was trained on: its default for plain text. The shipped checkpoints predate
+# the checkpoint's own "units" entry; where one holds it, it must agree (tests/inference).
+MODEL_UNITS = {"topic": "sentences", "lyrics": "lines"}
 
 
 def _here() -> Path:

@@ -25,7 +25,7 @@ from segmenter.core.io import atomic_file, atomic_write
 from segmenter.features import Featurizer
 from segmenter.inference import calibration
 from segmenter.inference.checkpoint import KEY, load, load_net, run_cache_dir, run_config
-from segmenter.pretrained import MODELS, _here
+from segmenter.pretrained import MODEL_UNITS, MODELS, _here
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,6 @@ ABOUT = {
         "articles the seed moves held-out Wikipedia Pk by several points (docs/pretrained.md). Trained with "
         "OMP_NUM_THREADS=1. The command is not bit-reproducible across machines: the model shipped before, "
         "from the same command and seed, scored 36.4% on the test articles.",
-        "units": "sentences",
     },
     "lyrics": {
         "data": "The training songs of the reference lyrics system (`../shared/data/lyrics/train.jsonl`, "
@@ -54,7 +53,6 @@ ABOUT = {
         "licence": "Lyrics belong to their authors, used here for research (the data set's repository "
         "`JoseLuna12/lyric-segmentation-ml` is MIT). The weights are released with the project (MIT).",
         "command": "python scripts/train.py experiment=pretrained_lyrics hydra.run.dir=outputs/pretrained/lyrics",
-        "units": "lines",
     },
 }
 
@@ -88,7 +86,7 @@ def card_text(name: str, run: Path, ckpt: dict, size: int) -> str:
     lines = [
         f"# `{name}`: {MODELS[name]}",
         "",
-        f"- Labels: {', '.join(meta['label_names'])} ({meta['task']} task); units: {about['units']}.",
+        f"- Labels: {', '.join(meta['label_names'])} ({meta['task']} task); units: {MODEL_UNITS[name]}.",
         f"- Network: {attention}, {encoder}, width {net.get('dim')}, {net.get('num_layers')} layers; "
         f"segmenter {meta['segmenter_version']}; epoch {ckpt.get('epoch')} (the best on validation).",
         f"- Size: {size / 1e6:.2f} MB (`{name}.ckpt`, weights and config; loads with `weights_only`).",

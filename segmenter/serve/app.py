@@ -38,8 +38,8 @@ from torch import Tensor
 
 import segmenter
 from segmenter.core import decisions
-from segmenter.core.document import normalize_unit
-from segmenter.inference.api import UNITS, Prediction, Segmenter
+from segmenter.core.document import check_units, normalize_unit
+from segmenter.inference.api import Prediction, Segmenter
 from segmenter.serve.batcher import MicroBatcher, Overloaded
 
 log = logging.getLogger(__name__)
@@ -317,7 +317,7 @@ def create_app(
     *,
     limits: Limits = Limits(),
     batching: Batching = Batching(),
-    default_units: str = "sentences",
+    default_units: str | None = None,
     source: str | None = None,
     warmup: bool = True,
     cors_origins: tuple[str, ...] = (),
@@ -327,8 +327,9 @@ def create_app(
     pay for lazy initialisation. ``cors_origins``:
     web pages on these origins may call the API from the browser (none by default; the page
     at / is same-origin and needs none)."""
-    if default_units not in UNITS:
-        raise ValueError(f"units={default_units!r} is not one of {UNITS}")
+    # A text request that names no units is split as the model was trained (seg.units), unless
+    # the server was started with other units.
+    default_units = check_units(seg.resolve_units(default_units))
 
     def infer(docs: list[list[str]]) -> list[Tensor]:  # in the batcher's thread: the network, batched
         return seg.logits(docs)

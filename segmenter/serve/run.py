@@ -63,7 +63,7 @@ def run(cfg: Any) -> None:
     import torch
 
     from segmenter.cli.config import ConfigError
-    from segmenter.inference.api import UNITS
+    from segmenter.core.document import UNITS
 
     try:
         import uvicorn
@@ -75,7 +75,7 @@ def run(cfg: Any) -> None:
         ) from None
     limits = settings(Limits, cfg.get("limits"), "limits")
     batching = settings(Batching, cfg.get("batching"), "batching")
-    if cfg.units not in UNITS:
+    if cfg.units is not None and cfg.units not in UNITS:
         raise ConfigError(f"units={cfg.units!r}: expected one of {UNITS}")
     sock = bind(str(cfg.host), cfg.port)
     host, port = sock.getsockname()[:2]

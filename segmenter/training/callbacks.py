@@ -271,8 +271,9 @@ class CheckpointMetadata(Callback):
         task: str,
         label_names: Sequence[str],
         featurizer: Sequence[Mapping[str, Any]] | None = None,
+        units: str | None = None,
     ) -> None:
-        self.meta = metadata(net=net, task=task, label_names=label_names, featurizer=featurizer)
+        self.meta = metadata(net=net, task=task, label_names=label_names, featurizer=featurizer, units=units)
 
     def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
         checkpoint[KEY] = {**copy.deepcopy(self.meta), DIGEST_KEY: weights_digest(checkpoint["state_dict"])}

@@ -106,6 +106,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         task=datamodule.task,
         label_names=datamodule.label_names,
         featurizer=datamodule.featurizer.config(),
+        units=datamodule.units,
     )
     callbacks.append(meta)
     loggers = instantiate_group(cfg.get("logger"))

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import functools
+import logging
 
 import pytest
 import torch
 
 import segmenter
+from segmenter import Segmenter
 from segmenter.inference.checkpoint import FORMAT_VERSION, KEY, CheckpointError, build_net, load, load_net, upgrade
 from segmenter.training.train import build, train
 from tests.helpers import compose_train, run_net, score_checkpoint
@@ -23,6 +25,7 @@ def test_checkpoint_carries_what_rebuilds_the_model(tiny_checkpoint):
         meta = ckpt[KEY]
         assert meta["format_version"] == FORMAT_VERSION and meta["segmenter_version"] == segmenter.__version__
         assert meta["task"] == "boundary" and meta["label_names"] == ["inside", "boundary"]
+        assert meta["units"] == "sentences"  # the built-in corpus's units
         net = meta["net"]
         assert net["type"] == "segmenter_net" and net["num_classes"] == 2
         assert net["attention"]["type"] == "localized" and net["encoder"]["type"] == "hashed"
@@ -141,6 +144,34 @@ def test_a_featurizer_other_than_the_trained_one_is_refused(tiny_checkpoint, tmp
         CheckpointError, match=r"trained on features .*'char_ngram': 4.*would give it .*'char_ngram': 3"
     ):
         load_net(tmp_path / "drift.ckpt")
+
+
+def test_a_model_splits_text_as_it_was_trained_unless_told(tiny_checkpoint, tmp_path, caplog):
+    """The checkpoint's units are the default of segment() and predict; a checkpoint without
+    them (written before they were stored) splits by sentences, as before; a caller's other
+    choice is honoured with one info line."""
+    ckpt = raw(tiny_checkpoint)
+    ckpt[KEY]["units"] = "lines"
+    torch.save(ckpt, tmp_path / "lines.ckpt")
+    del ckpt[KEY]["units"]
+    torch.save(ckpt, tmp_path / "older.ckpt")
+    text = "First line of the song\nSecond line of the song\nThird line. It has two sentences.\n"
+
+    seg = Segmenter.from_checkpoint(tmp_path / "lines.ckpt")
+    with caplog.at_level(logging.INFO, logger="segmenter.inference.api"):
+        assert seg.units == "lines" and len(seg.segment(text, return_probs=True).units) == 3
+    assert not [r for r in caplog.records if "units=" in r.getMessage()]
+    with caplog.at_level(logging.INFO, logger="segmenter.inference.api"):
+        assert len(seg.segment(text, units="sentences", return_probs=True).units) == 2  # pysbd: 2 sentences
+    (said,) = [r.getMessage() for r in caplog.records if "units=" in r.getMessage()]
+    assert "units=sentences" in said and "trained on lines" in said
+    assert Segmenter.from_checkpoint(tmp_path / "lines.ckpt", units="sentences").units == "sentences"
+    assert Segmenter.from_checkpoint(tmp_path / "older.ckpt").units == "sentences"
+
+    ckpt[KEY]["units"] = "words"
+    torch.save(ckpt, tmp_path / "bad.ckpt")
+    with pytest.raises(CheckpointError, match=r"bad\.ckpt: units='words' is not one of \('sentences', 'lines'\)"):
+        load_net(tmp_path / "bad.ckpt")
 
 
 def test_hydra_keys_and_interpolations_are_refused(tiny_checkpoint, tmp_path):

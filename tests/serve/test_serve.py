@@ -90,7 +90,7 @@ def client(seg):
 def same_as_api(answer: dict, pred) -> None:
     """A /segment answer equals the Python API's Prediction."""
     assert answer["units"] == pred.units
-    assert answer["labels"] == [pred.label_names[k] for k in pred.labels]
+    assert answer["labels"] == pred.labels
     assert answer["boundaries"] == pred.boundaries
     assert answer["boundary_probs"] == pytest.approx(pred.boundary_probs, abs=1e-5)
     assert answer["segments"] == pred.segments
@@ -369,6 +369,16 @@ def script(name: str, *args: str, timeout: float = 300) -> subprocess.CompletedP
     return subprocess.run(
         [sys.executable, f"scripts/{name}", *args], cwd=ROOT, capture_output=True, timeout=timeout, env=env
     )
+
+
+def test_text_requests_are_split_as_the_model_was_trained():
+    """Started without units=, the server splits {"text": ...} as the model's training documents
+    were (the lyrics model: by line); a request's own units= still wins."""
+    song = "Sing it loud sing it high\nHold the light until we fly\nNever let the fire die\n"
+    with TestClient(create_app(Segmenter.from_pretrained("lyrics"), warmup=False)) as c:
+        assert c.get("/info").json()["default_units"] == "lines"
+        assert len(c.post("/segment", json={"text": song}).json()["units"]) == 3
+        assert len(c.post("/segment", json={"text": song, "units": "sentences"}).json()["units"]) == 1
 
 
 @pytest.mark.parametrize("model", ["ckpt", "pretrained=lyrics"])

@@ -13,6 +13,7 @@ from lightning import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from segmenter.inference.api import Segmenter
 from segmenter.training.callbacks import monitored_checkpoint
 from segmenter.training.train import build, train
 from tests.helpers import ATTENTIONS, ROOT, TINY_DATA, compose_train, score_checkpoint
@@ -107,6 +108,8 @@ def test_section_labels_train_end_to_end(tmp_path, songs_jsonl):
         assert {f"{stage}/f1", f"{stage}/f1_verse", f"{stage}/f1_chorus", f"{stage}/pk"} <= set(metrics)
     # test/ is the best checkpoint's macro F1, F1 per label and Pk, recomputed apart from Lightning
     (best,) = (tmp_path / "run" / "checkpoints").glob("epoch_*.ckpt")
+    # trained on the songs' lines: a song given as plain text is split by lines unless told otherwise
+    assert Segmenter.from_checkpoint(best).units == "lines"
     expected = score_checkpoint(best, build(cfg)[0].splits["test"], "section")
     for k in ("f1", "f1_verse", "f1_chorus", "pk"):
         assert metrics[f"test/{k}"] == pytest.approx(expected[k], abs=1e-6), k
