@@ -5,6 +5,7 @@ user steers (threshold, num_segments, min_segment_units) do what they say."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -179,3 +180,22 @@ def test_cold_start_script_reports_its_table():
     assert row[1].strip() == "lyrics" and row[2].strip().startswith("10 (")
     to_result, exit_s, segment_s = float(row[5]), float(row[6]), float(row[9])
     assert 0 < segment_s < to_result and exit_s > 0  # the result comes after the segmenting, the exit after both
+
+
+@pytest.mark.parametrize("name", ["topic", "lyrics"])
+def test_a_cards_checkpoints_are_where_its_rebuild_puts_them(name):
+    """The evaluation tables of a shipped card name the best checkpoint in the folder its
+    rebuild command trains into, and docs/pretrained.md evaluates that same checkpoint."""
+    from segmenter.pretrained.build import in_rebuild_folder
+
+    card = (ROOT / "segmenter" / "pretrained" / f"{name}.md").read_text(encoding="utf-8")
+    (run_dir,) = set(re.findall(rf"experiment=pretrained_{name} hydra\.run\.dir=(\S+?)`", card))
+    named = re.findall(r"checkpoint (\S+\.ckpt)", card)
+    assert named and all(c.startswith(f"{run_dir}/checkpoints/") for c in named), named
+    docs = (ROOT / "docs" / "pretrained.md").read_text(encoding="utf-8")
+    evaluated = set(re.findall(rf"evaluate\.py ckpt_path=({re.escape(run_dir)}/\S+\.ckpt)", docs))
+    assert evaluated == set(named), (evaluated, named)
+    moved = in_rebuild_folder(
+        "### val: 3 documents, checkpoint outputs/multirun/x/0_self/checkpoints/epoch_002.ckpt", name
+    )
+    assert moved.endswith(f"checkpoint outputs/pretrained/{name}/checkpoints/epoch_002.ckpt")
