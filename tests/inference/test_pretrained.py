@@ -5,6 +5,7 @@ user steers (threshold, num_segments, min_segment_units) do what they say."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -199,3 +200,26 @@ def test_a_cards_checkpoints_are_where_its_rebuild_puts_them(name):
         "### val: 3 documents, checkpoint outputs/multirun/x/0_self/checkpoints/epoch_002.ckpt", name
     )
     assert moved.endswith(f"checkpoint outputs/pretrained/{name}/checkpoints/epoch_002.ckpt")
+
+
+QUIET = """
+import logging
+from segmenter import Segmenter
+
+seg = Segmenter.from_pretrained("topic")
+# Small encoding batches, so that these 60 new sentences are a pass large enough for
+# progress to be reported (more than 4 batches) without minutes of MiniLM on CPU.
+seg.featurizer.feature("minilm_vectors").batch_size = 4
+text = " ".join(f"Sentence {i} is about item {i % 7} of the list and nothing else." for i in range(60))
+assert len(seg.segment(text)) >= 1
+"""
+
+
+def test_the_api_writes_nothing_to_stderr():
+    """A program using the API (a server, a notebook) gets no progress bar or message on
+    stderr unless it sets up logging itself; the scripts do, and show the progress."""
+    proc = subprocess.run(
+        [sys.executable, "-c", QUIET], cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ}
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stderr == "", proc.stderr[-2000:]
