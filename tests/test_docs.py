@@ -119,12 +119,12 @@ def _console_commands() -> set[str]:
     return set(project.get("scripts", {}))
 
 
-def doc_commands() -> list[DocCommand]:
+def doc_commands(paths: list[Path] = DOCS) -> list[DocCommand]:
     consoles = _console_commands()
     found = []
-    for path in DOCS:
+    for path in paths:
         for n, line in _bash_lines(path):
-            where = f"{path.relative_to(ROOT)}:{n}"
+            where = f"{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path.name}:{n}"
             for part in line.split("|"):  # `cat a.txt | python scripts/predict.py ... > b.txt`
                 try:
                     words = shlex.split(part)
@@ -146,6 +146,12 @@ def doc_commands() -> list[DocCommand]:
                     continue
                 args = tuple(a for a in map(_fill, rest) if a is not None)
                 found.append(DocCommand(where, kind, name, args))
+                if kind == "console":  # `segmenter-train x=1` or `segmenter train x=1`: composed as the script
+                    script = name.removeprefix("segmenter-").replace("-", "_")
+                    if name == "segmenter" and args:
+                        script, args = args[0].replace("-", "_"), args[1:]
+                    if (ROOT / "scripts" / f"{script}.py").is_file():
+                        found.append(DocCommand(where, "script", script, args))
     return found
 
 
@@ -397,3 +403,30 @@ def test_a_command_that_no_longer_composes_fails(args, tmp_path):
             compose(command, tmp_path)
     finally:
         GlobalHydra.instance().clear()
+
+
+def test_commands_are_read_as_a_shell_would(tmp_path):
+    doc = write(
+        tmp_path / "doc.md",
+        "text\n```bash\n"
+        "V='model.net.similarity={_target_: x.Y, dim: ${model.net.dim}}'\n"
+        "for seed in 42 7; do\n"
+        '  python scripts/train.py seed=$seed "$V" \\\n'
+        "    hydra.run.dir=outputs/s$seed   # a comment\n"
+        "done\n"
+        "cat a.txt | python scripts/predict.py ckpt_path=... input=- > b.txt\n"
+        "make lint\n"
+        "```\n"
+        "```\npython scripts/not_bash.py\n```\n",
+    )
+    got = [(c.where, c.kind, c.name, c.args) for c in doc_commands([doc])]
+    assert got == [
+        (
+            "doc.md:5",
+            "script",
+            "train",
+            ("seed=42", "model.net.similarity={_target_: x.Y, dim: ${model.net.dim}}", "hydra.run.dir=outputs/s42"),
+        ),
+        ("doc.md:8", "script", "predict", ("ckpt_path=placeholder", "input=-")),
+        ("doc.md:9", "make", "lint", ()),
+    ]
