@@ -103,8 +103,9 @@ CORPUS_PATHS = {
     "(docs/data.md: bring your own corpus)",
     "SeparatorCorpus": "a Wiki-727K-format corpus: a folder tree of article files (read recursively) or one "
     "file, one sentence per line and `========,<level>,<title>.` section headers; data=wiki reads "
-    "${paths.shared_data_dir}/wiki727k_sample by default, the full Wiki-727K is the release of Koshorek et al. "
-    "(2018), unpacked as is (docs/data.md: Wiki-727K)",
+    "${paths.shared_data_dir}/wiki727k_sample by default (set paths.shared_data_dir=<folder holding "
+    "wiki727k_sample/>); the full Wiki-727K is the release of Koshorek et al. (2018), unpacked as is "
+    "(docs/data.md: where Choi and Wiki-727K come from)",
     "RstCorpus": "a folder of reStructuredText sources; data=python_docs reads CPython's, fetched once by "
     "`make python-docs` (docs/data.md)",
 }
