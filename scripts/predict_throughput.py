@@ -9,29 +9,32 @@ sentence is part of the time; then one long document (long_doc_units sentences)
 alone. Writes throughput.md and throughput.json into the run folder and prints the table.
 """
 
+from __future__ import annotations
+
 import json
 import logging
 import os
 import platform
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 import segmenter.cli
-from segmenter.cli.config import attention_types
-from segmenter.core.io import atomic_write
-from segmenter.data.formats import list_files, read_separator_files
-from segmenter.inference.api import Segmenter
-from segmenter.training.train import train
 
+if TYPE_CHECKING:
+    from segmenter.inference.api import Segmenter
+
+# torch and the package's heavy parts are imported where they are used: `--help` stays fast.
 log = logging.getLogger("predict_throughput")
 
 
 def choi_documents(root: Path, max_docs: int | None) -> list[list[str]]:
     """The units of the Choi *.ref files, read by the package's separator reader."""
+    from segmenter.data.formats import list_files, read_separator_files
+
     files = list_files(root, pattern="*.ref") if root.is_dir() else []
     if not files:
         raise FileNotFoundError(f"no Choi *.ref files under {root} (see ../shared/data/README.md)")
@@ -39,6 +42,8 @@ def choi_documents(root: Path, max_docs: int | None) -> list[list[str]]:
 
 
 def brief_checkpoint(attention: str, cfg: DictConfig, out: Path) -> Path:
+    from segmenter.training.train import train
+
     run = out / f"train_{attention}"
     train_cfg = hydra.compose(
         config_name="train",
@@ -59,6 +64,11 @@ def timed(seg: Segmenter, docs: list[list[str]]) -> float:
 
 @segmenter.cli.main(config_name="predict_throughput")
 def main(cfg: DictConfig) -> None:
+    import torch
+
+    from segmenter.cli.config import attention_types
+    from segmenter.core.io import atomic_write
+
     out = Path(cfg.paths.output_dir)
     docs = choi_documents(Path(cfg.choi_dir), cfg.max_docs)
     n_units = sum(len(d) for d in docs)

@@ -91,11 +91,26 @@ MISSING_HINTS = {
     "(or data.corpus.files={train: a.jsonl, val: b.jsonl, test: c.jsonl})",
 }
 # Data locations: key -> where the data comes from (shown when the path does not exist).
+# data.corpus.path is read by several corpus classes: CORPUS_PATHS says what each expects.
 DATA_PATHS = {
-    "data.corpus.path": "your JSONL corpus (docs/data.md: bring your own corpus)",
+    "data.corpus.path": "the corpus (docs/data.md: bring your own corpus)",
     "data.corpus.root": "the corpus folder; data=choi reads ${paths.shared_data_dir}/choi (default ../shared/data/choi "
     "next to the repository, set with paths.shared_data_dir=<folder holding choi/>): Choi's (2000) "
-    "C99 test set, folders 1/ 2/ 3/ ... of *.ref files",
+    "C99 test set as distributed with the code of Koshorek et al. (2018), folders 1/ 2/ 3/ ... of *.ref files",
+}
+
+
+# What data.corpus.path should be, by the corpus class (data.corpus._target_'s last part).
+CORPUS_PATHS = {
+    "JsonlCorpus": 'your JSONL corpus, one {"id", "lines", "labels"} object per line '
+    "(docs/data.md: bring your own corpus)",
+    "SeparatorCorpus": "a Wiki-727K-format corpus: a folder tree of article files (read recursively) or one "
+    "file, one sentence per line and `========,<level>,<title>.` section headers; data=wiki reads "
+    "${paths.shared_data_dir}/wiki727k_sample by default (set paths.shared_data_dir=<folder holding "
+    "wiki727k_sample/>); the full Wiki-727K is the release of Koshorek et al. (2018), unpacked as is "
+    "(docs/data.md: where Choi and Wiki-727K come from)",
+    "RstCorpus": "a folder of reStructuredText sources; data=python_docs reads CPython's, fetched once by "
+    "`make python-docs` (docs/data.md)",
 }
 
 
@@ -226,6 +241,9 @@ def validate(cfg: DictConfig) -> None:
     for key, origin in DATA_PATHS.items():
         value = _select(cfg, key)
         if isinstance(value, str) and not Path(value).exists():
+            if key == "data.corpus.path":
+                corpus = str(_select(cfg, "data.corpus._target_")).rsplit(".", 1)[-1]
+                origin = CORPUS_PATHS.get(corpus, origin)
             raise ConfigError(f"{key}={value}: not found. It should point at {origin}")
     files = _select(cfg, "data.corpus.files")
     if isinstance(files, DictConfig):

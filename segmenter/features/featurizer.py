@@ -184,7 +184,7 @@ class FrozenVectors:
         return self.cache.lookup(units, self._encode, batch_size=self.batch_size, progress=progress)
 
     def warm(self, units: Iterable[str]) -> None:
-        """Encode (or read from disk) every unit ahead of training, with a progress bar."""
+        """Encode (or read from disk) every unit ahead of training, its progress logged."""
         self.cache.reload()  # pick up what other processes (DDP rank 0) wrote
         self.vectors(list(units), progress=self.progress is not False)
 

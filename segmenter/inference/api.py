@@ -33,7 +33,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -55,6 +54,7 @@ from segmenter.core.document import (
     group_segments,
     normalize_unit,
 )
+from segmenter.core.progress import Progress
 from segmenter.core.windows import check_window, stitch, window_spans
 from segmenter.features import Featurizer
 from segmenter.inference import calibration
@@ -250,7 +250,7 @@ class Segmenter:
         if units == "lines":
             return [line.strip() for line in text.splitlines() if line.strip()]
         out = []
-        progress = Progress("splitting into sentences", total=len(text), unit="characters")
+        progress = Progress("splitting into sentences", total=len(text), unit="characters", log=log)
         for chunk in _chunks(text):
             out += [normalize_unit(s) for s in self._sentence_splitter.segment(" ".join(chunk.split())) if s.strip()]
             progress.advance(len(chunk))
@@ -263,7 +263,7 @@ class Segmenter:
         items = [(i, s, e) for i, sp in enumerate(spans) for s, e in sp]
         items.sort(key=lambda it: it[2] - it[1])  # similar lengths share a batch: little padding
         outs: dict[tuple[int, int], Tensor] = {}
-        progress = Progress("predicting", total=len(items), unit="windows")
+        progress = Progress("predicting", total=len(items), unit="windows", log=log)
         with torch.inference_mode():
             for b in range(0, len(items), self.batch_size):
                 progress.advance(min(self.batch_size, len(items) - b), done=b)
@@ -391,33 +391,6 @@ def segment_labels(probs: Tensor, ends: Sequence[int]) -> list[int]:
             labels += [label] * (i + 1 - start)
             start = i + 1
     return labels
-
-
-class Progress:
-    """Progress of a long step as log lines (stderr in scripts/predict.py): one every
-    ``every`` seconds once the step has run that long; short steps say nothing."""
-
-    every = 5.0  # seconds
-
-    def __init__(self, what: str, *, total: int, unit: str) -> None:
-        self.what, self.total, self.unit = what, total, unit
-        self.done, self.start = 0, time.monotonic()
-        self.last = self.start
-
-    def advance(self, n: int, *, done: int | None = None) -> None:
-        self.done = self.done + n if done is None else done
-        now = time.monotonic()
-        if now - self.last >= self.every and self.total:
-            self.last = now
-            log.info(
-                "%s: %s/%s %s (%.0f%%, %.0f s)",
-                self.what,
-                f"{self.done:,}",
-                f"{self.total:,}",
-                self.unit,
-                100 * self.done / self.total,
-                now - self.start,
-            )
 
 
 _LINE_END = re.compile(r"[.!?][\"')\]]*\s*$")  # a line that ends like a sentence

@@ -92,7 +92,8 @@ class MiniLMEncoder(UnitEncoder):
         """dim: model width the 384-d embeddings are projected to. cache_dir: where frozen
         embeddings are stored (None: memory only). finetune: train MiniLM too (no cache).
         batch_size: units per MiniLM forward. max_seq_length: word pieces kept per unit.
-        progress: progress bar while encoding (None: only for more than 4 batches).
+        progress: log the encoding's progress (None: only for more than 4 batches); log lines,
+        shown only where the application shows INFO logs (the scripts do), never a bar.
         Frozen, this module only projects the vectors its featurizer looked up
         (``segmenter.features.FrozenVectors``, which owns the cache)."""
         super().__init__()

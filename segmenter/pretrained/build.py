@@ -14,6 +14,7 @@ writes them, baselines beside the model) and the calibration stored in the check
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -117,10 +118,17 @@ def card_text(name: str, run: Path, ckpt: dict, size: int) -> str:
             lines += [
                 f"## Evaluation: `python scripts/evaluate.py ckpt_path=<best checkpoint> split={split}`",
                 "",
-                table.read_text(encoding="utf-8").strip(),
+                in_rebuild_folder(table.read_text(encoding="utf-8").strip(), name),
                 "",
             ]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def in_rebuild_folder(table: str, name: str) -> str:
+    """``table`` with the checkpoint it names moved into the folder of the card's rebuild
+    command (outputs/pretrained/<name>): the run may have been anywhere (a sweep's job
+    folder), and the card's reader follows the rebuild command."""
+    return re.sub(r"(checkpoint )\S+?(/checkpoints/[^/\s]+\.ckpt)", rf"\g<1>outputs/pretrained/{name}\g<2>", table)
 
 
 def build(name: str, run: str | Path, *, out_dir: Path | None = None) -> Path:

@@ -87,6 +87,19 @@ def test_bad_config_values_name_their_key(tmp_path, caplog, overrides, message):
     assert "\n" not in line and "Traceback" not in caplog.text
 
 
+@pytest.mark.parametrize(
+    "data,kind,not_kind",
+    [("jsonl", "your JSONL corpus", "Wiki-727K"), ("wiki", "a Wiki-727K-format corpus", "JSONL")],
+)
+def test_a_missing_corpus_path_names_the_kind_of_corpus(tmp_path, caplog, data, kind, not_kind):
+    cfg = compose_train(tmp_path, [f"data={data}", "data.corpus.path=/nonexistent/corpus"])
+    with caplog.at_level(logging.ERROR):
+        assert status_of(lambda c: None, cfg) == 2
+    (line,) = error_lines(caplog)
+    assert line.startswith("data.corpus.path=/nonexistent/corpus: not found") and kind in line, line
+    assert not_kind not in line, line
+
+
 def test_a_jsonl_corpus_given_as_files_per_split_trains_as_typed(tmp_path, songs_jsonl):
     """docs/data.md's `data=jsonl data.corpus.files={train: a, val: b, test: c}`: the config's
     ??? for path gives way to the files (config.settle_alternatives), from the command line."""

@@ -5,6 +5,8 @@ user steers (threshold, num_segments, min_segment_units) do what they say."""
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 
@@ -269,3 +271,45 @@ def test_cold_start_script_reports_its_table():
     assert row[1].strip() == "lyrics" and row[2].strip().startswith("10 (")
     to_result, exit_s, segment_s = float(row[5]), float(row[6]), float(row[9])
     assert 0 < segment_s < to_result and exit_s > 0  # the result comes after the segmenting, the exit after both
+
+
+@pytest.mark.parametrize("name", ["topic", "lyrics"])
+def test_a_cards_checkpoints_are_where_its_rebuild_puts_them(name):
+    """The evaluation tables of a shipped card name the best checkpoint in the folder its
+    rebuild command trains into, and docs/pretrained.md evaluates that same checkpoint."""
+    from segmenter.pretrained.build import in_rebuild_folder
+
+    card = (ROOT / "segmenter" / "pretrained" / f"{name}.md").read_text(encoding="utf-8")
+    (run_dir,) = set(re.findall(rf"experiment=pretrained_{name} hydra\.run\.dir=(\S+?)`", card))
+    named = re.findall(r"checkpoint (\S+\.ckpt)", card)
+    assert named and all(c.startswith(f"{run_dir}/checkpoints/") for c in named), named
+    docs = (ROOT / "docs" / "pretrained.md").read_text(encoding="utf-8")
+    evaluated = set(re.findall(rf"evaluate\.py ckpt_path=({re.escape(run_dir)}/\S+\.ckpt)", docs))
+    assert evaluated == set(named), (evaluated, named)
+    moved = in_rebuild_folder(
+        "### val: 3 documents, checkpoint outputs/multirun/x/0_self/checkpoints/epoch_002.ckpt", name
+    )
+    assert moved.endswith(f"checkpoint outputs/pretrained/{name}/checkpoints/epoch_002.ckpt")
+
+
+QUIET = """
+import logging
+from segmenter import Segmenter
+
+seg = Segmenter.from_pretrained("topic")
+# Small encoding batches, so that these 60 new sentences are a pass large enough for
+# progress to be reported (more than 4 batches) without minutes of MiniLM on CPU.
+seg.featurizer.feature("minilm_vectors").batch_size = 4
+text = " ".join(f"Sentence {i} is about item {i % 7} of the list and nothing else." for i in range(60))
+assert len(seg.segment(text)) >= 1
+"""
+
+
+def test_the_api_writes_nothing_to_stderr():
+    """A program using the API (a server, a notebook) gets no progress bar or message on
+    stderr unless it sets up logging itself; the scripts do, and show the progress."""
+    proc = subprocess.run(
+        [sys.executable, "-c", QUIET], cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ}
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stderr == "", proc.stderr[-2000:]
