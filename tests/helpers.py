@@ -8,6 +8,7 @@ import functools
 import json
 import os
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -194,3 +195,16 @@ def one_hot_by_first_seen(feats) -> torch.Tensor:
     bags = torch.split(feats["hashed_ids"], feats["hashed_sizes"].tolist())
     ids: dict[tuple[int, ...], int] = {}
     return torch.eye(8)[[ids.setdefault(tuple(b.tolist()), len(ids)) for b in bags]]  # (N, 8)
+
+
+def entry_config(script: str) -> str:
+    """The config_name ``scripts/<script>.py`` hands to segmenter.cli.main, itself or through
+    the command of segmenter.cli.commands it wraps (``from segmenter.cli.commands import <name>``)."""
+    text = (ROOT / "scripts" / f"{script}.py").read_text(encoding="utf-8")
+    if "from segmenter.cli.commands import " in text:
+        command = text.split("from segmenter.cli.commands import ", 1)[1].split()[0]
+        text = (ROOT / "segmenter" / "cli" / "commands.py").read_text(encoding="utf-8")
+        text = "segmenter.cli." + text.split(f"\ndef {command}(", 1)[0].rsplit("@", 1)[1]
+    found = re.search(r'segmenter\.cli\.main\(config_name="(\w+)"', text)
+    assert found, f"scripts/{script}.py: no segmenter.cli.main(config_name=...)"
+    return found.group(1)

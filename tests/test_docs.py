@@ -36,7 +36,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from segmenter.cli.app import run_task
-from tests.helpers import ROOT, TEXT, TINY_DATA, compose_config, write, write_songs
+from segmenter.pretrained import MODEL_UNITS
+from tests.helpers import ROOT, TEXT, TINY_DATA, compose_config, entry_config, write, write_songs
 
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 PLACEHOLDER = "placeholder"
@@ -178,14 +179,6 @@ def test_the_docs_commands_are_found():
 # ----------------------------------------------------------------------------- composing
 
 
-def entry_config(script: str) -> str:
-    """The config_name scripts/<script>.py hands to segmenter.cli.main."""
-    text = (ROOT / "scripts" / f"{script}.py").read_text(encoding="utf-8")
-    found = re.search(r'segmenter\.cli\.main\(config_name="(\w+)"', text)
-    assert found, f"scripts/{script}.py: no segmenter.cli.main(config_name=...)"
-    return found.group(1)
-
-
 def variants(overrides: list[str], multirun: bool) -> list[list[str]]:
     """The override lists a run or a sweep composes: in a sweep, each swept value at least
     once (the i-th variant takes the i-th value of every sweep), not the whole product."""
@@ -321,7 +314,9 @@ def runnable_prediction(command: DocCommand) -> bool:
 
 def make_inputs(command: DocCommand, cwd: Path) -> None:
     """The files a command names, small and generated, under ``cwd`` (where it runs)."""
-    lines = "units=lines" in command.args
+    args = dict(a.split("=", 1) for a in command.args if "=" in a)
+    # units as the command gives them, else as the shipped model was trained (lyrics: lines)
+    lines = args.get("units", MODEL_UNITS.get(args.get("pretrained", ""), "sentences")) == "lines"
     # A song's worth of lines (a chorus that recurs), or prose for units=sentences.
     text = "\n".join(f"{'we sing it all night long' if i % 4 == 3 else f'verse line number {i}'}" for i in range(16))
     text = text if lines else TEXT

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from omegaconf import OmegaConf
 
-from tests.helpers import CONF, ROOT
+from tests.helpers import CONF, ROOT, entry_config
 
 SCRIPTS = sorted(p.stem for p in (ROOT / "scripts").glob("*.py"))
 HEAVY = ("torch", "lightning", "transformers", "sentence_transformers", "fastapi")
@@ -31,12 +31,6 @@ else:
 heavy = [m for m in modules if m in sys.modules]
 print("\\nPROBE " + json.dumps({"code": code, "heavy": heavy}), file=sys.stderr)
 """
-
-
-def entry_config(script: str) -> str:
-    """The config_name the script hands to segmenter.cli.main."""
-    text = (ROOT / "scripts" / f"{script}.py").read_text(encoding="utf-8")
-    return text.split('segmenter.cli.main(config_name="', 1)[1].split('"', 1)[0]
 
 
 def settings(config_name: str) -> list[str]:
