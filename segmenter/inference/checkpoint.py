@@ -82,6 +82,12 @@ _PICKLED = re.compile(
 )
 
 
+# How every file torch.save writes begins: a zip archive, or (torch < 1.6,
+# _use_new_zipfile_serialization=False) a protocol-2 pickle of torch's magic number 0x1950a86a20f9469cfc6c.
+_ZIP_HEAD = b"PK\x03\x04"
+_LEGACY_HEAD = b"\x80\x02\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
+
+
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used: missing, damaged, unsafe or of an unknown format."""
 
@@ -169,6 +175,15 @@ def read(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    with open(path, "rb") as f:
+        head = f.read(len(_LEGACY_HEAD))
+    if not head.startswith(_ZIP_HEAD) and head != _LEGACY_HEAD:
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: it is not a checkpoint at all (every file torch.save writes starts "
+            "as a zip archive or, before torch 1.6, with torch's magic number; this one starts with the bytes "
+            f"{head[:8].hex(' ') or 'none: it is empty'}). Give a .ckpt file that scripts/train.py wrote, "
+            "or pretrained=<name> for a shipped model"
+        )
     try:
         with safe_globals():
             return torch.load(path, map_location="cpu", weights_only=True)
