@@ -10,7 +10,7 @@ a script does anything with it.
   (``every_attention``: each option under its own name, the benchmark's rows;
   ``attention_keys``: a null under every option's name, predict_throughput's checkpoints).
 - ``validate(cfg)``: alternatives settled (``files`` given: ``path`` null), values the user must give, types and ranges of the settings users
-  change most, and data paths that must exist. Each failure is a ``ConfigError`` naming the
+  change most, the name of a shipped model, and data paths that must exist. Each failure is a ``ConfigError`` naming the
   key, its value and what is expected (scripts/*.py run these through ``segmenter.cli``:
   one line, exit status 2). Only keys present in the config are checked, so one table
   serves every script.
@@ -18,15 +18,22 @@ a script does anything with it.
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import math
 import os
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import hydra.utils
 from hydra.core.config_store import ConfigStore
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from segmenter.pretrained import check_name as check_pretrained
 
 # ----------------------------------------------------------------------------- the tree
 
@@ -107,6 +114,8 @@ class Number:
 
     lo: float = -math.inf
     hi: float = math.inf
+    lo_open: bool = False  # lo itself excluded
+    hi_open: bool = False  # hi itself excluded
     whole: bool = True
     none: bool = False
     words: tuple[str, ...] = ()
@@ -126,16 +135,23 @@ class Number:
         elif isinstance(value, str) and value in self.words:
             return
         elif isinstance(value, int) or (isinstance(value, float) and not self.whole and math.isfinite(value)):
-            if self.lo <= value <= self.hi:
+            above = value > self.lo if self.lo_open else value >= self.lo
+            below = value < self.hi if self.hi_open else value <= self.hi
+            if above and below:
                 return
         raise ConfigError(f"{key}={value!r}: expected {self.describe()}")
 
     def describe(self) -> str:
         kind = "a whole number" if self.whole else "a number"
-        if self.lo > -math.inf and self.hi < math.inf:
+        lo, hi = self.lo > -math.inf, self.hi < math.inf
+        if lo and hi and not (self.lo_open or self.hi_open):
             kind += f" from {self.lo:g} to {self.hi:g}"
-        elif self.lo > -math.inf:
-            kind += f" >= {self.lo:g}"
+        elif lo and hi:
+            kind += f" in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}{')' if self.hi_open else ']'}"
+        elif lo:
+            kind += f" {'>' if self.lo_open else '>='} {self.lo:g}"
+        elif hi:
+            kind += f" {'<' if self.hi_open else '<='} {self.hi:g}"
         extras = [
             *(repr(w) for w in self.words),
             *(["true/false"] if self.flag else []),
@@ -183,6 +199,10 @@ RULES: dict[str, Number] = {
     "segmenter.overlap": Number(lo=0),
     "segmenter.batch_size": INT1,
     "threads": Number(lo=1, none=True, many=True),
+    # the decisions (segmenter.core.decisions) of predict, evaluate
+    "threshold": Number(lo=0, lo_open=True, hi=1, whole=False, none=True),
+    "num_segments": Number(lo=1, none=True),
+    "min_segment_units": Number(lo=1, none=True),
 }
 
 
@@ -203,10 +223,92 @@ def settle_alternatives(cfg: DictConfig) -> None:
         cfg.data.corpus.path = None
 
 
-def validate(cfg: DictConfig) -> None:
-    """Raise ConfigError for the first problem found: a missing value, a value of the wrong
-    type or out of range (RULES), a data path that does not exist (DATA_PATHS). First settles
-    alternatives (``settle_alternatives``): the config is what the script then runs with."""
+def dotted_keys(node: Any, prefix: str = "") -> list[str]:
+    """Every key under ``node`` (a config node or plain dict), dotted from ``prefix``:
+    inner nodes and leaves, interpolations unresolved."""
+    tree = OmegaConf.to_container(node, resolve=False) if isinstance(node, DictConfig) else node
+    out = []
+    for k, v in (tree or {}).items():
+        full = f"{prefix}{k}"
+        out.append(full)
+        if isinstance(v, dict):
+            out += dotted_keys(v, full + ".")
+    return out
+
+
+def unknown_key(key: str, candidates: list[str]) -> str:
+    """The one line for a key the config does not have: the key and the nearest valid key
+    (difflib), the hydra node left out unless the key is in it."""
+    if not key.startswith("hydra."):
+        candidates = [c for c in candidates if c != "hydra" and not c.startswith("hydra.")]
+    near = difflib.get_close_matches(key, candidates, n=1, cutoff=0.6)
+    if not near:  # a key given without its node (window_size for attention.window_size)
+        tails = {c: c.rsplit(".", 1)[-1] for c in candidates}
+        near = [c for c in candidates if tails[c] in difflib.get_close_matches(key, tails.values(), n=1, cutoff=0.8)]
+    hint = f"the nearest valid key is {near[0]}" if near else "no valid key is close to it"
+    return f"unknown key {key}; {hint} (--help lists the settings)"
+
+
+def _parameters(target: Any) -> list[str] | None:
+    """The keyword arguments the part named ``target`` (a ``_target_``) takes; None where it
+    takes any (``**kwargs``) or cannot be looked at here (its constructor checks them)."""
+    if not isinstance(target, str) or "${" in target:
+        return None
+    try:
+        params = inspect.signature(hydra.utils.get_object(target)).parameters.values()
+    except Exception:  # not importable or no signature: instantiating it reports the problem
+        return None
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return [p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+
+
+def _part_collection(node: Any) -> bool:
+    """A node of named parts (callbacks): ``+callbacks.<name>._target_=...`` adds one."""
+    children = OmegaConf.to_container(node, resolve=False).values() if isinstance(node, DictConfig) else ()
+    return bool(children) and all(c is None or (isinstance(c, dict) and "_target_" in c) for c in children)
+
+
+def check_added_keys(cfg: DictConfig, overrides: Sequence[str]) -> None:
+    """ConfigError for a ``+key=value`` override (Hydra adds any key it is given, and nothing
+    would read a misspelled one) that the config has no place for. A key may be added as an
+    argument its part's ``_target_`` takes (``+model.net.cohesion.relative=true``), as one of
+    Hydra's own keys of a part (``_target_``, ``_partial_``), or as a new entry of a node of
+    named parts (``+callbacks.ema._target_=...``). Config groups (``+group=option``) are
+    Hydra's to check."""
+    parser = OverridesParser.create()
+    for override in parser.parse_overrides(list(overrides)):
+        if not override.is_add() or override.package is not None or _is_group(override.key_or_group):
+            continue
+        key = override.key_or_group
+        parent_key, _, name = key.rpartition(".")
+        parent = OmegaConf.select(cfg, parent_key, default=None) if parent_key else cfg
+        prefix = parent_key + "." if parent_key else ""
+        if isinstance(parent, DictConfig) and "_target_" in parent:
+            if name.startswith("_") and name.endswith("_"):
+                continue
+            takes = _parameters(OmegaConf.to_container(parent, resolve=False)["_target_"])
+            if takes is None or name in takes:
+                continue
+            candidates = [prefix + p for p in takes]
+        elif _part_collection(parent):
+            continue
+        else:
+            candidates = [k for k in dotted_keys(cfg) if k != key and not k.startswith(key + ".")]
+        raise ConfigError(f"{override.input_line}: {unknown_key(key, candidates)}")
+
+
+def _is_group(name: str) -> bool:
+    return name == "hydra" or name.startswith("hydra/") or config_dir().joinpath(name).is_dir()
+
+
+def validate(cfg: DictConfig, *, overrides: Sequence[str] = ()) -> None:
+    """Raise ConfigError for the first problem found: a key added with ``+`` that the config
+    has no place for (``check_added_keys``, of the command line's ``overrides``), a missing
+    value, a value of the wrong type or out of range (RULES), a data path that does not
+    exist (DATA_PATHS). First settles alternatives (``settle_alternatives``): the config is
+    what the script then runs with."""
+    check_added_keys(cfg, overrides)
     settle_alternatives(cfg)
     missing = missing_keys(cfg)
     if missing:
@@ -221,6 +323,12 @@ def validate(cfg: DictConfig) -> None:
         value = _select(cfg, key)
         if value is not _ABSENT:
             rule.check(key, value)
+    pretrained = _select(cfg, "pretrained")
+    if pretrained not in (_ABSENT, None):
+        try:
+            check_pretrained(pretrained)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
     for key, origin in DATA_PATHS.items():
         value = _select(cfg, key)
         if isinstance(value, str) and not Path(value).exists():

@@ -17,10 +17,11 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from segmenter.cli.app import run_task
+from segmenter.cli.config import ConfigError, validate
 from segmenter.inference.predict import run
 from segmenter.training.module import SegmenterModule
 from segmenter.training.train import train
-from tests.helpers import ROOT, TEXT, compose_train, predict_cfg
+from tests.helpers import ROOT, TEXT, compose_train, predict_cfg, write
 
 
 def script(name: str, *args: str, cwd=ROOT) -> subprocess.CompletedProcess:
@@ -218,3 +219,67 @@ def test_commands_as_typed(tiny_checkpoint, tmp_path):
     assert proc.returncode == 2 and "folder=/nonexistent/folder: not a folder" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr and list(work.iterdir()) == [] and not (tmp_path / "logs").exists()
     assert not (tiny_checkpoint.parent.parent / "eval").exists()
+
+
+# ----------------------------------------------------------------------------- every mistake: one line, exit 2
+
+MISTAKES = [
+    # (script, arguments, what the one line must say)
+    ("predict.py", ["pretrained=topic", "threshold=2"], ["threshold=2", "(0, 1]"]),
+    ("predict.py", ["pretrained=topic", "threshold=0"], ["threshold=0", "(0, 1]"]),
+    ("predict.py", ["pretrained=topic", "threshold=abc"], ["threshold='abc'", "(0, 1]"]),
+    ("predict.py", ["pretrained=topic", "num_segments=0"], ["num_segments=0", ">= 1"]),
+    ("predict.py", ["pretrained=topic", "min_segment_units=0"], ["min_segment_units=0", ">= 1"]),
+    ("predict.py", ["pretrained=topic", "treshold=0.01"], ["unknown key treshold", "nearest valid key is threshold"]),
+    ("predict.py", ["pretrained=topic", "+treshold=0.01"], ["unknown key treshold", "nearest valid key is threshold"]),
+    ("predict.py", ["pretrained=nope"], ["pretrained='nope'", "lyrics, topic"]),
+    ("predict.py", ["model=topic"], ["model=topic", "pretrained=topic"]),
+    ("evaluate.py", ["pretrained=topic", "data=builtin", "threshold=0"], ["threshold=0", "(0, 1]"]),
+    ("evaluate.py", ["pretrained=topic", "data=builtin", "min_segment_units=0"], ["min_segment_units=0", ">= 1"]),
+    ("evaluate.py", ["pretrained=nope", "data=builtin"], ["pretrained='nope'", "lyrics, topic"]),
+    ("train.py", ["attention.window_sise=3"], ["unknown key attention.window_sise", "attention.window_size"]),
+    ("train.py", ["+model.net.dimm=3"], ["unknown key model.net.dimm", "nearest valid key is model.net.dim"]),
+]
+
+
+@pytest.mark.parametrize("name,args,says", MISTAKES, ids=[" ".join(m[1]) for m in MISTAKES])
+def test_a_mistake_on_the_command_line_is_one_line_and_exit_2(tmp_path, name, args, says):
+    """As typed: the value or key named in one line on stderr, exit status 2, no traceback,
+    nothing written."""
+    extra = [f"input={write(tmp_path / 'doc.txt', TEXT)}", f"output={tmp_path / 'out'}"] if name == "predict.py" else []
+    if name == "train.py":
+        extra = [f"paths.log_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'run'}"]
+    proc = script(name, *args, *extra, cwd=tmp_path)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert all(s in lines[0] for s in says) and "Traceback" not in proc.stderr, lines[0]
+    assert not (tmp_path / "out").exists()
+
+
+def doc_additions() -> list[list[str]]:
+    """The `+key=value` overrides docs/*.md give, those of one line together."""
+    found = []
+    for page in sorted((ROOT / "docs").glob("*.md")):
+        for line in page.read_text(encoding="utf-8").splitlines():
+            adds = [m.strip("'\"") for m in re.findall(r"""(?<![\w+])['"]?\+[a-z_][\w.]*=[^\s`]+""", line)]
+            adds = [a for a in adds if "@" not in a.split("=", 1)[0]]  # +group@package=option: Hydra's to check
+            if adds:
+                found.append(adds)
+    return found
+
+
+def test_the_keys_the_docs_add_with_plus_are_accepted(tmp_path):
+    """Keys added with `+` where the config has a place for them (a part's arguments, a new
+    callback) pass; the same `+` on a node that is no part is refused naming the nearest key."""
+    additions = doc_additions()
+    assert len(additions) >= 4, additions  # the pages do add keys (this test reads them)
+    for adds in additions:
+        cfg = compose_train(tmp_path, adds)
+        validate(cfg, overrides=adds)  # no ConfigError
+    for add, near in [("+data.batch_sise=3", "data.batch_size"), ("+paths.log_dirr=x", "paths.log_dir")]:
+        cfg = compose_train(tmp_path, [add])
+        with pytest.raises(ConfigError, match=rf"^{re.escape(add)}: unknown key .*nearest valid key is {near} "):
+            validate(cfg, overrides=[add])
+    cfg = compose_train(tmp_path, ["+callbacks.ema.decay=0.99"])  # a callback with no _target_ is no callback
+    with pytest.raises(ConfigError, match="unknown key callbacks.ema.decay"):
+        validate(cfg, overrides=["+callbacks.ema.decay=0.99"])
