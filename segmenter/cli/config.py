@@ -9,22 +9,25 @@ a script does anything with it.
   conf/hydra/default.yaml, and two generated configs that spell out every attention option
   (``every_attention``: each option under its own name, the benchmark's rows;
   ``attention_keys``: a null under every option's name, predict_throughput's checkpoints).
-- ``validate(cfg)``: alternatives settled (``files`` given: ``path`` null), values the user must give, types and ranges of the settings users
-  change most, the name of a shipped model, and data paths that must exist. Each failure is a ``ConfigError`` naming the
-  key, its value and what is expected (scripts/*.py run these through ``segmenter.cli``:
-  one line, exit status 2). Only keys present in the config are checked, so one table
-  serves every script.
+- ``validate(cfg)``: keys added with ``+`` that have no place, alternatives settled (``files``
+  given: ``path`` null), values the user must give, types and ranges of the settings users
+  change most, the name of a shipped model, and data paths that must exist. Each failure is
+  a ``ConfigError`` naming the key, its value and what is expected (scripts/*.py run these
+  through ``segmenter.cli``: one line, exit status 2). Only keys present in the config are
+  checked, so one table serves every script. The ranges are not written here: ``RULES``
+  maps each key to the bound (segmenter.core.bounds.Number) that the code taking the
+  setting declares and checks itself, so the CLI, the API, the server and the checkpoint
+  loader give one verdict.
 """
 
 from __future__ import annotations
 
 import difflib
+import importlib
 import inspect
-import math
 import os
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +36,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from segmenter.core.bounds import Number
 from segmenter.pretrained import check_name as check_pretrained
 
 # ----------------------------------------------------------------------------- the tree
@@ -107,103 +111,68 @@ class ConfigError(ValueError):
     """A config value that cannot work; the message names the key and the value."""
 
 
-@dataclass(frozen=True)
-class Number:
-    """A number (``whole``: an int) in [lo, hi]; ``none``: null allowed; ``words``: strings
-    allowed too; ``flag``: a bool allowed too (fast_dev_run=true)."""
-
-    lo: float = -math.inf
-    hi: float = math.inf
-    lo_open: bool = False  # lo itself excluded
-    hi_open: bool = False  # hi itself excluded
-    whole: bool = True
-    none: bool = False
-    words: tuple[str, ...] = ()
-    flag: bool = False
-    many: bool = False  # a list of such values is fine too (predict_throughput's threads=[1, 2])
-
-    def check(self, key: str, value: Any) -> None:
-        if value is None and self.none:
-            return
-        if self.many and isinstance(value, ListConfig):
-            for i, v in enumerate(value):
-                self.check(f"{key}[{i}]", v)
-            return
-        if isinstance(value, bool):
-            if self.flag:
-                return
-        elif isinstance(value, str) and value in self.words:
-            return
-        elif isinstance(value, int) or (isinstance(value, float) and not self.whole and math.isfinite(value)):
-            above = value > self.lo if self.lo_open else value >= self.lo
-            below = value < self.hi if self.hi_open else value <= self.hi
-            if above and below:
-                return
-        raise ConfigError(f"{key}={value!r}: expected {self.describe()}")
-
-    def describe(self) -> str:
-        kind = "a whole number" if self.whole else "a number"
-        lo, hi = self.lo > -math.inf, self.hi < math.inf
-        if lo and hi and not (self.lo_open or self.hi_open):
-            kind += f" from {self.lo:g} to {self.hi:g}"
-        elif lo and hi:
-            kind += f" in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}{')' if self.hi_open else ']'}"
-        elif lo:
-            kind += f" {'>' if self.lo_open else '>='} {self.lo:g}"
-        elif hi:
-            kind += f" {'<' if self.hi_open else '<='} {self.hi:g}"
-        extras = [
-            *(repr(w) for w in self.words),
-            *(["true/false"] if self.flag else []),
-            *(["null"] if self.none else []),
-        ]
-        return kind + (f" (or {', '.join(extras)})" if extras else "")
-
-
-INT1 = Number(lo=1)
-FRACTION = Number(lo=0, hi=1, whole=False)
+# Settings of other libraries (Lightning's Trainer, torch's optimizer and threads, the seed):
+# nothing of ours takes them, so their bounds are declared here, where they are checked.
+SEED = Number(lo=0, none=True)
+MAX_EPOCHS = Number(lo=-1, none=True)
+MIN_EPOCHS = Number(lo=0, none=True)
+MAX_STEPS = Number(lo=-1)
+AT_LEAST_ONE = Number(lo=1)
+EVERY_N_EPOCHS = Number(lo=1, none=True)
+CLIP = Number(lo=0, whole=False, none=True)
+FAST_DEV_RUN = Number(lo=0, flag=True)
 BATCHES = Number(lo=0, whole=False, none=True)  # limit_*_batches: a count or a fraction
-# key -> rule, checked in this order (a key others interpolate comes first: its name is reported).
-RULES: dict[str, Number] = {
-    "seed": Number(lo=0, none=True),
-    "trainer.max_epochs": Number(lo=-1, none=True),
-    "trainer.min_epochs": Number(lo=0, none=True),
-    "trainer.max_steps": Number(lo=-1),
-    "trainer.log_every_n_steps": INT1,
-    "trainer.check_val_every_n_epoch": Number(lo=1, none=True),
-    "trainer.accumulate_grad_batches": INT1,
-    "trainer.gradient_clip_val": Number(lo=0, whole=False, none=True),
-    "trainer.fast_dev_run": Number(lo=0, flag=True),
-    "trainer.limit_train_batches": BATCHES,
-    "trainer.limit_val_batches": BATCHES,
-    "trainer.limit_test_batches": BATCHES,
-    "trainer.num_nodes": INT1,
-    "data.batch_size": INT1,
-    "data.num_workers": Number(lo=0),
-    "data.max_units": Number(lo=2, none=True),
-    "data.overlap": Number(lo=0),
-    "model.net.dim": INT1,
-    "model.net.num_layers": INT1,
-    "model.net.ff_dim": INT1,
-    "model.net.dropout": FRACTION,
-    "model.optimizer.lr": Number(lo=0, whole=False),
-    "model.aux_loss_weight": Number(lo=0, whole=False),
-    "model.boundary_smoothing": Number(lo=0, hi=0.49, whole=False),
-    "attention.num_heads": INT1,
-    "attention.window_size": INT1,
-    "attention.dropout": FRACTION,
-    "attention.block_size": INT1,
-    "encoder.num_buckets": INT1,
-    "encoder.code_dim": INT1,
-    "segmenter.max_units": INT1,
-    "segmenter.overlap": Number(lo=0),
-    "segmenter.batch_size": INT1,
-    "threads": Number(lo=1, none=True, many=True),
-    # the decisions (segmenter.core.decisions) of predict, evaluate
-    "threshold": Number(lo=0, lo_open=True, hi=1, whole=False, none=True),
-    "num_segments": Number(lo=1, none=True),
-    "min_segment_units": Number(lo=1, none=True),
+LEARNING_RATE = Number(lo=0, whole=False)
+THREADS = Number(lo=1, none=True, many=True)  # predict_throughput's threads=[1, 2] too
+
+# Config key -> the bound of the setting, where it is declared ("module:NAME"; imported when
+# a config has the key, so a refusal in predict loads no training code). Checked in this order:
+# a key others interpolate comes first, so its name is reported.
+RULES: dict[str, str] = {
+    "seed": f"{__name__}:SEED",
+    "trainer.max_epochs": f"{__name__}:MAX_EPOCHS",
+    "trainer.min_epochs": f"{__name__}:MIN_EPOCHS",
+    "trainer.max_steps": f"{__name__}:MAX_STEPS",
+    "trainer.log_every_n_steps": f"{__name__}:AT_LEAST_ONE",
+    "trainer.check_val_every_n_epoch": f"{__name__}:EVERY_N_EPOCHS",
+    "trainer.accumulate_grad_batches": f"{__name__}:AT_LEAST_ONE",
+    "trainer.gradient_clip_val": f"{__name__}:CLIP",
+    "trainer.fast_dev_run": f"{__name__}:FAST_DEV_RUN",
+    "trainer.limit_train_batches": f"{__name__}:BATCHES",
+    "trainer.limit_val_batches": f"{__name__}:BATCHES",
+    "trainer.limit_test_batches": f"{__name__}:BATCHES",
+    "trainer.num_nodes": f"{__name__}:AT_LEAST_ONE",
+    "data.batch_size": "segmenter.data.datamodule:BATCH_SIZE",
+    "data.num_workers": "segmenter.data.datamodule:NUM_WORKERS",
+    "data.max_units": "segmenter.data.datamodule:MAX_UNITS",
+    "data.overlap": "segmenter.core.windows:OVERLAP",
+    "model.net.dim": "segmenter.models.net:DIM",
+    "model.net.num_layers": "segmenter.models.net:NUM_LAYERS",
+    "model.net.ff_dim": "segmenter.models.net:FF_DIM",
+    "model.net.dropout": "segmenter.models.net:DROPOUT",
+    "model.optimizer.lr": f"{__name__}:LEARNING_RATE",
+    "model.aux_loss_weight": "segmenter.training.module:AUX_LOSS_WEIGHT",
+    "model.boundary_smoothing": "segmenter.training.module:BOUNDARY_SMOOTHING",
+    "attention.num_heads": "segmenter.models.attention:NUM_HEADS",
+    "attention.window_size": "segmenter.models.attention:WINDOW_SIZE",
+    "attention.dropout": "segmenter.models.attention:DROPOUT",
+    "attention.block_size": "segmenter.models.attention:BLOCK_SIZE",
+    "encoder.num_buckets": "segmenter.models.encoder:NUM_BUCKETS",
+    "encoder.code_dim": "segmenter.models.encoder:CODE_DIM",
+    "threshold": "segmenter.core.decisions:THRESHOLD",
+    "num_segments": "segmenter.core.decisions:NUM_SEGMENTS",
+    "min_segment_units": "segmenter.core.decisions:MIN_SEGMENT_UNITS",
+    "segmenter.max_units": "segmenter.core.windows:WINDOW",
+    "segmenter.overlap": "segmenter.core.windows:OVERLAP",
+    "segmenter.batch_size": "segmenter.inference.api:BATCH_SIZE",
+    "threads": f"{__name__}:THREADS",
 }
+
+
+def rule(key: str) -> Number:
+    """The bound of config key ``key`` (RULES), from the module that declares it."""
+    module, _, name = RULES[key].partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def missing_keys(cfg: DictConfig) -> list[str]:
@@ -305,7 +274,7 @@ def _is_group(name: str) -> bool:
 def validate(cfg: DictConfig, *, overrides: Sequence[str] = ()) -> None:
     """Raise ConfigError for the first problem found: a key added with ``+`` that the config
     has no place for (``check_added_keys``, of the command line's ``overrides``), a missing
-    value, a value of the wrong type or out of range (RULES), a data path that does not
+    value, a value of the wrong type or out of range (RULES: the bounds the code that takes each setting declares), a data path that does not
     exist (DATA_PATHS). First settles alternatives (``settle_alternatives``): the config is
     what the script then runs with."""
     check_added_keys(cfg, overrides)
@@ -319,10 +288,13 @@ def validate(cfg: DictConfig, *, overrides: Sequence[str] = ()) -> None:
             + (f" ({hints})" if hints else "")
             + "; --help lists the settings"
         )
-    for key, rule in RULES.items():
+    for key in RULES:
         value = _select(cfg, key)
         if value is not _ABSENT:
-            rule.check(key, value)
+            try:
+                rule(key).check(key, value)
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
     pretrained = _select(cfg, "pretrained")
     if pretrained not in (_ABSENT, None):
         try:

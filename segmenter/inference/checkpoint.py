@@ -45,6 +45,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
 import segmenter
+from segmenter.core.bounds import Number
 from segmenter.core.document import check_label_names, check_task
 from segmenter.core.io import atomic_file
 from segmenter.features.featurizer import Featurizer
@@ -342,15 +343,16 @@ def _build(obj: Any, where: str, local: Mapping[str, Any]) -> Any:
     return functools.partial(part.cls, **kwargs) if part.partial else part.cls(**kwargs)
 
 
-def _check_size(value: Any, limit: int, where: str) -> None:
-    """Whole numbers in [0, limit] (a list: each element; None: the argument's "none")."""
-    for x in value if isinstance(value, list) else [value]:
-        if x is None and not isinstance(value, list):
-            continue
-        if isinstance(x, bool) or not isinstance(x, int) or not 0 <= x <= limit:
-            raise CheckpointError(
-                f"{where}={value!r}: expected whole numbers from 0 to {limit:,} (refusing to build it)"
-            )
+def _check_size(value: Any, limit: Number | int, where: str) -> None:
+    """``value`` within the part's declared bound (an int n: whole numbers from 0 to n; None:
+    the argument's "none"); a list: each element."""
+    bound = limit if isinstance(limit, Number) else Number(lo=0, hi=limit)
+    many = isinstance(value, list)
+    if (value is None and not many) or all(bound.allows(x) for x in (value if many else [value])):
+        return
+    raise CheckpointError(
+        f"{where}={value!r}: expected {'a list, each element ' if many else ''}{bound.describe()} (refusing to build it)"
+    )
 
 
 def _has_key(obj: Any, key: str) -> bool:

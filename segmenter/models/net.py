@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from segmenter.core.bounds import Number
 from segmenter.features.featurizer import MASK, LeadWordIds, SurfaceRecurrence, UnitFeature
 from segmenter.models.attention import Attention, AttentionOutput
 from segmenter.models.encoder import Features
@@ -259,6 +260,17 @@ class Block(nn.Module):
         return AttentionOutput(x, a.boundary_logits)
 
 
+# The network's settings' bounds (segmenter.core.bounds): checked here, by the command line
+# (model.net.*) and by the checkpoint loader (segmenter.models.registry). The upper ends are
+# ten to a hundred times the sizes this project uses: a stranger's checkpoint cannot ask for
+# terabytes.
+DIM = Number(lo=1, hi=16_384)
+NUM_LAYERS = Number(lo=1, hi=256)
+FF_DIM = Number(lo=1, hi=65_536)
+NUM_CLASSES = Number(lo=2, hi=65_536)
+DROPOUT = Number(lo=0, hi=1, whole=False)
+
+
 class SegmenterNet(nn.Module):
     def __init__(
         self,
@@ -288,8 +300,11 @@ class SegmenterNet(nn.Module):
         each unit takes its own argmax. lead: embeddings of each unit's first words
         (``LeadWords``), added like the cohesion profile; None: none."""
         super().__init__()
-        if num_classes < 2:
-            raise ValueError(f"num_classes={num_classes} must be >= 2")
+        DIM.check("dim", dim)
+        NUM_LAYERS.check("num_layers", num_layers)
+        FF_DIM.check("ff_dim", ff_dim)
+        NUM_CLASSES.check("num_classes", num_classes)
+        DROPOUT.check("dropout", dropout)
         if cohesion is None and similarity is None and not content:
             raise ValueError(
                 "content=False needs a cohesion or similarity module: the blocks would see nothing but positions"

@@ -11,6 +11,7 @@ from lightning import LightningModule
 from omegaconf import Container, OmegaConf
 from torch import Tensor, nn
 
+from segmenter.core.bounds import Number
 from segmenter.core.document import BOUNDARY, check_label_names, check_task
 from segmenter.models.net import NetOutput
 from segmenter.training.metrics import build_metrics
@@ -32,9 +33,14 @@ def class_weights(counts: Sequence[int] | None, weighting: str, num_classes: int
     return (c.sum() / (num_classes * c)) ** WEIGHTINGS[weighting]
 
 
+# The settings' bounds (segmenter.core.bounds; the command line checks model.* with them too).
+# A neighbour's target of 0.5 or more would rank it with the gold boundary itself.
+BOUNDARY_SMOOTHING = Number(lo=0, hi=0.5, hi_open=True, whole=False)
+AUX_LOSS_WEIGHT = Number(lo=0, whole=False)
+
+
 def check_boundary_smoothing(smoothing: float) -> None:
-    if not 0.0 <= smoothing < 0.5:
-        raise ValueError(f"boundary_smoothing={smoothing}: expected a number from 0 to below 0.5")
+    BOUNDARY_SMOOTHING.check("boundary_smoothing", smoothing)
 
 
 def soft_boundary_targets(labels: Tensor, smoothing: float) -> Tensor:
@@ -88,6 +94,7 @@ class SegmenterModule(LightningModule):
                 f"boundary_smoothing={boundary_smoothing}: for a boundary task without a CRF (task={task!r})"
             )
         check_boundary_smoothing(boundary_smoothing)
+        AUX_LOSS_WEIGHT.check("aux_loss_weight", aux_loss_weight)
         # Checkpoints hold plain data only (they load with torch.load(weights_only=True)):
         # the optimizer and scheduler factories are functools.partial objects, kept as
         # attributes rather than hyperparameters; the net is rebuilt from the checkpoint's

@@ -5,6 +5,7 @@ run as the user types them."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
@@ -17,9 +18,11 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from segmenter.cli.app import run_task
-from segmenter.cli.config import ConfigError, validate
+from segmenter.cli.config import RULES, ConfigError, rule, validate
+from segmenter.core import decisions
+from segmenter.core.bounds import Number
 from segmenter.inference.predict import run
-from segmenter.training.module import SegmenterModule
+from segmenter.training.module import BOUNDARY_SMOOTHING, SegmenterModule, check_boundary_smoothing
 from segmenter.training.train import train
 from tests.helpers import ROOT, TEXT, compose_train, predict_cfg, write
 
@@ -59,8 +62,8 @@ def error_lines(caplog) -> list[str]:
     [
         (["trainer.max_epochs=abc"], r"^trainer\.max_epochs='abc': expected a whole number >= -1"),
         (["trainer.max_epochs=abc", "debug=fdr"], r"^trainer\.max_epochs='abc': expected a whole number"),
-        (["attention.window_size=7.5"], r"^attention\.window_size=7\.5: expected a whole number >= 1$"),
-        (["model.net.dim=abc"], r"^model\.net\.dim='abc': expected a whole number >= 1$"),
+        (["attention.window_size=7.5"], r"^attention\.window_size=7\.5: expected a whole number from 1 to 1,048,576$"),
+        (["model.net.dim=abc"], r"^model\.net\.dim='abc': expected a whole number from 1 to 16,384$"),
         (["data.batch_size=0"], r"^data\.batch_size=0: expected a whole number >= 1$"),
         (["model.net.dropout=1.5"], r"^model\.net\.dropout=1\.5: expected a number from 0 to 1$"),
         (
@@ -283,3 +286,56 @@ def test_the_keys_the_docs_add_with_plus_are_accepted(tmp_path):
     cfg = compose_train(tmp_path, ["+callbacks.ema.decay=0.99"])  # a callback with no _target_ is no callback
     with pytest.raises(ConfigError, match="unknown key callbacks.ema.decay"):
         validate(cfg, overrides=["+callbacks.ema.decay=0.99"])
+
+
+# ----------------------------------------------------------------------------- one bound per setting
+
+
+def test_every_key_the_command_line_checks_has_a_declared_bound():
+    """RULES holds references, not numbers: each key's bound is an object declared in the
+    module that takes the setting."""
+    for key, where in RULES.items():
+        module, _, name = where.partition(":")
+        bound = getattr(importlib.import_module(module), name)
+        assert isinstance(bound, Number) and rule(key) is bound, key
+    assert rule("threshold") is decisions.THRESHOLD
+    assert rule("model.boundary_smoothing") is BOUNDARY_SMOOTHING
+
+
+def verdict(call) -> bool:
+    try:
+        call()
+    except ValueError:  # ConfigError and pydantic's ValidationError are ValueErrors
+        return False
+    return True
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("threshold", 0),
+        ("threshold", 0.5),
+        ("threshold", 1),
+        ("threshold", 1.01),
+        ("num_segments", 0),
+        ("num_segments", 2),
+        ("min_segment_units", 0),
+        ("min_segment_units", 1),
+    ],
+)
+def test_the_command_line_the_api_and_the_server_give_one_verdict(key, value):
+    pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install -e '.[serve]')")
+    from segmenter.serve.app import SegmentRequest
+
+    steer = {"threshold": None, "num_segments": None, "min_segment_units": 1, key: value}
+    cli = verdict(lambda: validate(predict_cfg("pretrained=topic", "input=doc.txt", f"{key}={value}")))
+    api = verdict(lambda: decisions.check_documents([10], **steer))  # what Segmenter.predict checks first
+    server = verdict(lambda: SegmentRequest.model_validate_json(json.dumps({"text": "A. B.", key: value})))
+    assert cli == api == server == getattr(decisions, key.upper()).allows(value)
+
+
+@pytest.mark.parametrize("value, allowed", [(0.0, True), (0.49, True), (0.4999, True), (0.5, False)])
+def test_the_command_line_and_the_training_module_give_one_verdict(tmp_path, value, allowed):
+    cli = verdict(lambda: validate(compose_train(tmp_path, [f"model.boundary_smoothing={value}"])))
+    module = verdict(lambda: check_boundary_smoothing(value))
+    assert cli == module == allowed

@@ -125,7 +125,7 @@ def test_format1_class_paths_are_read_through_the_table_only(tiny_checkpoint, ta
 def test_a_part_is_bounded_by_its_own_limits(tiny_checkpoint):
     net = load(tiny_checkpoint)[KEY]["net"]
     with pytest.raises(
-        CheckpointError, match=r"net.encoder.num_buckets=4194305: expected whole numbers from 0 to 4,194,304"
+        CheckpointError, match=r"net.encoder.num_buckets=4194305: expected a whole number from 1 to 4,194,304"
     ):
         build_net({**net, "encoder": {**net["encoder"], "num_buckets": (1 << 22) + 1}})
     with pytest.raises(CheckpointError, match=r"net.attention.window_size=-1"):
