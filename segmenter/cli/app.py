@@ -34,7 +34,7 @@ from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import ConfigCompositionException, InstantiationException
+from hydra.errors import ConfigCompositionException, HydraException, InstantiationException
 from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue
@@ -193,7 +193,16 @@ def main(
             except Exception as e:
                 if started or full_error == "1":
                     raise
-                sys.stderr.write(refusal(e, sys.argv[1:], script=Path(sys.argv[0]).name) + "\n")
+                # Before any job started here: composing the config failed, or (a sweep whose
+                # jobs run in other processes) a job's error came back; that job logged it.
+                mistake = user_error(e)
+                if mistake is not None:
+                    line = one_line(mistake)
+                elif isinstance(e, HydraException):
+                    line = refusal(e, sys.argv[1:], script=Path(sys.argv[0]).name)
+                else:
+                    raise  # a bug: its traceback, exit status 1
+                sys.stderr.write(line + "\n")
                 raise SystemExit(USER_ERROR_STATUS) from None
             finally:
                 _set_full_error(full_error)
