@@ -268,15 +268,17 @@ def check_added_keys(cfg: DictConfig, overrides: Sequence[str]) -> None:
 
 
 def _is_group(name: str) -> bool:
+    """Whether ``name`` is a config group (a folder of conf/, or Hydra's own)."""
     return name == "hydra" or name.startswith("hydra/") or config_dir().joinpath(name).is_dir()
 
 
 def validate(cfg: DictConfig, *, overrides: Sequence[str] = ()) -> None:
     """Raise ConfigError for the first problem found: a key added with ``+`` that the config
     has no place for (``check_added_keys``, of the command line's ``overrides``), a missing
-    value, a value of the wrong type or out of range (RULES: the bounds the code that takes each setting declares), a data path that does not
-    exist (DATA_PATHS). First settles alternatives (``settle_alternatives``): the config is
-    what the script then runs with."""
+    value, a value of the wrong type or out of range (RULES: the bounds declared by the code
+    that takes each setting), an unknown shipped model, a data path that does not exist
+    (DATA_PATHS). First settles alternatives (``settle_alternatives``): the config is what
+    the script then runs with."""
     check_added_keys(cfg, overrides)
     settle_alternatives(cfg)
     missing = missing_keys(cfg)

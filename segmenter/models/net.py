@@ -21,6 +21,22 @@ from segmenter.models.attention import Attention, AttentionOutput
 from segmenter.models.encoder import Features
 from segmenter.models.recurrence import recurrence_features
 
+# The network's settings' bounds (segmenter.core.bounds): checked here, by the command line
+# (model.net.*) and by the checkpoint loader (segmenter.models.registry). The upper ends are
+# ten to a hundred times the sizes this project uses: a stranger's checkpoint cannot ask for
+# terabytes.
+DIM = Number(lo=1, hi=16_384)
+NUM_LAYERS = Number(lo=1, hi=256)
+FF_DIM = Number(lo=1, hi=65_536)
+NUM_CLASSES = Number(lo=2, hi=65_536)
+DROPOUT = Number(lo=0, hi=1, whole=False)
+REACH = Number(lo=1, hi=4_096)  # CohesionProfile's radius and each of its block sizes
+LEAD_WORDS = Number(lo=1, hi=64)
+LEAD_BUCKETS = Number(lo=2, hi=1 << 22)  # bucket 0 is "no word"
+STRIPE = Number(lo=0, hi=4_096)
+SURFACE_NGRAM = Number(lo=1, hi=64)
+SURFACE_BUCKETS = Number(lo=1, hi=1 << 16)
+
 
 def sinusoidal(t: int, d: int, device: torch.device, dtype: torch.dtype, start: Tensor | None = None) -> Tensor:
     """(T, D) fixed sine/cosine position codes (Vaswani et al. 2017) of positions 0..T-1;
@@ -76,8 +92,10 @@ class CohesionProfile(nn.Module):
         with it, 37.2% without; off by default. Standardised over the window the network sees:
         a document longer than a window (``max_units``) gets other values than as a whole."""
         super().__init__()
-        if radius < 1 or not blocks or min(blocks) < 1:
-            raise ValueError(f"radius={radius} and every block size in blocks={list(blocks)} must be >= 1")
+        if not REACH.allows(radius) or not blocks or not all(REACH.allows(k) for k in blocks):
+            raise ValueError(
+                f"radius={radius} and every block size in blocks={list(blocks)} must be {REACH.describe()}"
+            )
         self.radius, self.blocks, self.relative = radius, tuple(int(k) for k in blocks), relative
         n_sims = 2 * radius + len(self.blocks)  # similarities (the rest are edge flags)
         self.proj = nn.Linear(4 * radius + len(self.blocks) + (n_sims if relative else 0), dim)  # U
@@ -141,8 +159,8 @@ class LeadWords(nn.Module):
 
     def __init__(self, *, dim: int, words: int = 2, buckets: int = 1024) -> None:
         super().__init__()
-        if words < 1 or buckets < 2:
-            raise ValueError(f"need words >= 1 and buckets >= 2; got words={words}, buckets={buckets}")
+        LEAD_WORDS.check("words", words)
+        LEAD_BUCKETS.check("buckets", buckets)
         self.words, self.buckets = words, buckets
         self.embed = nn.Embedding(buckets, dim, padding_idx=0)  # slot 0: no word
         nn.init.normal_(self.embed.weight, std=0.02)
@@ -203,11 +221,9 @@ class SelfSimilarity(nn.Module):
             raise ValueError("SelfSimilarity needs at least one view: fixed=False and surface=False")
         if not thresholds or any(not -1.0 <= t <= 1.0 for t in thresholds):
             raise ValueError(f"thresholds={list(thresholds)} must be a non-empty list of cosines in [-1, 1]")
-        if stripe < 0 or surface_ngram < 1 or surface_buckets < 1:
-            raise ValueError(
-                f"need stripe >= 0, surface_ngram >= 1, surface_buckets >= 1; got stripe={stripe}, "
-                f"surface_ngram={surface_ngram}, surface_buckets={surface_buckets}"
-            )
+        STRIPE.check("stripe", stripe)
+        SURFACE_NGRAM.check("surface_ngram", surface_ngram)
+        SURFACE_BUCKETS.check("surface_buckets", surface_buckets)
         self.thresholds = tuple(float(t) for t in sorted(thresholds))
         self.stripe, self.fixed, self.surface = stripe, fixed, surface
         self.surface_ngram, self.surface_buckets = surface_ngram, surface_buckets
@@ -258,17 +274,6 @@ class Block(nn.Module):
         x = x + self.drop(a.y)
         x = x + self.drop(self.ff(self.norm2(x)))
         return AttentionOutput(x, a.boundary_logits)
-
-
-# The network's settings' bounds (segmenter.core.bounds): checked here, by the command line
-# (model.net.*) and by the checkpoint loader (segmenter.models.registry). The upper ends are
-# ten to a hundred times the sizes this project uses: a stranger's checkpoint cannot ask for
-# terabytes.
-DIM = Number(lo=1, hi=16_384)
-NUM_LAYERS = Number(lo=1, hi=256)
-FF_DIM = Number(lo=1, hi=65_536)
-NUM_CLASSES = Number(lo=2, hi=65_536)
-DROPOUT = Number(lo=0, hi=1, whole=False)
 
 
 class SegmenterNet(nn.Module):

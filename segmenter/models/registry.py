@@ -5,8 +5,9 @@ with its keyword arguments (``{"type": "localized", "dim": 128, ...}``), never b
 path: moving a class to another module changes one import below, not the format.
 
 Each part declares beside its name how it is built (``partial``: the network calls it
-once per layer, as attention and the CRF are) and the largest value a checkpoint may give
-each of its size arguments, so loading a stranger's file cannot allocate terabytes.
+once per layer, as attention and the CRF are) and the bound of each of its size arguments
+(the ``Number`` its module declares and its constructor checks: segmenter.core.bounds), so
+loading a stranger's file cannot allocate terabytes.
 
 A package that adds its own part (a fourth attention type, say) registers it under the
 ``segmenter.parts`` entry-point group of its own ``pyproject.toml``::
@@ -28,7 +29,7 @@ from types import MappingProxyType
 from torch import nn
 
 from segmenter.core.bounds import Number
-from segmenter.models import attention, encoder, net
+from segmenter.models import attention, encoder, minilm, net
 from segmenter.models.attention import BoundaryAwareAttention, LocalizedAttention, SelfAttention
 from segmenter.models.crf import LinearChainCRF
 from segmenter.models.encoder import HashedNgramEncoder
@@ -71,7 +72,9 @@ BUILTIN: Mapping[str, Part] = MappingProxyType(
             },
         ),
         "minilm": Part(
-            MiniLMEncoder, limits={**_DIM, "batch_size": 1 << 16, "max_seq_length": 4_096}, paths=("cache_dir",)
+            MiniLMEncoder,
+            limits={**_DIM, "batch_size": minilm.BATCH_SIZE, "max_seq_length": minilm.MAX_SEQ_LENGTH},
+            paths=("cache_dir",),
         ),
         "hybrid": Part(HybridEncoder, limits=_DIM),
         "self": Part(SelfAttention, partial=True, limits=_HEADS),
@@ -85,11 +88,17 @@ BUILTIN: Mapping[str, Part] = MappingProxyType(
             partial=True,
             limits={**_HEADS, "predictor_hidden": attention.PREDICTOR_HIDDEN, "query_block": attention.QUERY_BLOCK},
         ),
-        "cohesion_profile": Part(CohesionProfile, limits={**_DIM, "radius": 4_096, "blocks": 4_096}),
+        "cohesion_profile": Part(CohesionProfile, limits={**_DIM, "radius": net.REACH, "blocks": net.REACH}),
         "self_similarity": Part(
-            SelfSimilarity, limits={**_DIM, "stripe": 4_096, "surface_ngram": 64, "surface_buckets": 1 << 16}
+            SelfSimilarity,
+            limits={
+                **_DIM,
+                "stripe": net.STRIPE,
+                "surface_ngram": net.SURFACE_NGRAM,
+                "surface_buckets": net.SURFACE_BUCKETS,
+            },
         ),
-        "lead_words": Part(LeadWords, limits={**_DIM, "words": 64, "buckets": 1 << 22}),
+        "lead_words": Part(LeadWords, limits={**_DIM, "words": net.LEAD_WORDS, "buckets": net.LEAD_BUCKETS}),
         "linear_chain_crf": Part(LinearChainCRF, partial=True, limits={"num_classes": net.NUM_CLASSES}),
     }
 )
