@@ -6,7 +6,10 @@ starts: segmenter.cli.config), a file that is not there -- ends the script with 
 standard error (also in the run's log file), naming what is wrong, and exit status 2.
 ``HYDRA_FULL_ERROR=1`` adds the traceback. Anything else is a bug: Hydra prints its
 traceback, exit status 1. Hydra's own refusals of the command line (an unknown key or
-option, bad override syntax) happen before the script starts; they exit with 2 as well.
+option, bad override syntax) happen before the script starts; they are one line as well
+(``refusal``: an unknown key names the nearest valid key), exit status 2. A key added with
+``+`` must have a place in the config (``segmenter.cli.config.check_added_keys``): Hydra
+would add any, and nothing would read a misspelled one.
 
 The configs are segmenter/conf (inside the package). ``SEGMENTER_ROOT`` (``paths.root_dir``:
 where outputs/ and ../shared/data are found) is set here unless already set: to the checkout
@@ -23,19 +26,21 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
+from hydra.errors import ConfigCompositionException, HydraException, InstantiationException
 from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue
 
-from segmenter.cli.config import config_dir, validate
+from segmenter.cli.config import config_dir, dotted_keys, unknown_key, validate
+from segmenter.pretrained import MODELS
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +100,7 @@ def run_task(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     """Validate ``cfg``, run ``task``; a user's mistake -> one logged line and exit status 2
     (in a multirun it is re-raised after logging: the sweep records the job as failed)."""
     try:
-        validate(cfg)
+        validate(cfg, overrides=HydraConfig.get().overrides.task if HydraConfig.initialized() else ())
         return task(cfg)
     except Exception as e:
         mistake = user_error(e)
@@ -128,6 +133,37 @@ def root_dir() -> Path:
     return checkout if (checkout / "pyproject.toml").is_file() else Path.cwd()
 
 
+def _set_full_error(value: str | None) -> None:
+    if value is None:
+        os.environ.pop("HYDRA_FULL_ERROR", None)
+    else:
+        os.environ["HYDRA_FULL_ERROR"] = value
+
+
+def refusal(error: Exception, args: Sequence[str], *, script: str) -> str:
+    """One line for Hydra's refusal of the command line ``args`` (composing the config
+    failed): an unknown key names the nearest valid key; a config group the script does not
+    take (``model=topic`` to predict) says what to give instead."""
+    cause = error.__cause__
+    key = getattr(cause, "full_key", None)
+    parent = getattr(cause, "parent_node", None)
+    if isinstance(error, ConfigCompositionException) and key and isinstance(parent, DictConfig):
+        prefix = key.rpartition(".")[0]
+        given = next((a for a in args if a.split("=", 1)[0].lstrip("+~") == key), key)
+        return f"{given}: {unknown_key(key, dotted_keys(parent, prefix + '.' if prefix else ''))}"
+    found = re.match(r"Could not override '([^']+)'\. No match in the defaults list", str(error))
+    if found:
+        group = found.group(1)
+        given = next((a for a in args if a.split("=", 1)[0] == group), group)
+        hint = ""
+        if group == "model":  # the scripts that take no model group take pretrained= instead
+            value = given.split("=", 1)[-1]
+            hint = f"; for a shipped model give pretrained={value if value in MODELS else '<' + '|'.join(sorted(MODELS)) + '>'}"
+        return f"{given}: {script} takes no config group {group} (a group of scripts/train.py){hint}; --help lists the settings"
+    text = str(error).split("Config search path:")[0]  # Hydra's search path says nothing to the user
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
 def main(*, config_name: str) -> Callable[[Callable[[DictConfig], Any]], Callable[[], Any]]:
     """``hydra.main`` (version_base 1.3, the package's configs) with the error policy; sets
     SEGMENTER_ROOT (``root_dir()``) unless it is set."""
@@ -136,10 +172,13 @@ def main(*, config_name: str) -> Callable[[Callable[[DictConfig], Any]], Callabl
         started = False
         os.environ.setdefault("SEGMENTER_ROOT", str(root_dir()))  # read by conf/paths/default.yaml
 
+        full_error = os.environ.get("HYDRA_FULL_ERROR")  # the user's own setting
+
         @functools.wraps(task)  # Hydra names the job after the script through __wrapped__
         def guarded(cfg: DictConfig) -> Any:
             nonlocal started
             started = True
+            _set_full_error(full_error)  # from here on Hydra reports as the user asked
             return run_task(task, cfg)
 
         if task.__module__ != "__main__":
@@ -153,12 +192,32 @@ def main(*, config_name: str) -> Callable[[Callable[[DictConfig], Any]], Callabl
 
         @functools.wraps(task)
         def entry() -> Any:
+            # Hydra words a refused command line in several lines and, for a misspelled key,
+            # advises `+key=value`, which adds a key nothing reads. With HYDRA_FULL_ERROR=1 (its
+            # documented switch) it raises instead, and the refusal is worded here: one line.
+            os.environ["HYDRA_FULL_ERROR"] = "1"
             try:
                 return hydra_main()
             except SystemExit as e:
                 if e.code == 1 and not started:  # Hydra refused the command line and said why
                     raise SystemExit(USER_ERROR_STATUS) from None
                 raise
+            except Exception as e:
+                if started or full_error == "1":
+                    raise
+                # Before any job started here: composing the config failed, or (a sweep whose
+                # jobs run in other processes) a job's error came back; that job logged it.
+                mistake = user_error(e)
+                if mistake is not None:
+                    line = one_line(mistake)
+                elif isinstance(e, HydraException):
+                    line = refusal(e, sys.argv[1:], script=Path(sys.argv[0]).name)
+                else:
+                    raise  # a bug: its traceback, exit status 1
+                sys.stderr.write(line + "\n")
+                raise SystemExit(USER_ERROR_STATUS) from None
+            finally:
+                _set_full_error(full_error)
 
         return entry
 

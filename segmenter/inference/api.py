@@ -42,6 +42,7 @@ import torch
 from torch import Tensor, nn
 
 from segmenter.core import decisions
+from segmenter.core.bounds import Number
 from segmenter.core.document import (
     BOUNDARY,
     DEFAULT_UNITS,
@@ -69,6 +70,7 @@ SEPARATOR = "=========="  # Choi's segment separator line (a section model adds 
 # Frozen sentence vectors a Segmenter keeps in memory at most (the least recently used go
 # first): 20,000 MiniLM vectors are 31 MB, however many documents a server sees.
 CACHE_ENTRIES = 20_000
+BATCH_SIZE = Number(lo=1)  # windows per forward pass (the command line's segmenter.batch_size too)
 
 
 @dataclass
@@ -136,8 +138,7 @@ class Segmenter:
         ``units``: how plain text becomes units when a call does not say (sentences | lines)."""
         check_window(max_units, overlap, size_name="max_units")
         self.units = check_units(units)
-        if batch_size < 1:
-            raise ValueError(f"batch_size={batch_size} must be >= 1")
+        BATCH_SIZE.check("batch_size", batch_size)
         check_task(task)
         check_label_names(label_names, net.num_classes)
         self.device = torch.device(device)
@@ -321,7 +322,7 @@ class Segmenter:
             probs = label_probs
         p_end = boundary_probs(probs, self.task).tolist()  # (n,): 0 at the document end
         ends = boundary_labels(labels, self.task)
-        if threshold is not None or num_segments is not None or min_segment_units > 1:
+        if threshold is not None or num_segments is not None or (min_segment_units or 1) > 1:
             default = [i for i, e in enumerate(ends) if e]
             cuts = decisions.cuts(
                 p_end, default, threshold=threshold, num_segments=num_segments, min_segment_units=min_segment_units

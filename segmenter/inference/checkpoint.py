@@ -46,6 +46,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from torch import nn
 
 import segmenter
+from segmenter.core.bounds import Number
 from segmenter.core.document import DEFAULT_UNITS, UNITS, check_label_names, check_task, check_units
 from segmenter.core.io import atomic_file
 from segmenter.features.featurizer import Featurizer
@@ -81,6 +82,12 @@ _PICKLED = re.compile(
     r"(?:Unsupported global: GLOBAL|unsupported GLOBAL|unrecognized function|Unsupported class|"
     r"classes allowlisted via `add_safe_globals` but got) <?(?:class )?'?([\w.<>]+)"
 )
+
+
+# How every file torch.save writes begins: a zip archive, or (torch < 1.6,
+# _use_new_zipfile_serialization=False) a protocol-2 pickle of torch's magic number 0x1950a86a20f9469cfc6c.
+_ZIP_HEAD = b"PK\x03\x04"
+_LEGACY_HEAD = b"\x80\x02\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
 
 
 class CheckpointError(ValueError):
@@ -177,6 +184,15 @@ def read(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    with open(path, "rb") as f:
+        head = f.read(len(_LEGACY_HEAD))
+    if not head.startswith(_ZIP_HEAD) and head != _LEGACY_HEAD:
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: it is not a checkpoint at all (every file torch.save writes starts "
+            "as a zip archive or, before torch 1.6, with torch's magic number; this one starts with the bytes "
+            f"{head[:8].hex(' ') or 'none: it is empty'}). Give a .ckpt file that scripts/train.py wrote, "
+            "or pretrained=<name> for a shipped model"
+        )
     try:
         with safe_globals():
             return torch.load(path, map_location="cpu", weights_only=True)
@@ -339,15 +355,16 @@ def _build(obj: Any, where: str, local: Mapping[str, Any]) -> Any:
     return functools.partial(part.cls, **kwargs) if part.partial else part.cls(**kwargs)
 
 
-def _check_size(value: Any, limit: int, where: str) -> None:
-    """Whole numbers in [0, limit] (a list: each element; None: the argument's "none")."""
-    for x in value if isinstance(value, list) else [value]:
-        if x is None and not isinstance(value, list):
-            continue
-        if isinstance(x, bool) or not isinstance(x, int) or not 0 <= x <= limit:
-            raise CheckpointError(
-                f"{where}={value!r}: expected whole numbers from 0 to {limit:,} (refusing to build it)"
-            )
+def _check_size(value: Any, limit: Number | int, where: str) -> None:
+    """``value`` within the part's declared bound (an int n: whole numbers from 0 to n; None:
+    the argument's "none"); a list: each element."""
+    bound = limit if isinstance(limit, Number) else Number(lo=0, hi=limit)
+    many = isinstance(value, list)
+    if (value is None and not many) or all(bound.allows(x) for x in (value if many else [value])):
+        return
+    raise CheckpointError(
+        f"{where}={value!r}: expected {'a list, each element ' if many else ''}{bound.describe()} (refusing to build it)"
+    )
 
 
 def _has_key(obj: Any, key: str) -> bool:

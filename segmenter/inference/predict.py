@@ -202,7 +202,7 @@ def run(cfg: Any) -> None:
     decide = {
         "threshold": cfg.get("threshold"),
         "num_segments": cfg.get("num_segments"),
-        "min_segment_units": int(cfg.get("min_segment_units") or 1),
+        "min_segment_units": 1 if cfg.get("min_segment_units") is None else cfg.min_segment_units,
     }
     decisions.check(0, **decide)  # settings that can never work fail before any work
     out = None

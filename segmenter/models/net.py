@@ -15,10 +15,25 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from segmenter.core.bounds import Number
 from segmenter.features.featurizer import MASK, SurfaceRecurrence, UnitFeature
 from segmenter.models.attention import Attention, AttentionOutput
 from segmenter.models.encoder import Features
 from segmenter.models.recurrence import recurrence_features
+
+# The network's settings' bounds (segmenter.core.bounds): checked here, by the command line
+# (model.net.*) and by the checkpoint loader (segmenter.models.registry). The upper ends are
+# ten to a hundred times the sizes this project uses: a stranger's checkpoint cannot ask for
+# terabytes.
+DIM = Number(lo=1, hi=16_384)
+NUM_LAYERS = Number(lo=1, hi=256)
+FF_DIM = Number(lo=1, hi=65_536)
+NUM_CLASSES = Number(lo=2, hi=65_536)
+DROPOUT = Number(lo=0, hi=1, whole=False)
+REACH = Number(lo=1, hi=4_096)  # CohesionProfile's radius and each of its block sizes
+STRIPE = Number(lo=0, hi=4_096)
+SURFACE_NGRAM = Number(lo=1, hi=64)
+SURFACE_BUCKETS = Number(lo=1, hi=1 << 16)
 
 
 def sinusoidal(t: int, d: int, device: torch.device, dtype: torch.dtype, start: Tensor | None = None) -> Tensor:
@@ -66,8 +81,10 @@ class CohesionProfile(nn.Module):
 
     def __init__(self, *, dim: int, radius: int = 10, blocks: Sequence[int] = (1, 2, 3, 4, 6, 8)) -> None:
         super().__init__()
-        if radius < 1 or not blocks or min(blocks) < 1:
-            raise ValueError(f"radius={radius} and every block size in blocks={list(blocks)} must be >= 1")
+        if not REACH.allows(radius) or not blocks or not all(REACH.allows(k) for k in blocks):
+            raise ValueError(
+                f"radius={radius} and every block size in blocks={list(blocks)} must be {REACH.describe()}"
+            )
         self.radius, self.blocks = radius, tuple(int(k) for k in blocks)
         self.proj = nn.Linear(4 * radius + len(self.blocks), dim)  # U
 
@@ -144,11 +161,9 @@ class SelfSimilarity(nn.Module):
             raise ValueError("SelfSimilarity needs at least one view: fixed=False and surface=False")
         if not thresholds or any(not -1.0 <= t <= 1.0 for t in thresholds):
             raise ValueError(f"thresholds={list(thresholds)} must be a non-empty list of cosines in [-1, 1]")
-        if stripe < 0 or surface_ngram < 1 or surface_buckets < 1:
-            raise ValueError(
-                f"need stripe >= 0, surface_ngram >= 1, surface_buckets >= 1; got stripe={stripe}, "
-                f"surface_ngram={surface_ngram}, surface_buckets={surface_buckets}"
-            )
+        STRIPE.check("stripe", stripe)
+        SURFACE_NGRAM.check("surface_ngram", surface_ngram)
+        SURFACE_BUCKETS.check("surface_buckets", surface_buckets)
         self.thresholds = tuple(float(t) for t in sorted(thresholds))
         self.stripe, self.fixed, self.surface = stripe, fixed, surface
         self.surface_ngram, self.surface_buckets = surface_ngram, surface_buckets
@@ -228,8 +243,11 @@ class SegmenterNet(nn.Module):
         scores (``LinearChainCRF``: learned label transitions, Viterbi decoding); None:
         each unit takes its own argmax."""
         super().__init__()
-        if num_classes < 2:
-            raise ValueError(f"num_classes={num_classes} must be >= 2")
+        DIM.check("dim", dim)
+        NUM_LAYERS.check("num_layers", num_layers)
+        FF_DIM.check("ff_dim", ff_dim)
+        NUM_CLASSES.check("num_classes", num_classes)
+        DROPOUT.check("dropout", dropout)
         if cohesion is None and similarity is None and not content:
             raise ValueError(
                 "content=False needs a cohesion or similarity module: the blocks would see nothing but positions"

@@ -38,6 +38,7 @@ from torch import Tensor
 
 import segmenter
 from segmenter.core import decisions
+from segmenter.core.bounds import Number
 from segmenter.core.document import check_units, normalize_unit
 from segmenter.inference.api import Prediction, Segmenter
 from segmenter.serve.batcher import MicroBatcher, Overloaded
@@ -46,6 +47,11 @@ log = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------- settings
+
+
+# The settings' bounds (segmenter.core.bounds), checked when the settings are made.
+LIMIT = Number(lo=1)  # sizes and counts a request may reach
+REQUEST_TIMEOUT_S = Number(lo=0, lo_open=True, hi=3600, whole=False)
 
 
 @dataclass(frozen=True)
@@ -61,15 +67,8 @@ class Limits:
 
     def __post_init__(self) -> None:
         for name in ("max_body_bytes", "max_docs_per_request", "max_units_per_doc", "max_text_chars"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"limits.{name}={value!r} must be a whole number >= 1")
-        if isinstance(self.request_timeout_s, bool) or not (
-            isinstance(self.request_timeout_s, (int, float)) and 0 < self.request_timeout_s <= 3600
-        ):
-            raise ValueError(
-                f"limits.request_timeout_s={self.request_timeout_s!r} must be a number of seconds in (0, 3600]"
-            )
+            LIMIT.check(f"limits.{name}", getattr(self, name))
+        REQUEST_TIMEOUT_S.check("limits.request_timeout_s", self.request_timeout_s)
 
 
 @dataclass(frozen=True)
@@ -148,9 +147,16 @@ class SegmentRequest(BaseModel):
     documents: list[Document] | None = None
     units: Literal["sentences", "lines"] | None = Field(default=None, description="how 'text' becomes units")
     # Decisions on the calibrated boundary probabilities (segmenter.core.decisions), for every document of the request.
-    threshold: float | None = Field(default=None, gt=0, le=1, description="cut where P(boundary) >= threshold")
-    num_segments: int | None = Field(default=None, ge=1, description="exactly this many segments")
-    min_segment_units: int | None = Field(default=None, ge=1, description="no segment shorter than this")
+    # Their bounds are decisions' own (segmenter.core.bounds): one verdict for the API, the CLI and the server.
+    threshold: float | None = Field(
+        default=None, **decisions.THRESHOLD.constraints(), description="cut where P(boundary) >= threshold"
+    )
+    num_segments: int | None = Field(
+        default=None, **decisions.NUM_SEGMENTS.constraints(), description="exactly this many segments"
+    )
+    min_segment_units: int | None = Field(
+        default=None, **decisions.MIN_SEGMENT_UNITS.constraints(), description="no segment shorter than this"
+    )
 
     @model_validator(mode="after")
     def _one_form(self) -> SegmentRequest:

@@ -11,6 +11,7 @@ from lightning import LightningModule
 from omegaconf import Container, OmegaConf
 from torch import Tensor, nn
 
+from segmenter.core.bounds import Number
 from segmenter.core.document import BOUNDARY, check_label_names, check_task
 from segmenter.models.net import NetOutput
 from segmenter.training.metrics import build_metrics
@@ -30,6 +31,10 @@ def class_weights(counts: Sequence[int] | None, weighting: str, num_classes: int
         raise ValueError(f"class_counts={list(counts)} for num_classes={num_classes}")
     c = torch.tensor(counts, dtype=torch.float).clamp(min=1)
     return (c.sum() / (num_classes * c)) ** WEIGHTINGS[weighting]
+
+
+# The settings' bounds (segmenter.core.bounds; the command line checks model.* with them too).
+AUX_LOSS_WEIGHT = Number(lo=0, whole=False)
 
 
 class SegmenterModule(LightningModule):
@@ -52,6 +57,7 @@ class SegmenterModule(LightningModule):
         super().__init__()
         check_task(task)
         check_label_names(label_names, net.num_classes)
+        AUX_LOSS_WEIGHT.check("aux_loss_weight", aux_loss_weight)
         # Checkpoints hold plain data only (they load with torch.load(weights_only=True)):
         # the optimizer and scheduler factories are functools.partial objects, kept as
         # attributes rather than hyperparameters; the net is rebuilt from the checkpoint's

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import random
 
 import pytest
 import torch
@@ -127,7 +128,7 @@ def test_format1_class_paths_are_read_through_the_table_only(tiny_checkpoint, ta
 def test_a_part_is_bounded_by_its_own_limits(tiny_checkpoint):
     net = load(tiny_checkpoint)[KEY]["net"]
     with pytest.raises(
-        CheckpointError, match=r"net.encoder.num_buckets=4194305: expected whole numbers from 0 to 4,194,304"
+        CheckpointError, match=r"net.encoder.num_buckets=4194305: expected a whole number from 1 to 4,194,304"
     ):
         build_net({**net, "encoder": {**net["encoder"], "num_buckets": (1 << 22) + 1}})
     with pytest.raises(CheckpointError, match=r"net.attention.window_size=-1"):
@@ -183,6 +184,18 @@ def test_hydra_keys_and_interpolations_are_refused(tiny_checkpoint, tmp_path):
     torch.save(ckpt, tmp_path / "interp.ckpt")
     with pytest.raises(CheckpointError, match="interpolation"):
         load(tmp_path / "interp.ckpt")
+
+
+@pytest.mark.parametrize("first", [b"\x7f", b"\x80", b"", b"hello"])
+def test_a_file_that_is_no_checkpoint_is_called_so(tmp_path, first):
+    """Random bytes (whatever the first one, 0x80 included: pickle's opcode) are not a
+    checkpoint at all; the message says so, not that the file holds pickled objects."""
+    data = first + bytes(random.Random(0).randrange(256) for _ in range(300)) if first != b"" else b""
+    (tmp_path / "random.ckpt").write_bytes(data)
+    with pytest.raises(CheckpointError) as e:
+        load(tmp_path / "random.ckpt")
+    assert "random.ckpt: it is not a checkpoint at all" in str(e.value)
+    assert "pickled" not in str(e.value) and "upgrade" not in str(e.value)
 
 
 def test_missing_and_damaged_files(tiny_checkpoint, tmp_path):

@@ -429,7 +429,10 @@ def test_serve_script_starts_answers_and_stops(tiny_checkpoint, model):
     [
         (["ckpt_path=/no/such.ckpt"], "checkpoint not found: /no/such.ckpt"),
         ([], "give ckpt_path= (a checkpoint) or pretrained="),
-        (["ckpt_path=x.ckpt", "limits.max_units_per_doc=0"], "limits.max_units_per_doc=0 must be a whole number >= 1"),
+        (
+            ["ckpt_path=x.ckpt", "limits.max_units_per_doc=0"],
+            "limits.max_units_per_doc=0: expected a whole number >= 1",
+        ),
         (["ckpt_path=x.ckpt", "port=70000"], "port=70000"),
         (["ckpt_path=x.ckpt", "units=words"], "units='words'"),
     ],
