@@ -277,6 +277,8 @@ def doc_additions() -> list[list[str]]:
     found = []
     for page in sorted((ROOT / "docs").glob("*.md")):
         for line in page.read_text(encoding="utf-8").splitlines():
+            if "(#removed-options)" in line:  # a measurement of a removed option: runs at the commit it names
+                continue
             adds = [m.strip("'\"") for m in re.findall(r"""(?<![\w+])['"]?\+[a-z_][\w.]*=[^\s`]+""", line)]
             adds = [a for a in adds if "@" not in a.split("=", 1)[0]]  # +group@package=option: Hydra's to check
             if adds:
@@ -288,7 +290,7 @@ def test_the_keys_the_docs_add_with_plus_are_accepted(tmp_path):
     """Keys added with `+` where the config has a place for them (a part's arguments, a new
     callback) pass; the same `+` on a node that is no part is refused naming the nearest key."""
     additions = doc_additions()
-    assert len(additions) >= 4, additions  # the pages do add keys (this test reads them)
+    assert len(additions) >= 3, additions  # the pages do add keys (this test reads them)
     for adds in additions:
         cfg = compose_train(tmp_path, adds)
         validate(cfg, overrides=adds)  # no ConfigError
