@@ -9,8 +9,8 @@ preface; a header may follow a header: an empty section).
 
 Article ``i`` copies the header structure (levels) of a source article drawn at random and
 fills each section with the title and sentences of a random source section of the same
-level, so sections are reshuffled across articles while lengths and nesting follow the
-source. Every sentence gets a counter token (`` (#<article id>.<n>)``): no two sentences of
+level (drawn again if every section came out empty), so sections are reshuffled across
+articles while lengths and nesting follow the source. Every sentence gets a counter token (`` (#<article id>.<n>)``): no two sentences of
 a corpus are equal, so no cache or deduplication can make a bigger corpus cheaper than it
 is. Source pool: a folder of Wiki-format articles (the 567-article sample in ../shared/data)
 or, where that is absent, the sentences of the built-in corpus
@@ -168,14 +168,15 @@ class ArticleDrawer:
         """(text, sections, sentences) of article ``index``."""
         rng = random.Random(f"{self.seed}:{index}")  # per article: any article can be redrawn alone
         name = article_id(index)
-        lines, n = [], 0
-        levels = rng.choice(self.templates)
-        for level in levels:
-            section = rng.choice(self.by_level[level])
-            lines.append(f"========,{level},{section.title}")
-            for sentence in section.sentences:
-                n += 1
-                lines.append(f"{sentence} (#{name}.{n})")
+        n = 0
+        while n == 0:  # every section drawn empty: draw again (the reader refuses empty articles)
+            lines, levels = [], rng.choice(self.templates)
+            for level in levels:
+                section = rng.choice(self.by_level[level])
+                lines.append(f"========,{level},{section.title}")
+                for sentence in section.sentences:
+                    n += 1
+                    lines.append(f"{sentence} (#{name}.{n})")
         return "\n".join(lines) + "\n", len(levels), n
 
 

@@ -121,6 +121,17 @@ def test_the_wiki_reader_reads_the_corpus_back(tmp_path, pool):
     assert read_manifest(root)["complete"] is True
 
 
+def test_no_article_is_empty_when_most_pool_sections_are(tmp_path):
+    pool = [parse_article(Path("a"), "========,1,preface.\n========,2,Empty.\n========,2,Full.\nOne sentence.\n")]
+    pool.append(parse_article(Path("b"), "========,1,preface.\n========,2,Short.\nAnother.\n"))
+    # every preface is empty, and a third of the level-2 sections: many draws come out empty
+    root = tmp_path / "corpus"
+    stats = write_corpus(root=root, num_articles=60, pool=pool)
+    docs = SeparatorCorpus(path=str(root)).read(str(root))  # an empty article would raise here
+    assert len(docs) == 60 and all(len(d) >= 1 for d in docs)
+    assert stats["sentences"] == sum(len(d) for d in docs)
+
+
 def test_the_seed_alone_decides_the_corpus(tmp_path, pool):
     for name, seed in (("a", 0), ("b", 0), ("c", 1)):
         write_corpus(root=tmp_path / name, num_articles=25, pool=pool, seed=seed)
