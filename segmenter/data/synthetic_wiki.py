@@ -59,9 +59,11 @@ class Section:
 
 
 def parse_article(path: str | os.PathLike, text: str) -> list[Section]:
-    """The sections of one Wiki-format article. Lines before the first header form a
-    preface; ``***LIST***.`` lines (removed lists) and blank lines are dropped; a line that
-    starts like a header but is not one raises ReaderError naming the file and line."""
+    """The sections of one Wiki-format article, titles and levels kept (the training reader,
+    ``segmenter.data.formats.parse_separator``, keeps only the segments). Lines before the
+    first header form a preface; ``***LIST***.`` lines (removed lists) and blank lines are
+    dropped; a line that starts like a header but is not one raises ReaderError naming the
+    file and line."""
     sections: list[Section] = []
     level, title, sentences = 1, PREFACE, []
     started = False
@@ -194,20 +196,16 @@ def write_corpus(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Write (or finish) a corpus of ``num_articles`` articles under ``root``; returns its
-    statistics (articles, sections, sentences, bytes, written, skipped, seconds). A folder
-    that holds another corpus (other settings, pool or size) raises ValueError."""
+    statistics (articles, sections, sentences, bytes, generate_s, written, skipped, seconds).
+    A folder that holds another corpus (another seed, pool content or size) raises
+    ValueError; ``pool_name``, where the pool came from, is only recorded."""
     if num_articles < 1:
         raise ValueError(f"num_articles={num_articles} must be >= 1")
     if num_articles > 10**8 - FIRST_ID:
         raise ValueError(f"num_articles={num_articles}: ids would outgrow 8 digits")
     root = Path(root)
-    settings = {
-        "format": FORMAT,
-        "num_articles": int(num_articles),
-        "seed": int(seed),
-        "pool": pool_name,
-        "pool_digest": pool_digest(pool),
-    }
+    # What decides the articles; the pool by its content (a moved pool folder is the same pool).
+    settings = {"format": FORMAT, "num_articles": int(num_articles), "seed": int(seed), "pool": pool_digest(pool)}
     found = read_manifest(root)
     if found is not None and found.get("settings") != settings:
         raise ValueError(
@@ -218,7 +216,8 @@ def write_corpus(
         return {**found["stats"], "written": 0, "skipped": num_articles, "seconds": 0.0}
     if found is None and root.is_dir() and any(root.iterdir()):
         raise ValueError(f"{root} is not empty and holds no {MANIFEST}: choose an empty or new folder")
-    atomic_write(root / MANIFEST, json.dumps({"settings": settings, "complete": False}, indent=2) + "\n")
+    manifest = {"settings": settings, "pool": pool_name}
+    atomic_write(root / MANIFEST, json.dumps({**manifest, "complete": False}, indent=2) + "\n")
 
     drawer = ArticleDrawer(pool, seed=seed)
     start = time.perf_counter()
@@ -247,6 +246,6 @@ def write_corpus(
         if (i + 1) % 100_000 == 0:
             log.info("%s: %d of %d articles", root, i + 1, num_articles)
     seconds = time.perf_counter() - start
-    record = {"settings": settings, "complete": True, "stats": {**stats, "generate_s": seconds}}
+    record = {**manifest, "complete": True, "stats": {**stats, "generate_s": seconds}}
     atomic_write(root / MANIFEST, json.dumps(record, indent=2) + "\n")
     return {**stats, "generate_s": seconds, "written": written, "skipped": skipped, "seconds": seconds}

@@ -62,7 +62,7 @@ def test_a_tiny_benchmark_reports_every_measure(tmp_path):
         assert run["first_step_s"] > 0 and run["units_per_s"] > 0 and run["step_units_per_s"] > 0
         assert run["peak_rss_mb"] > 100  # torch alone is more
     # the workers' own memory comes on top of the training process's
-    assert size["runs"]["2"]["with_workers_peak_mb"] > size["runs"]["2"]["peak_rss_mb"] * 0.9
+    assert size["runs"]["2"]["with_workers_peak_mb"] > size["runs"]["0"]["with_workers_peak_mb"]
     assert record["train_overrides"] == train
 
 
