@@ -6,7 +6,6 @@ does not import Lightning."""
 from __future__ import annotations
 
 import json
-import resource
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -15,11 +14,13 @@ from lightning import Callback, LightningModule, Trainer
 
 from segmenter.cli.config import config_dir
 from segmenter.core.io import atomic_write
+from segmenter.evaluation.benchmark import resident_bytes
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set of this process so far (Linux reports ru_maxrss in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """Peak resident set of this process so far (VmHWM: unlike ru_maxrss, not raised to the
+    parent's by fork + exec)."""
+    return resident_bytes()[1] / 2**20
 
 
 class TrainingProbe(Callback):

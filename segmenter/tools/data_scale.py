@@ -11,7 +11,7 @@ For each corpus size (articles), a synthetic corpus in Wiki-727K's format is gen
   prepared). A callback (``TrainingProbe``) records the time of the first training step,
   the units per second of the training loop with its data loading (between the ends of
   consecutive batches, the first batch of an epoch left out), and the process's peak
-  resident set (``ru_maxrss``); the project's own ``UnitThroughput`` gives the units per
+  resident set (``VmHWM``); the project's own ``UnitThroughput`` gives the units per
   second of the steps alone (``train/units_per_sec`` in the run's metrics.json); the parent
   polls the memory of the process with its DataLoader workers (``run_child``, psutil).
 
