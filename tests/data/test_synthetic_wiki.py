@@ -25,55 +25,15 @@ from segmenter.data.synthetic_wiki import (
     source_pool,
     write_corpus,
 )
+from tests.helpers import write_wiki_pool
 
-POOL_ARTICLES = {
-    "12/34/56/1234567": [
-        "========,1,preface.",
-        "Alpha is a village in the north.",
-        "It has a church.",
-        "========,2,History.",
-        "========,3,Early history.",
-        "The village was founded in 1200.",
-        "***LIST***.",
-        "It grew slowly.",
-        "========,2,Geography.",
-        "The village lies on a river.",
-    ],
-    "12/34/57/1234571": [
-        "========,1,preface.",
-        "========,2,Career.",
-        "Beta played football for ten years.",
-        "He then became a coach.",
-        "She trained three teams.",
-        "========,2,Personal life.",
-        "Beta lives in a small town.",
-    ],
-    "98/76/54/9876543": [
-        "========,1,preface.",
-        "Gamma is a river.",
-        "========,2,Course.",
-        "It flows to the sea.",
-        "========,3,Tributaries.",
-        "Two small streams join it.",
-        "========,4,Names.",
-        "Their names are old.",
-    ],
-}
 COUNTER = re.compile(r" \(#(\d{8})\.(\d+)\)$")
 HEADER = re.compile(r"^========,(\d+),")
 
 
-def write_pool(folder: Path) -> Path:
-    for rel, lines in POOL_ARTICLES.items():
-        path = folder / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return folder
-
-
 @pytest.fixture
 def pool(tmp_path):
-    return folder_pool(write_pool(tmp_path / "pool"))
+    return folder_pool(write_wiki_pool(tmp_path / "pool"))
 
 
 def corpus_files(root: Path) -> dict[str, bytes]:
@@ -174,7 +134,7 @@ def test_a_folder_with_another_corpus_is_refused(tmp_path, pool):
         with pytest.raises(ValueError, match="holds another synthetic corpus"):
             write_corpus(root=root, pool=pool, **{"num_articles": 10, "seed": 0, **other})
     with pytest.raises(ValueError, match="is not empty"):
-        write_corpus(root=write_pool(tmp_path / "data"), num_articles=10, pool=pool)
+        write_corpus(root=write_wiki_pool(tmp_path / "data"), num_articles=10, pool=pool)
     assert (root / MANIFEST).is_file() and not (tmp_path / "data" / MANIFEST).exists()
 
 

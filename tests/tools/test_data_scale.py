@@ -12,8 +12,7 @@ import sys
 import pytest
 
 from segmenter.tools.data_scale import RESULTS, markdown
-from tests.data.test_synthetic_wiki import write_pool
-from tests.helpers import ROOT, compose_config
+from tests.helpers import ROOT, compose_config, write_wiki_pool
 
 pytest.importorskip("psutil", reason="the bench extra is not installed (pip install -e '.[bench]')")
 
@@ -39,7 +38,7 @@ def test_a_tiny_benchmark_reports_every_measure(tmp_path):
     out = tmp_path / "out"
     result = bench(
         "sizes=[20]",
-        f"pool={write_pool(tmp_path / 'pool')}",
+        f"pool={write_wiki_pool(tmp_path / 'pool')}",
         f"corpus_dir={tmp_path / 'corpora'}",
         f"output_dir={out}",
         f"train_overrides={quoted_list(train)}",
