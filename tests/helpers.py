@@ -208,3 +208,48 @@ def entry_config(script: str) -> str:
     found = re.search(r'segmenter\.cli\.main\(config_name="(\w+)"', text)
     assert found, f"scripts/{script}.py: no segmenter.cli.main(config_name=...)"
     return found.group(1)
+
+
+WIKI_ARTICLES = {
+    "12/34/56/1234567": [
+        "========,1,preface.",
+        "Alpha is a village in the north.",
+        "It has a church.",
+        "========,2,History.",
+        "========,3,Early history.",
+        "The village was founded in 1200.",
+        "***LIST***.",
+        "It grew slowly.",
+        "========,2,Geography.",
+        "The village lies on a river.",
+    ],
+    "12/34/57/1234571": [
+        "========,1,preface.",
+        "========,2,Career.",
+        "Beta played football for ten years.",
+        "He then became a coach.",
+        "She trained three teams.",
+        "========,2,Personal life.",
+        "Beta lives in a small town.",
+    ],
+    "98/76/54/9876543": [
+        "========,1,preface.",
+        "Gamma is a river.",
+        "========,2,Course.",
+        "It flows to the sea.",
+        "========,3,Tributaries.",
+        "Two small streams join it.",
+        "========,4,Names.",
+        "Their names are old.",
+    ],
+}
+
+
+def write_wiki_pool(folder: Path) -> Path:
+    """Three small articles in Wiki-727K's format and layout (levels 1 to 4, an empty
+    preface and section, a removed list) under ``folder``."""
+    for rel, lines in WIKI_ARTICLES.items():
+        path = folder / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return folder
