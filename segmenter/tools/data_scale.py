@@ -35,7 +35,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from segmenter.cli.config import ConfigError, config_dir
+from segmenter.cli.app import root_dir
+from segmenter.cli.config import ConfigError
 from segmenter.core.io import atomic_write
 from segmenter.data.synthetic_wiki import pool_digest, source_pool, write_corpus
 
@@ -114,7 +115,7 @@ def child_env(threads: int | None) -> dict[str, str]:
     env = dict(os.environ)
     if threads is not None:
         env["OMP_NUM_THREADS"] = str(threads)
-    env.setdefault("SEGMENTER_ROOT", str(config_dir().parent))
+    env.setdefault("SEGMENTER_ROOT", str(root_dir()))
     return env
 
 
@@ -137,7 +138,8 @@ def measure_training(
     probe = run_dir / PROBE_FILE
     cmd = [
         sys.executable,
-        str(config_dir().parent / "scripts" / "train.py"),
+        "-c",
+        "from segmenter.cli.commands import train; train()",  # segmenter-train, wherever segmenter is installed
         *overrides,
         f"hydra.run.dir={hydra_value(run_dir)}",
         "+callbacks.data_probe._target_=segmenter.tools.data_probe.TrainingProbe",
@@ -162,7 +164,7 @@ def commit() -> str | None:
     """``git describe --always --dirty`` of the repository (None outside a git checkout)."""
     try:
         out = subprocess.run(
-            ["git", "-C", str(config_dir().parent), "describe", "--always", "--dirty"],
+            ["git", "-C", str(root_dir()), "describe", "--always", "--dirty"],
             capture_output=True,
             text=True,
             check=False,
