@@ -272,7 +272,8 @@ def best_cuts(
 ) -> list[int]:
     """The cuts (units after which a segment ends, sorted) of the most probable segmentation
     of units with boundary probabilities ``p`` and ``spans`` in ``text`` whose every segment
-    holds ``lim`` (module docstring); ``num_segments``: exactly that many segments;
+    holds ``lim`` (module docstring; a document of fewer than ``min_units`` units may be one
+    segment, as without limits); ``num_segments``: exactly that many segments;
     ``threshold``: cut where p >= threshold unless a limit says otherwise. Every unit must fit
     alone (``split_long_units``). ValueError naming the settings when no segmentation holds.
 
@@ -289,7 +290,7 @@ def best_cuts(
     score[-1] = 0.0  # the document end is not a choice
     lo = _earliest_starts(text, spans, lim)
     while True:
-        cuts = _programme(score, lo, lim.min_units, num_segments)
+        cuts = _programme(score, lo, min(lim.min_units, n), num_segments)  # a shorter document: one segment
         if cuts is None:
             k = "" if num_segments is None else f"num_segments={num_segments} with "
             raise ValueError(f"{k}{lim.describe()} cannot all hold for a document of {n} units")

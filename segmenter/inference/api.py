@@ -260,7 +260,8 @@ class Segmenter:
         max_segment_tokens: int | None = None,
         tokenizer: Any = None,
         texts: Sequence[str] | None = None,
-        unit_spans: Sequence[Sequence[Span]] | None = None,
+        unit_spans: Sequence[Sequence[Span] | None] | None = None,
+        names: Sequence[str] | None = None,
     ) -> list[Prediction]:
         """Predictions for documents already cut into units. ``structured=False``: each
         unit's argmax even where the network has a CRF (to compare the two decodings).
@@ -269,9 +270,11 @@ class Segmenter:
         (segmenter.core.decisions); ``max_segment_chars``, ``max_segment_tokens`` with
         ``tokenizer``: no segment longer (segmenter.core.limits); checked before any work.
         ``texts`` and ``unit_spans``: the text of each document and its units' spans in it
-        (``split_with_spans``); None: the units' text form (joined by line breaks)."""
+        (``split_with_spans``); None: the units' text form (joined by line breaks). ``names``:
+        what an error calls each document (default: "document <i>")."""
         steer = {"threshold": threshold, "num_segments": num_segments, "min_segment_units": min_segment_units}
-        decisions.check_documents([len(d) for d in docs], names=[f"document {i}" for i in range(len(docs))], **steer)
+        names = list(names) if names is not None else [f"document {i}" for i in range(len(docs))]
+        decisions.check_documents([len(d) for d in docs], names=names, **steer)
         bound = limits.limits(
             max_segment_chars=max_segment_chars,
             max_segment_tokens=max_segment_tokens,
@@ -280,20 +283,25 @@ class Segmenter:
         )
         if (texts is None) != (unit_spans is None) or (texts is not None and len(texts) != len(docs)):
             raise ValueError(f"give texts= and unit_spans= together, one per document ({len(docs)} documents)")
-        return [
-            self.decide(
-                list(d),
-                lg,
-                structured=structured,
-                **steer,
-                max_segment_chars=max_segment_chars,
-                max_segment_tokens=max_segment_tokens,
-                tokenizer=bound.count_tokens,
-                text=None if texts is None else texts[i],
-                unit_spans=None if unit_spans is None else list(unit_spans[i]),
-            )
-            for i, (d, lg) in enumerate(zip(docs, self.logits(docs)))
-        ]
+        preds = []
+        for i, (d, lg) in enumerate(zip(docs, self.logits(docs))):
+            try:
+                preds.append(
+                    self.decide(
+                        list(d),
+                        lg,
+                        structured=structured,
+                        **steer,
+                        max_segment_chars=max_segment_chars,
+                        max_segment_tokens=max_segment_tokens,
+                        tokenizer=bound.count_tokens,
+                        text=None if texts is None else texts[i],
+                        unit_spans=None if unit_spans is None or unit_spans[i] is None else list(unit_spans[i]),
+                    )
+                )
+            except ValueError as e:  # limits that cannot hold for this document: say which
+                raise ValueError(f"{names[i]}: {e}") from None
+        return preds
 
     def decide(
         self,

@@ -26,7 +26,7 @@ def segments_of(cuts, n):
 
 def holds(text, spans, lim, cuts, k=None):
     segs = segments_of(cuts, len(spans))
-    ok = all(j - i + 1 >= lim.min_units and lim.fits(text, spans[i][0], spans[j][1]) for i, j in segs)
+    ok = all(j - i + 1 >= min(lim.min_units, len(spans)) and lim.fits(text, spans[i][0], spans[j][1]) for i, j in segs)
     return ok and (k is None or len(segs) == k)
 
 
@@ -119,7 +119,7 @@ def test_every_chunk_is_within_its_limits(words, probs, max_chars, max_tokens, m
         chunk = text[pieces[i][0] : pieces[j][1]]
         assert max_chars is None or len(chunk) <= max_chars
         assert max_tokens is None or len(chunk.split()) <= max_tokens
-        assert j - i + 1 >= min_units
+        assert j - i + 1 >= min(min_units, len(pieces))  # a shorter document is one segment
 
 
 def test_long_units_are_cut_at_words_then_inside_a_word():

@@ -143,3 +143,48 @@ def test_impossible_limits_are_one_error_naming_them(topic):
         topic.segment("One.", max_segment_tokens=10)
     with pytest.raises(ValueError, match="num_segments=1 with max_segment_chars=10 cannot all hold"):
         topic.segment("One. Two. Three. Four.", num_segments=1, max_segment_chars=10)
+
+
+# ----------------------------------------------------------------------------- the predict command
+
+
+def cli_status(cfg) -> int:
+    from segmenter.cli.app import run_task
+    from segmenter.inference.predict import run
+
+    try:
+        run_task(run, cfg)
+    except SystemExit as e:
+        return e.code
+    return 0
+
+
+def test_predict_command_writes_spans_under_its_limits(topic, tmp_path):
+    import json
+
+    from tests.helpers import predict_cfg
+
+    text = hard_wrapped([" ".join(f"Line {i} says something about theme {i // 4}." for i in range(24))] * 2)
+    (tmp_path / "doc.txt").write_text(text, encoding="utf-8")
+    out = tmp_path / "out"
+    cfg = predict_cfg("pretrained=topic", f"input={tmp_path / 'doc.txt'}", f"output={out}", "max_segment_chars=200")
+    assert cli_status(cfg) == 0
+    (record,) = [json.loads(line) for line in (out / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
+    api = topic.segment(text, return_probs=True, max_segment_chars=200)
+    assert record["spans"] == [list(s) for s in api.spans] and record["boundaries"] == api.boundaries
+    assert all(0 < e - s <= 200 for s, e in record["spans"])
+    cfg = predict_cfg("pretrained=topic", f"input={tmp_path / 'doc.txt'}", f"output={out}", "max_segment_tokens=40")
+    assert cli_status(cfg) == 2  # no tokenizer: one line naming the keys, nothing predicted
+
+
+def test_predict_command_names_the_document_a_limit_fails_on(tmp_path, caplog):
+    from tests.helpers import jsonl, predict_cfg
+
+    rows = [{"id": "ok", "text": "Fine. Also fine."}, {"id": "tight", "lines": ["aaaaaaaa", "bbbbbbbb", "cccccccc"]}]
+    path = jsonl(tmp_path, rows)
+    cfg = predict_cfg(
+        "pretrained=topic", f"input={path}", f"output={tmp_path / 'out'}", "max_segment_chars=17", "min_segment_units=2"
+    )
+    assert cli_status(cfg) == 2
+    assert f"{path}: line 2: min_segment_units=2 and max_segment_chars=17 cannot all hold" in caplog.text
+    assert not (tmp_path / "out").exists()
