@@ -345,6 +345,7 @@ class Segmenter:
             labels, probs = [], logits.softmax(dim=-1)
         p_end = boundary_probs(probs, self.task).tolist()  # (n,): 0 at the document end
         ends = boundary_labels(labels, self.task)
+        cuts, split_units = None, []
         if bound.bounded and n:
             decisions.check(n, threshold=threshold, num_segments=num_segments, min_segment_units=min_segment_units)
             if text is None:
@@ -359,21 +360,17 @@ class Segmenter:
                 p_end = [p_end[o] if is_last else 0.0 for o, is_last in zip(origin, last)]
                 unit_spans, n = pieces, len(pieces)
             cuts = limits.best_cuts(p_end, text, unit_spans, bound, num_segments=num_segments, threshold=threshold)
-            ends = [0] * n
-            for c in cuts:
-                ends[c] = 1
-            labels = ends if self.task == BOUNDARY else segment_labels(probs, ends)
-            return Prediction(units, labels, self.label_names, p_end, ends, unit_spans, split_units)
-        if threshold is not None or num_segments is not None or min_segment_units > 1:
+        elif threshold is not None or num_segments is not None or min_segment_units > 1:
             default = [i for i, e in enumerate(ends) if e]
             cuts = decisions.cuts(
                 p_end, default, threshold=threshold, num_segments=num_segments, min_segment_units=min_segment_units
             )
+        if cuts is not None:
             ends = [0] * n
             for c in cuts:
                 ends[c] = 1
             labels = ends if self.task == BOUNDARY else segment_labels(probs, ends)
-        return Prediction(units, labels, self.label_names, p_end, ends, unit_spans)
+        return Prediction(units, labels, self.label_names, p_end, ends, unit_spans=unit_spans, split_units=split_units)
 
     # -- the public API ---------------------------------------------------------------------
     def segment(

@@ -188,3 +188,18 @@ def test_predict_command_names_the_document_a_limit_fails_on(tmp_path, caplog):
     assert cli_status(cfg) == 2
     assert f"{path}: line 2: min_segment_units=2 and max_segment_chars=17 cannot all hold" in caplog.text
     assert not (tmp_path / "out").exists()
+
+
+def test_section_labels_under_limits_agree_with_the_segments():
+    lyrics = Segmenter.from_pretrained("lyrics")
+    verse = ["I walk the line tonight", "The road is long and wide", "I hold my head up high"]
+    chorus = ["Oh oh sing it loud", "Sing it to the crowd " * 6]  # a line over the limit on its own
+    text = "\n".join(verse + chorus + verse + chorus)
+    pred = lyrics.segment(text, units="lines", return_probs=True, max_segment_chars=60)
+    assert all(e - s <= 60 for s, e in pred.spans)
+    assert len(pred.split_units) == 2  # the long chorus line, twice
+    first = 0
+    for seg in pred.segments:  # one label per segment
+        assert len({pred.labels[k] for k in range(first, first + len(seg))}) == 1
+        first += len(seg)
+    assert len(pred.labels) == len(pred.units) == len(pred.boundary_probs)
