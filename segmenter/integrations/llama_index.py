@@ -28,9 +28,13 @@ from segmenter.integrations import Chunking, load_segmenter
 
 class SegmenterNodeParser(NodeParser):
     """``segmenter``: a Segmenter, a shipped model's name or a checkpoint file; the rest as
-    ``Segmenter.segment`` takes them. NodeParser's own settings (``include_metadata``,
+    ``Segmenter.segment`` takes them. ``model``: a name for the model in ``to_dict()`` (the name or
+    path given as ``segmenter``; give one when passing a Segmenter). NodeParser's own settings (``include_metadata``,
     ``include_prev_next_rel``, ``id_func``, ``callback_manager``) as keywords too."""
 
+    # which model cuts (a shipped model's name or a checkpoint path): part of to_dict(), so an
+    # IngestionPipeline's cache tells two parsers with different models apart
+    model: str = ""
     units: str = "sentences"
     threshold: float | None = None
     num_segments: int | None = None
@@ -43,6 +47,8 @@ class SegmenterNodeParser(NodeParser):
     def __init__(
         self, *, segmenter: Segmenter | str | os.PathLike = "topic", tokenizer: Any = None, **kwargs: Any
     ) -> None:
+        if not isinstance(segmenter, Segmenter):
+            kwargs.setdefault("model", str(segmenter))
         super().__init__(**kwargs)
         self._chunking = Chunking(
             units=self.units,

@@ -63,5 +63,6 @@ def test_token_limit_and_a_model_by_name():
     parser = SegmenterNodeParser(segmenter="topic", max_segment_tokens=5, tokenizer=str.split)
     nodes = parser.get_nodes_from_documents([Document(text=TEXTS[0])])
     assert nodes and all(len(n.text.split()) <= 5 for n in nodes)
+    assert parser.to_dict()["model"] == "topic" and parser.to_dict()["max_segment_tokens"] == 5
     with pytest.raises(ValueError, match="max_segment_tokens=5 needs tokenizer="):
         SegmenterNodeParser(segmenter="topic", max_segment_tokens=5)
