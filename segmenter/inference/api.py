@@ -7,10 +7,14 @@
     many = seg.segment_many(texts)                  # batched
     seg = Segmenter.from_pretrained("topic")        # a shipped model (segmenter.pretrained)
     seg.segment(text, num_segments=5)               # or threshold=0.5, min_segment_units=3
+    seg.segment(text, max_segment_chars=800)        # chunks that never pass a limit (or max_segment_tokens=, tokenizer=)
+    pred.spans                                      # (start, end) of each segment in text
 
 Probabilities are calibrated where the checkpoint holds a calibrator (segmenter.inference.calibration:
 fitted on the validation split after training), so ``threshold=`` means what it says; the
-user's decisions (threshold, num_segments, min_segment_units) are segmenter.core.decisions.
+user's decisions (threshold, num_segments, min_segment_units) are segmenter.core.decisions, the
+length limits (max_segment_chars, max_segment_tokens) segmenter.core.limits. Every unit keeps
+its span in the text (segmenter.core.spans), so every segment has one: ``Prediction.spans``.
 
 Plain text becomes units by sentence (pysbd) or by line: by default as the model's training
 documents were (``Segmenter.units``: the checkpoint's "units", sentences for a checkpoint
@@ -33,15 +37,16 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from segmenter.core import decisions
+from segmenter.core import decisions, limits
 from segmenter.core.bounds import Number
 from segmenter.core.document import (
     BOUNDARY,
@@ -56,6 +61,7 @@ from segmenter.core.document import (
     normalize_unit,
 )
 from segmenter.core.progress import Progress
+from segmenter.core.spans import Span, align, joined, line_spans, segment_spans
 from segmenter.core.windows import check_window, stitch, window_spans
 from segmenter.features import Featurizer
 from segmenter.inference import calibration
@@ -81,6 +87,12 @@ class Prediction:
     boundary_probs: list[float]  # P(unit i ends a segment); 0 for the last unit (not a slot)
     boundaries: list[int]  # 1 where a predicted segment ends (never the last unit)
     task: str = BOUNDARY  # section: each segment has a label (its units'), written in the text form
+    # (start, end) of each unit in the text it came from (segmenter.core.spans); None: units
+    # given as a list, whose text is their text form (joined by line breaks)
+    unit_spans: list[Span] | None = None
+    # [first, stop) ranges of ``units`` that are pieces of one unit that was over a length limit
+    # on its own (segmenter.core.limits); their inner boundary probabilities are 0
+    split_units: list[tuple[int, int]] = field(default_factory=list)
 
     @property
     def labels(self) -> list[str]:
@@ -92,6 +104,14 @@ class Prediction:
     def segments(self) -> list[list[str]]:
         return group_segments(self.units, self.boundaries)
 
+    @property
+    def spans(self) -> list[Span]:
+        """One (start, end) per segment: ``text[start:end]`` is the segment as it stands in
+        the text, its units in order with the text between them (whitespace between two
+        segments belongs to neither)."""
+        unit_spans = self.unit_spans if self.unit_spans is not None else joined(self.units)[1]
+        return segment_spans(unit_spans, self.boundaries)
+
     def to_json(self, doc_id: str) -> dict[str, Any]:
         return {
             "id": doc_id,
@@ -99,6 +119,8 @@ class Prediction:
             "labels": self.labels,
             "boundary_probs": [round(p, 6) for p in self.boundary_probs],
             "boundaries": self.boundaries,
+            "spans": [list(span) for span in self.spans],
+            "split_units": [list(r) for r in self.split_units],
         }
 
     def to_text(self) -> str:
@@ -257,6 +279,16 @@ class Segmenter:
             progress.advance(len(chunk))
         return out
 
+    def split_with_spans(self, text: str, *, units: str | None = None) -> tuple[list[str], list[Span]]:
+        """``split``'s units and the (start, end) of each in ``text``: ``text[start:end]`` is
+        the unit with its whitespace as the text has it (segmenter.core.spans)."""
+        units = check_units(self.units if units is None else units)
+        if units == "lines":
+            spans = line_spans(text)
+            return [text[s:e] for s, e in spans], spans
+        found = self.split(text, units=units)
+        return found, align(text, found)
+
     # -- units -> predictions ---------------------------------------------------------------
     def logits(self, docs: Sequence[Sequence[str]]) -> list[Tensor]:
         """(n_i, C) logits of every document, windows run in batches and stitched."""
@@ -286,15 +318,52 @@ class Segmenter:
         threshold: float | None = None,
         num_segments: int | None = None,
         min_segment_units: int = 1,
+        max_segment_chars: int | None = None,
+        max_segment_tokens: int | None = None,
+        tokenizer: Any = None,
+        texts: Sequence[str] | None = None,
+        unit_spans: Sequence[Sequence[Span] | None] | None = None,
+        names: Sequence[str] | None = None,
     ) -> list[Prediction]:
         """Predictions for documents already cut into units. ``structured=False``: each
         unit's argmax even where the network has a CRF (to compare the two decodings).
         ``threshold``, ``num_segments``, ``min_segment_units``: decide the segments from the
         calibrated boundary probabilities instead of the network's own labels
-        (segmenter.core.decisions); checked before any work."""
+        (segmenter.core.decisions); ``max_segment_chars``, ``max_segment_tokens`` with
+        ``tokenizer``: no segment longer (segmenter.core.limits); checked before any work.
+        ``texts`` and ``unit_spans``: the text of each document and its units' spans in it
+        (``split_with_spans``); None: the units' text form (joined by line breaks). ``names``:
+        what an error calls each document (default: "document <i>")."""
         steer = {"threshold": threshold, "num_segments": num_segments, "min_segment_units": min_segment_units}
-        decisions.check_documents([len(d) for d in docs], names=[f"document {i}" for i in range(len(docs))], **steer)
-        return [self.decide(list(d), lg, structured=structured, **steer) for d, lg in zip(docs, self.logits(docs))]
+        names = list(names) if names is not None else [f"document {i}" for i in range(len(docs))]
+        decisions.check_documents([len(d) for d in docs], names=names, **steer)
+        bound = limits.limits(
+            max_segment_chars=max_segment_chars,
+            max_segment_tokens=max_segment_tokens,
+            tokenizer=tokenizer,
+            min_segment_units=min_segment_units,
+        )
+        if (texts is None) != (unit_spans is None) or (texts is not None and len(texts) != len(docs)):
+            raise ValueError(f"give texts= and unit_spans= together, one per document ({len(docs)} documents)")
+        preds = []
+        for i, (d, lg) in enumerate(zip(docs, self.logits(docs))):
+            try:
+                preds.append(
+                    self.decide(
+                        list(d),
+                        lg,
+                        structured=structured,
+                        **steer,
+                        max_segment_chars=max_segment_chars,
+                        max_segment_tokens=max_segment_tokens,
+                        tokenizer=bound.count_tokens,
+                        text=None if texts is None else texts[i],
+                        unit_spans=None if unit_spans is None or unit_spans[i] is None else list(unit_spans[i]),
+                    )
+                )
+            except ValueError as e:  # limits that cannot hold for this document: say which
+                raise ValueError(f"{names[i]}: {e}") from None
+        return preds
 
     def decide(
         self,
@@ -305,11 +374,30 @@ class Segmenter:
         threshold: float | None = None,
         num_segments: int | None = None,
         min_segment_units: int = 1,
+        max_segment_chars: int | None = None,
+        max_segment_tokens: int | None = None,
+        tokenizer: Any = None,
+        text: str | None = None,
+        unit_spans: list[Span] | None = None,
     ) -> Prediction:
         """One document's Prediction from its (n, C) ``logits`` (``logits()``), with the
         decisions of ``predict``: the server runs many requests' documents through the
-        network at once, then decides each with its own request's settings."""
+        network at once, then decides each with its own request's settings. ``text`` and
+        ``unit_spans``: where the units stand in their text (None: their text form).
+
+        With a length limit the segments are the most probable segmentation whose every
+        segment holds the limits (segmenter.core.limits; ``threshold`` and ``num_segments``
+        as they say), not the network's own labels; a unit over a limit on its own is cut
+        into pieces, which replace it in ``units`` (``Prediction.split_units`` says where)."""
         n = len(units)
+        if (text is None) != (unit_spans is None) or (unit_spans is not None and len(unit_spans) != n):
+            raise ValueError(f"give text= and unit_spans= together, one span per unit ({n} units)")
+        bound = limits.limits(
+            max_segment_chars=max_segment_chars,
+            max_segment_tokens=max_segment_tokens,
+            tokenizer=tokenizer,
+            min_segment_units=min_segment_units,
+        )
         mask = torch.ones(1, n, dtype=torch.bool)
         if n:  # the CRF's best label sequence for the whole (stitched) document, else argmax
             labels = self.net.decode(logits[None], mask, structured=structured)[0].tolist()
@@ -322,11 +410,28 @@ class Segmenter:
             probs = label_probs
         p_end = boundary_probs(probs, self.task).tolist()  # (n,): 0 at the document end
         ends = boundary_labels(labels, self.task)
-        if threshold is not None or num_segments is not None or (min_segment_units or 1) > 1:
+        cuts, split_units = None, []
+        if bound.bounded and n:
+            decisions.check(n, threshold=threshold, num_segments=num_segments, min_segment_units=min_segment_units)
+            if text is None:
+                text, unit_spans = joined(units)
+            pieces, origin = limits.split_long_units(text, unit_spans, bound)
+            split_units = _piece_ranges(origin)
+            if split_units:  # the pieces replace their unit; a cut between two of them has probability 0
+                last = [k == len(origin) - 1 or origin[k + 1] != o for k, o in enumerate(origin)]
+                count = Counter(origin)
+                units = [units[o] if count[o] == 1 else normalize_unit(text[s:e]) for o, (s, e) in zip(origin, pieces)]
+                index = torch.tensor(origin)
+                probs, label_probs = probs[index], label_probs[index]  # (n', C): each piece with its unit's
+                p_end = [p_end[o] if is_last else 0.0 for o, is_last in zip(origin, last)]
+                unit_spans, n = pieces, len(pieces)
+            cuts = limits.best_cuts(p_end, text, unit_spans, bound, num_segments=num_segments, threshold=threshold)
+        elif threshold is not None or num_segments is not None or (min_segment_units or 1) > 1:
             default = [i for i, e in enumerate(ends) if e]
             cuts = decisions.cuts(
                 p_end, default, threshold=threshold, num_segments=num_segments, min_segment_units=min_segment_units
             )
+        if cuts is not None:
             ends = [0] * n
             for c in cuts:
                 ends[c] = 1
@@ -335,7 +440,9 @@ class Segmenter:
             # the decision point (the lyrics model's isotonic map sends P(chorus) 0.58 to 0.47), so
             # chorus lines in a forced segment would turn verse.
             labels = ends if self.task == BOUNDARY else segment_labels(label_probs, ends)
-        return Prediction(units, labels, self.label_names, p_end, ends, self.task)
+        return Prediction(
+            units, labels, self.label_names, p_end, ends, self.task, unit_spans=unit_spans, split_units=split_units
+        )
 
     # -- the public API ---------------------------------------------------------------------
     def segment(
@@ -347,12 +454,23 @@ class Segmenter:
         threshold: float | None = None,
         num_segments: int | None = None,
         min_segment_units: int = 1,
+        max_segment_chars: int | None = None,
+        max_segment_tokens: int | None = None,
+        tokenizer: Any = None,
     ) -> list[list[str]] | Prediction:
         """The segments of ``text`` (lists of units); with ``return_probs`` the whole
-        Prediction (units, labels, boundary_probs, boundaries, .segments). ``units``: how the
-        text becomes units, sentences | lines; None: as the model was trained (``self.units``).
-        threshold, num_segments, min_segment_units: as for ``predict``."""
-        decide = {"threshold": threshold, "num_segments": num_segments, "min_segment_units": min_segment_units}
+        Prediction (units, labels, boundary_probs, boundaries, .segments, .spans into
+        ``text``). ``units``: how the text becomes units, sentences | lines; None: as the
+        model was trained (``self.units``). threshold, num_segments, min_segment_units,
+        max_segment_chars, max_segment_tokens, tokenizer: as for ``predict``."""
+        decide = {
+            "threshold": threshold,
+            "num_segments": num_segments,
+            "min_segment_units": min_segment_units,
+            "max_segment_chars": max_segment_chars,
+            "max_segment_tokens": max_segment_tokens,
+            "tokenizer": tokenizer,
+        }
         return self.segment_many([text], units=units, return_probs=return_probs, **decide)[0]
 
     def segment_many(
@@ -364,11 +482,29 @@ class Segmenter:
         threshold: float | None = None,
         num_segments: int | None = None,
         min_segment_units: int = 1,
+        max_segment_chars: int | None = None,
+        max_segment_tokens: int | None = None,
+        tokenizer: Any = None,
     ) -> list[list[list[str]]] | list[Prediction]:
         """``segment`` for many texts, run through the network in batches."""
-        decide = {"threshold": threshold, "num_segments": num_segments, "min_segment_units": min_segment_units}
+        decide = {
+            "threshold": threshold,
+            "num_segments": num_segments,
+            "min_segment_units": min_segment_units,
+            "max_segment_chars": max_segment_chars,
+            "max_segment_tokens": max_segment_tokens,
+            "tokenizer": tokenizer,
+        }
+        limits.check(  # settings that can never hold fail before the sentence splitter runs
+            max_segment_chars=max_segment_chars,
+            max_segment_tokens=max_segment_tokens,
+            tokenizer=tokenizer,
+            min_segment_units=min_segment_units,
+        )
+        texts = list(texts)
         units = self.resolve_units(units)
-        preds = self.predict([self.split(t, units=units) for t in texts], **decide)
+        split = [self.split_with_spans(t, units=units) for t in texts]
+        preds = self.predict([u for u, _ in split], texts=texts, unit_spans=[sp for _, sp in split], **decide)
         return preds if return_probs else [p.segments for p in preds]
 
 
@@ -380,6 +516,17 @@ def check_source(ckpt_path: str | os.PathLike | None, pretrained: str | None) ->
             f"give ckpt_path= (a checkpoint) or pretrained= (one of {sorted(MODELS)}), "
             f"not {'both' if pretrained else 'neither'}: ckpt_path={ckpt_path}, pretrained={pretrained}"
         )
+
+
+def _piece_ranges(origin: Sequence[int]) -> list[tuple[int, int]]:
+    """[first, stop) ranges of positions that share an origin, for origins with more than one."""
+    ranges, first = [], 0
+    for k in range(1, len(origin) + 1):
+        if k == len(origin) or origin[k] != origin[first]:
+            if k - first > 1:
+                ranges.append((first, k))
+            first = k
+    return ranges
 
 
 def segment_labels(probs: Tensor, ends: Sequence[int]) -> list[int]:

@@ -99,6 +99,7 @@ def run(cfg: Any) -> None:
             default_units=cfg.units,
             source=source,
             cors_origins=tuple(cfg.cors_origins or ()),
+            tokenizer=cfg.get("tokenizer"),
         )
     except ValueError as e:
         raise ConfigError(str(e)) from None

@@ -477,3 +477,67 @@ def test_load_test_script_reports_a_clean_run(tiny_checkpoint, tmp_path):
 def test_load_test_refuses_other_hosts():
     proc = script("load_test.py", "url=http://example.com:8000")
     assert proc.returncode == 2 and "loopback only" in proc.stderr.decode()
+
+
+# ----------------------------------------------------------------------------- chunks: spans and length limits
+
+
+@pytest.fixture(scope="module")
+def chunking_client():
+    """The shipped topic model served with a word-counting tokenizer for max_segment_tokens."""
+    topic = Segmenter.from_pretrained("topic")
+    app = create_app(topic, source="test", tokenizer=str.split, warmup=False)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        client.topic = topic
+        yield client
+
+
+CHUNK_TEXT = "\r\n".join(f"Line {i} is about the theme {i // 5},\r\nwrapped here.  Then it ends." for i in range(20))
+
+
+def test_answers_carry_spans_into_the_text(chunking_client):
+    r = chunking_client.post("/segment", json={"text": CHUNK_TEXT})
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    pred = chunking_client.topic.segment(CHUNK_TEXT, return_probs=True)
+    assert answer["spans"] == [list(s) for s in pred.spans] and len(answer["spans"]) == len(answer["segments"])
+    for (start, end), segment in zip(answer["spans"], answer["segments"]):
+        assert " ".join(CHUNK_TEXT[start:end].split()) == " ".join(segment)
+    r = chunking_client.post("/segment", json={"lines": ["one line", "two  lines"], "max_segment_chars": 12})
+    assert r.json()["spans"] == [[0, 8], [9, 18]]  # into the lines joined by line breaks, normalized
+
+
+def test_length_limits_in_requests(chunking_client):
+    for limit in (
+        {"max_segment_chars": 150},
+        {"max_segment_tokens": 25},
+        {"max_segment_chars": 90, "num_segments": 30},
+    ):
+        r = chunking_client.post("/segment", json={"text": CHUNK_TEXT, **limit})
+        assert r.status_code == 200, r.text
+        answer = r.json()
+        pred = chunking_client.topic.segment(
+            CHUNK_TEXT, return_probs=True, tokenizer=str.split if "max_segment_tokens" in limit else None, **limit
+        )
+        assert answer["boundaries"] == pred.boundaries and answer["spans"] == [list(s) for s in pred.spans]
+        for start, end in answer["spans"]:
+            assert end - start <= limit.get("max_segment_chars", 10**9)
+            assert len(CHUNK_TEXT[start:end].split()) <= limit.get("max_segment_tokens", 10**9)
+    r = chunking_client.post("/segment", json={"text": "Short. Text.", "max_segment_chars": 3, "min_segment_units": 4})
+    assert r.status_code == 422 and "min_segment_units=4 and max_segment_chars=3 cannot both hold" in r.json()["error"]
+    r = chunking_client.post(
+        "/segment",
+        json={
+            "documents": [{"id": "a", "text": "Fine."}, {"id": "b", "lines": ["aaaaaaaa"] * 3}],
+            "max_segment_chars": 17,
+            "min_segment_units": 2,
+        },
+    )
+    assert r.status_code == 422 and r.json()["error"].startswith(
+        "document b: min_segment_units=2 and max_segment_chars=17"
+    )
+
+
+def test_token_limits_need_the_servers_tokenizer(client):
+    r = client.post("/segment", json={"text": "One. Two.", "max_segment_tokens": 10})
+    assert r.status_code == 422 and "started without tokenizer=" in r.json()["error"]
