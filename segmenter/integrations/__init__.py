@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from segmenter.core import decisions, limits
+from segmenter.core.document import check_units
 from segmenter.core.spans import Span
-from segmenter.inference.api import UNITS, Segmenter
+from segmenter.inference.api import Segmenter
 from segmenter.pretrained import MODELS
 
 
@@ -32,11 +33,11 @@ def load_segmenter(segmenter: Segmenter | str | os.PathLike) -> Segmenter:
 
 @dataclass(frozen=True)
 class Chunking:
-    """How text becomes chunks: the unit kind and the decision settings of
+    """How text becomes chunks: the unit kind (None: the model's own, ``Segmenter.units``) and the decision settings of
     ``Segmenter.segment_many`` (threshold, num_segments, min_segment_units and the length
     limits), checked when made; ``tokenizer`` as segmenter.core.limits.token_counter takes it."""
 
-    units: str = "sentences"
+    units: str | None = None
     threshold: float | None = None
     num_segments: int | None = None
     min_segment_units: int = 1
@@ -45,8 +46,8 @@ class Chunking:
     tokenizer: Any = None
 
     def __post_init__(self) -> None:
-        if self.units not in UNITS:
-            raise ValueError(f"units={self.units!r} is not one of {UNITS}")
+        if self.units is not None:
+            check_units(self.units)
         decisions.check(
             0, threshold=self.threshold, num_segments=self.num_segments, min_segment_units=self.min_segment_units
         )

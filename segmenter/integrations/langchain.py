@@ -35,7 +35,7 @@ class SegmenterTextSplitter(TextSplitter):
         self,
         *,
         segmenter: Segmenter | str | os.PathLike = "topic",
-        units: str = "sentences",
+        units: str | None = None,
         threshold: float | None = None,
         num_segments: int | None = None,
         min_segment_units: int = 1,

@@ -35,7 +35,7 @@ class SegmenterNodeParser(NodeParser):
     # which model cuts (a shipped model's name or a checkpoint path): part of to_dict(), so an
     # IngestionPipeline's cache tells two parsers with different models apart
     model: str = ""
-    units: str = "sentences"
+    units: str | None = None
     threshold: float | None = None
     num_segments: int | None = None
     min_segment_units: int = 1
