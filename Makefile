@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # With a GPU: make setup TORCH_CPU=torch (any build pyproject's range accepts).
 TORCH_CPU ?= torch==2.13.0
-EXTRAS ?= test,bench,sweep,minilm,serve,rst,onnx
+EXTRAS ?= test,bench,sweep,minilm,serve,rst,chunking,compare,onnx
 
 .PHONY: setup train lint test test-all bench python-docs clean
 

@@ -12,16 +12,18 @@ import json
 import time
 
 import hydra
-import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 import segmenter.cli
-from segmenter.features import Featurizer
 
 
-@segmenter.cli.main(config_name="train")
+@segmenter.cli.main(config_name="bench_encoder")
 def main(cfg: DictConfig) -> None:
+    import torch  # here, not above: `--help` stays fast
+
+    from segmenter.features import Featurizer
+
     datamodule = hydra.utils.instantiate(cfg.data)
     units = datamodule.all_units()
     start = time.perf_counter()

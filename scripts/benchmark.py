@@ -1,7 +1,7 @@
 """Benchmark the attention modules: python scripts/benchmark.py [lengths=[256,1024] repeats=3 ...]
 
 Writes table.md, benchmark.png and results.json into the run folder
-(outputs/benchmark/<time>/) and prints the table.
+(outputs/benchmark/<date>_<time>_<id>/) and prints the table.
 """
 
 from hydra.core.hydra_config import HydraConfig

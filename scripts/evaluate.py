@@ -1,16 +1,7 @@
-"""Evaluate a checkpoint next to baselines: python scripts/evaluate.py ckpt_path=... data=choi"""
+"""Evaluate a checkpoint next to baselines: python scripts/evaluate.py ckpt_path=... data=choi
+(installed: segmenter-evaluate ...; the command is segmenter.cli.commands.evaluate)."""
 
-from omegaconf import DictConfig
-
-import segmenter.cli
-
-
-@segmenter.cli.main(config_name="evaluate")
-def main(cfg: DictConfig) -> None:
-    from segmenter.evaluation.evaluate import evaluate  # after Hydra has set up logging
-
-    evaluate(cfg)
-
+from segmenter.cli.commands import evaluate
 
 if __name__ == "__main__":
-    main()
+    evaluate()

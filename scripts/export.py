@@ -1,4 +1,4 @@
-"""Export a checkpoint's network to ONNX for the ONNX backend (options: conf/export.yaml,
+"""Export a checkpoint's network to ONNX for the ONNX backend (options: segmenter/conf/export.yaml,
 docs/predict.md#onnx-backend):
 
 python scripts/export.py pretrained=topic output=topic.onnx

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Issue 13's GPU checks in one go: the `gpu`-marked tests, `python scripts/train.py
-# attention=<each conf/attention option> trainer=gpu trainer.max_epochs=2`, and the CUDA bf16 benchmark up to
+# attention=<each segmenter/conf/attention option> trainer=gpu trainer.max_epochs=2`, and the CUDA bf16 benchmark up to
 # 262,144 units. At most ~9.5 minutes (the steps' own timeouts: 260 s, then 280 s for the
 # tests and training runs together); most of it is torch.compile of FlexAttention.
 # Results land in $OUT (or ./gpu_check_out):
 #   summary.txt         exit status and wall time of each step, GPU and torch versions
 #   bench_table.md, bench_results.json, bench.png   the CUDA benchmark (docs/benchmark.md, GPU section)
 #   gpu_tests.log       pytest -m gpu -v output
-#   train_<attention>.log   the training runs, one per conf/attention/*.yaml
+#   train_<attention>.log   the training runs, one per segmenter/conf/attention/*.yaml
 # Every step writes there as it goes, so a run cut short still returns what it finished.
 #
 # The device machine (torch 2.11, lightning, torchmetrics, tensorboard, pytest, rich,
@@ -72,11 +72,11 @@ cp "$WORK/bench/table.md" "$OUT/bench_table.md" 2>/dev/null || tail -30 "$WORK/b
 cp "$WORK/bench/results.json" "$OUT/bench_results.json" 2>/dev/null
 cp "$WORK/bench/benchmark.png" "$OUT/bench.png" 2>/dev/null
 
-# 2. One training run per attention type (conf/attention/*.yaml) in the background (the GPU
+# 2. One training run per attention type (segmenter/conf/attention/*.yaml) in the background (the GPU
 #    has room for all of them and nothing is timed now), each with its own output and cache
 #    folder, while
 # 3. the gpu-marked tests run.
-for a in $(cd conf/attention && ls *.yaml | sed 's/\.yaml$//'); do
+for a in $(cd segmenter/conf/attention && ls *.yaml | sed 's/\.yaml$//'); do
     (step "train $a" 280 python3 scripts/train.py attention=$a trainer=gpu trainer.max_epochs=2 \
         callbacks.rich_progress_bar=null paths.log_dir=$WORK/train_$a hydra.run.dir=$WORK/train_$a/run \
         >"$OUT/train_$a.log" 2>&1) &

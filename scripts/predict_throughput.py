@@ -15,29 +15,32 @@ backend's speed relative to the first. Writes throughput.md and throughput.json 
 run folder and prints the table.
 """
 
+from __future__ import annotations
+
 import json
 import logging
 import os
 import platform
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 import segmenter.cli
-from segmenter.cli.config import attention_types
-from segmenter.core.io import atomic_write
-from segmenter.data.formats import list_files, read_separator_files
-from segmenter.inference.api import Segmenter
-from segmenter.training.train import train
 
+if TYPE_CHECKING:
+    from segmenter.inference.api import Segmenter
+
+# torch and the package's heavy parts are imported where they are used: `--help` stays fast.
 log = logging.getLogger("predict_throughput")
 
 
 def choi_documents(root: Path, max_docs: int | None) -> list[list[str]]:
     """The units of the Choi *.ref files, read by the package's separator reader."""
+    from segmenter.data.formats import list_files, read_separator_files
+
     files = list_files(root, pattern="*.ref") if root.is_dir() else []
     if not files:
         raise FileNotFoundError(f"no Choi *.ref files under {root} (see ../shared/data/README.md)")
@@ -45,6 +48,8 @@ def choi_documents(root: Path, max_docs: int | None) -> list[list[str]]:
 
 
 def brief_checkpoint(attention: str, cfg: DictConfig, out: Path) -> Path:
+    from segmenter.training.train import train
+
     run = out / f"train_{attention}"
     train_cfg = hydra.compose(
         config_name="train",
@@ -65,6 +70,11 @@ def timed(seg: Segmenter, docs: list[list[str]]) -> float:
 
 @segmenter.cli.main(config_name="predict_throughput")
 def main(cfg: DictConfig) -> None:
+    import torch
+
+    from segmenter.cli.config import attention_types
+    from segmenter.core.io import atomic_write
+
     out = Path(cfg.paths.output_dir)
     docs = choi_documents(Path(cfg.choi_dir), cfg.max_docs)
     n_units = sum(len(d) for d in docs)
@@ -73,7 +83,7 @@ def main(cfg: DictConfig) -> None:
     log.info("%d Choi documents, %d sentences; torch %s", len(docs), n_units, torch.__version__)
     rows = []
     attentions = attention_types() if cfg.attentions is None else list(cfg.attentions)
-    models = [(a, {"ckpt_path": cfg.checkpoints.get(a) or brief_checkpoint(a, cfg, out)}) for a in attentions]
+    models = [(a, {"ckpt_path": str(cfg.checkpoints.get(a) or brief_checkpoint(a, cfg, out))}) for a in attentions]
     models += [(f"pretrained {name}", {"pretrained": name}) for name in cfg.pretrained or ()]
     backends = list(cfg.backends)
     for model, source in models:
@@ -83,7 +93,8 @@ def main(cfg: DictConfig) -> None:
             first = None
             for backend in backends:
                 onnx = {"onnx_path": str(out / f"{model.replace(' ', '_')}.onnx")} if backend == "onnx" else {}
-                seg = Segmenter.load(**source, **cfg.segmenter, backend=backend, featurizer=featurizer, **onnx)
+                shared = {} if featurizer is None else {"featurizer": featurizer}
+                seg: Segmenter = hydra.utils.instantiate(cfg.segmenter, **source, backend=backend, **shared, **onnx)
                 featurizer = seg.featurizer if len(backends) > 1 else None
                 if featurizer is not None and first is None:
                     featurizer.warm(pool)  # frozen MiniLM vectors: not what is compared (hashing: no cache)
@@ -126,7 +137,7 @@ def main(cfg: DictConfig) -> None:
         f"{r.get('long_doc_units_per_s', 0):,} | {r.get('long_doc_speed_vs_first', float('nan')):.2f} |\n"
         for r in rows
     )
-    settings = OmegaConf.to_container(cfg.segmenter)
+    settings = {k: v for k, v in OmegaConf.to_container(cfg.segmenter).items() if k != "_target_"}
     cache = (
         "cold feature cache"
         if len(backends) == 1

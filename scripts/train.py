@@ -1,18 +1,7 @@
-"""Train a segmentation model: python scripts/train.py attention=localized trainer.max_epochs=2"""
+"""Train a segmentation model: python scripts/train.py attention=localized trainer.max_epochs=2
+(installed: segmenter-train ...; the command is segmenter.cli.commands.train)."""
 
-from omegaconf import DictConfig
-
-import segmenter.cli
-
-
-@segmenter.cli.main(config_name="train")
-def main(cfg: DictConfig) -> float | None:
-    from segmenter.training.train import train  # after Hydra has set up logging
-
-    metrics = train(cfg)
-    # Returned to sweepers (e.g. Optuna) as the value to optimize.
-    return metrics.get(cfg.get("optimized_metric"))
-
+from segmenter.cli.commands import train
 
 if __name__ == "__main__":
-    main()
+    train()

@@ -8,6 +8,7 @@ import functools
 import json
 import os
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from segmenter.inference.api import Segmenter
 from segmenter.training.train import build
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
+CONF = ROOT / "segmenter" / "conf"
 SHARED_DATA = ROOT.parent / "shared" / "data"
 os.environ.setdefault("SEGMENTER_ROOT", str(ROOT))
 
@@ -87,7 +88,7 @@ def score_checkpoint(ckpt: Path, docs: list, task: str) -> dict[str, float]:
     predictions (whole documents), scored by evaluate's metric path."""
     seg = Segmenter.from_checkpoint(ckpt, max_units=max(len(d) for d in docs), overlap=0)  # whole documents
     preds = seg.predict([d.units for d in docs])
-    return score_labels([(p.labels, d.labels) for p, d in zip(preds, docs)], task, seg.label_names)
+    return score_labels([(p.label_ids, d.labels) for p, d in zip(preds, docs)], task, seg.label_names)
 
 
 def write_songs(path: Path, *, num_songs: int = 24, seed: int = 0) -> Path:
@@ -194,3 +195,61 @@ def one_hot_by_first_seen(feats) -> torch.Tensor:
     bags = torch.split(feats["hashed_ids"], feats["hashed_sizes"].tolist())
     ids: dict[tuple[int, ...], int] = {}
     return torch.eye(8)[[ids.setdefault(tuple(b.tolist()), len(ids)) for b in bags]]  # (N, 8)
+
+
+def entry_config(script: str) -> str:
+    """The config_name ``scripts/<script>.py`` hands to segmenter.cli.main, itself or through
+    the command of segmenter.cli.commands it wraps (``from segmenter.cli.commands import <name>``)."""
+    text = (ROOT / "scripts" / f"{script}.py").read_text(encoding="utf-8")
+    if "from segmenter.cli.commands import " in text:
+        command = text.split("from segmenter.cli.commands import ", 1)[1].split()[0]
+        text = (ROOT / "segmenter" / "cli" / "commands.py").read_text(encoding="utf-8")
+        text = "segmenter.cli." + text.split(f"\ndef {command}(", 1)[0].rsplit("@", 1)[1]
+    found = re.search(r'segmenter\.cli\.main\(config_name="(\w+)"', text)
+    assert found, f"scripts/{script}.py: no segmenter.cli.main(config_name=...)"
+    return found.group(1)
+
+
+WIKI_ARTICLES = {
+    "12/34/56/1234567": [
+        "========,1,preface.",
+        "Alpha is a village in the north.",
+        "It has a church.",
+        "========,2,History.",
+        "========,3,Early history.",
+        "The village was founded in 1200.",
+        "***LIST***.",
+        "It grew slowly.",
+        "========,2,Geography.",
+        "The village lies on a river.",
+    ],
+    "12/34/57/1234571": [
+        "========,1,preface.",
+        "========,2,Career.",
+        "Beta played football for ten years.",
+        "He then became a coach.",
+        "She trained three teams.",
+        "========,2,Personal life.",
+        "Beta lives in a small town.",
+    ],
+    "98/76/54/9876543": [
+        "========,1,preface.",
+        "Gamma is a river.",
+        "========,2,Course.",
+        "It flows to the sea.",
+        "========,3,Tributaries.",
+        "Two small streams join it.",
+        "========,4,Names.",
+        "Their names are old.",
+    ],
+}
+
+
+def write_wiki_pool(folder: Path) -> Path:
+    """Three small articles in Wiki-727K's format and layout (levels 1 to 4, an empty
+    preface and section, a removed list) under ``folder``."""
+    for rel, lines in WIKI_ARTICLES.items():
+        path = folder / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return folder

@@ -6,10 +6,14 @@ starts: segmenter.cli.config), a file that is not there -- ends the script with 
 standard error (also in the run's log file), naming what is wrong, and exit status 2.
 ``HYDRA_FULL_ERROR=1`` adds the traceback. Anything else is a bug: Hydra prints its
 traceback, exit status 1. Hydra's own refusals of the command line (an unknown key or
-option, bad override syntax) happen before the script starts; they exit with 2 as well.
+option, bad override syntax) happen before the script starts; they are one line as well
+(``refusal``: an unknown key names the nearest valid key), exit status 2. A key added with
+``+`` must have a place in the config (``segmenter.cli.config.check_added_keys``): Hydra
+would add any, and nothing would read a misspelled one.
 
-``SEGMENTER_ROOT`` (``paths.root_dir``: where outputs/ and ../shared/data are found) is set
-here, to the folder holding the script's conf/ (the repository root), unless already set.
+The configs are segmenter/conf (inside the package). ``SEGMENTER_ROOT`` (``paths.root_dir``:
+where outputs/ and ../shared/data are found) is set here unless already set: to the checkout
+the package is imported from (the repository root), else to the current folder.
 
 Usage in scripts/<name>.py::
 
@@ -20,22 +24,23 @@ Usage in scripts/<name>.py::
 from __future__ import annotations
 
 import functools
-import inspect
 import logging
 import os
+import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
+from hydra.errors import ConfigCompositionException, HydraException, InstantiationException
 from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue
 
-from segmenter.cli.config import validate
+from segmenter.cli.config import config_dir, dotted_keys, unknown_key, validate
+from segmenter.pretrained import MODELS
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +100,7 @@ def run_task(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     """Validate ``cfg``, run ``task``; a user's mistake -> one logged line and exit status 2
     (in a multirun it is re-raised after logging: the sweep records the job as failed)."""
     try:
-        validate(cfg)
+        validate(cfg, overrides=HydraConfig.get().overrides.task if HydraConfig.initialized() else ())
         return task(cfg)
     except Exception as e:
         mistake = user_error(e)
@@ -120,33 +125,99 @@ def _traceback_to_log_files(error: BaseException) -> None:
             handler.handle(record)
 
 
-def main(
-    *, config_name: str, config_path: str = "../conf"
-) -> Callable[[Callable[[DictConfig], Any]], Callable[[], Any]]:
-    """``hydra.main`` (version_base 1.3, ``config_path`` relative to the script) with the error
-    policy; sets SEGMENTER_ROOT to the parent of that config folder unless it is set."""
+def root_dir() -> Path:
+    """Where outputs/ go and ../shared/data is looked for when SEGMENTER_ROOT is not set: the
+    checkout holding the package (a pyproject.toml beside segmenter/; the scripts, an editable
+    install), else the current folder (a segmenter installed from a wheel)."""
+    checkout = Path(__file__).resolve().parents[2]
+    return checkout if (checkout / "pyproject.toml").is_file() else Path.cwd()
+
+
+def _set_full_error(value: str | None) -> None:
+    if value is None:
+        os.environ.pop("HYDRA_FULL_ERROR", None)
+    else:
+        os.environ["HYDRA_FULL_ERROR"] = value
+
+
+def refusal(error: Exception, args: Sequence[str], *, script: str) -> str:
+    """One line for Hydra's refusal of the command line ``args`` (composing the config
+    failed): an unknown key names the nearest valid key; a config group the script does not
+    take (``model=topic`` to predict) says what to give instead."""
+    cause = error.__cause__
+    key = getattr(cause, "full_key", None)
+    parent = getattr(cause, "parent_node", None)
+    if isinstance(error, ConfigCompositionException) and key and isinstance(parent, DictConfig):
+        prefix = key.rpartition(".")[0]
+        given = next((a for a in args if a.split("=", 1)[0].lstrip("+~") == key), key)
+        return f"{given}: {unknown_key(key, dotted_keys(parent, prefix + '.' if prefix else ''))}"
+    found = re.match(r"Could not override '([^']+)'\. No match in the defaults list", str(error))
+    if found:
+        group = found.group(1)
+        given = next((a for a in args if a.split("=", 1)[0] == group), group)
+        hint = ""
+        if group == "model":  # the scripts that take no model group take pretrained= instead
+            value = given.split("=", 1)[-1]
+            hint = f"; for a shipped model give pretrained={value if value in MODELS else '<' + '|'.join(sorted(MODELS)) + '>'}"
+        return f"{given}: {script} takes no config group {group} (a group of scripts/train.py){hint}; --help lists the settings"
+    text = str(error).split("Config search path:")[0]  # Hydra's search path says nothing to the user
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def main(*, config_name: str) -> Callable[[Callable[[DictConfig], Any]], Callable[[], Any]]:
+    """``hydra.main`` (version_base 1.3, the package's configs) with the error policy; sets
+    SEGMENTER_ROOT (``root_dir()``) unless it is set."""
 
     def decorate(task: Callable[[DictConfig], Any]) -> Callable[[], Any]:
         started = False
-        conf = (Path(inspect.getfile(task)).resolve().parent / config_path).resolve()
-        os.environ.setdefault("SEGMENTER_ROOT", str(conf.parent))  # read by conf/paths/default.yaml
+        os.environ.setdefault("SEGMENTER_ROOT", str(root_dir()))  # read by conf/paths/default.yaml
 
-        @functools.wraps(task)  # Hydra finds the script (config_path, job name) through __wrapped__
+        full_error = os.environ.get("HYDRA_FULL_ERROR")  # the user's own setting
+
+        @functools.wraps(task)  # Hydra names the job after the script through __wrapped__
         def guarded(cfg: DictConfig) -> Any:
             nonlocal started
             started = True
+            _set_full_error(full_error)  # from here on Hydra reports as the user asked
             return run_task(task, cfg)
 
-        hydra_main = hydra.main(version_base="1.3", config_path=config_path, config_name=config_name)(guarded)
+        if task.__module__ != "__main__":
+            # A command defined in the package (segmenter.cli.commands): Hydra would name every
+            # job after that module; name it after the command (train, predict, ...) instead,
+            # as when it was defined in scripts/<command>.py.
+            del guarded.__wrapped__
+            guarded.__module__ = task.__name__
+
+        hydra_main = hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=config_name)(guarded)
 
         @functools.wraps(task)
         def entry() -> Any:
+            # Hydra words a refused command line in several lines and, for a misspelled key,
+            # advises `+key=value`, which adds a key nothing reads. With HYDRA_FULL_ERROR=1 (its
+            # documented switch) it raises instead, and the refusal is worded here: one line.
+            os.environ["HYDRA_FULL_ERROR"] = "1"
             try:
                 return hydra_main()
             except SystemExit as e:
                 if e.code == 1 and not started:  # Hydra refused the command line and said why
                     raise SystemExit(USER_ERROR_STATUS) from None
                 raise
+            except Exception as e:
+                if started or full_error == "1":
+                    raise
+                # Before any job started here: composing the config failed, or (a sweep whose
+                # jobs run in other processes) a job's error came back; that job logged it.
+                mistake = user_error(e)
+                if mistake is not None:
+                    line = one_line(mistake)
+                elif isinstance(e, HydraException):
+                    line = refusal(e, sys.argv[1:], script=Path(sys.argv[0]).name)
+                else:
+                    raise  # a bug: its traceback, exit status 1
+                sys.stderr.write(line + "\n")
+                raise SystemExit(USER_ERROR_STATUS) from None
+            finally:
+                _set_full_error(full_error)
 
         return entry
 

@@ -18,18 +18,24 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from segmenter.core.bounds import Number
 
-def check(n: int, *, threshold: float | None, num_segments: int | None, min_segment_units: int) -> None:
+# The settings' bounds (segmenter.core.bounds): checked here, and by the command line and the
+# HTTP server through these same objects. null: the network's own decision (min_segment_units: 1).
+THRESHOLD = Number(lo=0, lo_open=True, hi=1, whole=False, none=True)
+NUM_SEGMENTS = Number(lo=1, none=True)
+MIN_SEGMENT_UNITS = Number(lo=1, none=True)
+
+
+def check(n: int, *, threshold: float | None, num_segments: int | None, min_segment_units: int | None) -> None:
     """ValueError naming the values when the settings cannot be met for ``n`` units."""
+    THRESHOLD.check("threshold", threshold)
+    NUM_SEGMENTS.check("num_segments", num_segments)
+    MIN_SEGMENT_UNITS.check("min_segment_units", min_segment_units)
     if threshold is not None and num_segments is not None:
         raise ValueError(f"threshold={threshold} and num_segments={num_segments}: give one or the other")
-    if threshold is not None and not 0.0 < threshold <= 1.0:
-        raise ValueError(f"threshold={threshold} must be in (0, 1]")
-    if min_segment_units < 1:
-        raise ValueError(f"min_segment_units={min_segment_units} must be >= 1")
+    min_segment_units = min_segment_units or 1
     if num_segments is not None:
-        if num_segments < 1:
-            raise ValueError(f"num_segments={num_segments} must be >= 1")
         if n and num_segments * min_segment_units > n:
             raise ValueError(
                 f"num_segments={num_segments} segments of min_segment_units={min_segment_units} or more units "
@@ -43,7 +49,7 @@ def check_documents(
     names: Sequence[str] | None = None,
     threshold: float | None,
     num_segments: int | None,
-    min_segment_units: int,
+    min_segment_units: int | None,
 ) -> None:
     """``check`` for each document of ``lengths`` units; the ValueError starts with the
     offending document's name (``names``, e.g. its file), or none when no names are given."""
@@ -106,12 +112,13 @@ def cuts(
     *,
     threshold: float | None = None,
     num_segments: int | None = None,
-    min_segment_units: int = 1,
+    min_segment_units: int | None = 1,
 ) -> list[int]:
     """The units after which a segment ends (sorted), from boundary probabilities ``p`` and
     the network's own cuts ``default``, as the settings ask (module docstring)."""
     n = len(p)
     check(n, threshold=threshold, num_segments=num_segments, min_segment_units=min_segment_units)
+    min_segment_units = min_segment_units or 1  # null: the default, 1
     if n == 0:
         return []
     if num_segments is not None:

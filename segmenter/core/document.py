@@ -23,6 +23,17 @@ BOUNDARY = "boundary"  # labels: 1 where a unit ends a segment (never the last u
 SECTION = "section"  # labels: a section type per unit; a boundary wherever the label changes
 TASKS = (BOUNDARY, SECTION)
 IGNORE = -100  # label at padded positions: ignored by the loss and the metrics
+# How plain text becomes units: pysbd's sentences, or every non-blank line. A model is used with
+# the kind it was trained on (a checkpoint's "units"); checkpoints without one: sentences.
+UNITS = ("sentences", "lines")
+DEFAULT_UNITS = "sentences"
+
+
+def check_units(units: str, *, name: str = "units") -> str:
+    """``units`` when it is one of UNITS (``name``: the setting's name in the message)."""
+    if units not in UNITS:
+        raise ValueError(f"{name}={units!r} is not one of {UNITS}")
+    return units
 
 
 def check_task(task: str, *, name: str = "task") -> str:

@@ -12,13 +12,19 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from segmenter.core.bounds import Number
 from segmenter.core.document import Document
+
+WINDOW = Number(lo=1)  # units of a window (inference's max_units)
+OVERLAP = Number(lo=0)  # units neighbouring windows share; below the window size as well (check_window)
 
 
 def check_window(size: int, overlap: int, *, size_name: str = "size") -> None:
     """Windows of ``size`` units sharing ``overlap``: size >= 1 and 0 <= overlap < size
     (``size_name``: the setting's name in the message, e.g. max_units)."""
-    if size < 1 or not 0 <= overlap < size:
+    WINDOW.check(size_name, size)
+    OVERLAP.check("overlap", overlap)
+    if overlap >= size:
         raise ValueError(
             f"need {size_name} >= 1 and 0 <= overlap < {size_name}, got {size_name}={size}, overlap={overlap}"
         )

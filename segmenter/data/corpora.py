@@ -21,7 +21,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
-from segmenter.core.document import BOUNDARY, SECTION, Document, check_task, document_segments, segments_to_document
+from segmenter.core.document import (
+    BOUNDARY,
+    SECTION,
+    Document,
+    check_task,
+    check_units,
+    document_segments,
+    segments_to_document,
+)
 from segmenter.data.formats import check_on_error, read_jsonl, read_separator_files
 from segmenter.data.splits import SPLITS, check_fractions, random_split
 from segmenter.data.synthetic import draw_segments
@@ -34,6 +42,9 @@ class Corpus(Protocol):
 
     task: str  # "boundary" or "section" (segmenter.core.document)
     label_names: tuple[str, ...]  # one name per class
+    # Optional: what its units are, "sentences" (when absent) or "lines"; stored in checkpoints,
+    # where it is the model's default for splitting plain text (segmenter.core.document.UNITS).
+    units: str
 
     def load(self) -> dict[str, list[Document]]: ...
 
@@ -114,7 +125,9 @@ class SeparatorCorpus(FileCorpus):
 
 class JsonlCorpus(FileCorpus):
     """JSONL documents; ``label_mode="section"`` trains a multi-class head over ``label_names``,
-    ``label_mode="boundary"`` a boundary head. ``path`` split by seed, or ``files`` per split."""
+    ``label_mode="boundary"`` a boundary head. ``path`` split by seed, or ``files`` per split.
+    ``units``: what a document's "lines" are (lines of a song; ``sentences`` of prose), the
+    trained model's default for plain text."""
 
     def __init__(
         self,
@@ -126,9 +139,11 @@ class JsonlCorpus(FileCorpus):
         fractions: Sequence[float] = (0.8, 0.1, 0.1),
         seed: int = 0,
         on_error: str = "raise",
+        units: str = "lines",
     ) -> None:
         super().__init__(path=path, files=files, fractions=fractions, seed=seed)
         check_task(label_mode, name="label_mode")
+        self.units = check_units(units)  # a document's "lines" are its units; sentences if they are
         if label_mode == BOUNDARY and len(label_names) != 2:
             raise ValueError(f"label_mode=boundary needs 2 label_names, got {list(label_names)}")
         if len(label_names) < 2:

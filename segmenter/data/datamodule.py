@@ -15,11 +15,17 @@ from lightning import LightningDataModule
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
 
-from segmenter.core.document import IGNORE, Document, boundary_labels, boundary_slots
+from segmenter.core.bounds import Number
+from segmenter.core.document import DEFAULT_UNITS, IGNORE, Document, boundary_labels, boundary_slots
 from segmenter.core.windows import check_window, window_document
 from segmenter.data.corpora import Corpus
 from segmenter.data.splits import split_manifest, write_split_file
 from segmenter.features import Featurizer
+
+# The settings' bounds (segmenter.core.bounds; the command line checks data.* with them too).
+BATCH_SIZE = Number(lo=1)
+NUM_WORKERS = Number(lo=0)
+MAX_UNITS = Number(lo=2, none=True)  # a training window holds a boundary slot; null: whole documents
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +88,9 @@ class SegmentationDataModule(LightningDataModule):
         turns units into the network's tensors (``Featurizer.for_net(net)``); it can be
         given once the network is built, as ``datamodule.featurizer = ...``."""
         super().__init__()
-        if batch_size < 1:
-            raise ValueError(f"batch_size={batch_size} must be >= 1")
+        BATCH_SIZE.check("batch_size", batch_size)
+        NUM_WORKERS.check("num_workers", num_workers)
+        MAX_UNITS.check("max_units", max_units)
         if max_units is not None:
             check_window(max_units, overlap, size_name="max_units")
         self.corpus = corpus
@@ -125,6 +132,12 @@ class SegmentationDataModule(LightningDataModule):
     @property
     def label_names(self) -> tuple[str, ...]:
         return tuple(self.corpus.label_names)
+
+    @property
+    def units(self) -> str:
+        """What the corpus's units are (sentences | lines): a corpus that does not say has
+        sentences, as every corpus had before corpora said."""
+        return getattr(self.corpus, "units", DEFAULT_UNITS)
 
     @property
     def num_classes(self) -> int:

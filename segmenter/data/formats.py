@@ -2,7 +2,10 @@
 them are segmenter/data/corpora.py).
 
 - Separator format (Choi 2000, Wiki-727K): one unit per line; a separator line starts a
-  new segment. Choi uses ``==========``; Wiki-727K uses ``========,<level>,<title>.``.
+  new segment. Choi uses ``==========``; Wiki-727K uses ``========,<level>,<title>.``; the
+  predict command writes ``========== <label>`` for a section model (``========== chorus``),
+  read as a plain separator (the segments, not their labels: a separator corpus is a
+  boundary corpus).
 - JSONL: one JSON object per line. Training documents are ``{"id": ..., "lines": [...],
   "labels": [...]}``; ``jsonl_lines``, ``json_object`` and ``string_list`` also parse the
   predict command's JSONL input (``{"id", "text"}`` or ``{"id", "lines"}``).
@@ -27,7 +30,7 @@ from segmenter.core.document import BOUNDARY, SECTION, Document, check_task, seg
 log = logging.getLogger(__name__)
 
 ON_ERROR = ("raise", "skip")
-CHOI_SEPARATOR = re.compile(r"^={10}\s*$")
+CHOI_SEPARATOR = re.compile(r"^={10}(?:\s+[^=\s].*)?$")  # stripped line; a label may follow a space
 WIKI_HEADER = re.compile(r"^========,(\d+),(.*)$")
 WIKI_LIST = "***LIST***."
 

@@ -4,12 +4,11 @@ Wiki-727K sample and the built-in corpus together)."""
 from __future__ import annotations
 
 import logging
-import random
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from segmenter.core.document import BOUNDARY, Document, document_segments, segments_to_document
+from segmenter.core.document import Document
 
 log = logging.getLogger(__name__)
 
@@ -22,19 +21,13 @@ class MixedCorpus:
     ``<name>`` or ``<name>/<its own subset>``, so a test table shows each corpus apart.
     The corpora must share a task and label names (a boundary corpus and a verse/chorus one
     do not mix). ``repeat``: how many times a corpus's training documents count (to balance
-    a small corpus against a large one), 1 by default. ``reorder``: corpora whose repeated
-    copies (all but the first) have their segments after the first in a seeded random order
-    (``seed``): new transitions between sections of one article, the lead kept first;
-    boundary corpora only. Measured on held-out Wikipedia (docs/pretrained.md, three seeds of
-    experiment=pretrained_topic): Pk 36.6% with ``reorder=[wiki]``, 36.2% without; off by default."""
+    a small corpus against a large one), 1 by default."""
 
     def __init__(
         self,
         *,
         corpora: Mapping[str, Any],
         repeat: Mapping[str, int] | None = None,
-        reorder: Collection[str] = (),
-        seed: int = 0,
     ) -> None:
         if not corpora:
             raise ValueError("MixedCorpus needs at least one corpus")
@@ -47,12 +40,6 @@ class MixedCorpus:
         if len(set(kinds.values())) > 1:
             raise ValueError(f"corpora of different tasks or label names cannot be mixed: {kinds}")
         self.task, self.label_names = next(iter(kinds.values()))
-        self.reorder, self.seed = set(reorder), seed
-        if self.reorder - set(self.corpora) or (self.reorder and self.task != BOUNDARY):
-            raise ValueError(
-                f"reorder={sorted(self.reorder)}: names must be among {sorted(self.corpora)}, "
-                f"and the task a boundary one (not {self.task!r})"
-            )
 
     def prepare(self) -> None:
         for corpus in self.corpora.values():
@@ -66,11 +53,7 @@ class MixedCorpus:
             splits = corpus.load()
             for split in SPLITS:
                 docs = [_tag(d, name) for d in splits.get(split, [])]
-                out[split] += docs
-                if split == "train":
-                    rng = random.Random(f"{self.seed}:{name}")
-                    for copy in range(1, self.repeat[name]):
-                        out[split] += [reorder_segments(d, rng, copy) for d in docs] if name in self.reorder else docs
+                out[split] += docs * (self.repeat[name] if split == "train" else 1)
             log.info("mixed corpus: %s: %s", name, ", ".join(f"{s} {len(splits.get(s, []))}" for s in SPLITS))
         return out
 
@@ -78,13 +61,3 @@ class MixedCorpus:
 def _tag(doc: Document, name: str) -> Document:
     meta = {**doc.meta, "subset": f"{name}/{doc.subset}" if doc.subset else name}
     return replace(doc, id=f"{name}:{doc.id}", meta=meta)
-
-
-def reorder_segments(doc: Document, rng: random.Random, copy: int) -> Document:
-    """A boundary document with its segments after the first in ``rng``'s order (id
-    ``<id>~<copy>``): the same sections meet at other transitions."""
-    first, *rest = document_segments(doc) or [[]]
-    if len(rest) < 2:  # nothing to reorder
-        return replace(doc, id=f"{doc.id}~{copy}")
-    rng.shuffle(rest)
-    return segments_to_document(f"{doc.id}~{copy}", [first, *rest], dict(doc.meta))

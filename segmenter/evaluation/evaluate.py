@@ -216,7 +216,7 @@ def evaluate(cfg: DictConfig) -> dict:
         methods[method] = (
             (lambda u, preds=preds: preds[tuple(u)].boundaries[:-1])
             if task == BOUNDARY
-            else (lambda u, preds=preds: preds[tuple(u)].labels)
+            else (lambda u, preds=preds: preds[tuple(u)].label_ids)
         )
     for key, b in (cfg.get("baselines") or {}).items():
         if b is None:  # baselines.<key>=null drops it

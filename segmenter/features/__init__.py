@@ -1,6 +1,6 @@
 """Text becomes tensors here, before the network: ``Featurizer`` turns a document's units
-into the tensors its network's modules read (hashed feature ids, lead-word ids, surface
-recurrence features, frozen sentence vectors, word pieces). It is plain, picklable Python
+into the tensors its network's modules read (hashed feature ids, surface recurrence
+features, frozen sentence vectors, word pieces). It is plain, picklable Python
 that runs in a DataLoader's collate (so in its workers) for training, and through the same
 code for predict, evaluate and serve; the ``nn.Module``s take tensors only."""
 
@@ -8,10 +8,9 @@ from segmenter.features.featurizer import (
     Featurizer,
     FrozenVectors,
     HashedBags,
-    LeadWordIds,
     SurfaceRecurrence,
     UnitFeature,
     WordPieces,
 )
 
-__all__ = ["Featurizer", "FrozenVectors", "HashedBags", "LeadWordIds", "SurfaceRecurrence", "UnitFeature", "WordPieces"]
+__all__ = ["Featurizer", "FrozenVectors", "HashedBags", "SurfaceRecurrence", "UnitFeature", "WordPieces"]

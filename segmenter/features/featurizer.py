@@ -12,7 +12,7 @@ Two layouts leave ``collate``:
 - per unit of the batch, flattened in document order (N = sum of the documents' lengths):
   what encoders map to (N, D) vectors, which the network scatters into (B, T, D) by the
   mask (hashed feature ids, frozen vectors, word pieces);
-- padded to (B, T, ...) with zeros (lead-word ids, surface recurrence features).
+- padded to (B, T, ...) with zeros (surface recurrence features).
 
 Everything here is plain Python and torch on the CPU, and picklable: a DataLoader runs it
 in its workers. Nothing is memoised at module level; the one cache, of frozen sentence
@@ -30,7 +30,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
-from segmenter.features.text import char_ngrams, hashed_features, lead_word_ids
+from segmenter.features.text import char_ngrams, hashed_features
 from segmenter.models.recurrence import recurrence_features
 
 log = logging.getLogger(__name__)
@@ -85,25 +85,6 @@ class HashedBags:
 
     def config(self) -> dict[str, Any]:
         return {"kind": "hashed", "num_buckets": self.num_buckets, "char_ngram": self.char_ngram}
-
-
-class LeadWordIds:
-    """Hashed ids of each unit's first words (``LeadWords``)."""
-
-    def __init__(self, *, words: int, buckets: int) -> None:
-        if words < 1 or buckets < 2:
-            raise ValueError(f"need words >= 1 and buckets >= 2; got words={words}, buckets={buckets}")
-        self.words, self.buckets = words, buckets
-
-    def __call__(self, units: Sequence[str]) -> dict[str, Tensor]:
-        ids = [lead_word_ids(u, self.words, self.buckets) for u in units]
-        return {"lead_ids": torch.tensor(ids, dtype=torch.long).view(len(units), self.words)}  # (n, W)
-
-    def collate(self, docs: Sequence[Mapping[str, Tensor]], t: int) -> dict[str, Tensor]:
-        return {"lead_ids": _pad([d["lead_ids"] for d in docs], t)}  # (B, T, W), 0 = no word
-
-    def config(self) -> dict[str, Any]:
-        return {"kind": "lead", "words": self.words, "buckets": self.buckets}
 
 
 class SurfaceRecurrence:
@@ -203,7 +184,7 @@ class FrozenVectors:
         return self.cache.lookup(units, self._encode, batch_size=self.batch_size, progress=progress)
 
     def warm(self, units: Iterable[str]) -> None:
-        """Encode (or read from disk) every unit ahead of training, with a progress bar."""
+        """Encode (or read from disk) every unit ahead of training, its progress logged."""
         self.cache.reload()  # pick up what other processes (DDP rank 0) wrote
         self.vectors(list(units), progress=self.progress is not False)
 

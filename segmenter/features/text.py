@@ -9,7 +9,6 @@ import zlib
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 _NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
-_LETTERS_OR_DIGITS = re.compile(r"[^\W\d_]+|\d+", re.UNICODE)
 
 
 def hashed_features(text: str, num_buckets: int, char_ngram: int) -> list[int]:
@@ -33,11 +32,3 @@ def char_ngrams(text: str, n: int, buckets: int) -> list[int]:
     t = f" {_NON_WORD.sub(' ', text.lower()).strip()} "
     grams = [t[i : i + n] for i in range(max(1, len(t) - n + 1))]
     return [zlib.crc32(g.encode("utf-8")) % buckets for g in grams]
-
-
-def lead_word_ids(text: str, words: int, buckets: int) -> list[int]:
-    """Hashed ids of the first ``words`` words of a unit (lower case; a number counts as
-    the word "0"), padded with 0 ("no word"); ids in [1, buckets)."""
-    found = [w if not w.isdigit() else "0" for w in _LETTERS_OR_DIGITS.findall(text.lower())[:words]]
-    ids = [1 + zlib.crc32(f"{k}:{w}".encode()) % (buckets - 1) for k, w in enumerate(found)]
-    return ids + [0] * (words - len(ids))

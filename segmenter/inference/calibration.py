@@ -36,6 +36,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from segmenter.core.bounds import Number
 from segmenter.core.io import atomic_file
 from segmenter.inference.checkpoint import KEY, load
 
@@ -45,6 +46,7 @@ ENTRY = "calibration"  # key in the checkpoint's "segmenter" entry
 BINS = 15
 METHODS = ("auto", "platt", "isotonic")
 EPS = 1e-4  # isotonic probabilities stay in [EPS, 1 - EPS]: a log-probability is never -inf
+TEMPERATURE = Number(lo=0, lo_open=True, whole=False)  # platt's (segmenter.core.bounds)
 
 
 @dataclass(frozen=True)
@@ -64,8 +66,7 @@ class Calibration:
     def __post_init__(self) -> None:
         if self.method not in ("none", "platt", "isotonic"):
             raise ValueError(f"calibration method={self.method!r} is not one of ('none', 'platt', 'isotonic')")
-        if not self.temperature > 0:
-            raise ValueError(f"temperature={self.temperature} must be > 0")
+        TEMPERATURE.check("temperature", self.temperature)
         if self.method == "isotonic" and (len(self.x) != len(self.y) or len(self.x) < 1):
             raise ValueError(
                 f"isotonic calibration needs as many breakpoints x ({len(self.x)}) as values y ({len(self.y)}), >= 1"

@@ -9,6 +9,7 @@ None, lists, dicts)::
              "attention": {"type": "localized", ...}, ...},  # name, with its arguments
      "featurizer": [{"kind": "hashed", ...}],  # the inputs it was trained on
      "task": "boundary", "label_names": ["inside", "boundary"],
+     "units": "sentences",  # what its training units were: the default for plain text
      "weights_sha256": "..."} # digest of the state_dict's tensors, checked on load
 
 (written by ``segmenter.training.callbacks.CheckpointMetadata``), so the model is rebuilt without
@@ -41,11 +42,12 @@ from typing import Any
 import hydra
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from torch import nn
 
 import segmenter
-from segmenter.core.document import check_label_names, check_task
+from segmenter.core.bounds import Number
+from segmenter.core.document import DEFAULT_UNITS, UNITS, check_label_names, check_task, check_units
 from segmenter.core.io import atomic_file
 from segmenter.features.featurizer import Featurizer
 from segmenter.models import registry
@@ -70,7 +72,7 @@ FORMAT1_NAMES = MappingProxyType(
         "segmenter.models.attention.BoundaryAwareAttention": "boundary_aware",
         "segmenter.models.net.CohesionProfile": "cohesion_profile",
         "segmenter.models.net.SelfSimilarity": "self_similarity",
-        "segmenter.models.net.LeadWords": "lead_words",
+        "segmenter.models.net.LeadWords": "lead_words",  # removed since: refused saying why (registry.REMOVED)
         "segmenter.models.crf.LinearChainCRF": "linear_chain_crf",
     }
 )
@@ -80,6 +82,12 @@ _PICKLED = re.compile(
     r"(?:Unsupported global: GLOBAL|unsupported GLOBAL|unrecognized function|Unsupported class|"
     r"classes allowlisted via `add_safe_globals` but got) <?(?:class )?'?([\w.<>]+)"
 )
+
+
+# How every file torch.save writes begins: a zip archive, or (torch < 1.6,
+# _use_new_zipfile_serialization=False) a protocol-2 pickle of torch's magic number 0x1950a86a20f9469cfc6c.
+_ZIP_HEAD = b"PK\x03\x04"
+_LEGACY_HEAD = b"\x80\x02\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
 
 
 class CheckpointError(ValueError):
@@ -141,11 +149,16 @@ def metadata(
     task: str,
     label_names: Sequence[str],
     featurizer: Sequence[Mapping[str, Any]] | None = None,
+    units: str | None = None,
 ) -> dict[str, Any]:
     """The checkpoint's "segmenter" entry (validated: plain data, known task, one name per
     class). ``featurizer``: the settings of the featurizer the network was trained with
-    (``Featurizer.config()``), checked against the one rebuilt on load."""
+    (``Featurizer.config()``), checked against the one rebuilt on load. ``units``: what the
+    training documents' units were (sentences | lines), the model's default for plain text
+    (a checkpoint without it: sentences)."""
     check_task(task)
+    if units is not None:
+        check_units(units)
     check_label_names(label_names, net.get("num_classes"))
     meta = {
         "format_version": FORMAT_VERSION,
@@ -156,6 +169,8 @@ def metadata(
     }
     if featurizer is not None:
         meta["featurizer"] = copy.deepcopy(list(featurizer))
+    if units is not None:
+        meta["units"] = units
     check_plain(meta, "segmenter")
     return meta
 
@@ -169,6 +184,15 @@ def read(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    with open(path, "rb") as f:
+        head = f.read(len(_LEGACY_HEAD))
+    if not head.startswith(_ZIP_HEAD) and head != _LEGACY_HEAD:
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: it is not a checkpoint at all (every file torch.save writes starts "
+            "as a zip archive or, before torch 1.6, with torch's magic number; this one starts with the bytes "
+            f"{head[:8].hex(' ') or 'none: it is empty'}). Give a .ckpt file that scripts/train.py wrote, "
+            "or pretrained=<name> for a shipped model"
+        )
     try:
         with safe_globals():
             return torch.load(path, map_location="cpu", weights_only=True)
@@ -320,6 +344,10 @@ def _build(obj: Any, where: str, local: Mapping[str, Any]) -> Any:
             raise CheckpointError(f"{where}: Hydra key {k!r} is not allowed in a checkpoint")
         if k in part.paths:
             raise CheckpointError(f"{where}.{k}: a path, which comes from the loading side, never from the file")
+        if k in part.removed:
+            if v == part.removed[k]:  # the value that meant "off": the network is the same without it
+                continue
+            raise CheckpointError(f"{where}.{k}={v!r}: {registry.REMOVED[f'{name}.{k}']}: refusing to build it")
         if k in part.limits:
             _check_size(v, part.limits[k], f"{where}.{k}")
         kwargs[k] = _build(v, f"{where}.{k}", local)
@@ -327,15 +355,16 @@ def _build(obj: Any, where: str, local: Mapping[str, Any]) -> Any:
     return functools.partial(part.cls, **kwargs) if part.partial else part.cls(**kwargs)
 
 
-def _check_size(value: Any, limit: int, where: str) -> None:
-    """Whole numbers in [0, limit] (a list: each element; None: the argument's "none")."""
-    for x in value if isinstance(value, list) else [value]:
-        if x is None and not isinstance(value, list):
-            continue
-        if isinstance(x, bool) or not isinstance(x, int) or not 0 <= x <= limit:
-            raise CheckpointError(
-                f"{where}={value!r}: expected whole numbers from 0 to {limit:,} (refusing to build it)"
-            )
+def _check_size(value: Any, limit: Number | int, where: str) -> None:
+    """``value`` within the part's declared bound (an int n: whole numbers from 0 to n; None:
+    the argument's "none"); a list: each element."""
+    bound = limit if isinstance(limit, Number) else Number(lo=0, hi=limit)
+    many = isinstance(value, list)
+    if (value is None and not many) or all(bound.allows(x) for x in (value if many else [value])):
+        return
+    raise CheckpointError(
+        f"{where}={value!r}: expected {'a list, each element ' if many else ''}{bound.describe()} (refusing to build it)"
+    )
 
 
 def _has_key(obj: Any, key: str) -> bool:
@@ -370,6 +399,8 @@ def load_net(path: str | Path, *, cache_dir: str | None = None) -> tuple[nn.Modu
         raise CheckpointError(f"{path}: weights do not fit the model it describes: {e}") from e
     if len(meta["label_names"]) != net.num_classes:
         raise CheckpointError(f"{path}: {len(meta['label_names'])} label names for {net.num_classes} classes")
+    if meta.get("units", DEFAULT_UNITS) not in UNITS:
+        raise CheckpointError(f"{path}: units={meta['units']!r} is not one of {UNITS}")
     saved, rebuilt = meta.get("featurizer"), Featurizer.for_net(net).config()
     if saved is not None and saved != rebuilt:  # format 1 did not store it
         raise CheckpointError(
@@ -432,7 +463,33 @@ def run_config(ckpt_path: str | os.PathLike, *, reader: str) -> DictConfig:
     cfg = OmegaConf.load(path)
     with open_dict(cfg):
         cfg.paths.output_dir = str(run_dir(ckpt_path))
+        _drop_removed_keys(cfg)
     return cfg
+
+
+# Keys an older run's config may hold for options removed since (docs/pretrained.md#removed-options),
+# by the ``_target_`` of the node that holds them. They changed only the training split, and the
+# readers of a run's config (evaluate, the pretrained build) read its validation and test splits.
+RUN_CONFIG_REMOVED = MappingProxyType({"segmenter.data.mixture.MixedCorpus": ("reorder", "seed")})
+
+
+def _drop_removed_keys(node: Any) -> None:
+    """Delete RUN_CONFIG_REMOVED's keys wherever they occur, resolving nothing (a run's
+    config may hold interpolations and ??? that only some readers need)."""
+    if isinstance(node, DictConfig):
+        if "_target_" in node and not OmegaConf.is_interpolation(node, "_target_"):
+            for key in RUN_CONFIG_REMOVED.get(node["_target_"], ()):
+                if key in node:
+                    log.info("run config: dropping %s (an option removed since the run was trained)", key)
+                    del node[key]
+        keys = list(node.keys())
+    elif isinstance(node, ListConfig):
+        keys = list(range(len(node)))
+    else:
+        return
+    for k in keys:
+        if not OmegaConf.is_missing(node, k) and not OmegaConf.is_interpolation(node, k):
+            _drop_removed_keys(node[k])
 
 
 def run_cache_dir(cfg: DictConfig) -> str | None:

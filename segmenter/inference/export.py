@@ -1,4 +1,4 @@
-"""The export command (scripts/export.py, conf/export.yaml): a checkpoint's network as an
+"""The export command (scripts/export.py, segmenter/conf/export.yaml): a checkpoint's network as an
 ONNX graph for the ONNX backend (segmenter.inference.onnx_backend)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from segmenter.core.windows import check_window
 from segmenter.inference.api import check_source
 from segmenter.inference.checkpoint import load_net
 from segmenter.inference.onnx_backend import export
-from segmenter.pretrained import checkpoint_path
+from segmenter.pretrained import MODEL_UNITS, checkpoint_path
 
 log = logging.getLogger(__name__)
 
@@ -37,4 +37,7 @@ def run(cfg: Any) -> Path:
         ) from None
     source = checkpoint_path(cfg.pretrained) if cfg.get("pretrained") else Path(cfg.ckpt_path)
     net, meta = load_net(source)
+    if cfg.get("pretrained"):
+        # The shipped checkpoints do not say their units: the graph's file does (Segmenter.from_onnx).
+        meta = {**meta, "units": meta.get("units", MODEL_UNITS[cfg.pretrained])}
     return export(net, cfg.output, meta=meta, max_units=cfg.max_units, overlap=cfg.overlap)

@@ -23,11 +23,12 @@ from typing import Any
 import hydra
 import torch
 
-from segmenter.core import decisions
-from segmenter.core.document import normalize_unit
+from segmenter.core import decisions, limits
+from segmenter.core.document import UNITS, normalize_unit
 from segmenter.core.io import atomic_write
+from segmenter.core.spans import Span, joined
 from segmenter.data.formats import ReaderError, decode_utf8, json_object, jsonl_lines, string_list
-from segmenter.inference.api import UNITS, Prediction, Segmenter, check_source
+from segmenter.inference.api import Prediction, Segmenter, check_source
 from segmenter.inference.checkpoint import run_dir
 
 __all__ = ["InputError", "PredictionError", "Prediction", "Segmenter", "read_inputs", "run", "write_outputs"]
@@ -51,6 +52,13 @@ class InputDoc:
     id: str  # names the output: a relative path without suffix
     units: list[str]
     source: str  # file (and line) it came from, for messages
+    text: str | None = None  # the text the units came from (None: units given as lines: their text form)
+    spans: list[Span] | None = None  # each unit's (start, end) in text
+
+
+def _from_text(doc_id: str, text: str, source: str, *, splitter: Segmenter, units: str) -> InputDoc:
+    found, spans = splitter.split_with_spans(text, units=units)
+    return InputDoc(doc_id, found, source, text, spans)
 
 
 def decode_text(data: bytes, name: str) -> str:
@@ -70,13 +78,8 @@ def read_inputs(source: str, *, splitter: Segmenter, units: str, stdin: Any = No
     file (one {"id", "text"} or {"id", "lines"} object per line). Everything is read and
     checked before anything is predicted or written."""
     if source == "-":
-        docs = [
-            InputDoc(
-                "stdin",
-                splitter.split(decode_text((stdin or sys.stdin.buffer).read(), "<stdin>"), units=units),
-                "<stdin>",
-            )
-        ]
+        text = decode_text((stdin or sys.stdin.buffer).read(), "<stdin>")
+        docs = [_from_text("stdin", text, "<stdin>", splitter=splitter, units=units)]
     else:
         path = Path(source)
         if not path.exists():
@@ -86,19 +89,20 @@ def read_inputs(source: str, *, splitter: Segmenter, units: str, stdin: Any = No
             if not files:
                 raise InputError(f"{path}: folder has no .txt files")
             docs = [
-                InputDoc(
+                _from_text(
                     str(f.relative_to(path).with_suffix("")),
-                    splitter.split(decode_text(f.read_bytes(), str(f)), units=units),
+                    decode_text(f.read_bytes(), str(f)),
                     str(f),
+                    splitter=splitter,
+                    units=units,
                 )
                 for f in files
             ]
         elif path.suffix == ".jsonl":
             docs = _read_jsonl(path, splitter=splitter, units=units)
         else:
-            docs = [
-                InputDoc(path.stem, splitter.split(decode_text(path.read_bytes(), str(path)), units=units), str(path))
-            ]
+            text = decode_text(path.read_bytes(), str(path))
+            docs = [_from_text(path.stem, text, str(path), splitter=splitter, units=units)]
     for d in docs:
         if not d.units:
             raise InputError(f"{d.source}: no units (units={units})")
@@ -123,14 +127,16 @@ def _read_jsonl(path: Path, *, splitter: Segmenter, units: str) -> list[InputDoc
             if "text" in obj:
                 if not isinstance(obj["text"], str):
                     raise ReaderError(path, n, f"'text' must be a string, got {type(obj['text']).__name__}")
-                doc_units = splitter.split(obj["text"], units=units)
+                doc = _from_text(safe, obj["text"], where, splitter=splitter, units=units)
             else:
                 doc_units = [normalize_unit(u) for u in string_list(obj["lines"], path, n, "lines")]
                 if any(not u for u in doc_units):
                     raise ReaderError(path, n, f"'lines' has an empty line (index {doc_units.index('')})")
+                text, spans = joined(doc_units)
+                doc = InputDoc(safe, doc_units, where, text, spans)
         except ReaderError as e:
             raise InputError(f"{where}: {e.problem}") from None
-        docs.append(InputDoc(safe, doc_units, where))
+        docs.append(doc)
     if not docs:
         raise InputError(f"{path}: empty file")
     return docs
@@ -193,7 +199,7 @@ def run(cfg: Any) -> None:
     the user's mistakes (segmenter.cli turns them into one line and exit status 2), before
     anything is written."""
 
-    if cfg.units not in UNITS:
+    if cfg.units is not None and cfg.units not in UNITS:
         raise InputError(f"units={cfg.units!r} is not one of {UNITS}")
     try:
         check_source(cfg.get("ckpt_path"), cfg.get("pretrained"))  # before the output folder is derived from it
@@ -202,9 +208,18 @@ def run(cfg: Any) -> None:
     decide = {
         "threshold": cfg.get("threshold"),
         "num_segments": cfg.get("num_segments"),
-        "min_segment_units": int(cfg.get("min_segment_units") or 1),
+        "min_segment_units": 1 if cfg.get("min_segment_units") is None else cfg.min_segment_units,
     }
-    decisions.check(0, **decide)  # settings that can never work fail before any work
+    bound = {
+        "max_segment_chars": cfg.get("max_segment_chars"),
+        "max_segment_tokens": cfg.get("max_segment_tokens"),
+        "tokenizer": cfg.get("tokenizer"),
+    }
+    try:  # settings that can never work fail before any work
+        decisions.check(0, **decide)
+        bound["tokenizer"] = limits.limits(**bound, min_segment_units=decide["min_segment_units"]).count_tokens
+    except ValueError as e:
+        raise InputError(str(e)) from None
     out = None
     if cfg.input != "-":
         if cfg.output:
@@ -216,13 +231,25 @@ def run(cfg: Any) -> None:
         check_output_dir(out)
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
-    seg: Segmenter = hydra.utils.instantiate(cfg.segmenter)  # CheckpointError comes wrapped by Hydra
-    docs = read_inputs(str(cfg.input), splitter=seg, units=cfg.units)
+    seg: Segmenter = hydra.utils.instantiate(
+        cfg.segmenter, ckpt_path=cfg.ckpt_path, pretrained=cfg.pretrained
+    )  # CheckpointError comes wrapped by Hydra
+    docs = read_inputs(str(cfg.input), splitter=seg, units=seg.resolve_units(cfg.units))
     try:
         decisions.check_documents([len(d.units) for d in docs], names=[d.source for d in docs], **decide)
     except ValueError as e:
         raise InputError(str(e)) from None
-    preds = seg.predict([d.units for d in docs], **decide)
+    try:
+        preds = seg.predict(
+            [d.units for d in docs],
+            **decide,
+            **bound,
+            texts=[d.text for d in docs],
+            unit_spans=[d.spans for d in docs],
+            names=[d.source for d in docs],
+        )
+    except ValueError as e:  # limits that cannot hold for one document (e.g. with min_segment_units)
+        raise InputError(str(e)) from None
     n = sum(len(d.units) for d in docs)
     if out is None:
         to_jsonl(docs, preds)  # the same check as for files: no NaN behind the text form

@@ -45,6 +45,8 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 from torch.utils.checkpoint import checkpoint
 
+from segmenter.core.bounds import Number
+
 
 class AttentionOutput(NamedTuple):
     y: Tensor  # (B, T, D)
@@ -264,6 +266,16 @@ def banded_attention(
 # ----------------------------------------------------------------------------- fused kernels
 
 KERNELS = ("auto", "blocked", "flex")
+# The settings' bounds (segmenter.core.bounds): checked here, by the command line
+# (attention.*) and by the checkpoint loader (segmenter.models.registry), whose guard against
+# a stranger's file the upper ends are. The width (dim) is the network's: segmenter.models.net.DIM.
+NUM_HEADS = Number(lo=1, hi=1_024)
+DROPOUT = Number(lo=0, hi=1, whole=False)
+WINDOW_SIZE = Number(lo=1, hi=1 << 20)  # and odd: a unit sees as many neighbours on each side
+BLOCK_SIZE = Number(lo=1, hi=1 << 16)
+QUERY_BLOCK = Number(lo=1, hi=1 << 20)
+PREDICTOR_HIDDEN = Number(lo=1, hi=65_536, none=True)
+TEMPERATURE = Number(lo=0, lo_open=True, whole=False)
 # FlexAttention's tile along both sequence axes; lengths are padded up to a multiple of it
 # (which also keeps the number of shapes torch.compile sees small).
 FLEX_BLOCK = 128
@@ -446,6 +458,8 @@ class MultiHeadAttention(nn.Module):
 
     def __init__(self, *, dim: int, num_heads: int, dropout: float = 0.0) -> None:
         super().__init__()
+        NUM_HEADS.check("num_heads", num_heads)
+        DROPOUT.check("dropout", dropout)
         if dim % num_heads != 0:
             raise ValueError(f"dim={dim} must be divisible by num_heads={num_heads}")
         if (dim // num_heads) % 2 != 0:
@@ -508,12 +522,12 @@ class LocalizedAttention(MultiHeadAttention):
         block_size: int = 16,
     ) -> None:
         super().__init__(dim=dim, num_heads=num_heads, dropout=dropout)
-        if window_size < 1 or window_size % 2 == 0:
+        WINDOW_SIZE.check("window_size", window_size)
+        if window_size % 2 == 0:
             raise ValueError(f"window_size={window_size} must be a positive odd number")
         if kernel not in KERNELS:
             raise ValueError(f"kernel={kernel!r} is not one of {KERNELS}")
-        if block_size < 1:
-            raise ValueError(f"block_size={block_size} must be >= 1")
+        BLOCK_SIZE.check("block_size", block_size)
         self.window_size = window_size
         self.radius = window_size // 2
         self.kernel, self.block_size = kernel, block_size
@@ -594,10 +608,9 @@ class BoundaryAwareAttention(MultiHeadAttention):
         super().__init__(dim=dim, num_heads=num_heads, dropout=dropout)
         if bias not in self.BIASES:
             raise ValueError(f"bias={bias!r} is not one of {self.BIASES}")
-        if temperature <= 0:
-            raise ValueError(f"temperature={temperature} must be > 0")
-        if query_block < 1:
-            raise ValueError(f"query_block={query_block} must be >= 1")
+        TEMPERATURE.check("temperature", temperature)
+        QUERY_BLOCK.check("query_block", query_block)
+        PREDICTOR_HIDDEN.check("predictor_hidden", predictor_hidden)
         if kernel not in KERNELS:
             raise ValueError(f"kernel={kernel!r} is not one of {KERNELS}")
         hidden = predictor_hidden or dim // 2

@@ -35,9 +35,9 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from segmenter.core.io import atomic_file, atomic_write
+from segmenter.core.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +224,9 @@ class UnitEmbeddingCache:
         progress: bool | None = None,
     ) -> Tensor:
         """(N, D) vectors of ``texts`` (CPU, float32); new unique texts are encoded in batches
-        of ``batch_size`` (longest first), stored every ``shard_size`` entries."""
+        of ``batch_size`` (longest first), stored every ``shard_size`` entries. ``progress``:
+        log the encoding's progress (INFO lines of this module's logger, seen only where the
+        application shows them); None: only for more than 4 batches."""
         keys = [text_key(t) for t in texts]
         out = torch.empty(len(texts), self.dim)  # (N, D)
         missing: dict[bytes, str] = {}
@@ -259,22 +261,25 @@ class UnitEmbeddingCache:
         pending_keys: list[bytes] = []
         pending_vecs: list[Tensor] = []
         found: dict[bytes, Tensor] = {}
-        with tqdm(total=len(items), desc="encoding units", unit="unit", disable=not progress, mininterval=2.0) as bar:
-            for i in range(0, len(items), batch_size):
-                batch = items[i : i + batch_size]
-                vecs = encode([t for _, t in batch]).detach().float().cpu()  # (b, D)
-                if vecs.shape != (len(batch), self.dim):
-                    raise ValueError(f"encoder returned {tuple(vecs.shape)} for {len(batch)} units of width {self.dim}")
-                pending_keys += [k for k, _ in batch]
-                pending_vecs.append(vecs)
-                found.update((k, v) for (k, _), v in zip(batch, vecs))
-                bar.update(len(batch))
-                if len(pending_keys) >= self.shard_size or i + batch_size >= len(items):
-                    k = torch.tensor([list(x) for x in pending_keys], dtype=torch.uint8).view(-1, KEY_BYTES)  # (n, 32)
-                    v = torch.cat(pending_vecs)  # (n, D)
-                    self._insert(k, v)
-                    self._write_shard(k, v)
-                    pending_keys, pending_vecs = [], []
+        # Log lines, not a bar: shown where the application set up logging (the scripts), silent in a
+        # program that uses the API without configuring it (a server, a notebook's stderr).
+        shown = Progress("encoding units", total=len(items), unit="units", log=log) if progress else None
+        for i in range(0, len(items), batch_size):
+            batch = items[i : i + batch_size]
+            vecs = encode([t for _, t in batch]).detach().float().cpu()  # (b, D)
+            if vecs.shape != (len(batch), self.dim):
+                raise ValueError(f"encoder returned {tuple(vecs.shape)} for {len(batch)} units of width {self.dim}")
+            pending_keys += [k for k, _ in batch]
+            pending_vecs.append(vecs)
+            found.update((k, v) for (k, _), v in zip(batch, vecs))
+            if shown is not None:
+                shown.advance(len(batch))
+            if len(pending_keys) >= self.shard_size or i + batch_size >= len(items):
+                k = torch.tensor([list(x) for x in pending_keys], dtype=torch.uint8).view(-1, KEY_BYTES)  # (n, 32)
+                v = torch.cat(pending_vecs)  # (n, D)
+                self._insert(k, v)
+                self._write_shard(k, v)
+                pending_keys, pending_vecs = [], []
         secs = time.perf_counter() - start
         self.stats["encode_seconds"] += secs
         if progress:

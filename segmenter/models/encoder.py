@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from segmenter.core.bounds import Number
 from segmenter.features.featurizer import HashedBags, UnitFeature
 
 Features = Mapping[str, Tensor]  # a batch from segmenter.features.Featurizer
@@ -67,6 +68,13 @@ class UnitEncoder(nn.Module):
         return pad_units(x, mask), pad_units(e, mask)
 
 
+# The settings' bounds (segmenter.core.bounds): checked here, by the command line (encoder.*)
+# and by the checkpoint loader (segmenter.models.registry), whose guard the upper ends are.
+NUM_BUCKETS = Number(lo=1, hi=1 << 22)
+CODE_DIM = Number(lo=1, hi=16_384)
+CHAR_NGRAM = Number(lo=0, hi=64)
+
+
 class HashedNgramEncoder(UnitEncoder):
     def __init__(
         self,
@@ -78,8 +86,9 @@ class HashedNgramEncoder(UnitEncoder):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        if num_buckets < 1 or code_dim < 1:
-            raise ValueError(f"num_buckets={num_buckets} and code_dim={code_dim} must be >= 1")
+        NUM_BUCKETS.check("num_buckets", num_buckets)
+        CODE_DIM.check("code_dim", code_dim)
+        CHAR_NGRAM.check("char_ngram", char_ngram)
         self.dim, self.num_buckets, self.code_dim = dim, num_buckets, code_dim
         self.char_ngram, self.seed = char_ngram, seed
         g = torch.Generator().manual_seed(seed)

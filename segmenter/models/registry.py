@@ -5,8 +5,9 @@ with its keyword arguments (``{"type": "localized", "dim": 128, ...}``), never b
 path: moving a class to another module changes one import below, not the format.
 
 Each part declares beside its name how it is built (``partial``: the network calls it
-once per layer, as attention and the CRF are) and the largest value a checkpoint may give
-each of its size arguments, so loading a stranger's file cannot allocate terabytes.
+once per layer, as attention and the CRF are) and the bound of each of its size arguments
+(the ``Number`` its module declares and its constructor checks: segmenter.core.bounds), so
+loading a stranger's file cannot allocate terabytes.
 
 A package that adds its own part (a fourth attention type, say) registers it under the
 ``segmenter.parts`` entry-point group of its own ``pyproject.toml``::
@@ -27,11 +28,13 @@ from types import MappingProxyType
 
 from torch import nn
 
+from segmenter.core.bounds import Number
+from segmenter.models import attention, encoder, minilm, net
 from segmenter.models.attention import BoundaryAwareAttention, LocalizedAttention, SelfAttention
 from segmenter.models.crf import LinearChainCRF
 from segmenter.models.encoder import HashedNgramEncoder
 from segmenter.models.minilm import HybridEncoder, MiniLMEncoder
-from segmenter.models.net import CohesionProfile, LeadWords, SegmenterNet, SelfSimilarity
+from segmenter.models.net import CohesionProfile, SegmenterNet, SelfSimilarity
 
 ENTRY_POINTS = "segmenter.parts"
 
@@ -42,40 +45,79 @@ class Part:
 
     cls: type[nn.Module]
     partial: bool = False  # built as functools.partial(cls, **kwargs): the network makes one per layer
-    # Largest value of each size argument (a list argument: each element). Ten to a hundred
-    # times the sizes this project uses.
-    limits: Mapping[str, int] = field(default_factory=dict)
+    # The bound of each size argument (a list argument: each element): the part's module's own
+    # declared bound (segmenter.core.bounds.Number), the one its constructor and the command
+    # line check; an int n: a whole number from 0 to n. Upper ends ten to a hundred times the
+    # sizes this project uses.
+    limits: Mapping[str, Number | int] = field(default_factory=dict)
     # Arguments naming places on disk: set by the loading side, never taken from a file.
     paths: tuple[str, ...] = ()
+    # Arguments since removed (REMOVED says why), each with the value that meant "off": a
+    # checkpoint giving that value still loads (the argument is dropped), any other is refused.
+    removed: Mapping[str, object] = field(default_factory=dict)
 
 
-_DIM = {"dim": 16_384}
-_HEADS = {**_DIM, "num_heads": 1_024}
+# Parts and arguments removed because measuring them showed no gain (docs/pretrained.md,
+# "Removed options"). A checkpoint that used one is refused with this reason: built without
+# it, the network would compute something other than what it was trained to.
+_NO_GAIN = "no gain on held-out Wikipedia (docs/pretrained.md#removed-options); the last commit with it is 7924c84"
+REMOVED: Mapping[str, str] = MappingProxyType(
+    {
+        "lead_words": f"LeadWords (embeddings of each unit's first words) was removed: {_NO_GAIN}",
+        "segmenter_net.lead": f"the network's lead (LeadWords, each unit's first words) was removed: {_NO_GAIN}",
+        "cohesion_profile.relative": f"CohesionProfile(relative=True) (cohesion standardised per document) was removed: {_NO_GAIN}",
+    }
+)
+
+
+_DIM = {"dim": net.DIM}
+_HEADS = {**_DIM, "num_heads": attention.NUM_HEADS}
 BUILTIN: Mapping[str, Part] = MappingProxyType(
     {
         "segmenter_net": Part(
-            SegmenterNet, limits={**_DIM, "num_layers": 256, "ff_dim": 65_536, "num_classes": 65_536}
+            SegmenterNet,
+            limits={**_DIM, "num_layers": net.NUM_LAYERS, "ff_dim": net.FF_DIM, "num_classes": net.NUM_CLASSES},
+            removed={"lead": None},
         ),
         "hashed": Part(
-            HashedNgramEncoder, limits={**_DIM, "num_buckets": 1 << 22, "code_dim": 16_384, "char_ngram": 64}
+            HashedNgramEncoder,
+            limits={
+                **_DIM,
+                "num_buckets": encoder.NUM_BUCKETS,
+                "code_dim": encoder.CODE_DIM,
+                "char_ngram": encoder.CHAR_NGRAM,
+            },
         ),
         "minilm": Part(
-            MiniLMEncoder, limits={**_DIM, "batch_size": 1 << 16, "max_seq_length": 4_096}, paths=("cache_dir",)
+            MiniLMEncoder,
+            limits={**_DIM, "batch_size": minilm.BATCH_SIZE, "max_seq_length": minilm.MAX_SEQ_LENGTH},
+            paths=("cache_dir",),
         ),
         "hybrid": Part(HybridEncoder, limits=_DIM),
         "self": Part(SelfAttention, partial=True, limits=_HEADS),
         "localized": Part(
-            LocalizedAttention, partial=True, limits={**_HEADS, "window_size": 1 << 20, "block_size": 1 << 16}
+            LocalizedAttention,
+            partial=True,
+            limits={**_HEADS, "window_size": attention.WINDOW_SIZE, "block_size": attention.BLOCK_SIZE},
         ),
         "boundary_aware": Part(
-            BoundaryAwareAttention, partial=True, limits={**_HEADS, "predictor_hidden": 65_536, "query_block": 1 << 20}
+            BoundaryAwareAttention,
+            partial=True,
+            limits={**_HEADS, "predictor_hidden": attention.PREDICTOR_HIDDEN, "query_block": attention.QUERY_BLOCK},
         ),
-        "cohesion_profile": Part(CohesionProfile, limits={**_DIM, "radius": 4_096, "blocks": 4_096}),
+        "cohesion_profile": Part(
+            CohesionProfile, limits={**_DIM, "radius": net.REACH, "blocks": net.REACH}, removed={"relative": False}
+        ),
         "self_similarity": Part(
-            SelfSimilarity, limits={**_DIM, "stripe": 4_096, "surface_ngram": 64, "surface_buckets": 1 << 16}
+            SelfSimilarity,
+            limits={
+                **_DIM,
+                "stripe": net.STRIPE,
+                "surface_ngram": net.SURFACE_NGRAM,
+                "surface_buckets": net.SURFACE_BUCKETS,
+            },
         ),
-        "lead_words": Part(LeadWords, limits={**_DIM, "words": 64, "buckets": 1 << 22}),
-        "linear_chain_crf": Part(LinearChainCRF, partial=True, limits={"num_classes": 65_536}),
+        "linear_chain_crf": Part(LinearChainCRF, partial=True, limits={"num_classes": net.NUM_CLASSES}),
     }
 )
 
@@ -96,9 +138,11 @@ def _plugins() -> Iterator[tuple[str, Part]]:
 
 
 def get(name: str) -> Part:
-    """The part registered as ``name``; KeyError saying which names exist."""
+    """The part registered as ``name``; KeyError saying which names exist (or why a removed one went)."""
     if name in BUILTIN:
         return BUILTIN[name]
+    if name in REMOVED:
+        raise KeyError(f"no part is registered as {name!r}: {REMOVED[name]}")
     for found, part in _plugins():
         if found == name:
             return part

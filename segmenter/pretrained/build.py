@@ -14,6 +14,7 @@ writes them, baselines beside the model) and the calibration stored in the check
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from segmenter.core.io import atomic_file, atomic_write
 from segmenter.features import Featurizer
 from segmenter.inference import calibration
 from segmenter.inference.checkpoint import KEY, load, load_net, run_cache_dir, run_config
-from segmenter.pretrained import MODELS, _here
+from segmenter.pretrained import MODEL_UNITS, MODELS, _here
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,6 @@ ABOUT = {
         "articles the seed moves held-out Wikipedia Pk by several points (docs/pretrained.md). Trained with "
         "OMP_NUM_THREADS=1. The command is not bit-reproducible across machines: the model shipped before, "
         "from the same command and seed, scored 36.4% on the test articles.",
-        "units": "sentences",
     },
     "lyrics": {
         "data": "The training songs of the reference lyrics system (`../shared/data/lyrics/train.jsonl`, "
@@ -54,7 +54,6 @@ ABOUT = {
         "licence": "Lyrics belong to their authors, used here for research (the data set's repository "
         "`JoseLuna12/lyric-segmentation-ml` is MIT). The weights are released with the project (MIT).",
         "command": "python scripts/train.py experiment=pretrained_lyrics hydra.run.dir=outputs/pretrained/lyrics",
-        "units": "lines",
     },
 }
 
@@ -88,7 +87,7 @@ def card_text(name: str, run: Path, ckpt: dict, size: int) -> str:
     lines = [
         f"# `{name}`: {MODELS[name]}",
         "",
-        f"- Labels: {', '.join(meta['label_names'])} ({meta['task']} task); units: {about['units']}.",
+        f"- Labels: {', '.join(meta['label_names'])} ({meta['task']} task); units: {MODEL_UNITS[name]}.",
         f"- Network: {attention}, {encoder}, width {net.get('dim')}, {net.get('num_layers')} layers; "
         f"segmenter {meta['segmenter_version']}; epoch {ckpt.get('epoch')} (the best on validation).",
         f"- Size: {size / 1e6:.2f} MB (`{name}.ckpt`, weights and config; loads with `weights_only`).",
@@ -119,10 +118,17 @@ def card_text(name: str, run: Path, ckpt: dict, size: int) -> str:
             lines += [
                 f"## Evaluation: `python scripts/evaluate.py ckpt_path=<best checkpoint> split={split}`",
                 "",
-                table.read_text(encoding="utf-8").strip(),
+                in_rebuild_folder(table.read_text(encoding="utf-8").strip(), name),
                 "",
             ]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def in_rebuild_folder(table: str, name: str) -> str:
+    """``table`` with the checkpoint it names moved into the folder of the card's rebuild
+    command (outputs/pretrained/<name>): the run may have been anywhere (a sweep's job
+    folder), and the card's reader follows the rebuild command."""
+    return re.sub(r"(checkpoint )\S+?(/checkpoints/[^/\s]+\.ckpt)", rf"\g<1>outputs/pretrained/{name}\g<2>", table)
 
 
 def build(name: str, run: str | Path, *, out_dir: Path | None = None) -> Path:

@@ -2,6 +2,7 @@
 
     POST /segment   {"text": "...", "units": "sentences" | "lines"}
                     {"text": "...", "num_segments": 5}    (or "threshold": 0.3, "min_segment_units": 2)
+                    {"text": "...", "max_segment_chars": 800}   (or "max_segment_tokens": 256: the server's tokenizer)
                     {"lines": ["...", ...]}
                     {"documents": [{"id": "a", "text": "..."}, {"lines": [...]}], "units": ...}
     GET  /health    liveness and queue depth
@@ -38,14 +39,22 @@ from torch import Tensor
 
 import segmenter
 from segmenter.core import decisions
-from segmenter.core.document import normalize_unit
-from segmenter.inference.api import UNITS, Prediction, Segmenter
+from segmenter.core import limits as length_limits
+from segmenter.core.bounds import Number
+from segmenter.core.document import check_units, normalize_unit
+from segmenter.core.spans import Span, joined
+from segmenter.inference.api import Prediction, Segmenter
 from segmenter.serve.batcher import MicroBatcher, Overloaded
 
 log = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------- settings
+
+
+# The settings' bounds (segmenter.core.bounds), checked when the settings are made.
+LIMIT = Number(lo=1)  # sizes and counts a request may reach
+REQUEST_TIMEOUT_S = Number(lo=0, lo_open=True, hi=3600, whole=False)
 
 
 @dataclass(frozen=True)
@@ -61,15 +70,8 @@ class Limits:
 
     def __post_init__(self) -> None:
         for name in ("max_body_bytes", "max_docs_per_request", "max_units_per_doc", "max_text_chars"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"limits.{name}={value!r} must be a whole number >= 1")
-        if isinstance(self.request_timeout_s, bool) or not (
-            isinstance(self.request_timeout_s, (int, float)) and 0 < self.request_timeout_s <= 3600
-        ):
-            raise ValueError(
-                f"limits.request_timeout_s={self.request_timeout_s!r} must be a number of seconds in (0, 3600]"
-            )
+            LIMIT.check(f"limits.{name}", getattr(self, name))
+        REQUEST_TIMEOUT_S.check("limits.request_timeout_s", self.request_timeout_s)
 
 
 @dataclass(frozen=True)
@@ -148,9 +150,21 @@ class SegmentRequest(BaseModel):
     documents: list[Document] | None = None
     units: Literal["sentences", "lines"] | None = Field(default=None, description="how 'text' becomes units")
     # Decisions on the calibrated boundary probabilities (segmenter.core.decisions), for every document of the request.
-    threshold: float | None = Field(default=None, gt=0, le=1, description="cut where P(boundary) >= threshold")
-    num_segments: int | None = Field(default=None, ge=1, description="exactly this many segments")
-    min_segment_units: int | None = Field(default=None, ge=1, description="no segment shorter than this")
+    # Their bounds are decisions' own (segmenter.core.bounds): one verdict for the API, the CLI and the server.
+    threshold: float | None = Field(
+        default=None, **decisions.THRESHOLD.constraints(), description="cut where P(boundary) >= threshold"
+    )
+    num_segments: int | None = Field(
+        default=None, **decisions.NUM_SEGMENTS.constraints(), description="exactly this many segments"
+    )
+    min_segment_units: int | None = Field(
+        default=None, **decisions.MIN_SEGMENT_UNITS.constraints(), description="no segment shorter than this"
+    )
+    # Hard length limits (segmenter.core.limits): a segment's text is its span in the document.
+    max_segment_chars: int | None = Field(default=None, ge=1, description="no segment longer (characters)")
+    max_segment_tokens: int | None = Field(
+        default=None, ge=1, description="no segment longer (tokens of the server's tokenizer, /info)"
+    )
 
     @model_validator(mode="after")
     def _one_form(self) -> SegmentRequest:
@@ -307,7 +321,8 @@ def _plain(d: dict[str, Any]) -> dict[str, Any]:
 
 def _result(pred: Prediction, doc_id: str | None) -> dict[str, Any]:
     """Segmenter.segment's answer (return_probs=True) as JSON: units, labels by name,
-    boundary probabilities, boundaries and the segments."""
+    boundary probabilities, boundaries, the segments and their spans (character offsets
+    into the request's text; for "lines", into the lines joined by line breaks)."""
     out = pred.to_json(doc_id)
     out["segments"] = pred.segments
     return out
@@ -318,18 +333,23 @@ def create_app(
     *,
     limits: Limits = Limits(),
     batching: Batching = Batching(),
-    default_units: str = "sentences",
+    default_units: str | None = None,
     source: str | None = None,
     warmup: bool = True,
     cors_origins: tuple[str, ...] = (),
+    tokenizer: Any = None,
 ) -> FastAPI:
     """The server around ``seg``. The batcher starts with the app (its lifespan: uvicorn, or
     ``with TestClient(app)``), after one warm-up prediction so the first request does not
     pay for lazy initialisation. ``cors_origins``:
     web pages on these origins may call the API from the browser (none by default; the page
-    at / is same-origin and needs none)."""
-    if default_units not in UNITS:
-        raise ValueError(f"units={default_units!r} is not one of {UNITS}")
+    at / is same-origin and needs none). ``tokenizer``: what counts a request's
+    ``max_segment_tokens`` (segmenter.core.limits.token_counter takes it; None: requests may not
+    ask for a token limit). It is the server's to choose: a request never names a file to load."""
+    # A text request that names no units is split as the model was trained (seg.units), unless
+    # the server was started with other units.
+    default_units = check_units(seg.resolve_units(default_units))
+    count_tokens = None if tokenizer is None else length_limits.token_counter(tokenizer)
 
     def infer(docs: list[list[str]]) -> list[Tensor]:  # in the batcher's thread: the network, batched
         return seg.logits(docs)
@@ -339,6 +359,7 @@ def create_app(
     card = {
         **model_card(seg, source=source),
         "default_units": default_units,
+        "tokenizer": None if tokenizer is None else (tokenizer if isinstance(tokenizer, str) else repr(tokenizer)),
         "limits": asdict(limits),
         "batching": asdict(batching),
     }
@@ -395,15 +416,19 @@ def create_app(
         log.error("internal error on %s %s: %s: %s", request.method, request.url.path, type(e).__name__, e, exc_info=e)
         return error_response(500, f"internal error ({type(e).__name__}); the server logged it and keeps serving")
 
-    async def units_of(doc: Document | SegmentRequest, units: str) -> list[str]:
+    async def units_of(doc: Document | SegmentRequest, units: str) -> tuple[list[str], str, list[Span]]:
+        """The document's units, its text and the units' spans in it (lines: their text form)."""
         if doc.lines is not None:
             found = [normalize_unit(line) for line in doc.lines]
+            text, spans = joined(found)
         elif units == "lines":
-            found = seg.split(doc.text, units="lines")  # cheap: no thread hop
+            found, spans = seg.split_with_spans(doc.text, units="lines")  # cheap: no thread hop
+            text = doc.text
         else:
-            found = await asyncio.get_running_loop().run_in_executor(
-                splitter, partial(seg.split, doc.text, units="sentences")
+            found, spans = await asyncio.get_running_loop().run_in_executor(
+                splitter, partial(seg.split_with_spans, doc.text, units="sentences")
             )
+            text = doc.text
         if not found:
             raise ApiError(422, f"no {units} found in the text")  # e.g. only punctuation the splitter drops
         if len(found) > limits.max_units_per_doc:
@@ -412,7 +437,7 @@ def create_app(
                 f"a document of {len(found):,} {'lines' if doc.lines is not None else units} is over the limit of "
                 f"{limits.max_units_per_doc:,} units per document (limits.max_units_per_doc): split it into parts",
             )
-        return found
+        return found, text, spans
 
     async def answer(req: SegmentRequest) -> dict[str, Any]:
         units = req.units or default_units
@@ -430,21 +455,47 @@ def create_app(
                 f"{chars:,} characters of text in one request is over the limit of {limits.max_text_chars:,} "
                 "(limits.max_text_chars): send it in several requests",
             )
-        unit_lists = [await units_of(d, units) for d in docs]
         steer = {
             "threshold": req.threshold,
             "num_segments": req.num_segments,
             "min_segment_units": req.min_segment_units or 1,
         }
+        if req.max_segment_tokens is not None and count_tokens is None:
+            raise ApiError(
+                422,
+                f"max_segment_tokens={req.max_segment_tokens}: this server counts no tokens (it was started without "
+                "tokenizer=); ask for max_segment_chars instead",
+            )
+        bound = {
+            "max_segment_chars": req.max_segment_chars,
+            "max_segment_tokens": req.max_segment_tokens,
+            "tokenizer": count_tokens if req.max_segment_tokens is not None else None,
+        }
+        try:  # before the splitter: settings that can never hold
+            length_limits.check(**bound, min_segment_units=steer["min_segment_units"])
+        except ValueError as e:
+            raise ApiError(422, str(e)) from None
+        found = [await units_of(d, units) for d in docs]
+        unit_lists = [u for u, _, _ in found]
         names = [f"document {d.id or i}" for i, d in enumerate(docs)] if req.documents is not None else None
         try:
             decisions.check_documents([len(u) for u in unit_lists], names=names, **steer)
         except ValueError as e:  # e.g. more segments than the document has units
             raise ApiError(422, str(e)) from None
         logits = await batcher.submit(unit_lists)
-        # Off the event loop: a CRF's Viterbi pass or num_segments' dynamic programme over a long
+
+        def decide() -> list[Prediction]:
+            preds = []
+            for i, ((u, text, spans), lg) in enumerate(zip(found, logits)):
+                try:
+                    preds.append(seg.decide(u, lg, **steer, **bound, text=text, unit_spans=spans))
+                except ValueError as e:  # limits that cannot all hold for this document
+                    raise ApiError(422, f"{names[i]}: {e}" if names else str(e)) from None
+            return preds
+
+        # Off the event loop: a CRF's Viterbi pass or the decisions' dynamic programmes over a long
         # document would hold up every other request.
-        preds = await asyncio.to_thread(lambda: [seg.decide(u, lg, **steer) for u, lg in zip(unit_lists, logits)])
+        preds = await asyncio.to_thread(decide)
         if req.documents is None:
             return _result(preds[0], req.id)
         return {

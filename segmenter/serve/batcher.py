@@ -27,6 +27,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from segmenter.core.bounds import Number
+
 log = logging.getLogger(__name__)
 
 
@@ -43,6 +45,11 @@ class _Job:
     @property
     def units(self) -> int:
         return sum(len(d) for d in self.docs)
+
+
+# The settings' bounds (segmenter.core.bounds; conf/serve.yaml's batching.* reach them here).
+SIZE = Number(lo=1)  # max_docs, max_units, max_queue_docs
+WAIT_S = Number(lo=0, hi=1, whole=False)
 
 
 class MicroBatcher:
@@ -62,10 +69,8 @@ class MicroBatcher:
         max_queue_docs: int = 1024,
     ) -> None:
         for name, value in (("max_docs", max_docs), ("max_units", max_units), ("max_queue_docs", max_queue_docs)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}={value!r} must be a whole number >= 1")
-        if not 0 <= wait_s <= 1:
-            raise ValueError(f"wait_s={wait_s!r} must be between 0 and 1 second")
+            SIZE.check(name, value)
+        WAIT_S.check("wait_s", wait_s)
         self.predict = predict
         self.max_docs, self.max_units, self.wait_s, self.max_queue_docs = max_docs, max_units, wait_s, max_queue_docs
         self._queue: deque[_Job] = deque()

@@ -63,7 +63,7 @@ def run(cfg: Any) -> None:
     import torch
 
     from segmenter.cli.config import ConfigError
-    from segmenter.inference.api import UNITS
+    from segmenter.core.document import UNITS
 
     try:
         import uvicorn
@@ -75,7 +75,7 @@ def run(cfg: Any) -> None:
         ) from None
     limits = settings(Limits, cfg.get("limits"), "limits")
     batching = settings(Batching, cfg.get("batching"), "batching")
-    if cfg.units not in UNITS:
+    if cfg.units is not None and cfg.units not in UNITS:
         raise ConfigError(f"units={cfg.units!r}: expected one of {UNITS}")
     sock = bind(str(cfg.host), cfg.port)
     host, port = sock.getsockname()[:2]
@@ -87,7 +87,9 @@ def run(cfg: Any) -> None:
         raise ConfigError(f"threads={cfg.threads}: the server takes one number of torch threads")
     threads = int(cfg.threads) if cfg.get("threads") else max(1, (os.cpu_count() or 2) - 1)
     torch.set_num_threads(threads)
-    seg = hydra.utils.instantiate(cfg.segmenter)  # CheckpointError comes wrapped by Hydra
+    seg = hydra.utils.instantiate(
+        cfg.segmenter, ckpt_path=cfg.ckpt_path, pretrained=cfg.pretrained
+    )  # CheckpointError comes wrapped by Hydra
     source = str(cfg.get("ckpt_path") or f"pretrained:{cfg.get('pretrained')}")
     try:
         app = create_app(
@@ -97,6 +99,7 @@ def run(cfg: Any) -> None:
             default_units=cfg.units,
             source=source,
             cors_origins=tuple(cfg.cors_origins or ()),
+            tokenizer=cfg.get("tokenizer"),
         )
     except ValueError as e:
         raise ConfigError(str(e)) from None

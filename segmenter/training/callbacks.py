@@ -1,5 +1,6 @@
 """Every Lightning callback of segmenter: what each checkpoint carries (CheckpointMetadata,
-RandomStateCheckpoint), watching runs (AttentionHeatmap, UnitThroughput, LogProgress),
+RandomStateCheckpoint), watching runs (AttentionHeatmap, UnitThroughput, LogProgress,
+SummaryTable),
 protecting them (FiniteLossGuard), and encoding every unit once before training
 (WarmEncoderCache), and calibrating the best checkpoint after fit (CalibrateOnValidation).
 conf/callbacks/*.yaml select them; train.py adds CheckpointMetadata to every run."""
@@ -17,8 +18,9 @@ from typing import Any
 import numpy as np
 import torch
 from lightning import Callback, LightningModule, Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint, ModelSummary, ProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities.model_summary import get_formatted_model_size, get_human_readable_count
 from torch import Tensor
 
 from segmenter.core.document import IGNORE, boundary_labels
@@ -251,6 +253,64 @@ class LogProgress(ProgressBar):
         )
 
 
+class SummaryTable(ModelSummary):
+    """Lightning's model summary (layers, parameters, size) as one log record, so it reaches
+    train.log as well as the console. The FLOPs column and total are left out when they are
+    0: Lightning counts FLOPs only for a module with an ``example_input_array``, which
+    segmenter's network (a dict of feature tensors in) does not have, so they would read 0."""
+
+    @staticmethod
+    def summarize(
+        summary_data: list[tuple[str, list[str]]],
+        total_parameters: int,
+        trainable_parameters: int,
+        model_size: float,
+        total_training_modes: dict[str, int],
+        total_flops: int,
+        **summarize_kwargs: Any,
+    ) -> None:
+        log.info(
+            "model:\n%s",
+            summary_text(
+                summary_data,
+                total_parameters=total_parameters,
+                trainable_parameters=trainable_parameters,
+                model_size=model_size,
+                total_training_modes=total_training_modes,
+                total_flops=total_flops,
+            ),
+        )
+
+
+def summary_text(
+    columns: list[tuple[str, list[str]]],
+    *,
+    total_parameters: int,
+    trainable_parameters: int,
+    model_size: float,
+    total_training_modes: Mapping[str, int],
+    total_flops: int,
+) -> str:
+    """The summary table of ``columns`` ((name, cells) each, as Lightning's ModelSummary gives
+    them) and its totals; no FLOPs where ``total_flops`` is 0 (none were counted)."""
+    columns = [(name, cells) for name, cells in columns if total_flops or name != "FLOPs"]
+    widths = [max(len(name), *(len(c) for c in cells)) for name, cells in columns]
+    rows = [[name for name, _ in columns], *zip(*(cells for _, cells in columns))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "-" * len(lines[0]))
+
+    def count(n: int) -> str:
+        return get_human_readable_count(int(n)).strip()
+
+    lines += [
+        f"{count(trainable_parameters)} trainable params, {count(total_parameters - trainable_parameters)} "
+        f"non-trainable, {count(total_parameters)} total ({get_formatted_model_size(model_size)} MB); "
+        f"modules: {total_training_modes.get('train', 0)} in train mode, {total_training_modes.get('eval', 0)} in eval mode"
+        + (f"; {count(total_flops)} FLOPs" if total_flops else "")
+    ]
+    return "\n".join(lines)
+
+
 # -- checkpoints and encoders ------------------------------------------------------------
 def monitored_checkpoint(trainer: Trainer) -> ModelCheckpoint | None:
     """The checkpoint callback that keeps the best checkpoint: the first ModelCheckpoint with
@@ -271,8 +331,9 @@ class CheckpointMetadata(Callback):
         task: str,
         label_names: Sequence[str],
         featurizer: Sequence[Mapping[str, Any]] | None = None,
+        units: str | None = None,
     ) -> None:
-        self.meta = metadata(net=net, task=task, label_names=label_names, featurizer=featurizer)
+        self.meta = metadata(net=net, task=task, label_names=label_names, featurizer=featurizer, units=units)
 
     def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
         checkpoint[KEY] = {**copy.deepcopy(self.meta), DIGEST_KEY: weights_digest(checkpoint["state_dict"])}

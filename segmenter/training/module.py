@@ -11,6 +11,7 @@ from lightning import LightningModule
 from omegaconf import Container, OmegaConf
 from torch import Tensor, nn
 
+from segmenter.core.bounds import Number
 from segmenter.core.document import BOUNDARY, check_label_names, check_task
 from segmenter.models.net import NetOutput
 from segmenter.training.metrics import build_metrics
@@ -32,31 +33,8 @@ def class_weights(counts: Sequence[int] | None, weighting: str, num_classes: int
     return (c.sum() / (num_classes * c)) ** WEIGHTINGS[weighting]
 
 
-def check_boundary_smoothing(smoothing: float) -> None:
-    if not 0.0 <= smoothing < 0.5:
-        raise ValueError(f"boundary_smoothing={smoothing}: expected a number from 0 to below 0.5")
-
-
-def soft_boundary_targets(labels: Tensor, smoothing: float) -> Tensor:
-    """(B, T, 2) target distributions for a boundary task: a gold boundary is boundary with
-    probability 1, a unit next to one (in the same document) with ``smoothing``, the others 0.
-    Pk and WindowDiff forgive a boundary one unit off; plain labels punish it as much as one
-    ten units off. ``labels`` (B, T) holds 0/1 and IGNORE at padding."""
-    check_boundary_smoothing(smoothing)
-    gold = (labels == 1).float()  # (B, T)
-    near = torch.zeros_like(gold)
-    near[:, 1:] = gold[:, :-1]  # the unit after a boundary
-    near[:, :-1] = torch.maximum(near[:, :-1], gold[:, 1:])  # ... and the one before
-    p = torch.maximum(gold, smoothing * near)  # (B, T) boundary probability
-    return torch.stack([1 - p, p], dim=-1)  # (B, T, 2)
-
-
-def soft_cross_entropy(logits: Tensor, targets: Tensor, weight: Tensor | None) -> Tensor:
-    """Cross entropy against target distributions (N, C), class-weighted and normalised as
-    F.cross_entropy does for class indices (by the targets' total weight): with one-hot
-    targets the two are equal."""
-    w = targets if weight is None else targets * weight  # (N, C)
-    return -(w * F.log_softmax(logits, dim=-1)).sum() / w.sum()
+# The settings' bounds (segmenter.core.bounds; the command line checks model.* with them too).
+AUX_LOSS_WEIGHT = Number(lo=0, whole=False)
 
 
 class SegmenterModule(LightningModule):
@@ -71,23 +49,15 @@ class SegmenterModule(LightningModule):
         class_counts: Sequence[int] | None = None,
         class_weighting: str = "balanced",
         aux_loss_weight: float = 0.0,
-        boundary_smoothing: float = 0.0,
         subsets: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         """``subsets``: {"val": [...], "test": [...]}, the subsets of each evaluation split
         (the corpora of a mixture, Choi's folders; SegmentationDataModule.subsets) whose metrics
-        are logged apart as well, e.g. ``val/wiki/pk``. ``boundary_smoothing``: the training
-        target of a unit next to a gold boundary (soft_boundary_targets); boundary task only.
-        Measured on held-out Wikipedia (docs/pretrained.md, three seeds of
-        experiment=pretrained_topic): Pk 37.6% with 0.25, 36.2% without; 0 (off) by default."""
+        are logged apart as well, e.g. ``val/wiki/pk``."""
         super().__init__()
         check_task(task)
         check_label_names(label_names, net.num_classes)
-        if boundary_smoothing and (task != BOUNDARY or net.crf is not None):
-            raise ValueError(
-                f"boundary_smoothing={boundary_smoothing}: for a boundary task without a CRF (task={task!r})"
-            )
-        check_boundary_smoothing(boundary_smoothing)
+        AUX_LOSS_WEIGHT.check("aux_loss_weight", aux_loss_weight)
         # Checkpoints hold plain data only (they load with torch.load(weights_only=True)):
         # the optimizer and scheduler factories are functools.partial objects, kept as
         # attributes rather than hyperparameters; the net is rebuilt from the checkpoint's
@@ -116,11 +86,7 @@ class SegmenterModule(LightningModule):
         out = self(batch["features"], start=batch["start"])
         mask = out.mask  # (B, T)
         labels = batch["labels"]  # (B, T), IGNORE at padding
-        if self.hparams.boundary_smoothing:
-            targets = soft_boundary_targets(labels, self.hparams.boundary_smoothing)  # (B, T, 2)
-            loss = soft_cross_entropy(out.logits[mask], targets[mask], self.class_weights)
-        else:
-            loss = F.cross_entropy(out.logits[mask], labels[mask], weight=self.class_weights)
+        loss = F.cross_entropy(out.logits[mask], labels[mask], weight=self.class_weights)
         bs = labels.shape[0]
         if self.net.crf is not None:  # the sequence log-likelihood trains the label transitions
             crf = self.net.crf.nll(out.logits, labels, mask)

@@ -29,7 +29,7 @@ from lightning import Callback, Trainer
 # Private: Lightning has no public form of the flattening its loggers apply to hyperparameters,
 # and this entry must match the one TensorBoardLogger.log_hyperparams writes.
 from lightning.fabric.utilities.logger import _convert_params, _flatten_dict
-from lightning.pytorch.callbacks import LearningRateMonitor, RichProgressBar
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelSummary, RichProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard.summary import hparams
@@ -106,6 +106,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         task=datamodule.task,
         label_names=datamodule.label_names,
         featurizer=datamodule.featurizer.config(),
+        units=datamodule.units,
     )
     callbacks.append(meta)
     loggers = instantiate_group(cfg.get("logger"))
@@ -113,7 +114,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
         # Lightning refuses the monitor without a logger; logger=none means "no curves", not a crash.
         log.info("logger=none: no learning-rate curve (callbacks.lr_monitor needs a logger)")
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    # The summary is a callback of the config (callbacks.model_summary): Lightning is told not
+    # to add its default one, else it logs that it skips it.
+    own_summary = {"enable_model_summary": False} if any(isinstance(c, ModelSummary) for c in callbacks) else {}
+    trainer: L.Trainer = hydra.utils.instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, **own_summary
+    )
 
     fit_start = time.perf_counter()
     if cfg.get("train"):
@@ -141,8 +147,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
         if ckpt is None:
             log.warning("no best checkpoint (fast_dev_run or no checkpoint callback): testing the current weights")
         with safe_globals():
-            trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
-        log.info("tested checkpoint: %s", ckpt)
+            # verbose=False: Lightning's table prints every digit of a float32; ours rounds.
+            results = trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True, verbose=False)
+        if trainer.is_global_zero:
+            log.info("test of %s:\n%s", ckpt or "the current weights", metrics_table(results[0] if results else {}))
         metrics.update(trainer.callback_metrics)
 
     metrics = {k: float(v) for k, v in metrics.items()}
@@ -151,7 +159,27 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if trainer.is_global_zero:  # the record a sweep summary reads (segmenter/training/sweep.py)
         save_metrics(Path(cfg.paths.output_dir) / METRICS_FILE, metrics)
     log_hparams_with_metrics(trainer, run_hparams(cfg, hydra_choices()), metrics)
+    if trainer.is_global_zero:
+        log.info("%s", closing_line(Path(cfg.paths.output_dir), monitored))
     return metrics
+
+
+def metrics_table(metrics: Mapping[str, float], digits: int = 4) -> str:
+    """``name  value`` lines, sorted by name, values to ``digits`` significant digits."""
+    if not metrics:
+        return "  (no metrics)"
+    width = max(len(k) for k in metrics)
+    return "\n".join(f"  {k.ljust(width)}  {float(v):.{digits}g}" for k, v in sorted(metrics.items()))
+
+
+def closing_line(run_dir: Path, monitored: Callback | None) -> str:
+    """What a user needs after training: the run folder and its best checkpoint (and score)."""
+    best = getattr(monitored, "best_model_path", "") or ""
+    if not best:
+        return f"run folder: {run_dir} (no best checkpoint was kept)"
+    score = getattr(monitored, "best_model_score", None)
+    scored = f", {monitored.monitor}={float(score):.4g}" if score is not None else ""
+    return f"run folder: {run_dir}; best checkpoint: {best}{scored}"
 
 
 def checkpoint_dirs(cfg: DictConfig) -> list[str]:

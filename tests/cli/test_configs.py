@@ -152,3 +152,27 @@ def test_parameter_counts_match_the_reference_size(tiny_cfg):
     assert counts["self"] == counts["localized"]
     assert 400_000 < counts["self"] < 500_000
     assert 1.05 < counts["boundary_aware"] / counts["self"] < 1.09
+
+
+@pytest.mark.parametrize("name", ["predict", "serve", "predict_throughput"])
+def test_the_inference_settings_are_the_python_apis(name):
+    """The scripts' `segmenter:` group starts from Segmenter's own defaults (one source,
+    segmenter.inference.settings); the server batches more windows per pass on purpose."""
+    import inspect
+
+    from segmenter.inference.api import Segmenter
+
+    cfg = compose_config(name, ["input=x", "segmenter.overlap=8"] if name == "predict" else [])
+    settings = {k: v for k, v in cfg.segmenter.items() if k != "_target_"}
+    init, load = (
+        inspect.signature(Segmenter.__init__).parameters,
+        inspect.signature(Segmenter.from_checkpoint).parameters,
+    )
+    api = {k: (init[k] if k in init else load[k]).default for k in settings}
+    expected = {
+        **api,
+        **({"batch_size": 64} if name == "serve" else {}),
+        **({"overlap": 8} if name == "predict" else {}),
+    }
+    assert settings == expected and set(settings) >= {"max_units", "overlap", "batch_size", "device", "cache_dir"}
+    assert hydra.utils.get_method(cfg.segmenter._target_) == Segmenter.load

@@ -1,10 +1,12 @@
-"""One console line per event, plain progress off a terminal,
-result files with the usual permissions, progress for long predictions, hard-wrapped text."""
+"""One console line per event, plain progress off a terminal, a training run's summary, test
+table and closing line, result files with the usual permissions, progress for long
+predictions, hard-wrapped text."""
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import stat
 import warnings
 
@@ -51,6 +53,29 @@ def test_plain_progress_when_not_on_a_terminal(tiny_cfg, caplog):
     lines = [r.getMessage() for r in caplog.records if r.name == "segmenter.training.callbacks"]
     assert any(line.startswith("epoch 1") and "val/f1=" in line for line in lines), lines
     assert "Tip:" not in caplog.text
+
+
+def test_training_output_is_what_a_user_reads(tiny_cfg, tmp_path, caplog, capsys):
+    cfg = tiny_cfg("debug=limit", "logger=none", "callbacks.lr_monitor=null")
+    with caplog.at_level(logging.INFO):
+        train(cfg)
+    out = capsys.readouterr()
+    console = out.out + out.err + caplog.text
+    # The model summary: layers and parameters, no FLOPs column of zeros (none are counted)
+    (summary,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("model:")]
+    assert "net.encoder" in summary and "trainable params" in summary
+    assert "FLOPs" not in console, summary
+    # Lightning does not announce that it skips its own summary for ours
+    assert "already configured with model summary" not in console
+    # The test metrics, rounded: no float printed with 16 digits
+    (table,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("test of ")]
+    values = re.findall(r"^  test/\S+\s+(\S+)$", table, flags=re.M)
+    assert len(values) >= 4 and all(len(v.lstrip("0.").replace(".", "")) <= 4 for v in values), table
+    assert not re.search(r"\d\.\d{7,}", console)
+    # The last line names the run folder and the best checkpoint
+    last = caplog.records[-1].getMessage()
+    best = next((tmp_path / "run" / "checkpoints").glob("epoch_*.ckpt"))
+    assert last.startswith(f"run folder: {tmp_path / 'run'}; best checkpoint: {best}, val/f1="), last
 
 
 @pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])

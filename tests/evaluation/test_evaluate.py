@@ -185,7 +185,7 @@ def test_a_shipped_model_is_evaluated_on_named_data_like_a_run(tmp_path, songs_j
     docs = {d.id: d for d in hydra_docs(cfg)}
     preds = seg.predict([docs[i].units for i in result["documents"]])
     apart = score_labels(
-        [(p.labels, docs[i].labels) for i, p in zip(result["documents"], preds)], SECTION, seg.label_names
+        [(p.label_ids, docs[i].labels) for i, p in zip(result["documents"], preds)], SECTION, seg.label_names
     )
     assert rows["segmenter (SelfAttention), CRF"]["f1"] == pytest.approx(apart["f1"], abs=1e-6)
     assert (out / "test.md").read_text().startswith(f"### test: {rows['docs']} documents, pretrained=lyrics")

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 
 from segmenter.core.document import Document
 from segmenter.data.datamodule import Collate, DocumentDataset
-from segmenter.features import Featurizer, HashedBags, LeadWordIds, SurfaceRecurrence
+from segmenter.features import Featurizer, HashedBags, SurfaceRecurrence
 from segmenter.models.embedding_cache import UnitEmbeddingCache
 from tests.helpers import compose_train, run_net
 
@@ -46,19 +46,16 @@ def test_a_batch_is_padded_documents_with_their_mask():
     featurizer = Featurizer(
         features=[
             HashedBags(num_buckets=64, char_ngram=3),
-            LeadWordIds(words=2, buckets=16),
             SurfaceRecurrence(ngram=3, buckets=128, thresholds=(0.5, 0.9), stripe=1),
         ]
     )
     batch = featurizer.batch(DOCS)
     assert batch["mask"].tolist() == [[True, True, True], [True, False, False], [True, True, False]]
     assert batch["hashed_sizes"].shape == (6,) and int(batch["hashed_sizes"].sum()) == len(batch["hashed_ids"])
-    assert batch["lead_ids"].shape == (3, 3, 2) and batch["lead_ids"][1, 1:].abs().sum() == 0
     assert batch["surface"].shape[:2] == (3, 3) and batch["surface"][1, 1:].abs().sum() == 0
     # each document's tensors are its own: the same whether batched or alone
     alone = featurizer.batch([DOCS[2]])
     torch.testing.assert_close(alone["surface"][0], batch["surface"][2, :2])
-    torch.testing.assert_close(alone["lead_ids"][0], batch["lead_ids"][2, :2])
 
 
 def test_an_empty_document_is_refused():
@@ -69,8 +66,8 @@ def test_an_empty_document_is_refused():
 def test_bad_settings_name_the_values():
     with pytest.raises(ValueError, match="num_buckets=0"):
         HashedBags(num_buckets=0, char_ngram=3)
-    with pytest.raises(ValueError, match="buckets=1"):
-        LeadWordIds(words=2, buckets=1)
+    with pytest.raises(ValueError, match="stripe=-1"):
+        SurfaceRecurrence(ngram=3, buckets=8, thresholds=(0.5,), stripe=-1)
     with pytest.raises(ValueError, match="one feature of each kind"):
         Featurizer(features=[HashedBags(num_buckets=8, char_ngram=3)] * 2)
 

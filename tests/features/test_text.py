@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 from segmenter.features import text
-from segmenter.features.text import char_ngrams, hashed_features, lead_word_ids
+from segmenter.features.text import char_ngrams, hashed_features
 from tests.helpers import ROOT
 
 
@@ -25,13 +25,6 @@ def test_a_unit_without_words_gets_the_one_empty_feature():
     assert hashed_features("...", 64, 3) == hashed_features("", 64, 3) and len(hashed_features("", 64, 3)) == 1
 
 
-def test_lead_word_ids_depend_on_the_first_words_only():
-    assert lead_word_ids("He said so, twice.", 2, 64) == lead_word_ids("he SAID nothing", 2, 64)
-    assert lead_word_ids("In 1998 it rained", 2, 64) == lead_word_ids("In 2004, snow", 2, 64)  # a number is "0"
-    assert lead_word_ids("...", 2, 64) == [0, 0] and lead_word_ids("Yes.", 3, 64)[1:] == [0, 0]  # 0: no word
-    assert all(0 < i < 64 for i in lead_word_ids("The cat sat", 3, 64))
-
-
 def test_char_ngrams_of_the_normalised_text():
     assert char_ngrams("(Yeah) I'm on my way", 3, 4096)[-len(char_ngrams("I'm on my way", 3, 4096)) :] == char_ngrams(
         "i m on my way!", 3, 4096
@@ -41,5 +34,5 @@ def test_char_ngrams_of_the_normalised_text():
 def test_nothing_is_memoised_at_module_level():
     """Hashing keeps no state between calls: a process that sees endless new text (a server)
     does not grow because of it."""
-    for name in ("hashed_features", "char_ngrams", "lead_word_ids"):
+    for name in ("hashed_features", "char_ngrams"):
         assert not hasattr(getattr(text, name), "cache_info"), name

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import functools
+import logging
+import random
 
 import pytest
 import torch
 
 import segmenter
+from segmenter import Segmenter
 from segmenter.inference.checkpoint import FORMAT_VERSION, KEY, CheckpointError, build_net, load, load_net, upgrade
 from segmenter.training.train import build, train
 from tests.helpers import compose_train, run_net, score_checkpoint
@@ -23,6 +26,7 @@ def test_checkpoint_carries_what_rebuilds_the_model(tiny_checkpoint):
         meta = ckpt[KEY]
         assert meta["format_version"] == FORMAT_VERSION and meta["segmenter_version"] == segmenter.__version__
         assert meta["task"] == "boundary" and meta["label_names"] == ["inside", "boundary"]
+        assert meta["units"] == "sentences"  # the built-in corpus's units
         net = meta["net"]
         assert net["type"] == "segmenter_net" and net["num_classes"] == 2
         assert net["attention"]["type"] == "localized" and net["encoder"]["type"] == "hashed"
@@ -124,7 +128,7 @@ def test_format1_class_paths_are_read_through_the_table_only(tiny_checkpoint, ta
 def test_a_part_is_bounded_by_its_own_limits(tiny_checkpoint):
     net = load(tiny_checkpoint)[KEY]["net"]
     with pytest.raises(
-        CheckpointError, match=r"net.encoder.num_buckets=4194305: expected whole numbers from 0 to 4,194,304"
+        CheckpointError, match=r"net.encoder.num_buckets=4194305: expected a whole number from 1 to 4,194,304"
     ):
         build_net({**net, "encoder": {**net["encoder"], "num_buckets": (1 << 22) + 1}})
     with pytest.raises(CheckpointError, match=r"net.attention.window_size=-1"):
@@ -143,6 +147,34 @@ def test_a_featurizer_other_than_the_trained_one_is_refused(tiny_checkpoint, tmp
         load_net(tmp_path / "drift.ckpt")
 
 
+def test_a_model_splits_text_as_it_was_trained_unless_told(tiny_checkpoint, tmp_path, caplog):
+    """The checkpoint's units are the default of segment() and predict; a checkpoint without
+    them (written before they were stored) splits by sentences, as before; a caller's other
+    choice is honoured with one info line."""
+    ckpt = raw(tiny_checkpoint)
+    ckpt[KEY]["units"] = "lines"
+    torch.save(ckpt, tmp_path / "lines.ckpt")
+    del ckpt[KEY]["units"]
+    torch.save(ckpt, tmp_path / "older.ckpt")
+    text = "First line of the song\nSecond line of the song\nThird line. It has two sentences.\n"
+
+    seg = Segmenter.from_checkpoint(tmp_path / "lines.ckpt")
+    with caplog.at_level(logging.INFO, logger="segmenter.inference.api"):
+        assert seg.units == "lines" and len(seg.segment(text, return_probs=True).units) == 3
+    assert not [r for r in caplog.records if "units=" in r.getMessage()]
+    with caplog.at_level(logging.INFO, logger="segmenter.inference.api"):
+        assert len(seg.segment(text, units="sentences", return_probs=True).units) == 2  # pysbd: 2 sentences
+    (said,) = [r.getMessage() for r in caplog.records if "units=" in r.getMessage()]
+    assert "units=sentences" in said and "trained on lines" in said
+    assert Segmenter.from_checkpoint(tmp_path / "lines.ckpt", units="sentences").units == "sentences"
+    assert Segmenter.from_checkpoint(tmp_path / "older.ckpt").units == "sentences"
+
+    ckpt[KEY]["units"] = "words"
+    torch.save(ckpt, tmp_path / "bad.ckpt")
+    with pytest.raises(CheckpointError, match=r"bad\.ckpt: units='words' is not one of \('sentences', 'lines'\)"):
+        load_net(tmp_path / "bad.ckpt")
+
+
 def test_hydra_keys_and_interpolations_are_refused(tiny_checkpoint, tmp_path):
     net = load(tiny_checkpoint)[KEY]["net"]
     with pytest.raises(CheckpointError, match="'_args_' is not allowed"):
@@ -152,6 +184,18 @@ def test_hydra_keys_and_interpolations_are_refused(tiny_checkpoint, tmp_path):
     torch.save(ckpt, tmp_path / "interp.ckpt")
     with pytest.raises(CheckpointError, match="interpolation"):
         load(tmp_path / "interp.ckpt")
+
+
+@pytest.mark.parametrize("first", [b"\x7f", b"\x80", b"", b"hello"])
+def test_a_file_that_is_no_checkpoint_is_called_so(tmp_path, first):
+    """Random bytes (whatever the first one, 0x80 included: pickle's opcode) are not a
+    checkpoint at all; the message says so, not that the file holds pickled objects."""
+    data = first + bytes(random.Random(0).randrange(256) for _ in range(300)) if first != b"" else b""
+    (tmp_path / "random.ckpt").write_bytes(data)
+    with pytest.raises(CheckpointError) as e:
+        load(tmp_path / "random.ckpt")
+    assert "random.ckpt: it is not a checkpoint at all" in str(e.value)
+    assert "pickled" not in str(e.value) and "upgrade" not in str(e.value)
 
 
 def test_missing_and_damaged_files(tiny_checkpoint, tmp_path):

@@ -15,12 +15,14 @@ import torch
 
 from segmenter import Segmenter
 from segmenter.cli.app import run_task
+from segmenter.core.document import SECTION, document_segments
 from segmenter.core.io import atomic_write
+from segmenter.data.formats import read_separator_files
 from segmenter.inference.api import SEPARATOR, Prediction, _chunks
 from segmenter.inference.checkpoint import build_net, net_config
 from segmenter.inference.predict import InputError, read_inputs, run
 from segmenter.training.train import train
-from tests.helpers import ATTENTIONS, ROOT, TEXT, compose_train, predict_cfg
+from tests.helpers import ATTENTIONS, ROOT, TEXT, compose_train, predict_cfg, write
 
 WORDS = "cat dog mat sun stock bank rate egg sugar flour river boat rain cloud train road".split()
 
@@ -144,7 +146,7 @@ def test_cli_text_file_agrees_with_the_api(seg, tiny_checkpoint, tmp_path):
     (record,) = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     assert record["id"] == "doc" and record["units"] == api.units and record["boundaries"] == api.boundaries
     assert record["boundary_probs"] == pytest.approx(api.boundary_probs, abs=1e-5)
-    assert record["labels"] == [api.label_names[k] for k in api.labels]
+    assert record["labels"] == api.labels
     assert not list(out.glob(".*.tmp"))
 
 
@@ -239,6 +241,27 @@ def test_default_output_is_beside_the_run(tiny_checkpoint, tmp_path):
     assert (tiny_checkpoint.parent.parent / "predictions" / "doc" / "doc.txt").is_file()
 
 
+def test_text_form_names_a_section_models_labels_and_reads_back(tmp_path):
+    """The .txt output: a section model's separator names the segment's label; a boundary
+    model's is Choi's plain one. Both read back (the separator reader of data=choi and
+    evaluate's folder=) into the segments predicted."""
+    units = ["a", "b", "c", "d", "e"]
+    section = Prediction(
+        units, [0, 0, 1, 1, 0], ["verse", "chorus"], [0.1, 0.9, 0.2, 0.8, 0.0], [0, 1, 0, 1, 0], SECTION
+    )
+    assert section.to_text().splitlines() == [
+        *["========== verse", "a", "b"],
+        *["========== chorus", "c", "d"],
+        *["========== verse", "e"],
+        "==========",
+    ]
+    boundary = Prediction(units, [0, 1, 0, 0, 0], ["inside", "boundary"], [0.1, 0.9, 0.2, 0.3, 0.0], [0, 1, 0, 0, 0])
+    assert boundary.to_text().splitlines() == ["==========", "a", "b", "==========", "c", "d", "e", "=========="]
+    for pred in (section, boundary):
+        (doc,) = read_separator_files(write(tmp_path / f"{pred.task}.txt", pred.to_text()))
+        assert document_segments(doc) == pred.segments
+
+
 def test_atomic_write_leaves_nothing_on_failure(tmp_path):
     with pytest.raises(UnicodeEncodeError):
         atomic_write(tmp_path / "x.txt", "fine\ud800")  # a lone surrogate cannot be encoded
@@ -316,7 +339,10 @@ def test_cli_lines_with_a_verse_chorus_crf_checkpoint(tmp_path, songs_jsonl):
     seg = Segmenter.from_checkpoint(ckpt)
     assert seg.net.crf is not None and seg.net.similarity is not None
     (api,) = seg.predict([song])
-    assert record["units"] == song and record["labels"] == [api.label_names[k] for k in api.labels]
+    assert record["units"] == song and record["labels"] == api.labels
     assert set(record["labels"]) <= {"verse", "chorus"}
+    separators = [line for line in (out / "song.txt").read_text().splitlines() if line.startswith("==========")]
+    starts = [0] + [i + 1 for i, b in enumerate(api.boundaries) if b]
+    assert separators == [f"========== {api.labels[s]}" for s in starts] + ["=========="]
     # a boundary exactly where the decoded label changes
-    assert record["boundaries"][:-1] == [int(a != b) for a, b in zip(api.labels, api.labels[1:])]
+    assert record["boundaries"][:-1] == [int(a != b) for a, b in zip(api.label_ids, api.label_ids[1:])]

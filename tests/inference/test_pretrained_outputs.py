@@ -27,4 +27,4 @@ def test_shipped_model_outputs_match_the_recorded_ones(name):
     for got, want in zip(seg.predict(docs), recorded):
         assert got.boundary_probs == pytest.approx(want["boundary_probs"], abs=1e-5)
         assert got.boundaries == want["boundaries"]
-        assert [int(k) for k in got.labels] == want["labels"]
+        assert got.label_ids == want["labels"]

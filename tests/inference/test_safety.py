@@ -241,7 +241,7 @@ def test_sizes_in_a_checkpoint_are_bounded(tiny_checkpoint):
     net = load(tiny_checkpoint)[KEY]["net"]
     net["encoder"]["num_buckets"] = 10**10
     with pytest.raises(
-        CheckpointError, match=r"net\.encoder\.num_buckets=10000000000: expected whole numbers from 0 to"
+        CheckpointError, match=r"net\.encoder\.num_buckets=10000000000: expected a whole number from 1 to"
     ):
         build_net(net)
     net["encoder"]["num_buckets"] = 16384

@@ -130,3 +130,20 @@ def test_a_wrong_width_from_the_encoder_is_an_error(tmp_path):
     cache = UnitEmbeddingCache(identity=IDENTITY, dim=DIM + 1, root=None)
     with pytest.raises(ValueError, match="width 7"):
         cache.lookup(["x"], FakeEncoder())
+
+
+def test_progress_is_log_lines_never_a_bar(tmp_path, caplog, capfd, monkeypatch):
+    from segmenter.core.progress import Progress
+
+    monkeypatch.setattr(Progress, "every", 0.0)
+    texts = [f"text number {i}" for i in range(40)]
+    cache = UnitEmbeddingCache(identity=IDENTITY, dim=DIM, root=None)
+    with caplog.at_level(logging.INFO, logger="segmenter.models.embedding_cache"):
+        cache.lookup(texts[:20], FakeEncoder(), batch_size=2, progress=True)
+        shown = [r.getMessage() for r in caplog.records]
+        caplog.clear()
+        cache.lookup(texts[20:], FakeEncoder(), batch_size=2, progress=False)
+        assert not caplog.records
+    assert any(m.startswith("encoding units: ") and "/20 units" in m for m in shown), shown
+    assert shown[-1].startswith("encoded 20 new units in"), shown
+    assert capfd.readouterr().err == ""  # the application decides where log lines go

@@ -153,41 +153,6 @@ def test_content_off_needs_cohesion():
         )
 
 
-def test_lead_words_see_openings_not_the_rest():
-    """Without content, the same cohesion pattern gives the same output unless the units
-    open differently; with lead words the openings (only) change it."""
-    from segmenter.models.net import LeadWords
-
-    model = net_with_cohesion(content=False)
-    model.lead = LeadWords(dim=32, words=1, buckets=64)
-    model.eval()
-    model.encoder.frozen_units = one_hot_by_first_seen
-    a = run_net(model, [["He sat", "He sat", "It ran", "It ran"]]).logits
-    b = run_net(model, [["He stood", "He stood", "It fell", "It fell"]]).logits  # same first words
-    c = run_net(model, [["She sat", "She sat", "They ran", "They ran"]]).logits  # other first words
-    torch.testing.assert_close(a, b)
-    assert (a - c).abs().max() > 1e-4
-    model.train()
-    run_net(model, [["He sat", "It ran"]]).logits.sum().backward()
-    assert model.lead.embed.weight.grad.abs().sum() > 0 and model.lead.embed.weight.grad[0].abs().sum() == 0
-
-
-def test_relative_cohesion_is_standardised_per_document():
-    from segmenter.models.net import standardize
-
-    x = torch.tensor([[[1.0], [2.0], [3.0], [9.0]]])  # (B=1, T=4, F=1); the last unit is padding
-    w = torch.tensor([[[1.0], [1.0], [1.0], [0.0]]])
-    z = standardize(x, w)[0, :, 0]
-    torch.testing.assert_close(z[:3], torch.tensor([-1.0, 0.0, 1.0]) / (2 / 3 + 1e-4) ** 0.5)
-    assert z[3] == 0
-    # A document whose similarities are all shifted by a constant gets the same relative features.
-    profile = CohesionProfile(dim=8, radius=2, blocks=(1, 2), relative=True)
-    assert profile.proj.in_features == 4 * 2 + 2 + (2 * 2 + 2)
-    e = torch.randn(1, 6, 5)
-    out = profile(e, torch.ones(1, 6, dtype=torch.bool))
-    assert out.shape == (1, 6, 8)
-
-
 @pytest.mark.parametrize("offset", [-5, -4, -1, 0, 1, 3, 4, 9])
 def test_shift_reads_the_neighbour_at_the_offset_and_zeros_past_the_ends(offset):
     """Offsets as long as the document or longer included (short documents, exported graphs)."""

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import inspect
+
 import hydra
 import pytest
 from omegaconf import OmegaConf
 
+from segmenter.core.bounds import Number
 from segmenter.models import registry
-from segmenter.models.attention import LocalizedAttention
+from segmenter.models.attention import WINDOW_SIZE, LocalizedAttention
+from segmenter.models.net import DIM
 from tests.helpers import CONF
 
 
@@ -44,6 +48,12 @@ def test_names_are_unique_and_a_subclass_is_not_its_parent():
         registry.get("tweaked")
 
 
+def test_a_removed_part_says_why_it_went():
+    with pytest.raises(KeyError, match=r"'lead_words': LeadWords .* was removed: no gain .*removed-options"):
+        registry.get("lead_words")
+    assert "lead_words" not in registry.names()
+
+
 def test_the_table_is_read_only():
     with pytest.raises(TypeError):
         registry.BUILTIN["localized"] = registry.BUILTIN["self"]
@@ -60,3 +70,16 @@ def test_a_plugin_cannot_take_a_built_in_name(tmp_path, monkeypatch):
         ValueError, match=r"entry point localized=os:system \(segmenter.parts\) takes a built-in part's name"
     ):
         registry.names()
+
+
+def test_a_parts_limits_are_the_bounds_its_constructor_checks():
+    """The loader's limits are the Numbers the parts' modules declare, not numbers of their
+    own: a size one side refuses, the other refuses too (the largest allowed is built)."""
+    for name, part in registry.BUILTIN.items():
+        for arg, bound in part.limits.items():
+            assert isinstance(bound, Number), (name, arg)
+            assert arg in inspect.signature(part.cls).parameters, (name, arg)
+    net = registry.BUILTIN["segmenter_net"].limits
+    assert net["dim"] is DIM and registry.BUILTIN["localized"].limits["window_size"] is WINDOW_SIZE
+    with pytest.raises(ValueError, match=r"window_size=2097153: expected a whole number from 1 to 1,048,576"):
+        LocalizedAttention(dim=16, num_heads=2, window_size=(1 << 21) + 1)

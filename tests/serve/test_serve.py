@@ -90,7 +90,7 @@ def client(seg):
 def same_as_api(answer: dict, pred) -> None:
     """A /segment answer equals the Python API's Prediction."""
     assert answer["units"] == pred.units
-    assert answer["labels"] == [pred.label_names[k] for k in pred.labels]
+    assert answer["labels"] == pred.labels
     assert answer["boundaries"] == pred.boundaries
     assert answer["boundary_probs"] == pytest.approx(pred.boundary_probs, abs=1e-5)
     assert answer["segments"] == pred.segments
@@ -371,6 +371,16 @@ def script(name: str, *args: str, timeout: float = 300) -> subprocess.CompletedP
     )
 
 
+def test_text_requests_are_split_as_the_model_was_trained():
+    """Started without units=, the server splits {"text": ...} as the model's training documents
+    were (the lyrics model: by line); a request's own units= still wins."""
+    song = "Sing it loud sing it high\nHold the light until we fly\nNever let the fire die\n"
+    with TestClient(create_app(Segmenter.from_pretrained("lyrics"), warmup=False)) as c:
+        assert c.get("/info").json()["default_units"] == "lines"
+        assert len(c.post("/segment", json={"text": song}).json()["units"]) == 3
+        assert len(c.post("/segment", json={"text": song, "units": "sentences"}).json()["units"]) == 1
+
+
 @pytest.mark.parametrize("model", ["ckpt", "pretrained=lyrics"])
 def test_serve_script_starts_answers_and_stops(tiny_checkpoint, model):
     """scripts/serve.py, with a checkpoint or a shipped model, from start to first answer (the
@@ -419,7 +429,10 @@ def test_serve_script_starts_answers_and_stops(tiny_checkpoint, model):
     [
         (["ckpt_path=/no/such.ckpt"], "checkpoint not found: /no/such.ckpt"),
         ([], "give ckpt_path= (a checkpoint) or pretrained="),
-        (["ckpt_path=x.ckpt", "limits.max_units_per_doc=0"], "limits.max_units_per_doc=0 must be a whole number >= 1"),
+        (
+            ["ckpt_path=x.ckpt", "limits.max_units_per_doc=0"],
+            "limits.max_units_per_doc=0: expected a whole number >= 1",
+        ),
         (["ckpt_path=x.ckpt", "port=70000"], "port=70000"),
         (["ckpt_path=x.ckpt", "units=words"], "units='words'"),
     ],
@@ -467,14 +480,14 @@ def test_load_test_refuses_other_hosts():
 
 
 def test_onnx_backend_serves_the_same_answers(client, tiny_checkpoint, tiny_onnx):
-    """The server built as scripts/serve.py builds it with backend=onnx (conf/serve.yaml's
-    segmenter node) answers what the torch-backed server answers."""
+    """The server built as scripts/serve.py builds it with backend=onnx (segmenter/conf/serve.yaml's
+    segmenter node, backend passed on) answers what the torch-backed server answers."""
     import hydra
 
     from tests.helpers import compose_config
 
     cfg = compose_config("serve", [f"ckpt_path={tiny_checkpoint}", "backend=onnx", f"onnx_path={tiny_onnx}"])
-    onnx_seg = hydra.utils.instantiate(cfg.segmenter)
+    onnx_seg = hydra.utils.instantiate(cfg.segmenter, ckpt_path=cfg.ckpt_path, pretrained=cfg.pretrained)
     assert getattr(onnx_seg.net, "backend", None) == "onnx"
     long_text = " ".join(f"Sentence {i} is about the {w}." for i, w in enumerate(["cat", "bank", "egg"] * 200))
     requests = [
@@ -492,3 +505,67 @@ def test_onnx_backend_serves_the_same_answers(client, tiny_checkpoint, tiny_onnx
             for a, b in zip(want.json().get("documents", [want.json()]), got.json().get("documents", [got.json()])):
                 assert a["units"] == b["units"] and a["labels"] == b["labels"] and a["segments"] == b["segments"]
                 assert a["boundary_probs"] == pytest.approx(b["boundary_probs"], abs=1e-4)
+
+
+# ----------------------------------------------------------------------------- chunks: spans and length limits
+
+
+@pytest.fixture(scope="module")
+def chunking_client():
+    """The shipped topic model served with a word-counting tokenizer for max_segment_tokens."""
+    topic = Segmenter.from_pretrained("topic")
+    app = create_app(topic, source="test", tokenizer=str.split, warmup=False)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        client.topic = topic
+        yield client
+
+
+CHUNK_TEXT = "\r\n".join(f"Line {i} is about the theme {i // 5},\r\nwrapped here.  Then it ends." for i in range(20))
+
+
+def test_answers_carry_spans_into_the_text(chunking_client):
+    r = chunking_client.post("/segment", json={"text": CHUNK_TEXT})
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    pred = chunking_client.topic.segment(CHUNK_TEXT, return_probs=True)
+    assert answer["spans"] == [list(s) for s in pred.spans] and len(answer["spans"]) == len(answer["segments"])
+    for (start, end), segment in zip(answer["spans"], answer["segments"]):
+        assert " ".join(CHUNK_TEXT[start:end].split()) == " ".join(segment)
+    r = chunking_client.post("/segment", json={"lines": ["one line", "two  lines"], "max_segment_chars": 12})
+    assert r.json()["spans"] == [[0, 8], [9, 18]]  # into the lines joined by line breaks, normalized
+
+
+def test_length_limits_in_requests(chunking_client):
+    for limit in (
+        {"max_segment_chars": 150},
+        {"max_segment_tokens": 25},
+        {"max_segment_chars": 90, "num_segments": 30},
+    ):
+        r = chunking_client.post("/segment", json={"text": CHUNK_TEXT, **limit})
+        assert r.status_code == 200, r.text
+        answer = r.json()
+        pred = chunking_client.topic.segment(
+            CHUNK_TEXT, return_probs=True, tokenizer=str.split if "max_segment_tokens" in limit else None, **limit
+        )
+        assert answer["boundaries"] == pred.boundaries and answer["spans"] == [list(s) for s in pred.spans]
+        for start, end in answer["spans"]:
+            assert end - start <= limit.get("max_segment_chars", 10**9)
+            assert len(CHUNK_TEXT[start:end].split()) <= limit.get("max_segment_tokens", 10**9)
+    r = chunking_client.post("/segment", json={"text": "Short. Text.", "max_segment_chars": 3, "min_segment_units": 4})
+    assert r.status_code == 422 and "min_segment_units=4 and max_segment_chars=3 cannot both hold" in r.json()["error"]
+    r = chunking_client.post(
+        "/segment",
+        json={
+            "documents": [{"id": "a", "text": "Fine."}, {"id": "b", "lines": ["aaaaaaaa"] * 3}],
+            "max_segment_chars": 17,
+            "min_segment_units": 2,
+        },
+    )
+    assert r.status_code == 422 and r.json()["error"].startswith(
+        "document b: min_segment_units=2 and max_segment_chars=17"
+    )
+
+
+def test_token_limits_need_the_servers_tokenizer(client):
+    r = client.post("/segment", json={"text": "One. Two.", "max_segment_tokens": 10})
+    assert r.status_code == 422 and "started without tokenizer=" in r.json()["error"]

@@ -191,6 +191,20 @@ def test_the_number_of_segments_is_the_users(page, server):
     assert all("status of 422" in e for e in page.errors)  # the browser logs the refused request, nothing else
 
 
+def test_a_character_limit_is_the_users(page, server):
+    lines = song_lines(2)
+    text = "\n".join(lines)
+    api = httpx.post(f"{server}/segment", json={"text": text, "units": "lines", "max_segment_chars": 60}).json()
+    assert all(end - start <= 60 for start, end in api["spans"])
+    page.fill("#text", text)
+    page.select_option("#units", "lines")
+    page.fill("#max_segment_chars", "60")
+    page.click("#submit")
+    n = len(api["segments"])
+    sync_api.expect(page.locator("#status")).to_contain_text(f"{n} segment{'' if n == 1 else 's'}")
+    assert shown(page)["segments"] == api["segments"]
+
+
 def test_upload_a_txt_file(page, tmp_path):
     lines = song_lines(1)
     path = tmp_path / "song.txt"

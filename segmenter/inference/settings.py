@@ -1,0 +1,36 @@
+"""How a ``Segmenter`` runs its network (not what the network learned), and the defaults of
+those settings: one source for the Python API (``Segmenter``'s keyword defaults) and for
+the scripts' ``segmenter`` config group (``- segmenter: default`` in conf/predict.yaml,
+serve.yaml, predict_throughput.yaml; registered by ``segmenter.cli.config.register``), so
+``segmenter.max_units=...`` on the command line and ``Segmenter(max_units=...)`` start from
+the same value. Plain Python: ``import segmenter`` registers the group without loading torch."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+TARGET = "segmenter.inference.api.Segmenter.load"  # the scripts pass ckpt_path= or pretrained=
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    # Longest window the network sees; longer documents are windowed and stitched.
+    max_units: int = 512
+    # Units shared by neighbouring windows; stitching is exact for localized attention when
+    # overlap >= 2 * (cohesion reach + num_layers * (window_size // 2)), 44 at the defaults.
+    overlap: int = 64
+    batch_size: int = 32  # windows per forward pass
+    device: str = "cpu"  # or cuda
+    language: str = "en"  # pysbd's language for units=sentences
+    # MiniLM encoders: where embeddings are cached (None: memory only; never the checkpoint's).
+    cache_dir: str | None = None
+
+
+DEFAULTS = InferenceSettings()
+
+
+def config_node() -> dict[str, Any]:
+    """The ``segmenter`` config group's ``default`` option: the target and every default."""
+    return {"_target_": TARGET, **dataclasses.asdict(DEFAULTS)}
