@@ -1,13 +1,16 @@
 """LightningDataModule over any corpus (``segmenter.data.corpora.Corpus``: an object with
-``load() -> {split: [Document]}``, ``task`` and ``label_names``): windows long training
-documents, writes the split file, and batches documents. Units become tensors in the
+``load() -> {split: [Document]}``, ``task`` and ``label_names``): stores the corpus as
+memory-mapped Arrow shards (segmenter/data/store.py) and serves its documents from there one
+at a time, windows long training documents (an index of (document, start, end), not copies),
+writes the split file, and batches documents. Units become tensors in the
 loaders' collate, by the network's featurizer (segmenter.features), so with
 ``num_workers > 0`` in the worker processes, not on the training process."""
 
 from __future__ import annotations
 
 import logging
-from collections import Counter
+import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -15,10 +18,18 @@ from lightning import LightningDataModule
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
 
-from segmenter.core.document import IGNORE, Document, boundary_labels, boundary_slots
-from segmenter.core.windows import check_window, window_document
+from segmenter.core.document import IGNORE, Document, boundary_slots
+from segmenter.core.windows import check_window
 from segmenter.data.corpora import Corpus
-from segmenter.data.splits import split_manifest, write_split_file
+from segmenter.data.store import (
+    DocumentStore,
+    StoredDocuments,
+    build_store,
+    key_hash,
+    store_key,
+    temporary_root,
+    training_windows,
+)
 from segmenter.features import Featurizer
 
 log = logging.getLogger(__name__)
@@ -74,13 +85,17 @@ class SegmentationDataModule(LightningDataModule):
         overlap: int = 0,
         split_file: str | None = None,
         featurizer: Featurizer | None = None,
+        cache_dir: str | os.PathLike | None = None,
     ) -> None:
         """``max_units``: training documents longer than this are cut into windows sharing
         ``overlap`` units (val/test stay whole; inference stitches windows back).
         ``split_file``: where to write the document ids of each split (the run folder), so an
         evaluation can check it runs on exactly the test documents. ``featurizer``: what
         turns units into the network's tensors (``Featurizer.for_net(net)``); it can be
-        given once the network is built, as ``datamodule.featurizer = ...``."""
+        given once the network is built, as ``datamodule.featurizer = ...``.
+        ``cache_dir``: where the corpus is stored as memory-mapped Arrow shards
+        (``<cache_dir>/corpora/<key>``, segmenter/data/store.py), built on the first run;
+        None: a temporary folder, built every run."""
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size} must be >= 1")
@@ -90,33 +105,48 @@ class SegmentationDataModule(LightningDataModule):
         self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
         self.max_units, self.overlap, self.split_file = max_units, overlap, split_file
         self.featurizer = featurizer
-        self.splits: dict[str, list[Document]] | None = None
-        self.train_windows: list[Document] | None = None
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.store: DocumentStore | None = None
+        self.splits: dict[str, StoredDocuments] | None = None  # each a Sequence of Documents, read from disk
+        self.train_windows: StoredDocuments | None = None
+        self._tmp = None  # the temporary folder of a store that is not cached
 
     # -- data -------------------------------------------------------------------------
+    def store_dir(self) -> Path:
+        """The corpus's store: under ``cache_dir`` by its key, else in a temporary folder."""
+        key = store_key(self.corpus)
+        if self.cache_dir is not None and key is not None:
+            return self.cache_dir / "corpora" / key_hash(key)
+        if key is None:
+            log.info("%s has no cache_key(): its store is rebuilt every run", type(self.corpus).__name__)
+        if self._tmp is None:
+            self._tmp = temporary_root()
+        return Path(self._tmp.name) / "corpus"
+
     def prepare_data(self) -> None:
-        # Corpora that build and cache (the built-in one) do it here, on one process;
-        # file corpora have nothing to prepare and are read once, in setup.
+        # Corpora that build and cache (the built-in one) do it here, on one process, and
+        # the corpus is stored as Arrow shards (once; later runs find it).
         prepare = getattr(self.corpus, "prepare", None)
         if prepare is not None:
             prepare()
+        build_store(self.corpus, self.store_dir())
 
     def setup(self, stage: str | None = None) -> None:
-        if self.splits is None:
-            self.splits = self.corpus.load()
-            for split, docs in self.splits.items():
-                if not docs:
-                    raise ValueError(f"split {split!r} of {type(self.corpus).__name__} is empty")
-            if self.max_units is not None:
-                self.train_windows = [
-                    w
-                    for d in self.splits["train"]
-                    for w in window_document(d, size=self.max_units, overlap=self.overlap)
-                ]
-            log.info("data:\n%s", self.summary())
-            if self.split_file:
-                info = {"corpus": type(self.corpus).__name__}
-                log.info("split file: %s", write_split_file(self.split_file, split_manifest(self.splits, **info)))
+        if self.store is not None:
+            return
+        self.store = DocumentStore(build_store(self.corpus, self.store_dir()))
+        for split, stats in self.store.stats.items():
+            if not stats["docs"]:
+                raise ValueError(f"split {split!r} of {type(self.corpus).__name__} is empty")
+        self.splits = {split: StoredDocuments(self.store, rows) for split, rows in self.store.rows.items()}
+        if self.max_units is not None:
+            windows = training_windows(
+                self.store.lengths, self.store.rows["train"], size=self.max_units, overlap=self.overlap
+            )
+            self.train_windows = StoredDocuments(self.store, self.store.rows["train"], windows=windows)
+        log.info("data (%s):\n%s", self.store.dir, self.summary())
+        if self.split_file:
+            log.info("split file: %s", self.store.copy_manifest(self.split_file))
 
     @property
     def task(self) -> str:
@@ -133,30 +163,27 @@ class SegmentationDataModule(LightningDataModule):
     def all_units(self) -> list[str]:
         """Every unit of every split, in order (for encoders that precompute and cache)."""
         self.setup()
-        return [u for docs in self.splits.values() for d in docs for u in d.units]
+        return [u for rows in self.store.rows.values() for units in self.store.units(rows) for u in units]
 
     def subsets(self) -> dict[str, list[str]]:
         """{"val": [...], "test": [...]}: the subsets of each evaluation split (each corpus of a
         mixture, Choi's folders: what evaluation reports apart), where it has more than one."""
         self.setup()
-        found = {split: sorted({d.subset for d in self.splits[split]}) for split in ("val", "test")}
+        found = {split: self.store.stats[split]["subsets"] for split in ("val", "test")}
         return {split: names for split, names in found.items() if len(names) > 1}
 
     def class_counts(self) -> list[int]:
         """Units per class in the training split (for loss weighting)."""
         self.setup()
-        counts = Counter(label for d in self.splits["train"] for label in d.labels)
-        return [counts[k] for k in range(self.num_classes)]
+        return list(self.store.stats["train"]["label_counts"])
 
     def summary(self) -> str:
         """One line per split: documents, units, segments, label distribution."""
         lines = []
-        for split, docs in (self.splits or {}).items():
-            units = sum(len(d) for d in docs)
-            segs = sum(sum(boundary_labels(d.labels, self.task)) + 1 for d in docs)
-            counts = Counter(label for d in docs for label in d.labels)
+        for split, stats in (self.store.stats if self.store is not None else {}).items():
+            units, counts = stats["units"], stats["label_counts"]
             dist = ", ".join(f"{name} {counts[k] / max(units, 1):.1%}" for k, name in enumerate(self.label_names))
-            line = f"  {split:5s}: {len(docs)} docs, {units} units, {segs} segments; labels: {dist}"
+            line = f"  {split:5s}: {stats['docs']} docs, {units} units, {stats['segments']} segments; labels: {dist}"
             if split == "train" and self.train_windows is not None:
                 line += f"; {len(self.train_windows)} training windows of <= {self.max_units} units"
             lines.append(line)
@@ -169,8 +196,7 @@ class SegmentationDataModule(LightningDataModule):
             raise ValueError(
                 "the datamodule has no featurizer: set datamodule.featurizer = Featurizer.for_net(net) first"
             )
-        docs = self.train_windows if split == "train" and self.train_windows is not None else self.splits[split]
-        dataset = DocumentDataset(docs)
+        dataset = self.train_windows if split == "train" and self.train_windows is not None else self.splits[split]
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
