@@ -6,7 +6,7 @@ The first run of a corpus streams its documents (``stream()`` where the corpus h
 else ``load()``) into Arrow shards and writes beside them what every run needs without
 walking the documents again::
 
-    <root>/<key hash>/data-00000.arrow ...   id, units, labels, meta (JSON) of every document
+    <root>/<key hash>/data-<i>-<split>-<n>.arrow   id, units, labels, meta (JSON) of each split's documents
     <root>/<key hash>/rows-<split>.npy       the split's documents: rows of the shards, in split order
     <root>/<key hash>/lengths.npy            units per row (training windows are cut from these)
     <root>/<key hash>/stats.json             per split: documents, units, segments, label counts, subsets
@@ -142,35 +142,70 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _unplaced_ids(corpus: Any, *, progress: bool) -> list[str]:
+    """First pass, for a corpus that splits once every id is known (``split_rows``): the ids
+    of its documents, in stream order; [] for a corpus that names each document's split."""
+    from datasets.utils import tqdm as hf_tqdm
+
+    ids: list[str] = []
+    with hf_tqdm(desc=f"listing {type(corpus).__name__}", unit=" docs", disable=not progress) as bar:
+        for split, doc in records(corpus):
+            if split is not None:  # a corpus names every split or none
+                return []
+            ids.append(doc.id)
+            bar.update(1)
+    return ids
+
+
 def _write(corpus: Any, out: Path, *, progress: bool) -> None:
+    """Each split's documents go to shards of their own (``data-<i>-<split>-<n>.arrow``), so
+    reading one split (validation) touches its part of the disk, not pages of every shard.
+    A corpus that splits by id is read twice: its ids first, then its documents."""
     from datasets.arrow_writer import ArrowWriter
     from datasets.utils import tqdm as hf_tqdm
 
     task, num_classes = corpus.task, len(corpus.label_names)
     features = _features()
-    # One small entry per document (no units): what the splits, statistics and split file need.
+    unplaced = _unplaced_ids(corpus, progress=progress)
+    code_of_unplaced = np.zeros(len(unplaced), dtype=np.int8)  # the split of each, in stream order
+    by_split = corpus.split_rows(unplaced) if unplaced else {}
+    for code, split in enumerate(SPLITS):
+        code_of_unplaced[np.asarray(by_split.get(split, []), dtype=np.int64)] = code
+    # One small entry per document (no units), by stream position: what the splits,
+    # statistics and split file need.
     ids: list[str] = []
     digests = bytearray()
     lengths, segments, label_counts, subset_codes = array("q"), array("q"), array("q"), array("q")
+    split_code, local = array("b"), array("q")  # the document's split and its row among that split's
     subsets: dict[str, int] = {}
-    placed: dict[str, list[int]] = {s: [] for s in SPLITS}  # rows whose corpus names the split
-    unplaced: list[int] = []  # rows the corpus splits once all are read (split_rows)
     composition: dict[str, Any] = {}
-    writer, shard = None, 0
+    writers: dict[int, Any] = {}
+    counts_by_split = [0] * len(SPLITS)
     try:
         with hf_tqdm(desc=f"preparing {type(corpus).__name__}", unit=" docs", disable=not progress) as bar:
             for split, doc in records(corpus):
-                row = len(ids)
+                if split is None:
+                    k = len(ids)
+                    if k >= len(unplaced) or unplaced[k] != doc.id:
+                        raise ValueError(f"{type(corpus).__name__} changed while it was being stored (at {doc.id!r})")
+                    code = int(code_of_unplaced[k])
+                elif split in SPLITS and not unplaced:
+                    code = SPLITS.index(split)
+                else:
+                    raise ValueError(f"{type(corpus).__name__} gave split {split!r}, not one of {SPLITS}")
+                row = counts_by_split[code]
                 if row % SHARD_ROWS == 0:
-                    if writer is not None:
-                        writer.finalize()
-                        writer.close()
-                    path = out / f"data-{shard:05d}.arrow"
-                    writer = ArrowWriter(features=features, path=str(path), writer_batch_size=WRITER_BATCH)
-                    shard += 1
-                writer.write(
+                    if code in writers:
+                        writers[code].finalize()
+                        writers[code].close()
+                    path = out / f"data-{code}-{SPLITS[code]}-{row // SHARD_ROWS:05d}.arrow"
+                    writers[code] = ArrowWriter(features=features, path=str(path), writer_batch_size=WRITER_BATCH)
+                writers[code].write(
                     {"id": doc.id, "units": doc.units, "labels": doc.labels, "meta": json.dumps(doc.meta, default=str)}
                 )
+                counts_by_split[code] += 1
+                split_code.append(code)
+                local.append(row)
                 ids.append(doc.id)
                 digests += document_digest(doc)
                 lengths.append(len(doc))
@@ -182,38 +217,42 @@ def _write(corpus: Any, out: Path, *, progress: bool) -> None:
                 subset_codes.append(subsets.setdefault(doc.subset, len(subsets)))
                 if "composition" in doc.meta:
                     composition[doc.id] = doc.meta["composition"]
-                if split is None:
-                    unplaced.append(row)
-                elif split in placed:
-                    placed[split].append(row)
-                else:
-                    raise ValueError(f"{type(corpus).__name__} gave split {split!r}, not one of {SPLITS}")
                 bar.update(1)
     finally:
-        if writer is not None:
+        for writer in writers.values():
             writer.finalize()
             writer.close()
+    if len(ids) != len(unplaced) and unplaced:
+        raise ValueError(f"{type(corpus).__name__} changed while it was being stored ({len(ids)} of {len(unplaced)})")
+    # Stream position -> row of the store (the shards in order: train, val, test).
+    offsets = np.concatenate([[0], np.cumsum(counts_by_split)[:-1]]).astype(np.int64)
+    codes = np.frombuffer(split_code, dtype=np.int8).astype(np.int64)
+    row_of = offsets[codes] + np.frombuffer(local, dtype=np.int64)
+    # Each split's documents by stream position, in split order.
     if unplaced:
-        by_split = corpus.split_rows([ids[r] for r in unplaced])
-        for split in SPLITS:
-            placed[split] += [unplaced[i] for i in by_split.get(split, [])]
+        positions = {s: np.asarray(by_split.get(s, []), dtype=np.int64) for s in SPLITS}
+    else:
+        positions = {s: np.flatnonzero(codes == i) for i, s in enumerate(SPLITS)}
     names = list(subsets)
     lengths_np = np.frombuffer(lengths, dtype=np.int64).astype(np.int32)
-    np.save(out / "lengths.npy", lengths_np)
+    by_row = np.empty_like(lengths_np)
+    by_row[row_of] = lengths_np
+    np.save(out / "lengths.npy", by_row)
     counts_np = np.frombuffer(label_counts, dtype=np.int64).reshape(len(ids), num_classes)  # (N, C)
+    segments_np, subsets_np = np.frombuffer(segments, dtype=np.int64), np.frombuffer(subset_codes, dtype=np.int64)
     stats, manifest = {}, {"info": {"corpus": type(corpus).__name__}, "splits": {}, "fingerprints": {}}
     for split in SPLITS:
-        rows = np.asarray(placed[split], dtype=np.int64)
-        np.save(out / f"rows-{split}.npy", rows)
+        pos = positions[split]
+        np.save(out / f"rows-{split}.npy", row_of[pos])
         stats[split] = {
-            "docs": len(rows),
-            "units": int(lengths_np[rows].sum()),
-            "segments": int(np.frombuffer(segments, dtype=np.int64)[rows].sum()),
-            "label_counts": counts_np[rows].sum(0).tolist(),
-            "subsets": sorted({names[c] for c in np.frombuffer(subset_codes, dtype=np.int64)[rows].tolist()}),
+            "docs": len(pos),
+            "units": int(lengths_np[pos].sum()),
+            "segments": int(segments_np[pos].sum()),
+            "label_counts": counts_np[pos].sum(0).tolist(),
+            "subsets": sorted({names[c] for c in subsets_np[pos].tolist()}),
         }
-        manifest["splits"][split] = [ids[r] for r in rows.tolist()]
-        manifest["fingerprints"][split] = combine_digests(digests[20 * r : 20 * r + 20] for r in rows.tolist())
+        manifest["splits"][split] = [ids[p] for p in pos.tolist()]
+        manifest["fingerprints"][split] = combine_digests(digests[20 * p : 20 * p + 20] for p in pos.tolist())
     manifest["fingerprint_version"] = FINGERPRINT_VERSION
     if composition:
         manifest["composition"] = composition
