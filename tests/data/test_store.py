@@ -11,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from torch.utils.data import DataLoader
 
 from segmenter.core.document import Document, boundary_labels
 from segmenter.core.windows import window_document
@@ -152,3 +153,9 @@ def test_a_corpus_with_load_alone_is_served_from_a_temporary_store(tmp_path):
     assert not (tmp_path / "cache").exists()
     assert [d.id for d in dm.splits["val"]] == ["m2", "m3"] and dm.subsets() == {"val": ["a", "b"]}
     assert dm.class_counts() == [4, 2]
+
+
+def test_loader_workers_read_the_store_themselves(tmp_path):
+    dm = datamodule(SeparatorCorpus(path=str(wiki_folder(tmp_path / "wiki"))), tmp_path / "cache")
+    loader = DataLoader(dm.train_windows, batch_size=4, num_workers=2, collate_fn=list)
+    assert [d.id for batch in loader for d in batch] == [d.id for d in dm.train_windows]
