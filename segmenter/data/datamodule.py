@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning import LightningDataModule
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset, DistributedSampler
+from torchdata.stateful_dataloader import StatefulDataLoader
 
 from segmenter.core.document import IGNORE, Document, boundary_slots
 from segmenter.core.windows import check_window
@@ -71,6 +73,21 @@ class Collate:
             # keeps its positions, as windows do at inference (segmenter/inference/api.py)
             "start": torch.tensor([d.meta.get("window", (0, 0))[0] for d in docs]),
         }
+
+
+class EpochShuffle(DistributedSampler):
+    """The training shuffle: a permutation of (seed, epoch), the epoch read from the trainer
+    (``epoch()``) when the first index is drawn. A loader resumed from a checkpoint starts
+    iterating before Lightning calls ``set_epoch``; a generator waits until the trainer's
+    epoch is restored. No global random state is drawn, so a resumed run's dropout matches."""
+
+    def __init__(self, dataset: Dataset, *, epoch: Callable[[], int], **kwargs: Any) -> None:
+        super().__init__(dataset, **kwargs)
+        self.current_epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        self.set_epoch(self.current_epoch())
+        yield from super().__iter__()
 
 
 class SegmentationDataModule(LightningDataModule):
@@ -190,38 +207,59 @@ class SegmentationDataModule(LightningDataModule):
         return "\n".join(lines)
 
     # -- loaders ----------------------------------------------------------------------
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    def _loader(self, split: str, shuffle: bool) -> StatefulDataLoader:
+        # Stateful (torchdata): Lightning stores the loader's position in every checkpoint,
+        # so a run resumed mid-epoch continues that epoch.
         self.setup()
         if self.featurizer is None:
             raise ValueError(
                 "the datamodule has no featurizer: set datamodule.featurizer = Featurizer.for_net(net) first"
             )
         dataset = self.train_windows if split == "train" and self.train_windows is not None else self.splits[split]
-        return DataLoader(
+        return StatefulDataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
-            sampler=None if shuffle else self._eval_sampler(dataset),
+            sampler=self._train_sampler(dataset) if shuffle else self._eval_sampler(dataset),
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             collate_fn=Collate(self.task, self.featurizer),
             persistent_workers=self.num_workers > 0,
+            # The workers' seeds from a generator of the loader's own: a loader made on resume
+            # draws nothing from the global random state.
+            generator=torch.Generator().manual_seed(torch.initial_seed()),
+        )
+
+    def _world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (getattr(trainer, "world_size", 1), getattr(trainer, "global_rank", 0)) if trainer else (1, 0)
+
+    def _train_sampler(self, dataset: Dataset) -> EpochShuffle:
+        """Each process its share under DDP (Lightning leaves a DistributedSampler it is
+        given alone), seeded by the run's seed."""
+        world, rank = self._world()
+        return EpochShuffle(
+            dataset,
+            epoch=lambda: self.trainer.current_epoch if self.trainer is not None else 0,
+            num_replicas=world,
+            rank=rank,
+            shuffle=True,
+            seed=torch.initial_seed() % 2**32,
         )
 
     def _eval_sampler(self, dataset: Dataset) -> UnrepeatedDistributedSampler | None:
         """Under DDP, each validation/test document on exactly one process. Lightning's
         own DistributedSampler pads the last batch with repeated documents, which would
         count them twice in the metrics; it leaves a DistributedSampler it is given alone."""
-        world = getattr(self.trainer, "world_size", 1) if self.trainer is not None else 1
+        world, rank = self._world()
         if world <= 1:
             return None
-        return UnrepeatedDistributedSampler(dataset, num_replicas=world, rank=self.trainer.global_rank, shuffle=False)
+        return UnrepeatedDistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=False)
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> StatefulDataLoader:
         return self._loader("train", shuffle=True)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> StatefulDataLoader:
         return self._loader("val", shuffle=False)
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> StatefulDataLoader:
         return self._loader("test", shuffle=False)
