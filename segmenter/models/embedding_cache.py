@@ -278,7 +278,8 @@ class UnitEmbeddingCache:
         log.info("embedding cache %s: compacted %d shards", self.dir, len(shards))
 
     def _store(self, keys: np.ndarray, vectors: np.ndarray) -> None:
-        """New entries (keys (n, 32) uint8, vectors (n, D) float16): a new shard, or memory."""
+        """New entries (keys (n, 32) uint8, vectors (n, D) float16 for a shard, float32 for
+        memory): a new shard, or memory."""
         if self.dir is not None:
             unique = np.unique(keys, axis=0, return_index=True)[1]
             path = self.dir / f"shard-{uuid.uuid4().hex}.bin"
@@ -370,7 +371,7 @@ class UnitEmbeddingCache:
         batch_size: int = 64,
         progress: bool | None = None,
     ) -> Tensor:
-        """(N, D) vectors of ``texts`` (CPU, float32 holding float16 values); new unique texts
+        """(N, D) vectors of ``texts`` (CPU, float32; float16 values where stored on disk); new unique texts
         are encoded in batches of ``batch_size`` (longest first), stored every ``shard_size``
         entries. ``progress``: log the encoding's progress (INFO lines of this module's logger,
         seen only where the application shows them); None: only for more than 4 batches."""
@@ -425,10 +426,13 @@ class UnitEmbeddingCache:
             vecs = encode([t for _, t in batch]).detach().float().cpu()  # (b, D)
             if vecs.shape != (len(batch), self.dim):
                 raise ValueError(f"encoder returned {tuple(vecs.shape)} for {len(batch)} units of width {self.dim}")
-            half = vecs.numpy().astype(np.float16)  # (b, D): what is stored, and what is returned
+            # (b, D): what is stored, and what is returned. On disk float16 (half the bytes of a
+            # corpus's vectors, and what a later run reads back, so the first run returns the same);
+            # a memory-only cache (inference) keeps the encoder's float32 vectors as they are.
+            kept = vecs.numpy().astype(np.float16 if self.dir is not None else np.float32)
             pending_keys += [k for k, _ in batch]
-            pending_vecs.append(half)
-            found.update((k, torch.from_numpy(v.astype(np.float32))) for (k, _), v in zip(batch, half))
+            pending_vecs.append(kept)
+            found.update((k, torch.from_numpy(v.astype(np.float32))) for (k, _), v in zip(batch, kept))
             if shown is not None:
                 shown.advance(len(batch))
             if len(pending_keys) >= self.shard_size or i + batch_size >= len(items):
