@@ -55,7 +55,7 @@ class MixedCorpus:
             if key is None:
                 return None
             keys[name] = {"corpus": f"{type(corpus).__module__}.{type(corpus).__qualname__}", "key": key}
-        return {"corpora": keys, "repeat": self.repeat, "reorder": sorted(self.reorder), "seed": self.seed}
+        return {"corpora": keys, "repeat": self.repeat}
 
     def load(self) -> dict[str, list[Document]]:
         out: dict[str, list[Document]] = {split: [] for split in SPLITS}
