@@ -14,6 +14,7 @@ from typing import Any
 
 import hydra
 import lightning as L
+import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -253,3 +254,16 @@ def write_wiki_pool(folder: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return folder
+
+
+def tamper_cache_entry(path: Path, *, row: int, dim: int) -> None:
+    """Change the first value of entry ``row``'s vector in an embedding-cache shard file
+    (segmenter.models.embedding_cache), its checksum left as it was."""
+    from segmenter.models.embedding_cache import HEADER
+
+    data = bytearray(path.read_bytes())
+    n = HEADER.unpack(bytes(data[: HEADER.size]))[3]
+    at = HEADER.size + n * (8 + 32 + 4) + row * dim * 2  # past prefixes, keys, checksums: float16 vectors
+    value = np.frombuffer(bytes(data[at : at + 2]), dtype="<f2")[0]
+    data[at : at + 2] = np.asarray([value + 1], dtype="<f2").tobytes()
+    path.write_bytes(bytes(data))

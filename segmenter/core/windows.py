@@ -70,6 +70,12 @@ def window_document(doc: Document, *, size: int, overlap: int) -> list[Document]
     spans = window_spans(len(doc), size=size, overlap=overlap)
     if len(spans) == 1:
         return [doc]
-    return [
-        Document(f"{doc.id}@{s}", doc.units[s:e], doc.labels[s:e], {**doc.meta, "window": (s, e)}) for s, e in spans
-    ]
+    return [window_of(doc, s, e) for s, e in spans]
+
+
+def window_of(doc: Document, start: int, end: int) -> Document:
+    """Units [start, end) of a document as a training window: id ``<id>@<start>``,
+    ``meta["window"] = (start, end)``."""
+    return Document(
+        f"{doc.id}@{start}", doc.units[start:end], doc.labels[start:end], {**doc.meta, "window": (start, end)}
+    )

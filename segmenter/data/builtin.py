@@ -139,6 +139,10 @@ class BuiltinCorpus:
         key = hashlib.sha1(json.dumps(self.settings, sort_keys=True).encode()).hexdigest()[:12]
         return self.cache_dir / f"builtin-{key}.json"
 
+    def cache_key(self) -> dict:
+        """What the corpus is drawn from and how (its DataModule store is keyed by it)."""
+        return {"settings": self.settings}
+
     def prepare(self) -> None:
         """Build and cache the corpus if it is not cached yet (DDP: once, on rank 0)."""
         if self.cache_path is not None and not self.cache_path.exists():

@@ -4,6 +4,13 @@ conf/data/*.yaml). A corpus is any object with ``task``, ``label_names`` and
 DataModule asks nothing else of it, and may call an optional ``prepare()`` once before
 (where a corpus builds and caches its data: the built-in one).
 
+The DataModule keeps a corpus on disk as memory-mapped Arrow shards (segmenter/data/store.py),
+so a corpus of any size trains in flat memory. Two optional methods make that work at scale:
+``stream()`` yields (split, document) one at a time (split None: placed by
+``split_rows(ids)`` once every id is known), so preparing never holds the corpus; and
+``cache_key()`` says what the corpus is (settings and source files), so its store is built
+once and rebuilt when it changes. A corpus with ``load()`` alone is read whole once per run.
+
 - ``SeparatorCorpus`` (data=wiki): separator-format files, split by document;
 - ``JsonlCorpus`` (data=jsonl): JSONL documents with section or boundary labels;
 - ``ChoiCorpus`` (data=choi): Choi (2000) with a test split no training text overlaps;
@@ -14,10 +21,11 @@ File formats are read by segmenter/data/formats.py.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -30,8 +38,15 @@ from segmenter.core.document import (
     document_segments,
     segments_to_document,
 )
-from segmenter.data.formats import check_on_error, read_jsonl, read_separator_files
-from segmenter.data.splits import SPLITS, check_fractions, random_split
+from segmenter.data.formats import (
+    check_on_error,
+    iter_jsonl,
+    iter_separator_files,
+    list_files,
+    read_separator_files,
+)
+from segmenter.data.splits import SPLITS, check_fractions, random_split, split_rows
+from segmenter.data.store import file_signature
 from segmenter.data.synthetic import draw_segments
 
 log = logging.getLogger(__name__)
@@ -47,6 +62,11 @@ class Corpus(Protocol):
     units: str
 
     def load(self) -> dict[str, list[Document]]: ...
+
+
+def settings_key(obj: object) -> dict:
+    """An object's settings (its attributes) as a JSON-able dict, for a cache key."""
+    return json.loads(json.dumps(vars(obj), sort_keys=True, default=str))
 
 
 class FileCorpus:
@@ -73,14 +93,36 @@ class FileCorpus:
         self.path, self.files = path, files
         self.fractions, self.seed = check_fractions(fractions), seed
 
-    def read(self, paths: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Document]:
-        """The documents of ``paths`` (``path``, or one split's ``files`` entry)."""
+    def read(self, paths: str | os.PathLike | Sequence[str | os.PathLike]) -> Iterable[Document]:
+        """The documents of ``paths`` (``path``, or one split's ``files`` entry): a list, or
+        better a generator (one document at a time: a corpus of any size is never held)."""
         raise NotImplementedError
 
     def load(self) -> dict[str, list[Document]]:
         if self.files is not None:
-            return {split: self.read(p) for split, p in self.files.items()}
-        return random_split(self.read(self.path), fractions=self.fractions, seed=self.seed)
+            return {split: list(self.read(p)) for split, p in self.files.items()}
+        return random_split(list(self.read(self.path)), fractions=self.fractions, seed=self.seed)
+
+    def stream(self) -> Iterator[tuple[str | None, Document]]:
+        """(split, document), one at a time; split None under ``path`` (``split_rows`` places them)."""
+        if self.files is not None:
+            for split, p in self.files.items():
+                for doc in self.read(p):
+                    yield split, doc
+        else:
+            for doc in self.read(self.path):
+                yield None, doc
+
+    def split_rows(self, ids: Sequence[str]) -> dict[str, list[int]]:
+        """The seeded split of ``load()``, from the ids alone."""
+        return split_rows(ids, fractions=self.fractions, seed=self.seed)
+
+    def cache_key(self) -> dict:
+        """Settings and source files (path, size, modification time of each)."""
+        paths = self.files.values() if self.files is not None else [self.path]
+        pattern = getattr(self, "pattern", "*")
+        files = [f for p in paths for f in list_files(p, pattern=pattern)]
+        return {"settings": settings_key(self), "files": file_signature(files)}
 
 
 class SeparatorCorpus(FileCorpus):
@@ -110,10 +152,10 @@ class SeparatorCorpus(FileCorpus):
         self.subset_by_folder = subset_by_folder
         self.max_level, self.pattern, self.on_error = max_level, pattern, on_error
 
-    def read(self, paths) -> list[Document]:
+    def read(self, paths) -> Iterator[Document]:
         single = paths if isinstance(paths, (str, os.PathLike)) else None
         root = Path(single) if single is not None and Path(single).is_dir() else None
-        return read_separator_files(
+        return iter_separator_files(
             paths,
             root=root,
             max_level=self.max_level,
@@ -153,8 +195,8 @@ class JsonlCorpus(FileCorpus):
         self.label_names = tuple(label_names)
         self.on_error = on_error
 
-    def read(self, path) -> list[Document]:
-        return read_jsonl(path, label_names=self.label_names, label_mode=self.task, on_error=self.on_error)
+    def read(self, path) -> Iterator[Document]:
+        return iter_jsonl(path, label_names=self.label_names, label_mode=self.task, on_error=self.on_error)
 
 
 class ChoiCorpus:
@@ -200,6 +242,10 @@ class ChoiCorpus:
 
     def documents(self) -> list[Document]:
         return read_separator_files(self.root, root=self.root, pattern="*.ref", subset_by_folder=True)
+
+    def cache_key(self) -> dict:
+        """Settings and the original documents (path, size, modification time of each)."""
+        return {"settings": settings_key(self), "files": file_signature(list_files(self.root, pattern="*.ref"))}
 
     def load(self) -> dict[str, list[Document]]:
         docs = self.documents()

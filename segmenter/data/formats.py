@@ -123,11 +123,29 @@ def read_separator_files(
     on_error: str = "raise",
     subset_by_folder: bool = False,
 ) -> list[Document]:
-    """Documents of separator-format files. The id is the path relative to ``root`` (or the
-    file name); with ``subset_by_folder``, ``meta["subset"]`` is the parent folder's name
-    (Choi's ``3-5``, ``6-8``...), the groups an evaluation reports separately."""
+    """Documents of separator-format files, as a list (``iter_separator_files``, one at a time)."""
+    return list(
+        iter_separator_files(
+            paths, root=root, max_level=max_level, pattern=pattern, on_error=on_error, subset_by_folder=subset_by_folder
+        )
+    )
+
+
+def iter_separator_files(
+    paths: str | os.PathLike | Sequence[str | os.PathLike],
+    *,
+    root: str | os.PathLike | None = None,
+    max_level: int | None = None,
+    pattern: str = "*",
+    on_error: str = "raise",
+    subset_by_folder: bool = False,
+) -> Iterator[Document]:
+    """Documents of separator-format files, one file at a time (a corpus of any size is
+    never held whole). The id is the path relative to ``root`` (or the file name); with
+    ``subset_by_folder``, ``meta["subset"]`` is the parent folder's name (Choi's ``3-5``,
+    ``6-8``...), the groups an evaluation reports separately."""
     check_on_error(on_error)
-    docs, skipped = [], []
+    skipped = []
     for f in list_files(paths, pattern=pattern):
         try:
             segments = parse_separator(f, read_text(f), max_level=max_level)
@@ -140,9 +158,8 @@ def read_separator_files(
             continue
         doc_id = f.relative_to(root).as_posix() if root else f.name
         meta = {"path": str(f), **({"subset": f.parent.name} if subset_by_folder else {})}
-        docs.append(segments_to_document(doc_id, segments, meta))
+        yield segments_to_document(doc_id, segments, meta)
     _warn_skipped(skipped)
-    return docs
 
 
 def _warn_skipped(skipped: list[str]) -> None:
@@ -157,7 +174,19 @@ def read_jsonl(
     label_mode: str = SECTION,
     on_error: str = "raise",
 ) -> list[Document]:
-    """One document per line: ``{"id", "lines", "labels"}``.
+    """The documents of a JSONL file, as a list (``iter_jsonl``, one at a time)."""
+    return list(iter_jsonl(path, label_names=label_names, label_mode=label_mode, on_error=on_error))
+
+
+def iter_jsonl(
+    path: str | os.PathLike,
+    *,
+    label_names: Sequence[str],
+    label_mode: str = SECTION,
+    on_error: str = "raise",
+) -> Iterator[Document]:
+    """One document per line: ``{"id", "lines", "labels"}``, read a line at a time (a file
+    of any size is never held whole).
 
     ``label_mode="section"``: ``labels`` are per-line class ids (or names from
     ``label_names``). ``label_mode="boundary"``: 1 where a line starts a new segment
@@ -168,22 +197,39 @@ def read_jsonl(
     path = Path(path)
     names = list(label_names)
     index = {name: i for i, name in enumerate(names)}
-    docs, skipped, seen = [], [], {}
-    for lineno, raw in jsonl_lines(read_text(path)):
+    skipped, seen = [], {}
+    for lineno, raw in jsonl_file_lines(path):
         try:
             doc = _jsonl_document(path, lineno, json_object(path, lineno, raw), names, index, label_mode)
             if doc.id in seen:
                 raise ReaderError(path, lineno, f"duplicate id {doc.id!r} (first on line {seen[doc.id]})")
             seen[doc.id] = lineno
-            docs.append(doc)
+            yield doc
         except ReaderError as e:
             if on_error == "raise":
                 raise
             skipped.append(str(e))
     _warn_skipped(skipped)
-    if not docs:
+    if not seen:
         raise ReaderError(path, 0, "no documents")
-    return docs
+
+
+def jsonl_file_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, line) of every non-blank line of a JSONL file, decoded as ``decode_utf8``
+    would, read one line at a time."""
+    offset = 0  # of the line in the file, for the message decode_utf8 would give
+    with path.open("rb") as f:
+        for lineno, data in enumerate(f, start=1):
+            if b"\x00" in data:
+                raise ReaderError(path, lineno, "binary file (NUL byte); expected UTF-8 text")
+            try:
+                raw = data.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as e:
+                at = offset + e.start
+                raise ReaderError(path, lineno, f"not UTF-8 (byte {data[e.start]:#04x} at offset {at})") from None
+            offset += len(data)
+            if raw.strip():
+                yield lineno, raw
 
 
 def jsonl_lines(text: str) -> Iterator[tuple[int, str]]:

@@ -47,6 +47,16 @@ class MixedCorpus:
             if prepare is not None:
                 prepare()
 
+    def cache_key(self) -> dict | None:
+        """The corpora's keys and how they are mixed; None when a corpus has no key."""
+        keys = {}
+        for name, corpus in self.corpora.items():
+            key = getattr(corpus, "cache_key", lambda: None)()
+            if key is None:
+                return None
+            keys[name] = {"corpus": f"{type(corpus).__module__}.{type(corpus).__qualname__}", "key": key}
+        return {"corpora": keys, "repeat": self.repeat}
+
     def load(self) -> dict[str, list[Document]]:
         out: dict[str, list[Document]] = {split: [] for split in SPLITS}
         for name, corpus in self.corpora.items():

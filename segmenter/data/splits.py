@@ -6,7 +6,7 @@ import hashlib
 import json
 import os
 import random
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from segmenter.core.document import Document
@@ -34,18 +34,48 @@ def check_fractions(
 def random_split(docs: Sequence[Document], *, fractions: Sequence[float], seed: int) -> dict[str, list[Document]]:
     """Seeded document-level split: the same documents and seed give the same split
     whatever order the files were listed in (documents are sorted by id first)."""
+    rows = split_rows([d.id for d in docs], fractions=fractions, seed=seed)
+    return {split: [docs[i] for i in r] for split, r in rows.items()}
+
+
+def split_rows(ids: Sequence[str], *, fractions: Sequence[float], seed: int) -> dict[str, list[int]]:
+    """``random_split`` on the ids alone: {split: positions in ``ids``, in split order}
+    (how a corpus too large to hold is split: its ids are enough)."""
     train_f, val_f, _ = check_fractions(fractions)
-    ids = [d.id for d in docs]
     if len(set(ids)) != len(ids):
         raise ValueError("document ids are not unique; a split needs unique ids")
-    order = sorted(docs, key=lambda d: d.id)
+    order = sorted(range(len(ids)), key=ids.__getitem__)
     random.Random(seed).shuffle(order)
     n_train, n_val = round(len(order) * train_f), round(len(order) * val_f)
     return {"train": order[:n_train], "val": order[n_train : n_train + n_val], "test": order[n_train + n_val :]}
 
 
-def fingerprint(docs: Sequence[Document]) -> str:
-    """Hash of the documents' ids, units and labels: ids alone can be positional."""
+# Version 2: the hash of the documents' own hashes, so a split's fingerprint is computed from
+# one small digest per document (a corpus streamed from disk is never held whole). Split
+# files without "fingerprint_version" hold version 1 (one hash over every document).
+FINGERPRINT_VERSION = 2
+
+
+def document_digest(doc: Document) -> bytes:
+    """sha1 of a document's id, units and labels (ids alone can be positional)."""
+    return hashlib.sha1(json.dumps([doc.id, doc.units, doc.labels]).encode()).digest()
+
+
+def combine_digests(digests: Iterable[bytes]) -> str:
+    """A split's fingerprint from its documents' digests, in split order."""
+    h = hashlib.sha1()
+    for d in digests:
+        h.update(d)
+    return h.hexdigest()
+
+
+def fingerprint(docs: Iterable[Document], *, version: int = FINGERPRINT_VERSION) -> str:
+    """Hash of the documents' ids, units and labels, in order (``version`` 1: the split
+    files of earlier runs)."""
+    if version == FINGERPRINT_VERSION:
+        return combine_digests(document_digest(d) for d in docs)
+    if version != 1:
+        raise ValueError(f"fingerprint version={version} is not 1 or {FINGERPRINT_VERSION}")
     h = hashlib.sha1()
     for d in docs:
         h.update(json.dumps([d.id, d.units, d.labels]).encode())
@@ -59,6 +89,7 @@ def split_manifest(splits: dict[str, list[Document]], **info) -> dict:
         "info": info,
         "splits": {s: [d.id for d in docs] for s, docs in splits.items()},
         "fingerprints": {s: fingerprint(docs) for s, docs in splits.items()},
+        "fingerprint_version": FINGERPRINT_VERSION,
     }
     composed = {d.id: d.meta["composition"] for docs in splits.values() for d in docs if "composition" in d.meta}
     if composed:

@@ -224,20 +224,23 @@ def collect_scores(
     device = next(net.parameters()).device
     zs, ys, gs = [], [], []
     seen = 0  # inputs so far
-    try:
-        for batch in batches:
-            feats = {k: v.to(device) for k, v in batch["features"].items()}
-            out = net(feats, start=batch["start"].to(device))
-            labels = batch["labels"].to(device)  # (B, T), ignore_index at padding
-            keep = out.mask & (labels != ignore_index)  # (B, T)
-            probs = net.unit_probs(out.logits, out.mask)  # (B, T, C)
-            zs.append(probs[keep].clamp(min=1e-12).log().cpu())  # (n, C)
-            ys.append(labels[keep].cpu())  # (n,)
-            index = seen + torch.arange(len(labels), device=device)[:, None].expand_as(labels)  # (B, T)
-            gs.append(index[keep].cpu())  # (n,)
-            seen += len(labels)
-    finally:
-        net.train(was_training)
+    # No autograd: scores kept from every batch would otherwise hold every batch's graph
+    # (memory growing with the size of the validation set).
+    with torch.no_grad():
+        try:
+            for batch in batches:
+                feats = {k: v.to(device) for k, v in batch["features"].items()}
+                out = net(feats, start=batch["start"].to(device))
+                labels = batch["labels"].to(device)  # (B, T), ignore_index at padding
+                keep = out.mask & (labels != ignore_index)  # (B, T)
+                probs = net.unit_probs(out.logits, out.mask)  # (B, T, C)
+                zs.append(probs[keep].clamp(min=1e-12).log().cpu())  # (n, C)
+                ys.append(labels[keep].cpu())  # (n,)
+                index = seen + torch.arange(len(labels), device=device)[:, None].expand_as(labels)  # (B, T)
+                gs.append(index[keep].cpu())  # (n,)
+                seen += len(labels)
+        finally:
+            net.train(was_training)
     return torch.cat(zs), torch.cat(ys), torch.cat(gs)
 
 

@@ -3,9 +3,17 @@
 A frozen sentence encoder gives a unit the same vector every epoch and every run, so
 each unique text is encoded once and stored. Layout::
 
-    <root>/<identity hash>/identity.json     what produced these vectors (for people)
-    <root>/<identity hash>/shard-<uuid>.pt   keys (N, 32) sha256 of the text, vectors (N, D),
-                                             checksums (N,) crc32 of key + vector bytes
+    <root>/<identity hash>/identity.json      what produced these vectors (for people)
+    <root>/<identity hash>/shard-<uuid>.bin   a header, then N entries sorted by key:
+                                              key prefixes (N,) uint64, keys (N, 32) sha256 of
+                                              the text, checksums (N,) crc32 of key + vector
+                                              bytes, vectors (N, D) float16
+
+Shards are read memory-mapped (numpy): a lookup binary-searches each shard's key prefixes
+and reads only the rows it needs, so RAM does not grow with the number of cached units (the
+page cache holds what is used). Vectors are stored as float16 (half the disk of float32);
+every vector this cache returns, fresh from the encoder or read back, is rounded to float16
+the same way, so a unit's vector is the same whether it was cached or not.
 
 Robustness, by construction:
 - a different encoder (model, weights, settings) hashes to a different directory, so
@@ -13,10 +21,12 @@ Robustness, by construction:
 - shards are written to a temporary file and renamed into place (segmenter.core.io), so
   an interrupted run leaves only whole shards (plus a stray ``.tmp`` that is ignored);
   everything written before the interruption is reused;
-- every entry carries a checksum; an entry that fails it (or a shard that cannot be
-  read) is logged, dropped and recomputed, never trusted.
+- every entry carries a checksum, checked whenever the entry is read; an entry that fails
+  it is logged, dropped (its shard rewritten without it) and recomputed, never trusted; a
+  shard whose header or size is wrong is deleted and its entries recomputed.
 Several processes (DDP ranks, parallel runs) may share a directory: each writes shards
-under fresh names, and a duplicate entry is harmless.
+under fresh names, and a duplicate entry is harmless. Shards of the earlier format
+(``shard-*.pt``, float32 loaded whole) are ignored.
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ import hashlib
 import json
 import logging
 import os
+import struct
 import time
 import uuid
 import zlib
@@ -33,6 +44,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -41,8 +53,11 @@ from segmenter.core.progress import Progress
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
+FORMAT = 2
 KEY_BYTES = 32  # sha256 digest of the unit text
+MAGIC = b"SEGEMB\x00\x02"
+HEADER = struct.Struct("<8sIIQ20s20x")  # magic, format, dim, entries, identity hash; 64 bytes
+CHUNK = 65536  # entries copied at a time when shards are merged
 
 
 def identity_hash(identity: dict[str, Any]) -> str:
@@ -55,19 +70,115 @@ def text_key(text: str) -> bytes:
     return hashlib.sha256(text.encode("utf-8")).digest()
 
 
-def entry_checksum(key: bytes, vector: Tensor) -> int:
-    """crc32 of the key and the vector's bytes: detects a flipped byte in either."""
-    return zlib.crc32(vector.numpy().tobytes(), zlib.crc32(key))
+def entry_checksum(key: bytes, vector: np.ndarray) -> int:
+    """crc32 of the key and the (D,) float16 vector's bytes: detects a flipped byte in either."""
+    return zlib.crc32(np.ascontiguousarray(vector, dtype=np.float16).tobytes(), zlib.crc32(key))
+
+
+def _prefixes(keys: np.ndarray) -> np.ndarray:
+    """(N, 32) uint8 keys -> (N,) uint64 of their first 8 bytes, ordered as the keys are."""
+    return np.ascontiguousarray(keys[:, :8]).view(">u8").reshape(-1).astype(np.uint64)
+
+
+class Shard:
+    """One shard file, memory-mapped (nothing is read until an entry is looked up)."""
+
+    def __init__(self, path: Path, *, dim: int, identity: str) -> None:
+        self.path = path
+        with open(path, "rb") as f:
+            head = f.read(HEADER.size)
+        if len(head) < HEADER.size:
+            raise ValueError(f"{len(head)} bytes, shorter than the header")
+        magic, fmt, d, n, ident = HEADER.unpack(head)
+        if magic != MAGIC or fmt != FORMAT or d != dim or ident.decode() != identity:
+            raise ValueError(f"header format {fmt}, width {d}, identity {ident!r} do not match this cache")
+        self.n = n
+        sizes = {"prefix": 8 * n, "keys": KEY_BYTES * n, "sums": 4 * n, "vectors": 2 * dim * n}
+        expected = HEADER.size + sum(sizes.values())
+        if path.stat().st_size != expected:
+            raise ValueError(f"{path.stat().st_size} bytes, expected {expected} for {n} entries")
+        at = HEADER.size
+        self.prefix = np.memmap(path, dtype="<u8", mode="r", offset=at, shape=(n,))
+        at += sizes["prefix"]
+        self.keys = np.memmap(path, dtype=np.uint8, mode="r", offset=at, shape=(n, KEY_BYTES))
+        at += sizes["keys"]
+        self.sums = np.memmap(path, dtype="<u4", mode="r", offset=at, shape=(n,))
+        at += sizes["sums"]
+        self.vectors = np.memmap(path, dtype="<f2", mode="r", offset=at, shape=(n, dim))
+
+    def find(self, prefixes: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(positions in the query, rows here) of the query keys this shard holds."""
+        idx = np.minimum(np.searchsorted(self.prefix, prefixes), self.n - 1)
+        hit = np.flatnonzero(self.prefix[idx] == prefixes)
+        if len(hit):
+            same = (self.keys[idx[hit]] == keys[hit]).all(axis=1)
+            hit = hit[same]
+        return hit, idx[hit]
+
+    def valid(self, rows: np.ndarray) -> np.ndarray:
+        """(len(rows),) bool: the rows whose checksum holds."""
+        return np.array(
+            [entry_checksum(self.keys[r].tobytes(), self.vectors[r]) == int(self.sums[r]) for r in rows.tolist()],
+            dtype=bool,
+        )
+
+
+def write_shard(path: Path, parts: Sequence[tuple[Any, np.ndarray]], *, dim: int, identity: str) -> int:
+    """Write the entries ``parts`` = [(source, rows)]: rows of a Shard, or of a (keys (n, 32),
+    vectors (n, D)) pair, already free of duplicate keys; sorted by key prefix, copied a
+    chunk at a time. Returns the number of entries."""
+    order_src, order_row, order_prefix = [], [], []
+    for i, (src, rows) in enumerate(parts):
+        keys = src.keys if isinstance(src, Shard) else src[0]
+        prefix = src.prefix[rows] if isinstance(src, Shard) else _prefixes(keys[rows])
+        order_src.append(np.full(len(rows), i, dtype=np.int32))
+        order_row.append(np.asarray(rows, dtype=np.int64))
+        order_prefix.append(np.asarray(prefix, dtype=np.uint64))
+    src_of, row_of, prefix = (np.concatenate(a) for a in (order_src, order_row, order_prefix))
+    order = np.argsort(prefix, kind="stable")
+    src_of, row_of, prefix = src_of[order], row_of[order], prefix[order]
+    n = len(prefix)
+
+    def gather(field: str, lo: int, hi: int) -> np.ndarray:
+        s, r = src_of[lo:hi], row_of[lo:hi]
+        out = None
+        for i, (src, _) in enumerate(parts):
+            sel = np.flatnonzero(s == i)
+            if not len(sel):
+                continue
+            if isinstance(src, Shard):
+                values = {"keys": src.keys, "vectors": src.vectors}[field][r[sel]]
+            else:
+                values = {"keys": src[0], "vectors": src[1]}[field][r[sel]]
+            if out is None:
+                out = np.empty((hi - lo, *values.shape[1:]), dtype=values.dtype)
+            out[sel] = values
+        return out
+
+    with atomic_file(path, "wb") as f:  # readers see the old state or the whole new shard
+        f.write(HEADER.pack(MAGIC, FORMAT, dim, n, identity.encode()))
+        f.write(prefix.astype("<u8").tobytes())
+        for lo in range(0, n, CHUNK):
+            f.write(gather("keys", lo, min(n, lo + CHUNK)).astype(np.uint8).tobytes())
+        for lo in range(0, n, CHUNK):
+            hi = min(n, lo + CHUNK)
+            keys, vectors = gather("keys", lo, hi), gather("vectors", lo, hi).astype("<f2")
+            sums = [entry_checksum(k.tobytes(), v) for k, v in zip(keys, vectors)]
+            f.write(np.asarray(sums, dtype="<u4").tobytes())
+        for lo in range(0, n, CHUNK):
+            f.write(gather("vectors", lo, min(n, lo + CHUNK)).astype("<f2").tobytes())
+    return n
 
 
 class UnitEmbeddingCache:
-    """Text -> (D,) vector store, in memory and (when ``root`` is set) on disk.
+    """Text -> (D,) vector store, on disk (when ``root`` is set, memory-mapped) or in memory.
 
     ``lookup(texts, encode)`` returns the (N, D) vectors of ``texts``, calling
     ``encode(list_of_new_texts) -> (n, D)`` only for texts not held under this identity.
-    ``max_entries`` bounds the vectors held in memory (None: no bound): past it, the least
-    recently used are dropped (and encoded again if they come back), so a process that sees
-    endless new text, a server, stays flat.
+    Without a disk (``root`` None, or not writable), vectors are held in memory; there
+    ``max_entries`` bounds them (None: no bound): past it, the least recently used are
+    dropped (and encoded again if they come back), so a process that sees endless new text,
+    a server, stays flat.
     """
 
     def __init__(
@@ -85,19 +196,33 @@ class UnitEmbeddingCache:
         self.identity, self.dim = dict(identity), dim
         self.shard_size, self.max_shards, self.max_entries = shard_size, max_shards, max_entries
         self.dir = Path(root) / identity_hash(self.identity) if root is not None else None
-        self._row: OrderedDict[bytes, int] = OrderedDict()  # key -> its row in _vectors, least recently used first
+        self._row: OrderedDict[bytes, int] = OrderedDict()  # in memory: key -> its row in _vectors, LRU first
         self._used = 0  # rows of _vectors in use (a dropped entry's row is reused)
-        self._read: set[str] = set()  # shard names already loaded
-        self._vectors = torch.empty(0, dim)  # (capacity, D), float32, CPU
+        self._vectors = torch.empty(0, dim)  # (capacity, D), float32, CPU: the memory store
+        self._shards: dict[str, Shard] = {}  # name -> the shard, memory-mapped
         self.stats = {"hits": 0, "misses": 0, "corrupt": 0, "evicted": 0, "encode_seconds": 0.0}
         if self.dir is not None:
             self._open_dir()
             self.reload()
 
     def __len__(self) -> int:
-        return len(self._row)
+        return len(self._row) + sum(s.n for s in self._shards.values())
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Memory maps are not pickled (they would be copied whole): a DataLoader worker
+        # opens the shards again.
+        return {**self.__dict__, "_shards": {}}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if self.dir is not None:
+            self.reload()
 
     # -- disk -------------------------------------------------------------------------
+    @property
+    def _ident(self) -> str:
+        return identity_hash(self.identity)
+
     def _open_dir(self) -> None:
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
@@ -108,18 +233,9 @@ class UnitEmbeddingCache:
             log.warning("embedding cache disabled, cannot write %s (%s): vectors kept in memory only", self.dir, e)
             self.dir = None
 
-    def _read_shard(self, path: Path) -> tuple[Tensor, Tensor] | None:
-        """(keys (N, 32), vectors (N, D)) of the entries that pass their checksum, or None
-        when the shard is unreadable (then it is deleted: its entries will be recomputed)."""
+    def _open_shard(self, path: Path) -> Shard | None:
         try:
-            blob = torch.load(path, map_location="cpu", weights_only=True)
-            keys, vectors, sums = blob["keys"], blob["vectors"], blob["checksums"]
-            if blob.get("format") != FORMAT or blob.get("identity") != identity_hash(self.identity):
-                raise ValueError(f"format/identity {blob.get('format')}/{blob.get('identity')} do not match this cache")
-            if keys.shape != (len(sums), KEY_BYTES) or vectors.shape != (len(sums), self.dim):
-                raise ValueError(
-                    f"shapes keys {tuple(keys.shape)}, vectors {tuple(vectors.shape)}, checksums {len(sums)}"
-                )
+            return Shard(path, dim=self.dim, identity=self._ident)
         except FileNotFoundError:  # removed by another process compacting the cache
             return None
         except Exception as e:  # truncated or garbled file: recompute, never trust
@@ -127,73 +243,105 @@ class UnitEmbeddingCache:
             self.stats["corrupt"] += 1
             path.unlink(missing_ok=True)
             return None
-        vectors = vectors.float().contiguous()
-        ok = torch.tensor(
-            [entry_checksum(bytes(k.tolist()), v) == int(s) for k, v, s in zip(keys, vectors, sums)], dtype=torch.bool
-        )
-        if not ok.all():
-            bad = int((~ok).sum())
-            self.stats["corrupt"] += bad
-            log.warning(
-                "embedding cache shard %s: %d of %d entries fail their checksum; they will be recomputed",
-                path,
-                bad,
-                len(ok),
-            )
-            keys, vectors = keys[ok], vectors[ok]
-            self._write_shard(keys, vectors, path=path)  # rewrite without them, so the warning is not repeated
-        return keys, vectors
-
-    def _write_shard(self, keys: Tensor, vectors: Tensor, path: Path | None = None) -> None:
-        if self.dir is None:
-            return
-        path = path or self.dir / f"shard-{uuid.uuid4().hex}.pt"
-        self._read.add(path.name)  # its entries are in memory already
-        sums = torch.tensor([entry_checksum(bytes(k.tolist()), v) for k, v in zip(keys, vectors)], dtype=torch.long)
-        blob = {
-            "format": FORMAT,
-            "identity": identity_hash(self.identity),
-            "keys": keys,
-            "vectors": vectors,
-            "checksums": sums,
-        }
-        try:
-            with atomic_file(path, "wb") as f:  # readers see the old state or the whole new shard
-                torch.save(blob, f)
-        except OSError as e:
-            log.warning("embedding cache: cannot write %s (%s): vectors kept in memory only", path, e)
-            self.dir = None
 
     def reload(self) -> None:
-        """Read the shards of this identity not read yet (e.g. written by another process)."""
+        """Open the shards of this identity not open yet (e.g. written by another process)."""
         if self.dir is None:
             return
-        shards = sorted(self.dir.glob("shard-*.pt"))
-        for path in shards:
-            if path.name not in self._read and (read := self._read_shard(path)) is not None:
-                self._insert(*read)
-            self._read.add(path.name)
-        # Many small shards from lazy, per-batch encoding: merge them, unless memory holds
-        # fewer entries than the disk (max_entries dropped some), which merging would lose.
-        if len(shards) > self.max_shards and self.stats["evicted"] == 0:
-            self.compact(shards)
+        paths = sorted(self.dir.glob("shard-*.bin"))
+        for path in paths:
+            if path.name not in self._shards and (shard := self._open_shard(path)) is not None and shard.n:
+                self._shards[path.name] = shard
+        for name in set(self._shards) - {p.name for p in paths}:  # compacted away by another process
+            del self._shards[name]
+        if len(self._shards) > self.max_shards:
+            self.compact()
 
-    def compact(self, shards: Sequence[Path]) -> None:
-        """Replace ``shards`` by shards of ``shard_size`` entries holding everything in memory."""
-        keys = torch.tensor([list(k) for k in self._row], dtype=torch.uint8).view(-1, KEY_BYTES)  # (N, 32)
-        vectors = self._vectors[list(self._row.values())]  # (N, D)
-        for i in range(0, len(keys), self.shard_size):
-            self._write_shard(keys[i : i + self.shard_size], vectors[i : i + self.shard_size])
-        if self.dir is not None:  # only once the merged copies are safely written
-            for p in shards:
-                p.unlink(missing_ok=True)
-            log.info("embedding cache %s: compacted %d shards", self.dir, len(shards))
+    def compact(self) -> None:
+        """Merge every shard into one (many small shards come from lazy, per-batch encoding)."""
+        shards = list(self._shards.values())
+        seen: set[bytes] = set()
+        parts = []
+        for shard in shards:
+            rows = [r for r, k in enumerate(map(bytes, shard.keys)) if not (k in seen or seen.add(k))]
+            rows = np.asarray(rows, dtype=np.int64)
+            parts.append((shard, rows[shard.valid(rows)]))
+        path = self.dir / f"shard-{uuid.uuid4().hex}.bin"
+        try:
+            write_shard(path, parts, dim=self.dim, identity=self._ident)
+        except OSError as e:
+            log.warning("embedding cache: cannot compact into %s (%s)", path, e)
+            return
+        for shard in shards:  # only once the merged copy is safely written
+            shard.path.unlink(missing_ok=True)
+        self._shards = {path.name: Shard(path, dim=self.dim, identity=self._ident)}
+        log.info("embedding cache %s: compacted %d shards", self.dir, len(shards))
+
+    def _store(self, keys: np.ndarray, vectors: np.ndarray) -> None:
+        """New entries (keys (n, 32) uint8, vectors (n, D) float16 for a shard, float32 for
+        memory): a new shard, or memory."""
+        if self.dir is not None:
+            unique = np.unique(keys, axis=0, return_index=True)[1]
+            path = self.dir / f"shard-{uuid.uuid4().hex}.bin"
+            try:
+                write_shard(path, [((keys, vectors), np.sort(unique))], dim=self.dim, identity=self._ident)
+                self._shards[path.name] = Shard(path, dim=self.dim, identity=self._ident)
+                if len(self._shards) > self.max_shards:
+                    self.compact()
+                return
+            except OSError as e:
+                log.warning("embedding cache: cannot write %s (%s): vectors kept in memory only", path, e)
+                self.dir = None
+        self._insert(keys, vectors)
+
+    def _repair(self, shard: Shard) -> None:
+        """Rewrite a shard without the entries that fail their checksum (so the warning is
+        not repeated); they will be recomputed."""
+        rows = np.arange(shard.n)
+        ok = shard.valid(rows)
+        bad = int((~ok).sum())
+        self.stats["corrupt"] += bad
+        log.warning(
+            "embedding cache shard %s: %d of %d entries fail their checksum; they will be recomputed",
+            shard.path,
+            bad,
+            shard.n,
+        )
+        del self._shards[shard.path.name]
+        if ok.any():
+            write_shard(shard.path, [(shard, rows[ok])], dim=self.dim, identity=self._ident)
+            self._shards[shard.path.name] = Shard(shard.path, dim=self.dim, identity=self._ident)
+        else:
+            shard.path.unlink(missing_ok=True)
+
+    def _read_disk(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(positions in ``keys`` found on disk, their (n, D) float32 vectors)."""
+        found = np.zeros(len(keys), dtype=bool)
+        out = np.empty((len(keys), self.dim), dtype=np.float32)
+        if not len(keys):
+            return np.flatnonzero(found), out[:0]
+        prefixes = _prefixes(keys)
+        for shard in list(self._shards.values()):
+            todo = np.flatnonzero(~found)
+            if not len(todo):
+                break
+            at, rows = shard.find(prefixes[todo], keys[todo])
+            if not len(at):
+                continue
+            ok = shard.valid(rows)
+            if not ok.all():
+                self._repair(shard)
+                at, rows = at[ok], rows[ok]
+            pos = todo[at]
+            out[pos] = shard.vectors[rows]
+            found[pos] = True
+        pos = np.flatnonzero(found)
+        return pos, out[pos]
 
     # -- memory -----------------------------------------------------------------------
-    def _insert(self, keys: Tensor, vectors: Tensor) -> None:
+    def _insert(self, keys: np.ndarray, vectors: np.ndarray) -> None:
         new: dict[bytes, int] = {}  # key -> its row in ``vectors``; first copy wins
-        for i, k in enumerate(keys):
-            k = bytes(k.tolist())
+        for i, k in enumerate(map(bytes, keys)):
             if k not in self._row and k not in new:
                 new[k] = i
         if self.max_entries is not None and len(new) > self.max_entries:  # only the last ones can stay
@@ -213,7 +361,7 @@ class UnitEmbeddingCache:
             grown[: len(self._vectors)] = self._vectors
             self._vectors = grown
         if rows:
-            self._vectors[rows] = vectors[list(new.values())].float()
+            self._vectors[rows] = torch.from_numpy(vectors[list(new.values())].astype(np.float32))
 
     def lookup(
         self,
@@ -223,29 +371,38 @@ class UnitEmbeddingCache:
         batch_size: int = 64,
         progress: bool | None = None,
     ) -> Tensor:
-        """(N, D) vectors of ``texts`` (CPU, float32); new unique texts are encoded in batches
-        of ``batch_size`` (longest first), stored every ``shard_size`` entries. ``progress``:
-        log the encoding's progress (INFO lines of this module's logger, seen only where the
-        application shows them); None: only for more than 4 batches."""
+        """(N, D) vectors of ``texts`` (CPU, float32; float16 values where stored on disk); new unique texts
+        are encoded in batches of ``batch_size`` (longest first), stored every ``shard_size``
+        entries. ``progress``: log the encoding's progress (INFO lines of this module's logger,
+        seen only where the application shows them); None: only for more than 4 batches."""
         keys = [text_key(t) for t in texts]
         out = torch.empty(len(texts), self.dim)  # (N, D)
-        missing: dict[bytes, str] = {}
-        at, rows = [], []  # positions in texts and rows in _vectors of the hits
-        for i, (k, t) in enumerate(zip(keys, texts)):
+        at, rows, rest = [], [], []  # memory hits: positions in texts and rows in _vectors; the others
+        for i, k in enumerate(keys):
             row = self._row.get(k)
             if row is None:
-                missing.setdefault(k, t)
+                rest.append(i)
             else:
                 at.append(i)
                 rows.append(row)
                 self._row.move_to_end(k)  # recently used
         out[at] = self._vectors[rows]
+        if rest and self._shards:
+            key_array = np.frombuffer(b"".join(keys[i] for i in rest), dtype=np.uint8).reshape(-1, KEY_BYTES)
+            pos, vectors = self._read_disk(key_array)
+            hit = [rest[p] for p in pos.tolist()]
+            out[hit] = torch.from_numpy(vectors)
+            at += hit
+            found = set(hit)
+            rest = [i for i in rest if i not in found]
         self.stats["hits"] += len(at)
-        if missing:
-            found = self._encode_missing(missing, encode, batch_size, progress)
-            for i, k in enumerate(keys):
-                if k in missing:
-                    out[i] = found[k]
+        if rest:
+            missing: dict[bytes, str] = {}
+            for i in rest:
+                missing.setdefault(keys[i], texts[i])
+            new = self._encode_missing(missing, encode, batch_size, progress)
+            for i in rest:
+                out[i] = new[keys[i]]
         return out
 
     def _encode_missing(
@@ -259,7 +416,7 @@ class UnitEmbeddingCache:
             progress = len(items) > 4 * batch_size
         start = time.perf_counter()
         pending_keys: list[bytes] = []
-        pending_vecs: list[Tensor] = []
+        pending_vecs: list[np.ndarray] = []
         found: dict[bytes, Tensor] = {}
         # Log lines, not a bar: shown where the application set up logging (the scripts), silent in a
         # program that uses the API without configuring it (a server, a notebook's stderr).
@@ -269,16 +426,18 @@ class UnitEmbeddingCache:
             vecs = encode([t for _, t in batch]).detach().float().cpu()  # (b, D)
             if vecs.shape != (len(batch), self.dim):
                 raise ValueError(f"encoder returned {tuple(vecs.shape)} for {len(batch)} units of width {self.dim}")
+            # (b, D): what is stored, and what is returned. On disk float16 (half the bytes of a
+            # corpus's vectors, and what a later run reads back, so the first run returns the same);
+            # a memory-only cache (inference) keeps the encoder's float32 vectors as they are.
+            kept = vecs.numpy().astype(np.float16 if self.dir is not None else np.float32)
             pending_keys += [k for k, _ in batch]
-            pending_vecs.append(vecs)
-            found.update((k, v) for (k, _), v in zip(batch, vecs))
+            pending_vecs.append(kept)
+            found.update((k, torch.from_numpy(v.astype(np.float32))) for (k, _), v in zip(batch, kept))
             if shown is not None:
                 shown.advance(len(batch))
             if len(pending_keys) >= self.shard_size or i + batch_size >= len(items):
-                k = torch.tensor([list(x) for x in pending_keys], dtype=torch.uint8).view(-1, KEY_BYTES)  # (n, 32)
-                v = torch.cat(pending_vecs)  # (n, D)
-                self._insert(k, v)
-                self._write_shard(k, v)
+                k = np.frombuffer(b"".join(pending_keys), dtype=np.uint8).reshape(-1, KEY_BYTES)  # (n, 32)
+                self._store(k, np.concatenate(pending_vecs))  # (n, D)
                 pending_keys, pending_vecs = [], []
         secs = time.perf_counter() - start
         self.stats["encode_seconds"] += secs

@@ -90,6 +90,8 @@ def one_line_per_event() -> None:
         if not any(isinstance(f, _NoTips) for f in logger.filters):
             logger.addFilter(_NoTips())
     warnings.filterwarnings("ignore", message=r".*LeafSpec.* is deprecated")
+    # torchdata's StatefulDataLoader calls a torch API torch has deprecated, once per loader
+    warnings.filterwarnings("ignore", message=r"'set_vital' is deprecated")
 
 
 def train(cfg: DictConfig) -> dict[str, float]:

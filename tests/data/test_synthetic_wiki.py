@@ -55,7 +55,7 @@ def test_the_wiki_reader_reads_the_corpus_back(tmp_path, pool):
     root = tmp_path / "corpus"
     stats = write_corpus(root=root, num_articles=30, pool=pool, pool_name="test", seed=3)
     assert stats["articles"] == 30 and stats["written"] == 30 and stats["skipped"] == 0
-    docs = SeparatorCorpus(path=str(root)).read(str(root))  # what data=wiki reads
+    docs = list(SeparatorCorpus(path=str(root)).read(str(root)))  # what data=wiki reads
     assert len(docs) == 30
     for i, doc in enumerate(sorted(docs, key=lambda d: d.id)):
         path = article_path(root, i)
@@ -87,7 +87,7 @@ def test_no_article_is_empty_when_most_pool_sections_are(tmp_path):
     # every preface is empty, and a third of the level-2 sections: many draws come out empty
     root = tmp_path / "corpus"
     stats = write_corpus(root=root, num_articles=60, pool=pool)
-    docs = SeparatorCorpus(path=str(root)).read(str(root))  # an empty article would raise here
+    docs = list(SeparatorCorpus(path=str(root)).read(str(root)))  # an empty article would raise here
     assert len(docs) == 60 and all(len(d) >= 1 for d in docs)
     assert stats["sentences"] == sum(len(d) for d in docs)
 
@@ -153,7 +153,7 @@ def test_without_a_wiki_folder_the_builtin_sentences_are_the_pool(tmp_path, monk
     assert sorted(copied) == sorted(texts["pydoc:assert"] + texts["stdlib:os.py"])  # each sentence once
     root = tmp_path / "corpus"
     write_corpus(root=root, num_articles=12, pool=pool, pool_name=name)
-    assert len(SeparatorCorpus(path=str(root)).read(str(root))) == 12
+    assert len(list(SeparatorCorpus(path=str(root)).read(str(root)))) == 12
 
 
 def test_a_malformed_header_names_the_file_and_line(tmp_path):

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import pickle
 import zlib
 
 import pytest
 import torch
 
-from segmenter.models.embedding_cache import UnitEmbeddingCache, identity_hash
+from segmenter.models.embedding_cache import HEADER, UnitEmbeddingCache, identity_hash
+from tests.helpers import tamper_cache_entry
 
 DIM = 6
 IDENTITY = {"model": "fake", "version": 1}
@@ -31,7 +33,7 @@ class FakeEncoder:
 
 
 def shards(cache: UnitEmbeddingCache):
-    return sorted(cache.dir.glob("shard-*.pt"))
+    return sorted(cache.dir.glob("shard-*.bin"))
 
 
 def test_each_unique_text_is_encoded_once_and_reread_identically(tmp_path):
@@ -62,9 +64,7 @@ def test_a_corrupt_entry_is_detected_and_recomputed(tmp_path, caplog):
     cache = UnitEmbeddingCache(identity=IDENTITY, dim=DIM, root=tmp_path)
     good = cache.lookup(TEXTS, FakeEncoder())
     (path,) = shards(cache)
-    blob = torch.load(path, weights_only=True)
-    blob["vectors"][1, 0] += 1.0  # one flipped value, checksum left as it was
-    torch.save(blob, path)
+    tamper_cache_entry(path, row=1, dim=DIM)  # one changed value, checksum left as it was
 
     enc = FakeEncoder()
     with caplog.at_level(logging.WARNING):
@@ -103,15 +103,47 @@ def test_an_interrupted_pass_keeps_the_shards_it_wrote(tmp_path):
 
 
 def test_many_small_shards_are_compacted(tmp_path):
-    cache = UnitEmbeddingCache(identity=IDENTITY, dim=DIM, root=tmp_path, max_shards=2)
+    cache = UnitEmbeddingCache(identity=IDENTITY, dim=DIM, root=tmp_path)
     for t in TEXTS:  # one shard per call, as lazy per-batch encoding writes them
         cache.lookup([t], FakeEncoder())
     assert len(shards(cache)) == len(set(TEXTS))
     want = cache.lookup(TEXTS, FakeEncoder())
-    merged = UnitEmbeddingCache(identity=IDENTITY, dim=DIM, root=tmp_path, max_shards=2)
+    merged = UnitEmbeddingCache(identity=IDENTITY, dim=DIM, root=tmp_path, max_shards=2)  # on opening
     assert len(shards(merged)) == 1
     enc = FakeEncoder()
     assert torch.equal(merged.lookup(TEXTS, enc), want) and enc.calls == []
+    more = [f"sentence {i}" for i in range(5)]
+    for t in more:  # and while running: never more than max_shards shards to search
+        merged.lookup([t], FakeEncoder())
+        assert len(shards(merged)) <= 2
+    enc = FakeEncoder()
+    UnitEmbeddingCache(identity=IDENTITY, dim=DIM, root=tmp_path).lookup(TEXTS + more, enc)
+    assert enc.calls == []
+
+
+def test_vectors_are_float16_on_disk_and_the_same_fresh_or_cached(tmp_path):
+    enc = FakeEncoder()
+    fresh = UnitEmbeddingCache(identity=IDENTITY, dim=DIM, root=tmp_path).lookup(TEXTS, enc)
+    exact = enc(TEXTS)
+    torch.testing.assert_close(fresh, exact.half().float(), rtol=0, atol=0)  # rounded as stored
+    assert not torch.equal(fresh, exact)
+    (path,) = shards(UnitEmbeddingCache(identity=IDENTITY, dim=DIM, root=tmp_path))
+    assert path.stat().st_size == HEADER.size + 5 * (8 + 32 + 4 + 2 * DIM)  # 5 unique texts, 2 bytes a value
+    assert torch.equal(UnitEmbeddingCache(identity=IDENTITY, dim=DIM, root=tmp_path).lookup(TEXTS, enc), fresh)
+
+
+def test_cached_vectors_are_read_from_disk_not_held_in_memory(tmp_path):
+    texts = [f"unit {i}" for i in range(2000)]
+    UnitEmbeddingCache(identity=IDENTITY, dim=DIM, root=tmp_path).lookup(texts, FakeEncoder())
+    cache = UnitEmbeddingCache(identity=IDENTITY, dim=DIM, root=tmp_path)
+    enc = FakeEncoder()
+    cache.lookup(texts, enc)
+    assert enc.calls == [] and len(cache) == 2000
+    assert cache._vectors.numel() == 0  # nothing copied into memory: the shards are memory-mapped
+    restored = pickle.loads(pickle.dumps(cache))  # as DataLoader workers get it: maps reopened, not copied
+    assert len(pickle.dumps(cache)) < 10_000 and torch.equal(
+        restored.lookup(texts[:3], enc), cache.lookup(texts[:3], enc)
+    )
 
 
 def test_an_unwritable_cache_dir_falls_back_to_memory(tmp_path, caplog):

@@ -48,14 +48,14 @@ def test_a_tiny_benchmark_reports_every_measure(tmp_path):
     assert table == (out / f"{RESULTS}.md").read_text(encoding="utf-8").strip()
     rows = {line.split(" | ")[0].strip("| "): line.split(" | ")[1].strip(" |") for line in table.splitlines()[2:]}
     assert table.splitlines()[0] == "| articles | 20 |"
-    assert rows.pop("shards on disk (MB)") == "none"  # today's pipeline keeps the corpus in memory
     assert rows.pop("RSS per added article (KB, num_workers=0, vs the previous size)") == "n/a"  # one size only
-    assert len(rows) == 5 + 2 * 5  # corpus, generation, preparation, and 5 measures per num_workers value
+    assert len(rows) == 6 + 2 * 5  # corpus, generation, preparation, and 5 measures per num_workers value
     for name, cell in rows.items():
         assert float(cell.replace(",", "")) >= 0, f"{name}: {cell}"
     record = json.loads((out / f"{RESULTS}.json").read_text(encoding="utf-8"))
     (size,) = record["results"]
     assert size["articles"] == 20 and size["sentences"] > 20
+    assert size["shards_mb"] > 0  # the corpus store the preparation wrote (Arrow shards and their index)
     for w in ("0", "2"):
         run = size["runs"][w]
         assert run["first_step_s"] > 0 and run["units_per_s"] > 0 and run["step_units_per_s"] > 0

@@ -81,3 +81,24 @@ def test_same_seed_same_metrics(tmp_path):
     assert same == {k: v for k, v in m2.items() if k not in TIMING}
     assert "val/f1" in same and "train/loss" in same
     assert m3["train/loss"] != m1["train/loss"]  # the seed does reach the run
+
+
+def test_resume_mid_epoch_continues_that_epoch(tmp_path):
+    """A run stopped after 2 of its epoch's 3 training batches and resumed from that
+    checkpoint ends exactly where an uninterrupted run ends: the checkpoint holds the
+    training loader's position, so the resumed run trains on the third batch of the same
+    epoch, not on a fresh epoch's first."""
+    # last.ckpt after every step; no early stopping (no val/f1 when stopped mid-epoch)
+    every_step = ["+callbacks.last_checkpoint.every_n_train_steps=1", "callbacks.early_stopping=null"]
+    _, resumed_dir = run(tmp_path, "resumed", "trainer.max_epochs=1", "+trainer.max_steps=2", *every_step)
+    mid = torch.load(resumed_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    assert mid["global_step"] == 2
+    assert mid["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]["_num_yielded"] == 2  # the loader's position
+    run(tmp_path, "resumed", "trainer.max_epochs=2", "ckpt_path=last", *every_step)
+    _, straight_dir = run(tmp_path, "straight", "trainer.max_epochs=2", *every_step)
+
+    a = torch.load(resumed_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    b = torch.load(straight_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert a["global_step"] == b["global_step"] == 6
+    for k in a["state_dict"]:
+        assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
