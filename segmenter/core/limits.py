@@ -30,7 +30,13 @@ from typing import Any
 
 import numpy as np
 
+from segmenter.core.bounds import Number
 from segmenter.core.spans import Span
+
+# The limits' bounds (segmenter.core.bounds): the command line, the API and the server check with
+# these. null: no limit.
+MAX_SEGMENT_CHARS = Number(lo=1, none=True)
+MAX_SEGMENT_TOKENS = Number(lo=1, none=True)
 
 TokenCounter = Callable[[str], int]
 _WORD = re.compile(r"\S+")
@@ -161,9 +167,8 @@ def check(
     *, max_segment_chars: int | None, max_segment_tokens: int | None, tokenizer: Any, min_segment_units: int = 1
 ) -> None:
     """ValueError naming the values when the limits can never hold, before any work."""
-    for name, value in (("max_segment_chars", max_segment_chars), ("max_segment_tokens", max_segment_tokens)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise ValueError(f"{name}={value!r} must be a whole number >= 1")
+    MAX_SEGMENT_CHARS.check("max_segment_chars", max_segment_chars)
+    MAX_SEGMENT_TOKENS.check("max_segment_tokens", max_segment_tokens)
     if max_segment_tokens is not None and tokenizer is None:
         raise ValueError(f"max_segment_tokens={max_segment_tokens} needs tokenizer= (what counts the tokens)")
     if tokenizer is not None and max_segment_tokens is None:

@@ -161,9 +161,13 @@ class SegmentRequest(BaseModel):
         default=None, **decisions.MIN_SEGMENT_UNITS.constraints(), description="no segment shorter than this"
     )
     # Hard length limits (segmenter.core.limits): a segment's text is its span in the document.
-    max_segment_chars: int | None = Field(default=None, ge=1, description="no segment longer (characters)")
+    max_segment_chars: int | None = Field(
+        default=None, **length_limits.MAX_SEGMENT_CHARS.constraints(), description="no segment longer (characters)"
+    )
     max_segment_tokens: int | None = Field(
-        default=None, ge=1, description="no segment longer (tokens of the server's tokenizer, /info)"
+        default=None,
+        **length_limits.MAX_SEGMENT_TOKENS.constraints(),
+        description="no segment longer (tokens of the server's tokenizer, /info)",
     )
 
     @model_validator(mode="after")

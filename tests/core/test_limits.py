@@ -151,7 +151,7 @@ def test_a_non_monotone_tokenizer_still_gets_its_limit():
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        ({"max_segment_chars": 0}, "max_segment_chars=0 must be a whole number >= 1"),
+        ({"max_segment_chars": 0}, "max_segment_chars=0: expected a whole number >= 1"),
         ({"max_segment_tokens": 5}, "max_segment_tokens=5 needs tokenizer="),
         ({"tokenizer": str.split}, "without max_segment_tokens"),
         ({"max_segment_chars": 2, "min_segment_units": 3}, "min_segment_units=3 and max_segment_chars=2 cannot both"),
