@@ -463,7 +463,13 @@ class Segmenter:
             if split_units:  # the pieces replace their unit; a cut between two of them has probability 0
                 last = [k == len(origin) - 1 or origin[k + 1] != o for k, o in enumerate(origin)]
                 count = Counter(origin)
-                units = [units[o] if count[o] == 1 else normalize_unit(text[s:e]) for o, (s, e) in zip(origin, pieces)]
+                # A piece reads as its unit did: a line keeps the text's own spacing (units=lines),
+                # a sentence has its whitespace collapsed (normalize_unit).
+                raw = [units[o] == text[slice(*unit_spans[o])] for o in range(len(units))]
+                units = [
+                    units[o] if count[o] == 1 else text[s:e] if raw[o] else normalize_unit(text[s:e])
+                    for o, (s, e) in zip(origin, pieces)
+                ]
                 index = torch.tensor(origin)
                 probs, label_probs = probs[index], label_probs[index]  # (n', C): each piece with its unit's
                 p_end = [p_end[o] if is_last else 0.0 for o, is_last in zip(origin, last)]

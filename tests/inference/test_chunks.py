@@ -6,7 +6,7 @@ being cut into pieces that the prediction reports."""
 from __future__ import annotations
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from segmenter import Segmenter
@@ -78,6 +78,7 @@ def check_segments(text: str, pred, kind: str) -> None:
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(text=texts, kind=st.sampled_from(UNITS), max_chars=st.one_of(st.none(), st.integers(8, 120)))
+@example(text="Hello Hello  é ", kind="lines", max_chars=8)  # pieces of a line keep the line's own spacing
 def test_segment_spans_and_the_character_limit(topic, text, kind, max_chars):
     pred = topic.segment(text, units=kind, return_probs=True, max_segment_chars=max_chars)
     check_segments(text, pred, kind)
