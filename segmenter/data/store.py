@@ -147,6 +147,8 @@ def _unplaced_ids(corpus: Any, *, progress: bool) -> list[str]:
     of its documents, in stream order; [] for a corpus that names each document's split."""
     from datasets.utils import tqdm as hf_tqdm
 
+    if getattr(corpus, "split_rows", None) is None:
+        return []
     ids: list[str] = []
     with hf_tqdm(desc=f"listing {type(corpus).__name__}", unit=" docs", disable=not progress) as bar:
         for split, doc in records(corpus):
