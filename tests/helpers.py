@@ -267,3 +267,15 @@ def tamper_cache_entry(path: Path, *, row: int, dim: int) -> None:
     value = np.frombuffer(bytes(data[at : at + 2]), dtype="<f2")[0]
     data[at : at + 2] = np.asarray([value + 1], dtype="<f2").tobytes()
     path.write_bytes(bytes(data))
+
+
+def cli_status(cfg) -> int:
+    """scripts/predict.py's body under the scripts' error policy, in-process: the exit status."""
+    from segmenter.cli.app import run_task
+    from segmenter.inference.predict import run
+
+    try:
+        run_task(run, cfg)
+    except SystemExit as e:
+        return e.code
+    return 0

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from segmenter import Segmenter
 from segmenter.core.document import normalize_unit
 from segmenter.core.spans import joined
+from tests.helpers import cli_status
 
 WORDS = ["Hello", "world.", "Dr.", "Smith", "went", "i.e.", "3.5", '"Yes!"', "(ok)", "é", "日本語。", "…", "?", "!!"]
 WORDS += ["Mr.", "U.S.A.", "--", "a.b", "e\u0301", "🙂", "end.Next", "Ωμέγα.", "x"]
@@ -147,17 +148,6 @@ def test_impossible_limits_are_one_error_naming_them(topic):
 
 
 # ----------------------------------------------------------------------------- the predict command
-
-
-def cli_status(cfg) -> int:
-    from segmenter.cli.app import run_task
-    from segmenter.inference.predict import run
-
-    try:
-        run_task(run, cfg)
-    except SystemExit as e:
-        return e.code
-    return 0
 
 
 def test_predict_command_writes_spans_under_its_limits(topic, tmp_path):

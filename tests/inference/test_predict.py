@@ -14,7 +14,6 @@ import pytest
 import torch
 
 from segmenter import Segmenter
-from segmenter.cli.app import run_task
 from segmenter.core.document import SECTION, document_segments
 from segmenter.core.io import atomic_write
 from segmenter.data.formats import read_separator_files
@@ -22,7 +21,7 @@ from segmenter.inference.api import SEPARATOR, Prediction, _chunks
 from segmenter.inference.checkpoint import build_net, net_config
 from segmenter.inference.predict import InputError, read_inputs, run
 from segmenter.training.train import train
-from tests.helpers import ATTENTIONS, ROOT, TEXT, compose_train, predict_cfg, write
+from tests.helpers import ATTENTIONS, ROOT, TEXT, cli_status, compose_train, predict_cfg, write
 
 WORDS = "cat dog mat sun stock bank rate egg sugar flour river boat rain cloud train road".split()
 
@@ -51,15 +50,6 @@ def cli(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     cmd = [sys.executable, "scripts/predict.py", *args]
     return subprocess.run(cmd, cwd=ROOT, input=stdin, capture_output=True, timeout=300, env=env)
-
-
-def cli_status(cfg) -> int:
-    """scripts/predict.py's body under the scripts' error policy, in-process: the exit status."""
-    try:
-        run_task(run, cfg)
-    except SystemExit as e:
-        return e.code
-    return 0
 
 
 @pytest.fixture(scope="module")
