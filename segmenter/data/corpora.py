@@ -143,14 +143,18 @@ class SeparatorCorpus(FileCorpus):
         fractions: Sequence[float] = (0.8, 0.1, 0.1),
         seed: int = 0,
         max_level: int | None = None,
+        join_sections: int = 1,
         pattern: str = "*",
         on_error: str = "raise",
         subset_by_folder: bool = False,
     ) -> None:
         super().__init__(path=path, files=files, fractions=fractions, seed=seed)
         check_on_error(on_error)
+        if join_sections < 1:
+            raise ValueError(f"join_sections={join_sections} must be >= 1")
         self.subset_by_folder = subset_by_folder
-        self.max_level, self.pattern, self.on_error = max_level, pattern, on_error
+        self.max_level, self.join_sections = max_level, join_sections
+        self.pattern, self.on_error = pattern, on_error
 
     def read(self, paths) -> Iterator[Document]:
         single = paths if isinstance(paths, (str, os.PathLike)) else None
@@ -159,6 +163,7 @@ class SeparatorCorpus(FileCorpus):
             paths,
             root=root,
             max_level=self.max_level,
+            join_sections=self.join_sections,
             pattern=self.pattern,
             on_error=self.on_error,
             subset_by_folder=self.subset_by_folder,

@@ -114,21 +114,10 @@ def parse_separator(
     return [s for s in segments if s]
 
 
-def read_separator_files(
-    paths: str | os.PathLike | Sequence[str | os.PathLike],
-    *,
-    root: str | os.PathLike | None = None,
-    max_level: int | None = None,
-    pattern: str = "*",
-    on_error: str = "raise",
-    subset_by_folder: bool = False,
-) -> list[Document]:
-    """Documents of separator-format files, as a list (``iter_separator_files``, one at a time)."""
-    return list(
-        iter_separator_files(
-            paths, root=root, max_level=max_level, pattern=pattern, on_error=on_error, subset_by_folder=subset_by_folder
-        )
-    )
+def read_separator_files(paths: str | os.PathLike | Sequence[str | os.PathLike], **settings: Any) -> list[Document]:
+    """Documents of separator-format files, as a list; ``settings`` as ``iter_separator_files``
+    (which reads them one at a time)."""
+    return list(iter_separator_files(paths, **settings))
 
 
 def iter_separator_files(
@@ -136,6 +125,7 @@ def iter_separator_files(
     *,
     root: str | os.PathLike | None = None,
     max_level: int | None = None,
+    join_sections: int = 1,
     pattern: str = "*",
     on_error: str = "raise",
     subset_by_folder: bool = False,
@@ -143,8 +133,11 @@ def iter_separator_files(
     """Documents of separator-format files, one file at a time (a corpus of any size is
     never held whole). The id is the path relative to ``root`` (or the file name); with
     ``subset_by_folder``, ``meta["subset"]`` is the parent folder's name (Choi's ``3-5``,
-    ``6-8``...), the groups an evaluation reports separately."""
+    ``6-8``...), the groups an evaluation reports separately. ``join_sections=k``: every k
+    adjacent segments become one (documents with fewer, longer segments)."""
     check_on_error(on_error)
+    if join_sections < 1:
+        raise ValueError(f"join_sections={join_sections} must be >= 1")
     skipped = []
     for f in list_files(paths, pattern=pattern):
         try:
@@ -158,8 +151,13 @@ def iter_separator_files(
             continue
         doc_id = f.relative_to(root).as_posix() if root else f.name
         meta = {"path": str(f), **({"subset": f.parent.name} if subset_by_folder else {})}
-        yield segments_to_document(doc_id, segments, meta)
+        yield segments_to_document(doc_id, join_segments(segments, join_sections), meta)
     _warn_skipped(skipped)
+
+
+def join_segments(segments: list[list[str]], k: int) -> list[list[str]]:
+    """Every ``k`` adjacent segments joined into one, in order (the last may join fewer)."""
+    return [[u for seg in segments[i : i + k] for u in seg] for i in range(0, len(segments), k)]
 
 
 def _warn_skipped(skipped: list[str]) -> None:

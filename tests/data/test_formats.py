@@ -112,3 +112,14 @@ def test_jsonl_skip_counts(tmp_path, caplog):
         docs = read_jsonl(f, label_names=["verse", "chorus"], on_error="skip")
     assert [d.id for d in docs] == ["ok"]
     assert "skipped 2 bad document" in caplog.text
+
+
+def test_join_sections_makes_fewer_longer_segments(tmp_path):
+    write(tmp_path / "0.ref", CHOI)  # segments of 2, 1 and 3 units
+    (doc,) = read_separator_files(tmp_path, join_sections=2)
+    assert document_segments(doc) == [["a one .", "a two .", "b one ."], ["c one .", "c two .", "c three ."]]
+    assert doc.units == read_separator_files(tmp_path)[0].units  # the same units, fewer boundaries
+    (whole,) = read_separator_files(tmp_path, join_sections=3)
+    assert len(document_segments(whole)) == 1 and sum(whole.labels) == 0
+    with pytest.raises(ValueError, match="join_sections=0"):
+        read_separator_files(tmp_path, join_sections=0)
