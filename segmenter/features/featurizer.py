@@ -198,6 +198,47 @@ class FrozenVectors:
         return {"kind": "minilm_vectors", "max_seq_length": self.max_seq_length}
 
 
+class StaticVectors:
+    """Static sentence vectors of each unit (model2vec): the mean of its word pieces' fixed
+    vectors, unit length. A table lookup, not a network: thousands of units per second on
+    one core, so nothing is cached. ``model_dir``: a model2vec folder (``config.json``,
+    ``model.safetensors``, ``tokenizer.json``); ``max_length``: word pieces kept per unit."""
+
+    def __init__(self, *, model_dir: str | Path, max_length: int = 512) -> None:
+        if max_length < 1:
+            raise ValueError(f"max_length={max_length} must be >= 1")
+        self.model_dir, self.max_length = Path(model_dir), max_length
+        self._model = None
+
+    def model(self):
+        """The static model, loaded on first use and kept (not pickled: each DataLoader
+        worker loads its own, in well under a second)."""
+        if self._model is None:
+            from model2vec import StaticModel
+
+            self._model = StaticModel.from_pretrained(self.model_dir, normalize=True)
+        return self._model
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_model": None}
+
+    @property
+    def dim(self) -> int:
+        return int(self.model().dim)
+
+    def __call__(self, units: Sequence[str]) -> dict[str, Tensor]:
+        # One process per caller: model2vec's own worker pool would fork inside DataLoader
+        # workers and servers.
+        v = self.model().encode(list(units), max_length=self.max_length, use_multiprocessing=False)  # (n, dim)
+        return {"static_vectors": torch.from_numpy(v).float()}
+
+    def collate(self, docs: Sequence[Mapping[str, Tensor]], t: int) -> dict[str, Tensor]:
+        return {"static_vectors": torch.cat([d["static_vectors"] for d in docs])}  # (N, dim)
+
+    def config(self) -> dict[str, Any]:
+        return {"kind": "static_vectors", "model": self.model_dir.name, "max_length": self.max_length}
+
+
 class WordPieces:
     """MiniLM's word-piece ids of each unit, for a network that trains MiniLM itself."""
 

@@ -68,6 +68,34 @@ class UnitEncoder(nn.Module):
         return pad_units(x, mask), pad_units(e, mask)
 
 
+class ProjectedVectors(UnitEncoder):
+    """Vectors its featurizer made before the network (a frozen sentence encoder's), each
+    layer-normalised and projected to the model width: only the projection trains, so every
+    attention type works unchanged. ``key`` names the feature's tensor, (N, width)."""
+
+    key: str
+
+    def __init__(self, *, dim: int, width: int) -> None:
+        super().__init__()
+        self.dim = dim
+        self.norm = nn.LayerNorm(width)
+        self.proj = nn.Linear(width, dim)
+
+    def embed(self, feats: Features) -> Tensor:
+        """(N, width) the units' vectors."""
+        return feats[self.key].to(self.proj.weight.device)
+
+    def encode_units(self, feats: Features) -> Tensor:
+        return self.proj(self.norm(self.embed(feats)))  # (N, D)
+
+    def frozen_units(self, feats: Features) -> Tensor:
+        return self.embed(feats)  # (N, width)
+
+    def encode_with_frozen_units(self, feats: Features) -> tuple[Tensor, Tensor]:
+        e = self.embed(feats)  # (N, width), computed once for both
+        return self.proj(self.norm(e)), e
+
+
 # The settings' bounds (segmenter.core.bounds): checked here, by the command line (encoder.*)
 # and by the checkpoint loader (segmenter.models.registry), whose guard the upper ends are.
 NUM_BUCKETS = Number(lo=1, hi=1 << 22)

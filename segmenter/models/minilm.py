@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from segmenter.core.bounds import Number
 from segmenter.features.featurizer import FrozenVectors, UnitFeature, WordPieces
-from segmenter.models.encoder import Features, UnitEncoder
+from segmenter.models.encoder import Features, ProjectedVectors, UnitEncoder
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,9 @@ def load_sentence_transformer(path: Path, device: str | torch.device | None = No
     return SentenceTransformer(str(path), device=str(device) if device is not None else "cpu", local_files_only=True)
 
 
-class MiniLMEncoder(UnitEncoder):
+class MiniLMEncoder(ProjectedVectors):
+    key = "minilm_vectors"
+
     def __init__(
         self,
         *,
@@ -101,14 +103,12 @@ class MiniLMEncoder(UnitEncoder):
         shown only where the application shows INFO logs (the scripts do), never a bar.
         Frozen, this module only projects the vectors its featurizer looked up
         (``segmenter.features.FrozenVectors``, which owns the cache)."""
-        super().__init__()
         BATCH_SIZE.check("batch_size", batch_size)
         MAX_SEQ_LENGTH.check("max_seq_length", max_seq_length)
+        super().__init__(dim=dim, width=MINILM_DIM)
         self.model_dir = require_minilm()  # fails at start, with the install command, if missing
-        self.dim, self.finetune, self.cache_dir = dim, finetune, cache_dir
+        self.finetune, self.cache_dir = finetune, cache_dir
         self.batch_size, self.max_seq_length, self.progress = batch_size, max_seq_length, progress
-        self.norm = nn.LayerNorm(MINILM_DIM)
-        self.proj = nn.Linear(MINILM_DIM, dim)
         # Fine-tuned: a submodule, trained, moved with the module and saved in checkpoints.
         self.model = self._load(device=None) if finetune else None
 
@@ -134,24 +134,13 @@ class MiniLMEncoder(UnitEncoder):
         ]
 
     def embed(self, feats: Features) -> Tensor:
-        """(N, 384) MiniLM sentence embeddings of the batch's units (unit-normalized)."""
+        """(N, 384) MiniLM sentence embeddings of the batch's units (unit-normalized); with
+        gradients when MiniLM trains."""
         if self.finetune:
             ids = feats["word_pieces"]  # (N, L), 0 = [PAD]
             features = {"input_ids": ids, "attention_mask": (ids != 0).long(), "token_type_ids": torch.zeros_like(ids)}
             return self.model(features)["sentence_embedding"]  # (N, 384), with gradients
-        return feats["minilm_vectors"].to(self.proj.weight.device)  # (N, 384)
-
-    def encode_units(self, feats: Features) -> Tensor:
-        """(N, D) vectors of the batch's units."""
-        return self.proj(self.norm(self.embed(feats)))  # (N, D)
-
-    def frozen_units(self, feats: Features) -> Tensor:
-        """(N, 384) the sentence embeddings themselves (fine-tuned ones when finetune=True)."""
-        return self.embed(feats)
-
-    def encode_with_frozen_units(self, feats: Features) -> tuple[Tensor, Tensor]:
-        e = self.embed(feats)  # (N, 384), computed once for both
-        return self.proj(self.norm(e)), e
+        return super().embed(feats)  # (N, 384) looked up by the featurizer
 
 
 class HybridEncoder(UnitEncoder):

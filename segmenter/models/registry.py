@@ -29,12 +29,13 @@ from types import MappingProxyType
 from torch import nn
 
 from segmenter.core.bounds import Number
-from segmenter.models import attention, encoder, minilm, net
+from segmenter.models import attention, encoder, minilm, net, static
 from segmenter.models.attention import BoundaryAwareAttention, LocalizedAttention, SelfAttention
 from segmenter.models.crf import LinearChainCRF
 from segmenter.models.encoder import HashedNgramEncoder
 from segmenter.models.minilm import HybridEncoder, MiniLMEncoder
 from segmenter.models.net import CohesionProfile, SegmenterNet, SelfSimilarity
+from segmenter.models.static import StaticEncoder
 
 ENTRY_POINTS = "segmenter.parts"
 
@@ -94,6 +95,7 @@ BUILTIN: Mapping[str, Part] = MappingProxyType(
             paths=("cache_dir",),
         ),
         "hybrid": Part(HybridEncoder, limits=_DIM),
+        "static": Part(StaticEncoder, limits={**_DIM, "max_length": static.MAX_LENGTH}),
         "self": Part(SelfAttention, partial=True, limits=_HEADS),
         "localized": Part(
             LocalizedAttention,
