@@ -39,7 +39,7 @@ import logging
 import os
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -69,7 +69,7 @@ from segmenter.inference import calibration
 from segmenter.inference.calibration import Calibration
 from segmenter.inference.checkpoint import load_net
 from segmenter.inference.onnx_backend import OnnxNet, backend_net
-from segmenter.inference.settings import DEFAULTS
+from segmenter.inference.settings import DEFAULTS, SPLITTERS
 from segmenter.pretrained import MODEL_UNITS, MODELS, checkpoint_path
 
 log = logging.getLogger(__name__)
@@ -149,11 +149,12 @@ class Segmenter:
         batch_size: int = DEFAULTS.batch_size,
         device: str | torch.device = DEFAULTS.device,
         language: str = DEFAULTS.language,
+        splitter: str = DEFAULTS.splitter,
         calibration: Calibration | None = None,
         featurizer: Featurizer | None = None,
         units: str = DEFAULT_UNITS,
     ) -> None:
-        """The inference settings (max_units, overlap, batch_size, device, language) default to
+        """The inference settings (max_units, overlap, batch_size, device, language, splitter) default to
         ``segmenter.inference.settings.DEFAULTS``, as the scripts' do. ``calibration``: maps the
         network's probabilities to calibrated ones (a checkpoint's own, by ``from_checkpoint``);
         None: the network's probabilities as they are.
@@ -161,7 +162,9 @@ class Segmenter:
         (``Featurizer.for_net(net)``, its frozen-vector cache bounded by CACHE_ENTRIES).
         ``units``: how plain text becomes units when a call does not say (sentences | lines)."""
         check_window(max_units, overlap, size_name="max_units")
-        self.units = check_units(units)
+        if splitter not in SPLITTERS:
+            raise ValueError(f"splitter={splitter!r} is not one of {SPLITTERS}")
+        self.units, self.splitter = check_units(units), splitter
         BATCH_SIZE.check("batch_size", batch_size)
         check_task(task)
         check_label_names(label_names, net.num_classes)
@@ -185,7 +188,7 @@ class Segmenter:
         **kwargs: Any,
     ) -> Segmenter:
         """A segmenter from a checkpoint written by scripts/train.py; ``kwargs`` are the
-        inference settings (max_units, overlap, batch_size, device, language). ``units``: how
+        inference settings (max_units, overlap, batch_size, device, language, splitter). ``units``: how
         plain text becomes units; None: as the model was trained (the checkpoint's "units",
         sentences where it does not say). ``cache_dir``:
         where a MiniLM encoder caches embeddings (this side's setting, never the checkpoint's;
@@ -300,14 +303,12 @@ class Segmenter:
         return units
 
     @cached_property
-    def _sentence_splitter(self):
-        import pysbd  # only units=sentences needs it
-
-        return pysbd.Segmenter(language=self.language, clean=False)
+    def _sentence_splitter(self) -> Callable[[str], Iterable[str]]:
+        return sentence_splitter(self.splitter, language=self.language)
 
     def split(self, text: str, *, units: str | None = None) -> list[str]:
         """Units of a text (``units`` None: the model's own, ``self.units``; nothing logged: a
-        caller's choice is reported by ``resolve_units``). ``lines``: every non-blank line, stripped. ``sentences``: pysbd's
+        caller's choice is reported by ``resolve_units``). ``lines``: every non-blank line, stripped. ``sentences``: the splitter's
         sentences of each paragraph (blank-line separated); a single line break inside a
         paragraph is a space (hard-wrapped text), so only punctuation ends a sentence and a
         sentence never runs across a blank line. Whitespace inside a unit is collapsed: a unit
@@ -318,7 +319,7 @@ class Segmenter:
         out = []
         progress = Progress("splitting into sentences", total=len(text), unit="characters", log=log)
         for chunk in _chunks(text):
-            out += [normalize_unit(s) for s in self._sentence_splitter.segment(" ".join(chunk.split())) if s.strip()]
+            out += [normalize_unit(s) for s in self._sentence_splitter(" ".join(chunk.split())) if s.strip()]
             progress.advance(len(chunk))
         return out
 
@@ -588,6 +589,20 @@ def segment_labels(probs: Tensor, ends: Sequence[int]) -> list[int]:
             labels += [label] * (i + 1 - start)
             start = i + 1
     return labels
+
+
+def sentence_splitter(name: str, *, language: str = DEFAULTS.language) -> Callable[[str], Iterable[str]]:
+    """text -> its sentences, by splitter ``name`` (one of SPLITTERS; imported when first
+    needed: only units=sentences splits)."""
+    if name == "sentencex":
+        from sentencex import segment
+
+        return lambda text: segment(language, text)
+    if name == "pysbd":
+        import pysbd
+
+        return pysbd.Segmenter(language=language, clean=False).segment
+    raise ValueError(f"splitter={name!r} is not one of {SPLITTERS}")
 
 
 _LINE_END = re.compile(r"[.!?][\"')\]]*\s*$")  # a line that ends like a sentence

@@ -23,12 +23,16 @@ class InferenceSettings:
     overlap: int = 64
     batch_size: int = 32  # windows per forward pass
     device: str = "cpu"  # or cuda
-    language: str = "en"  # pysbd's language for units=sentences
+    language: str = "en"  # the sentence splitter's language, for units=sentences
+    # What splits plain text into sentences: sentencex (compiled, ~500x faster than pysbd on
+    # a CPU, the same sentences in 96% of Wikipedia paragraphs: docs/predict.md) or pysbd.
+    splitter: str = "sentencex"
     # MiniLM encoders: where embeddings are cached (None: memory only; never the checkpoint's).
     cache_dir: str | None = None
 
 
 DEFAULTS = InferenceSettings()
+SPLITTERS = ("sentencex", "pysbd")
 
 
 def config_node() -> dict[str, Any]:

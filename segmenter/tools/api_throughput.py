@@ -6,7 +6,8 @@ the Wiki sample reshuffled, or of the built-in corpus where the sample is absent
 sentence made unique by a counter token), so no cache can help. Each run is a new
 interpreter with nothing cached on disk: it times the import, the load, and
 ``segment_many`` over all documents, given as plain text (the sentence splitter runs) or as
-one sentence per line (``units="lines"``: the splitter's share drops out).
+one sentence per line (``units="lines"``: the splitter's share drops out). Then each sentence
+splitter alone on the same documents.
 """
 
 from __future__ import annotations
@@ -48,6 +49,31 @@ def documents(*, num_docs: int, pool_folder: str | None, seed: int) -> list[list
         return [[s for sec in parse_article(f, read_text(f)) for s in sec.sentences] for f in files]
 
 
+def compare_splitters(docs: list[list[str]]) -> dict:
+    """Each sentence splitter on the documents' sentences joined by spaces: sentences/s, and
+    the share of the source's own sentences (Wiki-727K's lines) it gives back exactly."""
+    import time
+
+    from segmenter.inference.api import sentence_splitter
+    from segmenter.inference.settings import SPLITTERS
+
+    texts = [" ".join(d) for d in docs]
+    reference = [s for d in docs for s in d]
+    out = {}
+    for name in SPLITTERS:
+        split = sentence_splitter(name)
+        start = time.perf_counter()
+        found = [s.strip() for t in texts for s in split(t) if s.strip()]
+        seconds = time.perf_counter() - start
+        kept = set(found)
+        out[name] = {
+            "sentences_per_s": round(len(found) / seconds, 1),
+            "sentences": len(found),
+            "source_sentences_found": round(sum(s in kept for s in reference) / len(reference), 4),
+        }
+    return out
+
+
 def measure(
     *, pretrained: str, num_docs: int, pool_folder: str | None, seed: int, runs: int, threads: int | None
 ) -> dict:
@@ -80,5 +106,6 @@ def measure(
                 "sentences_per_s": round(sentences / segment_s, 1),
                 "segments": results[0]["segments"],
             }
+    report["splitters"] = compare_splitters(docs)
     report["load_avg"] = os.getloadavg()
     return report

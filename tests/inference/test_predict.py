@@ -11,6 +11,7 @@ import sys
 
 import pysbd
 import pytest
+import sentencex
 import torch
 
 from segmenter import Segmenter
@@ -20,6 +21,7 @@ from segmenter.data.formats import read_separator_files
 from segmenter.inference.api import SEPARATOR, Prediction, _chunks
 from segmenter.inference.checkpoint import build_net, net_config
 from segmenter.inference.predict import InputError, read_inputs, run
+from segmenter.inference.settings import SPLITTERS
 from segmenter.training.train import train
 from tests.helpers import ATTENTIONS, ROOT, TEXT, cli_status, compose_train, predict_cfg, write
 
@@ -295,12 +297,30 @@ def test_throughput_script_on_a_tiny_corpus(tiny_checkpoint, tmp_path):
     assert row["units_per_s"] > 0 and "| localized | torch | 1 | 2 | 23 |" in proc.stdout
 
 
-def test_long_texts_reach_the_sentence_splitter_in_pieces(seg):
+ONE_CALL = {  # each splitter library called once on a whole text
+    "pysbd": lambda text: pysbd.Segmenter(language="en", clean=False).segment(text),
+    "sentencex": lambda text: sentencex.segment("en", text),
+}
+
+
+@pytest.mark.parametrize("splitter", SPLITTERS)
+def test_long_texts_reach_the_sentence_splitter_in_pieces(seg, splitter):
     text = "\n".join(f"Sentence number {i} talks about the {WORDS[i % len(WORDS)]}." for i in range(400))
     pieces = list(_chunks(text, size=500))
     assert len(pieces) > 10 and "\n".join(pieces) == text  # cut at line ends only, nothing lost
-    whole = [" ".join(s.split()) for s in pysbd.Segmenter(language="en", clean=False).segment(text)]
-    assert seg.split(text) == whole and len(whole) == 400  # the same sentences as one pysbd call
+    whole = [" ".join(s.split()) for s in ONE_CALL[splitter](" ".join(text.split())) if s.strip()]
+    split = Segmenter(net=seg.net, featurizer=seg.featurizer, splitter=splitter).split(text)
+    assert split == whole and len(whole) == 400  # the same sentences as one call on the whole text
+
+
+def test_the_splitters_agree_on_plain_prose_and_an_unknown_one_is_refused(seg):
+    text = "Dr. Smith went to Washington. He arrived at 5 p.m. on Monday! Was it late? Nobody knew."
+    by = {s: Segmenter(net=seg.net, featurizer=seg.featurizer, splitter=s).split(text) for s in SPLITTERS}
+    assert seg.splitter == "sentencex"  # the default
+    assert by["sentencex"][0] == by["pysbd"][0] == "Dr. Smith went to Washington."
+    assert by["sentencex"][-2:] == by["pysbd"][-2:] == ["Was it late?", "Nobody knew."]
+    with pytest.raises(ValueError, match=r"splitter='nltk' is not one of \('sentencex', 'pysbd'\)"):
+        Segmenter(net=seg.net, splitter="nltk")
 
 
 def test_cli_lines_with_a_verse_chorus_crf_checkpoint(tmp_path, songs_jsonl):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from segmenter.models.minilm import minilm_available
-from segmenter.tools.api_throughput import documents
+from segmenter.tools.api_throughput import compare_splitters, documents
 from segmenter.tools.encoder_candidates import compare
 
 
@@ -28,3 +28,11 @@ def test_candidates_are_timed_and_compared_with_minilm():
     assert -1.0 <= report["static"]["neighbour_cosine_spearman"] <= 1.0
     with pytest.raises(ValueError, match="unknown candidate 'nope'"):
         compare(texts, ["nope"])
+
+
+def test_splitters_are_timed_and_checked_against_the_source_sentences():
+    docs = [["The cat sat on the mat.", "It was warm."], ["Dr. Smith arrived at noon.", "Nobody knew why."]]
+    report = compare_splitters(docs)
+    assert set(report) == {"sentencex", "pysbd"}
+    for row in report.values():
+        assert row["sentences"] == 4 and row["source_sentences_found"] == 1.0 and row["sentences_per_s"] > 0
