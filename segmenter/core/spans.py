@@ -32,25 +32,51 @@ def line_spans(text: str) -> list[Span]:
     return spans
 
 
+_SPACE = re.compile(r"\s*")
+
+
+def _match_at(text: str, pos: int, words: Sequence[str]) -> int | None:
+    r"""The end of ``words``, whitespace between them, starting at ``pos`` in ``text``; None
+    if they are not there (what the pattern ``w1\s+w2...`` matched at ``pos`` gives)."""
+    for k, word in enumerate(words):
+        if k:
+            after = _SPACE.match(text, pos).end()
+            if after == pos:  # words need whitespace between them
+                return None
+            pos = after
+        if not text.startswith(word, pos):
+            return None
+        pos += len(word)
+    return pos
+
+
 def align(text: str, units: Sequence[str]) -> list[Span]:
     """The spans of ``units`` (in order, whitespace collapsed) in ``text``: each unit's words,
     with any whitespace between them, found first after where the previous unit ended (the
     sentence splitter may drop text, e.g. pysbd a lone "!!", which then lies between two
     units). ValueError naming the unit when one is not there (a splitter that changed more
-    than whitespace)."""
+    than whitespace).
+
+    A unit nearly always starts at the next non-whitespace character: that is checked with
+    string comparisons; only a unit that does not (text dropped before it, or a unit that
+    starts inside a word) is searched for with a pattern, which costs a compilation each."""
     spans, pos = [], 0
     for i, unit in enumerate(units):
         words = unit.split()
         if not words:
             raise ValueError(f"unit {i} is empty: it has no span in the text")
-        found = re.compile(r"\s+".join(map(re.escape, words))).search(text, pos)
-        if found is None:
-            raise ValueError(
-                f"unit {i} {unit[:60]!r} is not in the text after character {pos} (from {text[pos : pos + 60]!r}): "
-                "the sentence splitter changed more than whitespace"
-            )
-        spans.append(found.span())
-        pos = found.end()
+        start = _SPACE.match(text, pos).end()
+        end = _match_at(text, start, words)
+        if end is None:
+            found = re.compile(r"\s+".join(map(re.escape, words))).search(text, pos)
+            if found is None:
+                raise ValueError(
+                    f"unit {i} {unit[:60]!r} is not in the text after character {pos} (from {text[pos : pos + 60]!r}): "
+                    "the sentence splitter changed more than whitespace"
+                )
+            start, end = found.span()
+        spans.append((start, end))
+        pos = end
     return spans
 
 

@@ -1,4 +1,4 @@
-"""End-to-end speed of a shipped model through the Python API, in a fresh interpreter:
+"""End-to-end speed of a shipped model (or a checkpoint) through the Python API, in a fresh interpreter:
 ``Segmenter.from_pretrained(name).segment_many(texts)`` on unique Wikipedia-style documents.
 
 The documents are synthetic Wiki-727K articles (segmenter.data.synthetic_wiki: sections of
@@ -24,7 +24,8 @@ CHILD = r"""
 import json, sys, time
 t0 = time.perf_counter()
 from segmenter import Segmenter
-seg = Segmenter.from_pretrained(sys.argv[2])
+source = sys.argv[2]
+seg = Segmenter.from_checkpoint(source) if source.endswith(".ckpt") else Segmenter.from_pretrained(source)
 t1 = time.perf_counter()
 texts = json.load(open(sys.argv[1]))
 units = sys.argv[3]
@@ -74,15 +75,13 @@ def compare_splitters(docs: list[list[str]]) -> dict:
     return out
 
 
-def measure(
-    *, pretrained: str, num_docs: int, pool_folder: str | None, seed: int, runs: int, threads: int | None
-) -> dict:
+def measure(*, model: str, num_docs: int, pool_folder: str | None, seed: int, runs: int, threads: int | None) -> dict:
     docs = documents(num_docs=num_docs + 2, pool_folder=pool_folder, seed=seed)  # 2 for the warm-up
     sentences = sum(len(d) for d in docs[2:])
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
-    report = {"pretrained": pretrained, "documents": num_docs, "sentences": sentences, "runs": runs}
+    report = {"model": model, "documents": num_docs, "sentences": sentences, "runs": runs}
     with tempfile.TemporaryDirectory() as tmp:
         forms = {"as_text": ("sentences", " "), "as_lines": ("lines", "\n")}  # units=, and how sentences are joined
         for form, (units, sep) in forms.items():
@@ -92,7 +91,7 @@ def measure(
             results = []
             for _ in range(runs):
                 done = subprocess.run(
-                    [sys.executable, "-c", CHILD, str(path), pretrained, units],
+                    [sys.executable, "-c", CHILD, str(path), model, units],
                     check=True,
                     env=env,
                     capture_output=True,
