@@ -178,6 +178,7 @@ RULES: dict[str, str] = {
     "threshold": "segmenter.core.decisions:THRESHOLD",
     "num_segments": "segmenter.core.decisions:NUM_SEGMENTS",
     "min_segment_units": "segmenter.core.decisions:MIN_SEGMENT_UNITS",
+    "length_prior": "segmenter.core.decisions:LENGTH_PRIOR",
     "max_segment_chars": "segmenter.core.limits:MAX_SEGMENT_CHARS",
     "max_segment_tokens": "segmenter.core.limits:MAX_SEGMENT_TOKENS",
     "segmenter.max_units": "segmenter.core.windows:WINDOW",

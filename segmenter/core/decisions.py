@@ -11,10 +11,10 @@ the CRF's Viterbi labels); a user who knows more can say:
 - ``min_segment_units=m``: no segment shorter than m units: of the cuts the threshold or
   the network chose, the set with the largest total score (``cut_scores``) that leaves no
   segment shorter;
-- a length prior (``LengthPrior``): every segment's length in units adds its weighted
-  log-probability under a log-normal fitted on validation documents
-  (segmenter.inference.prior), so a document is not cut into the lengths a model trained on
-  when its sections are longer.
+- a length prior (``LengthPrior``): every segment adds its length's weighted
+  log-probability under a log-normal, less a penalty per segment, both fitted on validation
+  documents (segmenter.inference.prior), so a document is not cut into the lengths a model
+  trained on when its sections are longer.
 
 All of them, and the hard length limits (segmenter.core.limits), are one dynamic programme
 (``limits.programme``) over the same scores (``cut_scores``): the scores follow the
@@ -39,10 +39,11 @@ THRESHOLD = Number(lo=0, lo_open=True, hi=1, whole=False, none=True)
 NUM_SEGMENTS = Number(lo=1, none=True)
 MIN_SEGMENT_UNITS = Number(lo=1, none=True)
 # null: the model's own choice (its fitted prior's ``on``); false or 0: off; true: on at the
-# fitted weight; a number > 0: on at that weight.
+# fitted weight and cut penalty; a number > 0: that weight, with the fitted cut penalty.
 LENGTH_PRIOR = Number(lo=0, whole=False, none=True, flag=True)
 PRIOR_SIGMA = Number(lo=0, lo_open=True, whole=False)
 PRIOR_WEIGHT = Number(lo=0, whole=False)
+PRIOR_PENALTY = Number(lo=-20, hi=20, whole=False)
 
 # A log-normal prior's segments end at exp(mu + SPAN * sigma) units: the prior puts e^-(SPAN^2/2)
 # of its peak there, and the programme costs O(n * that length) instead of O(n^2).
@@ -52,25 +53,28 @@ SPAN = 6.0
 @dataclass(frozen=True)
 class LengthPrior:
     """A log-normal prior on a segment's length L in units: every segment adds
-    ``weight * log LN(L; mu, sigma)`` to the segmentation's score (sum of cut log-odds).
+    ``weight * log LN(L; mu, sigma) - cut_penalty`` to the segmentation's score (sum of cut
+    log-odds; the penalty is a geometric prior's per-cut cost, negative: more cuts).
     ``mu``, ``sigma``: mean and standard deviation of log L over the reference segments of
-    validation documents; ``weight``: the strength that gave the lowest validation Pk; ``on``:
-    whether decisions use it when the caller does not say (segmenter.inference.prior fits
-    all four and says what it measured in ``fitted_on`` and ``pk``)."""
+    validation documents; ``weight`` and ``cut_penalty``: the pair that gave the lowest
+    validation Pk; ``on``: whether decisions use it when the caller does not say
+    (segmenter.inference.prior fits them all and says what it measured in ``fitted_on`` and ``pk``)."""
 
     mu: float
     sigma: float
     weight: float
+    cut_penalty: float = 0.0
     on: bool = False
     fitted_on: str = ""
     segments: int = 0  # how many reference segments mu and sigma come from
-    pk: Mapping[str, float] | None = None  # validation Pk by weight, as the fit measured it
+    pk: Mapping[str, float] | None = None  # validation Pk by "weight,cut_penalty", as the fit measured it
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.mu):
             raise ValueError(f"length prior mu={self.mu}: expected a finite number")
         PRIOR_SIGMA.check("length prior sigma", self.sigma)
         PRIOR_WEIGHT.check("length prior weight", self.weight)
+        PRIOR_PENALTY.check("length prior cut_penalty", self.cut_penalty)
 
     @property
     def longest(self) -> int:
@@ -85,7 +89,7 @@ class LengthPrior:
         length = np.arange(1, longest + 1, dtype=np.float64)  # (L,)
         log_l = np.log(length)
         log_pdf = -log_l - math.log(self.sigma * math.sqrt(2 * math.pi)) - (log_l - self.mu) ** 2 / (2 * self.sigma**2)
-        return np.concatenate(([-np.inf], w * log_pdf))
+        return np.concatenate(([-np.inf], w * log_pdf - self.cut_penalty))
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -111,11 +115,12 @@ class LengthPrior:
 
 
 def prior_weight(prior: LengthPrior | None, setting: bool | float | None) -> float | None:
-    """The weight a ``length_prior`` setting asks of ``prior`` (LENGTH_PRIOR): None when the
-    prior is off. ValueError when it asks for a prior the model does not have."""
+    """The weight a ``length_prior`` setting asks of ``prior`` (LENGTH_PRIOR: true, the fitted
+    weight; a number > 0, that weight, with the fitted cut penalty): None when the prior is
+    off. ValueError when it asks for a prior the model does not have."""
     LENGTH_PRIOR.check("length_prior", setting)
     if setting is None:
-        return prior.weight if prior is not None and prior.on and prior.weight > 0 else None
+        return prior.weight if prior is not None and prior.on else None
     if setting is False or setting == 0:
         return None
     if prior is None:
@@ -123,8 +128,7 @@ def prior_weight(prior: LengthPrior | None, setting: bool | float | None) -> flo
             f"length_prior={setting}: this model has no fitted length prior "
             "(fit one on validation documents: python -m segmenter.inference.prior ckpt_path=... data=...)"
         )
-    weight = prior.weight if setting is True else float(setting)
-    return weight if weight > 0 else None
+    return prior.weight if setting is True else float(setting)
 
 
 def check(n: int, *, threshold: float | None, num_segments: int | None, min_segment_units: int | None) -> None:
