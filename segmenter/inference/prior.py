@@ -119,6 +119,17 @@ def fit(
     return replace(shape, weight=weight, cut_penalty=penalty, on=switched, pk=pk)
 
 
+def _data_overrides() -> str:
+    """The command line's data settings (`` (data=wiki data.corpus.join_sections=2)``), or
+    nothing outside a Hydra app: what the stored prior says it was fitted on."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return ""
+    given = [o for o in HydraConfig.get().overrides.task if o.split("=")[0].split(".")[0] in ("data", "folder")]
+    return f" ({' '.join(given)})" if given else ""
+
+
 def run(cfg: Any) -> LengthPrior:
     """scripts/fit_prior.py's body: the user's mistakes are ConfigErrors (one line, exit status 2)."""
     from segmenter.cli.config import ConfigError
@@ -129,7 +140,7 @@ def run(cfg: Any) -> LengthPrior:
         raise ConfigError(f"ckpt_path={path}: no such checkpoint file")
     source = load_checkpoint(path, cfg)  # the run's validation data, or data=
     docs, _, task, name = select_documents(cfg, source)
-    data_name = cfg.get("fitted_on") or f"{name} split"
+    data_name = cfg.get("fitted_on") or f"{name} split" + _data_overrides()
     try:
         prior = fit(
             source.model,
