@@ -41,7 +41,9 @@ MIN_SEGMENT_UNITS = Number(lo=1, none=True)
 # null: the model's own choice (its fitted prior's ``on``); false or 0: off; true: on at the
 # fitted weight and cut penalty; a number > 0: that weight, with the fitted cut penalty.
 LENGTH_PRIOR = Number(lo=0, whole=False, none=True, flag=True)
-PRIOR_SIGMA = Number(lo=0, lo_open=True, whole=False)
+# A log-normal's mean and deviation of log length: medians from 1 to about a million units.
+PRIOR_MU = Number(lo=0, hi=14, whole=False)
+PRIOR_SIGMA = Number(lo=0, lo_open=True, hi=5, whole=False)
 PRIOR_WEIGHT = Number(lo=0, whole=False)
 PRIOR_PENALTY = Number(lo=-20, hi=20, whole=False)
 
@@ -70,11 +72,21 @@ class LengthPrior:
     pk: Mapping[str, float] | None = None  # validation Pk by "weight,cut_penalty", as the fit measured it
 
     def __post_init__(self) -> None:
-        if not math.isfinite(self.mu):
-            raise ValueError(f"length prior mu={self.mu}: expected a finite number")
+        # Read from a checkpoint: every field is checked, so a damaged entry is a ValueError naming it.
+        PRIOR_MU.check("length prior mu", self.mu)
         PRIOR_SIGMA.check("length prior sigma", self.sigma)
         PRIOR_WEIGHT.check("length prior weight", self.weight)
         PRIOR_PENALTY.check("length prior cut_penalty", self.cut_penalty)
+        if not isinstance(self.on, bool) or not isinstance(self.fitted_on, str):
+            raise ValueError(
+                f"length prior on={self.on!r}, fitted_on={self.fitted_on!r}: expected true/false and a text"
+            )
+        Number(lo=0).check("length prior segments", self.segments)
+        if self.pk is not None and not (
+            isinstance(self.pk, Mapping)
+            and all(isinstance(k, str) and Number(whole=False).allows(v) for k, v in self.pk.items())
+        ):
+            raise ValueError(f"length prior pk={self.pk!r}: expected a mapping of settings to numbers")
 
     @property
     def longest(self) -> int:

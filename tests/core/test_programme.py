@@ -140,3 +140,11 @@ def test_a_fitted_prior_round_trips_and_refuses_bad_values():
         LengthPrior(mu=1.0, sigma=-1, weight=1.0)
     with pytest.raises(ValueError, match="two or more segment lengths"):
         LengthPrior.fit([3])
+    for damaged, name in (
+        ({"mu": "x"}, "mu"),
+        ({"on": "yes"}, "on="),
+        ({"pk": {"1,0": "low"}}, "pk="),
+        ({"mu": 1e9}, "mu"),
+    ):
+        with pytest.raises(ValueError, match=f"length prior {name}"):
+            LengthPrior.from_dict({**prior.to_dict(), **damaged})
