@@ -466,10 +466,11 @@ class Segmenter:
         # cut's score from there, so that it cuts where the labels do unless told otherwise.
         point = self.calibration.decision_point(probs.shape[-1]) if self.task == BOUNDARY else 0.5
         prior = self.calibration.length_prior
-        weight = decisions.prior_weight(prior, length_prior)
-        costs = None
-        if weight is not None and n:
-            costs = prior.costs(n, weight=weight, min_units=min_segment_units or 1)
+        weight = decisions.prior_weight(prior, length_prior)  # None: no prior
+
+        def costs(size: int):  # the prior's per-segment scores for ``size`` units (None: no prior)
+            return None if weight is None else prior.costs(size, weight=weight, min_units=min_segment_units or 1)
+
         cuts, split_units = None, []
         if bound.bounded and n:
             decisions.check(n, threshold=threshold, num_segments=num_segments, min_segment_units=min_segment_units)
@@ -493,8 +494,6 @@ class Segmenter:
                 # the network's cut after a unit is the cut after its last piece
                 ends_at = {o: k for k, (o, is_last) in enumerate(zip(origin, last)) if is_last}
                 default = [ends_at[c] for c in default]
-                if costs is not None:
-                    costs = prior.costs(len(pieces), weight=weight, min_units=min_segment_units or 1)
                 unit_spans, n = pieces, len(pieces)
             cuts = limits.best_cuts(
                 p_end,
@@ -505,9 +504,9 @@ class Segmenter:
                 threshold=threshold,
                 candidates=default,
                 decision_point=point,
-                prior=costs,
+                prior=costs(n),
             )
-        elif threshold is not None or num_segments is not None or (min_segment_units or 1) > 1 or costs is not None:
+        elif threshold is not None or num_segments is not None or (min_segment_units or 1) > 1 or weight is not None:
             cuts = decisions.cuts(
                 p_end,
                 default,
@@ -515,7 +514,7 @@ class Segmenter:
                 num_segments=num_segments,
                 min_segment_units=min_segment_units,
                 decision_point=point,
-                prior=costs,
+                prior=costs(n),
             )
         if cuts is not None:
             ends = [0] * n
