@@ -46,6 +46,10 @@ PRIOR_MU = Number(lo=0, hi=14, whole=False)
 PRIOR_SIGMA = Number(lo=0, lo_open=True, hi=5, whole=False)
 PRIOR_WEIGHT = Number(lo=0, whole=False)
 PRIOR_PENALTY = Number(lo=-20, hi=20, whole=False)
+# What scripts/fit_prior.py tries (segmenter.inference.prior): lists of the two, and the Pk margin.
+PRIOR_WEIGHTS = Number(lo=0, whole=False, many=True)
+PRIOR_PENALTIES = Number(lo=-20, hi=20, whole=False, many=True)
+PRIOR_MARGIN = Number(lo=0, hi=1, whole=False)
 
 # A log-normal prior's segments end at exp(mu + SPAN * sigma) units: the prior puts e^-(SPAN^2/2)
 # of its peak there, and the programme costs O(n * that length) instead of O(n^2).

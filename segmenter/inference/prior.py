@@ -30,15 +30,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from segmenter.core.bounds import Number
-from segmenter.core.decisions import PRIOR_PENALTY, PRIOR_WEIGHT, LengthPrior
+from segmenter.core.decisions import PRIOR_MARGIN, PRIOR_PENALTY, PRIOR_WEIGHT, LengthPrior
 from segmenter.core.document import BOUNDARY, Document, boundary_labels
 from segmenter.inference import calibration
 from segmenter.inference.api import Segmenter
 
 log = logging.getLogger(__name__)
 
-MARGIN = Number(lo=0, hi=1, whole=False)
 ON = ("auto", True, False)
 
 
@@ -71,7 +69,7 @@ def fit(
         raise ValueError("no documents to fit a length prior on")
     if by_default not in ON:
         raise ValueError(f"by_default={by_default!r}: expected one of {ON}")
-    MARGIN.check("margin", margin)
+    PRIOR_MARGIN.check("margin", margin)
     if not weights or not penalties:
         raise ValueError(f"weights={list(weights)}, penalties={list(penalties)}: give the values to try")
     for i, w in enumerate(weights):

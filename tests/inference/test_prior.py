@@ -118,3 +118,18 @@ def test_fit_prior_needs_documents_for_a_checkpoint_alone(tiny_checkpoint, tmp_p
     shutil.copy(tiny_checkpoint, alone)
     with pytest.raises(ConfigError, match="has no training run beside it .* name the documents with data="):
         run(compose_config("fit_prior", [f"ckpt_path={alone}"]))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("weights=[0.5,-1]", r"weights\[1\]=-1: expected a number >= 0"),
+        ("penalties=[0,30]", r"penalties\[1\]=30: expected a number from -20 to 20"),
+        ("margin=2", "margin=2: expected a number from 0 to 1"),
+    ],
+)
+def test_fit_prior_settings_are_bounded_before_any_work(override, message):
+    from segmenter.cli.config import ConfigError, validate
+
+    with pytest.raises(ConfigError, match=message):
+        validate(compose_config("fit_prior", ["ckpt_path=x.ckpt", override]))
