@@ -10,9 +10,12 @@ calibrated boundary probabilities among those where every limit holds:
     maximise  sum over cuts log p_i + sum over the other slots log(1 - p_i)
             = const + sum over cuts log(p_i / (1 - p_i))
 
-by dynamic programming over segment ends (``best_cuts``). ``threshold=t`` subtracts
-log(t / (1 - t)) from every cut's score, so without limits it cuts exactly where p >= t;
-with ``num_segments=k`` exactly k segments are chosen.
+by dynamic programming over segment ends (``best_cuts``, segmenter.core.programme).
+Each cut's score is measured from the unconstrained rule's decision point: ``threshold=t``
+subtracts log(t / (1 - t)), and without a threshold the network's own labels decide (their
+decision point on the calibrated scale, with the sign of every score following the labels),
+so a limit that never binds gives exactly the cuts of no limit; with ``num_segments=k``
+exactly k segments are chosen.
 
 A unit that is over a limit on its own cannot be in any segment that holds; it is cut
 first (``split_long_units``) at word boundaries, or inside a word where one word is over
@@ -22,7 +25,6 @@ programme cuts inside a unit only where it must.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from segmenter.core.bounds import Number
+from segmenter.core.programme import EPS, cut_scores, programme
 from segmenter.core.spans import Span
 
 # The limits' bounds (segmenter.core.bounds): the command line, the API and the server check with
@@ -277,14 +280,20 @@ def best_cuts(
     *,
     num_segments: int | None = None,
     threshold: float | None = None,
-    eps: float = 1e-6,
+    candidates: Sequence[int] | None = None,
+    decision_point: float = 0.5,
+    prior: np.ndarray | None = None,
+    eps: float = EPS,
 ) -> list[int]:
     """The cuts (units after which a segment ends, sorted) of the most probable segmentation
     of units with boundary probabilities ``p`` and ``spans`` in ``text`` whose every segment
     holds ``lim`` (module docstring; a document of fewer than ``min_units`` units may be one
     segment, as without limits); ``num_segments``: exactly that many segments;
-    ``threshold``: cut where p >= threshold unless a limit says otherwise. Every unit must fit
-    alone (``split_long_units``). ValueError naming the settings when no segmentation holds.
+    ``threshold``: cut where p >= threshold unless a limit says otherwise; ``candidates``:
+    the network's own cuts, which the scores then follow (``programme.cut_scores``, with the
+    calibrated ``decision_point``); ``prior``: per-segment scores by length
+    (segmenter.core.decisions.LengthPrior.costs). Every unit must fit alone
+    (``split_long_units``). ValueError naming the settings when no segmentation holds.
 
     Exact for limits where adding a unit to a segment never makes it shorter (characters
     always; tokens with any tokenizer in practice); the limits hold whatever the tokenizer:
@@ -294,12 +303,18 @@ def best_cuts(
         return []
     if len(spans) != n:
         raise ValueError(f"{n} probabilities but {len(spans)} spans")
-    bias = 0.0 if threshold is None else math.log(threshold) - math.log(max(1.0 - threshold, eps))
-    score = np.array([math.log(max(q, eps)) - math.log(max(1.0 - q, eps)) - bias for q in p])
-    score[-1] = 0.0  # the document end is not a choice
+    steer = num_segments is None  # num_segments chooses the k - 1 most probable cuts, whatever the rule
+    score = cut_scores(
+        p,
+        candidates=candidates if steer and threshold is None else None,
+        threshold=threshold,
+        decision_point=decision_point,
+        eps=eps,
+    )
     lo = _earliest_starts(text, spans, lim)
+    m = min(lim.min_units, n)  # a shorter document: one segment
     while True:
-        cuts = _programme(score, lo, min(lim.min_units, n), num_segments)  # a shorter document: one segment
+        cuts = programme(score, lo, m, num_segments, prior=prior if steer else None)
         if cuts is None:
             k = "" if num_segments is None else f"num_segments={num_segments} with "
             raise ValueError(f"{k}{lim.describe()} cannot all hold for a document of {n} units")
@@ -320,37 +335,3 @@ def _earliest_starts(text: str, spans: Sequence[Span], lim: SegmentLimits) -> li
             i += 1
         lo.append(i)
     return lo
-
-
-def _programme(score: np.ndarray, lo: Sequence[int], m: int, k: int | None) -> list[int] | None:
-    """Best segmentation into segments [i, j] with lo[j] <= i <= j - m + 1, maximising the sum
-    of ``score`` over segment ends (``score[-1]`` is 0); exactly k segments when k is given.
-    None when there is none."""
-    n, neg = len(score), -np.inf
-    empty = np.full(n + 1, neg)  # the empty prefix: 0 segments, score 0
-    empty[0] = 0.0
-    # best[c, j + 1]: best total of units 0..j cut into c + 1 segments (any number when k is
-    # None: one layer that is its own previous layer), the last ending at unit j; column 0 is
-    # the empty prefix. back[c, j]: the first unit of that last segment.
-    layers = 1 if k is None else k
-    best = np.full((layers, n + 1), neg)
-    back = np.full((layers, n), -1, dtype=np.int64)
-    if k is None:
-        best[0] = empty
-    for c in range(layers):
-        prev = best[0] if k is None else (empty if c == 0 else best[c - 1])
-        for j in range(n):
-            a, b = lo[j], j - m + 1
-            if b < a:
-                continue
-            window = prev[a : b + 1]  # (b - a + 1,): best totals of the prefixes before unit a..b
-            i = int(np.argmax(window))
-            if window[i] > neg:
-                best[c, j + 1], back[c, j] = window[i] + score[j], a + i
-    if best[layers - 1, n] == neg:
-        return None
-    cuts, j, c = [], n - 1, layers - 1
-    while (i := int(back[c, j])) > 0:
-        cuts.append(i - 1)
-        j, c = i - 1, c if k is None else c - 1
-    return sorted(cuts)

@@ -23,18 +23,30 @@ import torch
 from omegaconf import DictConfig, open_dict
 
 from segmenter.cli.config import ConfigError
+from segmenter.core import limits
 from segmenter.core.document import BOUNDARY, SECTION, Document, boundary_labels
 from segmenter.core.io import atomic_write
 from segmenter.data.formats import read_separator_files
 from segmenter.data.splits import SPLIT_FILE, fingerprint, read_split_file
-from segmenter.inference.api import Segmenter, check_source
-from segmenter.inference.checkpoint import run_cache_dir, run_config, run_dir
+from segmenter.inference.api import Prediction, Segmenter, check_source
+from segmenter.inference.checkpoint import run_cache_dir, run_config, run_config_file, run_dir
 from segmenter.pretrained import checkpoint_path
 from segmenter.training.metrics import build_metrics
 
 log = logging.getLogger(__name__)
 
 ALL = "all"
+# evaluate.yaml's decision settings, passed to Segmenter.predict as they are
+DECISIONS = ("threshold", "min_segment_units", "length_prior", "max_segment_chars", "max_segment_tokens", "tokenizer")
+LIMITS = ("max_segment_chars", "max_segment_tokens", "tokenizer")
+
+
+def unit_boundaries(pred: Prediction) -> list[int]:
+    """A prediction's boundaries per unit of its document: where a length limit cut a unit
+    into pieces (``Prediction.split_units``), the unit ends where its last piece does (a cut
+    inside a unit has no place in the reference, which scores units)."""
+    inner = {k for first, stop in pred.split_units for k in range(first, stop - 1)}
+    return [b for k, b in enumerate(pred.boundaries) if k not in inner]
 
 
 class Source(NamedTuple):
@@ -58,6 +70,22 @@ def load_run(ckpt_path: str | Path) -> Source:
     return Source(model, cfg.data, run / SPLIT_FILE, run / "eval", Path(ckpt_path), f"checkpoint {ckpt_path}")
 
 
+def load_checkpoint(ckpt_path: str | Path, cfg: DictConfig) -> Source:
+    """A checkpoint: its training run's (``load_run``) where the run folder is beside it, else
+    a checkpoint file alone (copied, or given a length prior: segmenter.inference.prior), whose
+    documents come from ``data=``; its tables go beside it, in eval/."""
+    path = Path(ckpt_path)
+    if run_config_file(path).is_file():
+        return load_run(path)
+    if cfg.get("data") is None:
+        raise ConfigError(
+            f"ckpt_path={path} has no training run beside it ({run_config_file(path)}) to take its data from: "
+            "name the documents with data=<option> (and split= or folder=)"
+        )
+    model = Segmenter.from_checkpoint(path, cache_dir=str(Path(cfg.paths.cache_dir) / "unit_embeddings"))
+    return Source(model, cfg.data, None, path.parent / "eval", path, f"checkpoint {path}")
+
+
 def load_pretrained(name: str, cfg: DictConfig) -> Source:
     """A shipped model (segmenter.pretrained): no training run, so the documents come from
     ``data=`` and the tables go to outputs/eval/pretrained_<name>/."""
@@ -67,7 +95,9 @@ def load_pretrained(name: str, cfg: DictConfig) -> Source:
             f"with data=<option> (and split= or folder=), e.g. data=choi split=test"
         )
     out_dir = Path(cfg.paths.log_dir) / "eval" / f"pretrained_{name}"
-    return Source(Segmenter.from_pretrained(name), cfg.data, None, out_dir, checkpoint_path(name), f"pretrained={name}")
+    # Its MiniLM vectors cached where a training run's go (conf/encoder/minilm.yaml): computed once.
+    model = Segmenter.from_pretrained(name, cache_dir=str(Path(cfg.paths.cache_dir) / "unit_embeddings"))
+    return Source(model, cfg.data, None, out_dir, checkpoint_path(name), f"pretrained={name}")
 
 
 def score(pairs: Sequence[tuple[list[int], list[int]]]) -> dict[str, float]:
@@ -197,7 +227,7 @@ def evaluate(cfg: DictConfig) -> dict:
         check_source(cfg.get("ckpt_path"), cfg.get("pretrained"))
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    source = load_pretrained(cfg.pretrained, cfg) if cfg.get("pretrained") else load_run(cfg.ckpt_path)
+    source = load_pretrained(cfg.pretrained, cfg) if cfg.get("pretrained") else load_checkpoint(cfg.ckpt_path, cfg)
     model = source.model
     docs, train_docs, task, name = select_documents(cfg, source)
     model_name = f"segmenter ({type(model.net.blocks[0].attention).__name__})"
@@ -207,16 +237,27 @@ def evaluate(cfg: DictConfig) -> dict:
     decodings = {model_name: True}
     if getattr(model.net, "crf", None) is not None:  # with and without the CRF's Viterbi decoding
         decodings = {f"{model_name}, CRF": True, f"{model_name}, argmax": False}
-    # The user's decisions (segmenter.core.decisions) instead of the network's own labels, if any are set.
-    steer = {k: cfg.get(k) for k in ("threshold", "min_segment_units") if cfg.get(k) is not None}
+    # The user's decisions (segmenter.core.decisions, segmenter.core.limits) instead of the
+    # network's own labels, if any are set.
+    steer = {k: cfg.get(k) for k in DECISIONS if cfg.get(k) is not None}
     if steer:  # its own tables: <run>/eval/<split>.md stays the network's (a model card embeds it)
         decodings = {f"{model_name}, " + ", ".join(f"{k}={v}" for k, v in steer.items()): True}
         name += "".join(f"_{k}{v}" for k, v in steer.items())
+    try:
+        tokenizer = limits.limits(**{k: steer.get(k) for k in LIMITS}).count_tokens
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if "tokenizer" in steer:
+        steer["tokenizer"] = tokenizer
     methods: dict[str, Any] = {}
     for method, structured in decodings.items():
-        preds = {tuple(d.units): p for d, p in zip(docs, model.predict(units, structured=structured, **steer))}
+        try:
+            found = model.predict(units, structured=structured, **steer)
+        except ValueError as e:  # settings this model or these documents cannot meet
+            raise ConfigError(str(e)) from None
+        preds = {tuple(d.units): p for d, p in zip(docs, found)}
         methods[method] = (
-            (lambda u, preds=preds: preds[tuple(u)].boundaries[:-1])
+            (lambda u, preds=preds: unit_boundaries(preds[tuple(u)])[:-1])
             if task == BOUNDARY
             else (lambda u, preds=preds: preds[tuple(u)].label_ids)
         )

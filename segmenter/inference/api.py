@@ -365,6 +365,7 @@ class Segmenter:
         max_segment_chars: int | None = None,
         max_segment_tokens: int | None = None,
         tokenizer: Any = None,
+        length_prior: bool | float | None = None,
         texts: Sequence[str] | None = None,
         unit_spans: Sequence[Sequence[Span] | None] | None = None,
         names: Sequence[str] | None = None,
@@ -375,12 +376,15 @@ class Segmenter:
         calibrated boundary probabilities instead of the network's own labels
         (segmenter.core.decisions); ``max_segment_chars``, ``max_segment_tokens`` with
         ``tokenizer``: no segment longer (segmenter.core.limits); checked before any work.
+        ``length_prior``: the model's fitted prior on segment lengths (``decisions.LengthPrior``)
+        on (true, or a weight > 0) or off (false, 0); None: as the model's fit decided.
         ``texts`` and ``unit_spans``: the text of each document and its units' spans in it
         (``split_with_spans``); None: the units' text form (joined by line breaks). ``names``:
         what an error calls each document (default: "document <i>")."""
         steer = {"threshold": threshold, "num_segments": num_segments, "min_segment_units": min_segment_units}
         names = list(names) if names is not None else [f"document {i}" for i in range(len(docs))]
         decisions.check_documents([len(d) for d in docs], names=names, **steer)
+        decisions.prior_weight(self.calibration.length_prior, length_prior)  # asks for a prior the model has
         bound = limits.limits(
             max_segment_chars=max_segment_chars,
             max_segment_tokens=max_segment_tokens,
@@ -401,6 +405,7 @@ class Segmenter:
                         max_segment_chars=max_segment_chars,
                         max_segment_tokens=max_segment_tokens,
                         tokenizer=bound.count_tokens,
+                        length_prior=length_prior,
                         text=None if texts is None else texts[i],
                         unit_spans=None if unit_spans is None or unit_spans[i] is None else list(unit_spans[i]),
                     )
@@ -421,6 +426,7 @@ class Segmenter:
         max_segment_chars: int | None = None,
         max_segment_tokens: int | None = None,
         tokenizer: Any = None,
+        length_prior: bool | float | None = None,
         text: str | None = None,
         unit_spans: list[Span] | None = None,
     ) -> Prediction:
@@ -431,8 +437,10 @@ class Segmenter:
 
         With a length limit the segments are the most probable segmentation whose every
         segment holds the limits (segmenter.core.limits; ``threshold`` and ``num_segments``
-        as they say), not the network's own labels; a unit over a limit on its own is cut
-        into pieces, which replace it in ``units`` (``Prediction.split_units`` says where)."""
+        as they say; without them, the network's own labels wherever no limit binds); a unit
+        over a limit on its own is cut into pieces, which replace it in ``units``
+        (``Prediction.split_units`` says where). With a length prior (``length_prior``) the
+        same programme adds each segment's length score (segmenter.core.decisions)."""
         n = len(units)
         if (text is None) != (unit_spans is None) or (unit_spans is not None and len(unit_spans) != n):
             raise ValueError(f"give text= and unit_spans= together, one span per unit ({n} units)")
@@ -454,6 +462,16 @@ class Segmenter:
             probs = label_probs
         p_end = boundary_probs(probs, self.task).tolist()  # (n,): 0 at the document end
         ends = boundary_labels(labels, self.task)
+        default = [i for i, e in enumerate(ends) if e]  # the network's own cuts
+        # Where the network's labels turn, on the calibrated scale: the programme measures every
+        # cut's score from there, so that it cuts where the labels do unless told otherwise.
+        point = self.calibration.decision_point(probs.shape[-1]) if self.task == BOUNDARY else 0.5
+        prior = self.calibration.length_prior
+        weight = decisions.prior_weight(prior, length_prior)  # None: no prior
+
+        def costs(size: int):  # the prior's per-segment scores for ``size`` units (None: no prior)
+            return None if weight is None else prior.costs(size, weight=weight, min_units=min_segment_units or 1)
+
         cuts, split_units = None, []
         if bound.bounded and n:
             decisions.check(n, threshold=threshold, num_segments=num_segments, min_segment_units=min_segment_units)
@@ -474,12 +492,30 @@ class Segmenter:
                 index = torch.tensor(origin)
                 probs, label_probs = probs[index], label_probs[index]  # (n', C): each piece with its unit's
                 p_end = [p_end[o] if is_last else 0.0 for o, is_last in zip(origin, last)]
+                # the network's cut after a unit is the cut after its last piece
+                ends_at = {o: k for k, (o, is_last) in enumerate(zip(origin, last)) if is_last}
+                default = [ends_at[c] for c in default]
                 unit_spans, n = pieces, len(pieces)
-            cuts = limits.best_cuts(p_end, text, unit_spans, bound, num_segments=num_segments, threshold=threshold)
-        elif threshold is not None or num_segments is not None or (min_segment_units or 1) > 1:
-            default = [i for i, e in enumerate(ends) if e]
+            cuts = limits.best_cuts(
+                p_end,
+                text,
+                unit_spans,
+                bound,
+                num_segments=num_segments,
+                threshold=threshold,
+                candidates=default,
+                decision_point=point,
+                prior=costs(n),
+            )
+        elif threshold is not None or num_segments is not None or (min_segment_units or 1) > 1 or weight is not None:
             cuts = decisions.cuts(
-                p_end, default, threshold=threshold, num_segments=num_segments, min_segment_units=min_segment_units
+                p_end,
+                default,
+                threshold=threshold,
+                num_segments=num_segments,
+                min_segment_units=min_segment_units,
+                decision_point=point,
+                prior=costs(n),
             )
         if cuts is not None:
             ends = [0] * n
@@ -507,12 +543,13 @@ class Segmenter:
         max_segment_chars: int | None = None,
         max_segment_tokens: int | None = None,
         tokenizer: Any = None,
+        length_prior: bool | float | None = None,
     ) -> list[list[str]] | Prediction:
         """The segments of ``text`` (lists of units); with ``return_probs`` the whole
         Prediction (units, labels, boundary_probs, boundaries, .segments, .spans into
         ``text``). ``units``: how the text becomes units, sentences | lines; None: as the
         model was trained (``self.units``). threshold, num_segments, min_segment_units,
-        max_segment_chars, max_segment_tokens, tokenizer: as for ``predict``."""
+        max_segment_chars, max_segment_tokens, tokenizer, length_prior: as for ``predict``."""
         decide = {
             "threshold": threshold,
             "num_segments": num_segments,
@@ -520,6 +557,7 @@ class Segmenter:
             "max_segment_chars": max_segment_chars,
             "max_segment_tokens": max_segment_tokens,
             "tokenizer": tokenizer,
+            "length_prior": length_prior,
         }
         return self.segment_many([text], units=units, return_probs=return_probs, **decide)[0]
 
@@ -535,6 +573,7 @@ class Segmenter:
         max_segment_chars: int | None = None,
         max_segment_tokens: int | None = None,
         tokenizer: Any = None,
+        length_prior: bool | float | None = None,
     ) -> list[list[list[str]]] | list[Prediction]:
         """``segment`` for many texts, run through the network in batches."""
         decide = {
@@ -544,6 +583,7 @@ class Segmenter:
             "max_segment_chars": max_segment_chars,
             "max_segment_tokens": max_segment_tokens,
             "tokenizer": tokenizer,
+            "length_prior": length_prior,
         }
         limits.check(  # settings that can never hold fail before the sentence splitter runs
             max_segment_chars=max_segment_chars,

@@ -37,6 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from segmenter.core.bounds import Number
+from segmenter.core.decisions import LengthPrior
 from segmenter.core.io import atomic_file
 from segmenter.inference.checkpoint import KEY, load
 
@@ -62,6 +63,9 @@ class Calibration:
     units: int = 0  # how many units it was fitted on
     bins: int = BINS
     fitted_on: str = ""
+    # A prior on segment lengths for the decisions, fitted on validation documents after the
+    # calibrator (segmenter.inference.prior); None: none fitted (checkpoints written before it).
+    length_prior: LengthPrior | None = None
 
     def __post_init__(self) -> None:
         if self.method not in ("none", "platt", "isotonic"):
@@ -93,9 +97,18 @@ class Calibration:
         """(..., C) calibrated probabilities of (..., C) log-probabilities (or logits)."""
         return self.apply(scores).exp()
 
+    def decision_point(self, num_classes: int) -> float:
+        """The calibrated probability of class 1 where the network's two-class argmax turns:
+        the calibration of (0.5, 0.5). 0.5 for other numbers of classes (where no single point exists)."""
+        if num_classes != 2:
+            return 0.5
+        half = torch.full((1, 2), 0.5).log()  # (1, 2)
+        return float(self.probs(half)[0, 1])
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.update({k: [float(v) for v in getattr(self, k)] for k in ("bias", "x", "y")})
+        d["length_prior"] = self.length_prior.to_dict() if self.length_prior is not None else None
         return d
 
     @classmethod
@@ -104,6 +117,7 @@ class Calibration:
         if not d:
             return cls()
         known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        known["length_prior"] = LengthPrior.from_dict(known.get("length_prior"))
         return cls(**{**known, **{k: tuple(known.get(k) or ()) for k in ("bias", "x", "y")}})
 
 

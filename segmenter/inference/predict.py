@@ -217,6 +217,7 @@ def run(cfg: Any) -> None:
     }
     try:  # settings that can never work fail before any work
         decisions.check(0, **decide)
+        decisions.LENGTH_PRIOR.check("length_prior", cfg.get("length_prior"))
         bound["tokenizer"] = limits.limits(**bound, min_segment_units=decide["min_segment_units"]).count_tokens
     except ValueError as e:
         raise InputError(str(e)) from None
@@ -234,6 +235,10 @@ def run(cfg: Any) -> None:
     seg: Segmenter = hydra.utils.instantiate(
         cfg.segmenter, ckpt_path=cfg.ckpt_path, pretrained=cfg.pretrained
     )  # CheckpointError comes wrapped by Hydra
+    try:  # a prior this model does not have
+        decisions.prior_weight(seg.calibration.length_prior, cfg.get("length_prior"))
+    except ValueError as e:
+        raise InputError(str(e)) from None
     docs = read_inputs(str(cfg.input), splitter=seg, units=seg.resolve_units(cfg.units))
     try:
         decisions.check_documents([len(d.units) for d in docs], names=[d.source for d in docs], **decide)
@@ -244,6 +249,7 @@ def run(cfg: Any) -> None:
             [d.units for d in docs],
             **decide,
             **bound,
+            length_prior=cfg.get("length_prior"),
             texts=[d.text for d in docs],
             unit_spans=[d.spans for d in docs],
             names=[d.source for d in docs],

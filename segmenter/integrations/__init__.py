@@ -34,8 +34,8 @@ def load_segmenter(segmenter: Segmenter | str | os.PathLike) -> Segmenter:
 @dataclass(frozen=True)
 class Chunking:
     """How text becomes chunks: the unit kind (None: the model's own, ``Segmenter.units``) and the decision settings of
-    ``Segmenter.segment_many`` (threshold, num_segments, min_segment_units and the length
-    limits), checked when made; ``tokenizer`` as segmenter.core.limits.token_counter takes it."""
+    ``Segmenter.segment_many`` (threshold, num_segments, min_segment_units, length_prior and the
+    length limits), checked when made; ``tokenizer`` as segmenter.core.limits.token_counter takes it."""
 
     units: str | None = None
     threshold: float | None = None
@@ -44,8 +44,10 @@ class Chunking:
     max_segment_chars: int | None = None
     max_segment_tokens: int | None = None
     tokenizer: Any = None
+    length_prior: bool | float | None = None
 
     def __post_init__(self) -> None:
+        decisions.LENGTH_PRIOR.check("length_prior", self.length_prior)
         if self.units is not None:
             check_units(self.units)
         decisions.check(
@@ -72,5 +74,6 @@ class Chunking:
             max_segment_chars=self.max_segment_chars,
             max_segment_tokens=self.max_segment_tokens,
             tokenizer=self.tokenizer,
+            length_prior=self.length_prior,
         )
         return [pred.spans for pred in preds]

@@ -26,7 +26,7 @@ from segmenter.integrations import Chunking, load_segmenter
 class SegmenterTextSplitter(TextSplitter):
     """``segmenter``: a Segmenter, a shipped model's name or a checkpoint file. ``units``,
     ``threshold``, ``num_segments``, ``min_segment_units``, ``max_segment_chars``,
-    ``max_segment_tokens``, ``tokenizer``: as ``Segmenter.segment`` takes them.
+    ``max_segment_tokens``, ``tokenizer``, ``length_prior``: as ``Segmenter.segment`` takes them.
     ``add_start_index``: each document's ``metadata["start_index"]`` is its chunk's offset.
     Chunks never overlap (``chunk_overlap`` is 0) and keep their text as it stands
     (``strip_whitespace`` has nothing to strip: a span starts and ends on a unit)."""
@@ -42,6 +42,7 @@ class SegmenterTextSplitter(TextSplitter):
         max_segment_chars: int | None = None,
         max_segment_tokens: int | None = None,
         tokenizer: Any = None,
+        length_prior: bool | float | None = None,
         add_start_index: bool = False,
     ) -> None:
         self.chunking = Chunking(
@@ -52,6 +53,7 @@ class SegmenterTextSplitter(TextSplitter):
             max_segment_chars=max_segment_chars,
             max_segment_tokens=max_segment_tokens,
             tokenizer=tokenizer,
+            length_prior=length_prior,
         )
         # chunk_size is what LangChain's own code reads as the largest chunk: our character limit, if any
         super().__init__(

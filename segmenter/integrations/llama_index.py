@@ -41,6 +41,7 @@ class SegmenterNodeParser(NodeParser):
     min_segment_units: int = 1
     max_segment_chars: int | None = None
     max_segment_tokens: int | None = None
+    length_prior: bool | float | None = None
     _chunking: Chunking = PrivateAttr()
     _segmenter: Segmenter = PrivateAttr()
 
@@ -58,6 +59,7 @@ class SegmenterNodeParser(NodeParser):
             max_segment_chars=self.max_segment_chars,
             max_segment_tokens=self.max_segment_tokens,
             tokenizer=tokenizer,
+            length_prior=self.length_prior,
         )
         self._segmenter = load_segmenter(segmenter)
 

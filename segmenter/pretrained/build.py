@@ -14,6 +14,7 @@ writes them, baselines beside the model) and the calibration stored in the check
 from __future__ import annotations
 
 import logging
+import math
 import re
 import sys
 from pathlib import Path
@@ -21,6 +22,7 @@ from pathlib import Path
 import hydra
 import torch
 
+from segmenter.core.decisions import LengthPrior
 from segmenter.core.document import IGNORE
 from segmenter.core.io import atomic_file, atomic_write
 from segmenter.features import Featurizer
@@ -111,6 +113,7 @@ def card_text(name: str, run: Path, ckpt: dict, size: int) -> str:
         f"**{cal.ece_heldout:.4f}** cross-fitted (fitted on half the validation documents, measured on the "
         f"other half, both ways round); {cal.ece_after:.4f} on the units it was fitted on.",
         "",
+        *(prior_text(cal.length_prior) if cal.length_prior is not None else []),
     ]
     for split in ("val", "test"):
         table = run / "eval" / f"{split}.md"
@@ -122,6 +125,21 @@ def card_text(name: str, run: Path, ckpt: dict, size: int) -> str:
                 "",
             ]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def prior_text(prior: LengthPrior) -> list[str]:
+    """The card's section on a fitted segment-length prior (scripts/fit_prior.py)."""
+    best = f"{prior.weight:g},{prior.cut_penalty:g}"
+    return [
+        "## Length prior",
+        "",
+        f"A log-normal over segment lengths in units (median {math.exp(prior.mu):.1f} units, sigma {prior.sigma:.3f} "
+        f"of log length, from {prior.segments:,} segments), weight {prior.weight:g} and cut penalty "
+        f"{prior.cut_penalty:g} chosen by Pk on the {prior.fitted_on} ({100 * prior.pk[best]:.1f}% against "
+        f"{100 * prior.pk['none']:.1f}% without); **{'on' if prior.on else 'off'}** by default "
+        f"(`length_prior=true` / `false` switches it; `python scripts/fit_prior.py` fits it).",
+        "",
+    ]
 
 
 def in_rebuild_folder(table: str, name: str) -> str:

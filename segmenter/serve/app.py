@@ -160,6 +160,9 @@ class SegmentRequest(BaseModel):
     min_segment_units: int | None = Field(
         default=None, **decisions.MIN_SEGMENT_UNITS.constraints(), description="no segment shorter than this"
     )
+    # The model's fitted segment-length prior (segmenter.core.decisions.LengthPrior): true, false,
+    # or a weight >= 0; null: as the fit decided (GET /info says whether the model has one).
+    length_prior: bool | float | None = Field(default=None, description="the segment-length prior: on, off or a weight")
     # Hard length limits (segmenter.core.limits): a segment's text is its span in the document.
     max_segment_chars: int | None = Field(
         default=None, **length_limits.MAX_SEGMENT_CHARS.constraints(), description="no segment longer (characters)"
@@ -172,6 +175,7 @@ class SegmentRequest(BaseModel):
 
     @model_validator(mode="after")
     def _one_form(self) -> SegmentRequest:
+        decisions.LENGTH_PRIOR.check("length_prior", self.length_prior)
         _check_unicode(self.id, "'id'")
         if self.documents is None:
             _check_source(self.text, self.lines)
@@ -366,6 +370,8 @@ def create_app(
         "tokenizer": None if tokenizer is None else (tokenizer if isinstance(tokenizer, str) else repr(tokenizer)),
         "limits": asdict(limits),
         "batching": asdict(batching),
+        # the segment-length prior a request can switch (length_prior): null when the model has none
+        "length_prior": None if seg.calibration.length_prior is None else seg.calibration.length_prior.to_dict(),
     }
     page = resources.files("segmenter.serve").joinpath("index.html").read_text(encoding="utf-8")
     started = time.monotonic()
@@ -464,6 +470,10 @@ def create_app(
             "num_segments": req.num_segments,
             "min_segment_units": req.min_segment_units or 1,
         }
+        try:  # a prior this model does not have: refused before any work
+            decisions.prior_weight(seg.calibration.length_prior, req.length_prior)
+        except ValueError as e:
+            raise ApiError(422, str(e)) from None
         if req.max_segment_tokens is not None and count_tokens is None:
             raise ApiError(
                 422,
@@ -492,7 +502,9 @@ def create_app(
             preds = []
             for i, ((u, text, spans), lg) in enumerate(zip(found, logits)):
                 try:
-                    preds.append(seg.decide(u, lg, **steer, **bound, text=text, unit_spans=spans))
+                    preds.append(
+                        seg.decide(u, lg, **steer, **bound, length_prior=req.length_prior, text=text, unit_spans=spans)
+                    )
                 except ValueError as e:  # limits that cannot all hold for this document
                     raise ApiError(422, f"{names[i]}: {e}" if names else str(e)) from None
             return preds

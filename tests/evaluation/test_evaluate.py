@@ -10,12 +10,13 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from segmenter.core.document import segments_to_document
+from segmenter.cli.config import ConfigError
+from segmenter.core.document import BOUNDARY, boundary_labels, segments_to_document
 from segmenter.data.datamodule import SegmentationDataModule
 from segmenter.evaluation.evaluate import evaluate, evaluate_documents, score, to_markdown
 from segmenter.training.metrics import pk, window_diff
 from segmenter.training.train import train
-from tests.helpers import AGREE, CONF, DIFFER, compose_train
+from tests.helpers import AGREE, CONF, DIFFER, TINY_DATA, compose_train
 
 FAST = (
     "attention=localized",
@@ -214,3 +215,47 @@ def test_evaluate_needs_one_model_and_its_documents(overrides, message):
 
     with pytest.raises(ConfigError, match=message):
         evaluate(compose_evaluate(overrides))
+
+
+def test_a_limit_that_cuts_a_unit_is_scored_on_the_units():
+    from segmenter.evaluation.evaluate import unit_boundaries
+    from segmenter.inference.api import Prediction
+
+    # units 0, 1 (cut into pieces 1-3 by a limit), 2: pieces' inner cuts are not unit boundaries
+    pred = Prediction(["a", "b1", "b2", "b3", "c"], [0] * 5, ["inside", "boundary"], [0.0] * 5, [1, 1, 0, 1, 0])
+    pred.split_units = [(1, 4)]
+    assert unit_boundaries(pred) == [1, 1, 0]
+
+
+def test_a_checkpoint_alone_is_evaluated_on_named_data_under_a_limit(tiny_checkpoint, tmp_path):
+    import shutil
+
+    from segmenter.evaluation.evaluate import unit_boundaries
+    from segmenter.inference.api import Segmenter
+
+    alone = tmp_path / "alone.ckpt"
+    shutil.copy(tiny_checkpoint, alone)
+    data = ["data=builtin", *TINY_DATA, f"paths.cache_dir={tmp_path / 'cache'}"]
+    with pytest.raises(ConfigError, match="has no training run beside it .* name the documents with data="):
+        evaluate(compose_evaluate([f"ckpt_path={alone}"]))
+    result = evaluate(
+        compose_evaluate([f"ckpt_path={alone}", *data, "max_segment_chars=60", "baselines=null", "split=val"])
+    )
+    (name,) = [k for k in result["table"]["all"] if k != "docs"]
+    assert name.endswith("max_segment_chars=60") and (tmp_path / "eval" / "val_max_segment_chars60.md").is_file()
+    seg = Segmenter.from_checkpoint(alone)
+    docs = {d.id: d for d in instantiate_docs(compose_evaluate([f"ckpt_path={alone}", *data]), "val")}
+    preds = seg.predict([docs[i].units for i in result["documents"]], max_segment_chars=60)
+    assert all(e - s <= 60 for p in preds for s, e in p.spans)
+    assert any(p.split_units for p in preds)  # units over the limit were cut into pieces
+    pairs = [
+        (unit_boundaries(p)[:-1], boundary_labels(docs[i].labels, BOUNDARY)[:-1])
+        for i, p in zip(result["documents"], preds)
+    ]
+    assert result["table"]["all"][name]["pk"] == pytest.approx(score(pairs)["pk"], abs=1e-6)
+
+
+def instantiate_docs(cfg, split):
+    from hydra.utils import instantiate
+
+    return instantiate(cfg.data).corpus.load()[split]

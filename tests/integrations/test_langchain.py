@@ -58,3 +58,12 @@ def test_token_limits_and_bad_settings(topic):
         SegmenterTextSplitter(segmenter=topic, max_segment_chars=2, min_segment_units=3)
     with pytest.raises(ValueError, match="segmenter='nope'"):
         SegmenterTextSplitter(segmenter="nope")
+
+
+def test_the_length_prior_setting_reaches_the_decision(topic):
+    text = " ".join(f"Sentence {i} is about subject {i // 15}." for i in range(45))
+    splitter = SegmenterTextSplitter(segmenter=topic, length_prior=True)
+    pred = topic.segment(text, return_probs=True, length_prior=True)
+    assert splitter.split_text(text) == [text[s:e] for s, e in pred.spans]
+    with pytest.raises(ValueError, match="length_prior=-1"):
+        SegmenterTextSplitter(segmenter=topic, length_prior=-1)

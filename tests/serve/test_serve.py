@@ -151,6 +151,17 @@ def test_decisions_per_request_equal_the_api(client, seg):
     assert r.status_code == 422 and "threshold, num_segments, min_segment_units" in r.json()["error"]
 
 
+def test_the_length_prior_is_a_request_setting(client, seg):
+    assert client.get("/info").json()["length_prior"] is None  # this model has none fitted
+    r = client.post("/segment", json={"lines": LINES, "length_prior": False})
+    assert r.status_code == 200, r.text
+    same_as_api(r.json(), seg.predict([LINES])[0])
+    r = client.post("/segment", json={"lines": LINES, "length_prior": True})
+    assert r.status_code == 422 and "this model has no fitted length prior" in r.json()["error"]
+    r = client.post("/segment", json={"lines": LINES, "length_prior": -2})
+    assert r.status_code == 422 and "length_prior=-2.0: expected a number >= 0" in r.json()["error"]
+
+
 def test_health_info_page_and_openapi(client, seg):
     health = client.get("/health").json()
     assert health["status"] == "ok" and health["queued_documents"] == 0
