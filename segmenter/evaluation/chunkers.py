@@ -350,6 +350,7 @@ def run(cfg: DictConfig) -> str:
         label = corpus.get("name") or key
         test, val = load_documents(corpus.test)[:limit], None
         texts = [document_text(d) for d in test]
+        speed_docs = int(corpus.get("speed_docs", cfg.get("speed_docs")) or 0)
         for ckey, spec in chunkers.specs.items():
             settings = [("", {})]
             if spec.get("tune"):
@@ -364,8 +365,8 @@ def run(cfg: DictConfig) -> str:
                 chunker = chunkers.build(ckey, **setting)
                 metrics = score_chunks(test, chunker(texts), count_tokens=count, max_tokens=cfg.max_tokens)
                 speed = None
-                if cfg.get("speed_docs"):
-                    speed = docs_per_second(chunkers.build(ckey, cold=True, **setting), texts[: int(cfg.speed_docs)])
+                if speed_docs:
+                    speed = docs_per_second(chunkers.build(ckey, cold=True, **setting), texts[:speed_docs])
                 rows.append(Row(label, len(test), spec.name + suffix, chunker.setting(), metrics, speed))
                 log.info("%s, %s: %s, %s documents/s", label, rows[-1].chunker, metrics, speed)
     table = to_markdown(rows, max_tokens=cfg.max_tokens)

@@ -9,7 +9,7 @@ import functools
 
 import pytest
 
-from segmenter.core.document import segments_to_document
+from segmenter.core.document import boundary_labels, segments_to_document
 from segmenter.core.limits import token_counter
 from segmenter.evaluation.chunkers import chunk_slots, compare, document_text, grid_settings, run, tune
 from tests.helpers import compose_config
@@ -197,3 +197,19 @@ def test_run_writes_the_table_with_tuned_rows(tmp_path):
     lowest = min(tuning[2:], key=lambda t: float(t[3].rstrip("%")))
     assert rows[1][2] == lowest[2]  # the tuned row: the setting with the lowest validation Pk
     assert all(float(r[-1].rstrip(" |")) > 0 for r in rows)  # documents/s measured
+
+
+def test_the_long_section_corpus_is_the_wiki_test_split_with_sections_joined(shared_data):
+    from segmenter.evaluation.chunkers import load_documents
+
+    cfg = compose_config("compare_chunkers", [f"paths.shared_data_dir={shared_data}"], hydra_config=True)
+    wiki, joined = load_documents(cfg.corpora.wiki.test), load_documents(cfg.corpora.wiki_long.test)
+    assert len(wiki) == len(joined) == 56  # the sample's whole test split
+    assert [d.units for d in wiki] == [d.units for d in joined]  # the chunkers see the same texts
+
+    def segments(doc):
+        return sum(boundary_labels(doc.labels, "boundary")[:-1]) + 1
+
+    assert [segments(d) for d in joined] == [(segments(d) + 1) // 2 for d in wiki]
+    assert sum(segments(d) for d in joined) < 0.6 * sum(segments(d) for d in wiki)
+    assert len(load_documents(cfg.corpora.wiki.val)) == 57
