@@ -169,6 +169,17 @@ class ChonkieSemantic:
         return f"threshold {self.chunker.threshold:g}"
 
 
+class WholeDocument:
+    """No cut at all, every document one chunk: where Pk and WindowDiff stand for a chunker
+    that never cuts (a tuned threshold can drift towards it)."""
+
+    def __call__(self, texts: Sequence[str]) -> list[list[str]]:
+        return [[t] for t in texts]
+
+    def setting(self) -> str:
+        return "no cut"
+
+
 class FixedSize:
     """LangChain's RecursiveCharacterTextSplitter at ``chunk_tokens`` tokens of ``tokenizer``,
     no overlap (it prefers to cut at line breaks, i.e. between sentences)."""

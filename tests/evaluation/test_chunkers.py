@@ -181,6 +181,7 @@ def test_run_writes_the_table_with_tuned_rows(tmp_path):
             "~chunkers.chonkie",
             "~corpora.wiki",
             "~corpora.wiki_long",
+            "~corpora.wiki_top",
             f"corpora.choi.test.folder={tmp_path / 'test'}",
             "~corpora.choi.val",
             f"+corpora.choi.val={{folder: {tmp_path / 'val'}}}",
@@ -190,7 +191,8 @@ def test_run_writes_the_table_with_tuned_rows(tmp_path):
     table = run(cfg)
     assert (tmp_path / "out" / "table.md").read_text(encoding="utf-8") == table
     rows = [line.split(" | ") for line in table.splitlines()[2:]]
-    assert [r[1] for r in rows] == ["fixed size, 256 tokens", "fixed size, 256 tokens, tuned"]
+    assert [r[1] for r in rows] == ["fixed size, 256 tokens", "fixed size, 256 tokens, tuned", "whole document"]
+    assert rows[2][2] == "no cut" and rows[2][5] == "0.0%" and rows[2][6] == "2"  # F1, chunks: one per document
     assert rows[0][2] == "256 tokens" and all(r[0] == "| choi_3-11 (2)" for r in rows)
     tuning = [line.split(" | ") for line in (tmp_path / "out" / "tuning.md").read_text(encoding="utf-8").splitlines()]
     assert [t[2] for t in tuning[2:]] == ["12 tokens", "35 tokens", "1000 tokens"]
