@@ -376,7 +376,7 @@ def run(cfg: DictConfig) -> str:
                 chunker = chunkers.build(ckey, **setting)
                 metrics = score_chunks(test, chunker(texts), count_tokens=count, max_tokens=cfg.max_tokens)
                 speed = None
-                if speed_docs:
+                if speed_docs and spec.get("timed", True):
                     speed = docs_per_second(chunkers.build(ckey, cold=True, **setting), texts[:speed_docs])
                 rows.append(Row(label, len(test), spec.name + suffix, chunker.setting(), metrics, speed))
                 log.info("%s, %s: %s, %s documents/s", label, rows[-1].chunker, metrics, speed)
