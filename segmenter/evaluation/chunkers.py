@@ -203,9 +203,8 @@ def score_chunks(
     docs: Sequence[Document], chunks: Sequence[Sequence[str]], *, count_tokens: Callable[[str], int], max_tokens: int
 ) -> dict[str, float]:
     """{pk, windowdiff, f1, chunks, over_max} of each document's ``chunks`` against its boundaries."""
-    pairs = [(chunk_slots(d.units, c), boundary_labels(d.labels, "boundary")[:-1]) for d, c in zip(docs, chunks)]
     flat = [c for doc_chunks in chunks for c in doc_chunks]
-    metrics = score(pairs)
+    metrics = score(chunk_pairs(docs, chunks))
     return {
         "pk": metrics["pk"],
         "windowdiff": metrics["windowdiff"],
@@ -215,12 +214,18 @@ def score_chunks(
     }
 
 
-def docs_per_second(chunker: Chunker, texts: Sequence[str]) -> float:
-    """``texts`` chunked per second, after a warm-up call (lazy loading is not timed)."""
+def chunk_pairs(docs: Sequence[Document], chunks: Sequence[Sequence[str]]) -> list[tuple[list[int], list[int]]]:
+    """(hypothesis, reference) boundary slots of each document (``score``'s input)."""
+    return [(chunk_slots(d.units, c), boundary_labels(d.labels, "boundary")[:-1]) for d, c in zip(docs, chunks)]
+
+
+def timed(chunker: Chunker, texts: Sequence[str]) -> tuple[list[list[str]], float]:
+    """``chunker(texts)`` and the texts chunked per second, after a warm-up call (lazy loading
+    is not timed)."""
     chunker(["A first sentence to warm up with. And a second one, quite unlike it."])
     start = time.perf_counter()
-    chunker(texts)
-    return len(texts) / (time.perf_counter() - start)
+    chunks = chunker(texts)
+    return chunks, len(texts) / (time.perf_counter() - start)
 
 
 def compare(
@@ -230,9 +235,9 @@ def compare(
     texts = [document_text(d) for d in docs]
     table = {}
     for name, chunker in chunkers.items():
-        docs_per_s = docs_per_second(chunker, texts)
+        chunks, docs_per_s = timed(chunker, texts)
         table[name] = {
-            **score_chunks(docs, chunker(texts), count_tokens=count_tokens, max_tokens=max_tokens),
+            **score_chunks(docs, chunks, count_tokens=count_tokens, max_tokens=max_tokens),
             "docs_per_s": docs_per_s,
         }
         log.info("%s: %s", name, table[name])
@@ -265,8 +270,7 @@ def tune(
     texts = [document_text(d) for d in docs]
     results = []
     for setting in grid_settings(grid):
-        chunker = make(**setting)
-        metrics = score_chunks(docs, chunker(texts), count_tokens=len, max_tokens=0)
+        metrics = score(chunk_pairs(docs, make(**setting)(texts)))
         results.append((setting, {"pk": metrics["pk"], "windowdiff": metrics["windowdiff"]}))
         log.info("tuning %s: %s", setting, results[-1][1])
     best = min(range(len(results)), key=lambda i: results[i][1]["pk"])
@@ -377,7 +381,7 @@ def run(cfg: DictConfig) -> str:
                 metrics = score_chunks(test, chunker(texts), count_tokens=count, max_tokens=cfg.max_tokens)
                 speed = None
                 if speed_docs and spec.get("timed", True):
-                    speed = docs_per_second(chunkers.build(ckey, cold=True, **setting), texts[:speed_docs])
+                    speed = timed(chunkers.build(ckey, cold=True, **setting), texts[:speed_docs])[1]
                 rows.append(Row(label, len(test), spec.name + suffix, chunker.setting(), metrics, speed))
                 log.info("%s, %s: %s, %s documents/s", label, rows[-1].chunker, metrics, speed)
     table = to_markdown(rows, max_tokens=cfg.max_tokens)
