@@ -17,14 +17,15 @@ from segmenter.inference.api import Segmenter
 from segmenter.pretrained import MODELS
 
 
-def load_segmenter(segmenter: Segmenter | str | os.PathLike) -> Segmenter:
-    """``segmenter`` itself, a shipped model by name (``topic``, ``lyrics``) or a checkpoint file."""
+def load_segmenter(segmenter: Segmenter | str | os.PathLike, **loading: Any) -> Segmenter:
+    """``segmenter`` itself, a shipped model by name (``topic``, ``lyrics``) or a checkpoint file,
+    loaded with ``loading`` (``from_pretrained`` / ``from_checkpoint``'s settings: ``cache_dir``...)."""
     if isinstance(segmenter, Segmenter):
         return segmenter
     if isinstance(segmenter, str) and segmenter in MODELS:
-        return Segmenter.from_pretrained(segmenter)
+        return Segmenter.from_pretrained(segmenter, **loading)
     if isinstance(segmenter, (str, os.PathLike)) and str(segmenter).endswith(".ckpt"):
-        return Segmenter.from_checkpoint(segmenter)
+        return Segmenter.from_checkpoint(segmenter, **loading)
     raise ValueError(
         f"segmenter={segmenter!r}: give a Segmenter, a shipped model's name ({', '.join(sorted(MODELS))}) "
         "or a checkpoint file (.ckpt)"
