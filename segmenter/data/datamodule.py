@@ -190,10 +190,13 @@ class SegmentationDataModule(LightningDataModule):
     def num_classes(self) -> int:
         return len(self.label_names)
 
-    def all_units(self) -> list[str]:
-        """Every unit of every split, in order (for encoders that precompute and cache)."""
+    def all_units(self) -> Iterator[str]:
+        """Every unit of every split, in order, read from the store one document at a time
+        (for encoders that precompute and cache: a corpus's units are never held at once)."""
         self.setup()
-        return [u for rows in self.store.rows.values() for units in self.store.units(rows) for u in units]
+        for rows in self.store.rows.values():
+            for units in self.store.units(rows):
+                yield from units
 
     def subsets(self) -> dict[str, list[str]]:
         """{"val": [...], "test": [...]}: the subsets of each evaluation split (each corpus of a

@@ -58,7 +58,7 @@ def test_the_store_serves_the_corpus_documents_splits_windows_and_statistics(tmp
     assert all(same(a, b) for a, b in zip(dm.train_windows, windows))
     counts = Counter(label for d in whole["train"] for label in d.labels)
     assert dm.class_counts() == [counts[0], counts[1]]
-    assert dm.all_units() == [u for docs in whole.values() for d in docs for u in d.units]
+    assert list(dm.all_units()) == [u for docs in whole.values() for d in docs for u in d.units]
     for rows in dm.store.rows.values():  # each split on its own stretch of the shards
         assert sorted(rows.tolist()) == list(range(min(rows), max(rows) + 1))
     stats = dm.store.stats["val"]
