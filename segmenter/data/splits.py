@@ -54,6 +54,16 @@ class Ids(Sequence[str]):
         self.blob += doc_id.encode("utf-8")
         self.ends.append(len(self.blob))
 
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The ids as two arrays (to save): their bytes end to end and where each ends."""
+        return {"id_bytes": np.frombuffer(bytes(self.blob), dtype=np.uint8), "id_ends": np.asarray(self.ends)}
+
+    def extend_arrays(self, id_bytes: np.ndarray, id_ends: np.ndarray) -> None:
+        """Append the ids ``arrays()`` gave (of another ``Ids``)."""
+        at = len(self.blob)
+        self.blob += id_bytes.tobytes()
+        self.ends.extend((id_ends.astype(np.int64) + at).tolist())
+
     def __len__(self) -> int:
         return len(self.ends)
 

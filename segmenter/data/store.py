@@ -53,7 +53,6 @@ log = logging.getLogger(__name__)
 FORMAT = 1
 PART_DOCS = 50_000  # documents of the stream per part: the most an interrupted build writes again
 WRITER_BATCH = 256  # documents the writer buffers before it writes a record batch
-IDS_BATCH = 10_000  # ids read back from the shards at a time for the split file
 STATS, MANIFEST, KEY, PLAN = "stats.json", "splits.json", "key.json", "plan.npz"
 
 
@@ -197,6 +196,7 @@ class _Part:
         self.split, self.lengths, self.segments = array("b"), array("q"), array("q")
         self.label_counts, self.subset = array("q"), array("q")
         self.digests = bytearray()
+        self.ids = Ids()  # for the split file: bytes, not str objects
         self.num_classes = num_classes
         self.composition: dict[str, Any] = {}
 
@@ -212,6 +212,7 @@ class _Part:
             "label_counts": np.frombuffer(self.label_counts, dtype=np.int64).reshape(n, self.num_classes),  # (n, C)
             "subset": np.frombuffer(self.subset, dtype=np.int64).astype(np.int32),
             "digests": np.frombuffer(bytes(self.digests), dtype=np.uint8).reshape(n, 20),  # (n, 20) sha1
+            **self.ids.arrays(),
         }
 
 
@@ -230,19 +231,23 @@ def _committed_parts(work: Path) -> int:
     return done
 
 
-def _load_parts(work: Path, parts: int) -> tuple[dict[str, np.ndarray], list[str], dict[str, Any]]:
-    """The per-document arrays of ``parts`` whole parts, end to end; the subset names; the compositions."""
+def _load_parts(work: Path, parts: int) -> tuple[dict[str, np.ndarray], Ids, list[str], dict[str, Any]]:
+    """The per-document arrays of ``parts`` whole parts, end to end; their ids; the subset
+    names; the compositions."""
     arrays: dict[str, list[np.ndarray]] = {}
+    ids = Ids()
     names: list[str] = []
     composition: dict[str, Any] = {}
     for i in range(parts):
         with np.load(work / f"part-{i:05d}.npz") as found:
             for k in found.files:
-                arrays.setdefault(k, []).append(found[k])
+                if not k.startswith("id_"):
+                    arrays.setdefault(k, []).append(found[k])
+            ids.extend_arrays(found["id_bytes"], found["id_ends"])
         meta = json.loads((work / f"part-{i:05d}.json").read_text(encoding="utf-8"))
         names = meta["subsets"]
         composition.update(meta["composition"])
-    return {k: np.concatenate(v) for k, v in arrays.items()}, names, composition
+    return {k: np.concatenate(v) for k, v in arrays.items()}, ids, names, composition
 
 
 def _write(corpus: Any, out: Path, *, progress: bool) -> None:
@@ -262,7 +267,7 @@ def _write(corpus: Any, out: Path, *, progress: bool) -> None:
     features = _features()
     plan = _plan(corpus, out, progress=progress)
     done_parts = _committed_parts(out)
-    done, subset_names, composition = _load_parts(out, done_parts)
+    done, _, subset_names, composition = _load_parts(out, done_parts)
     reused = len(done.get("split", ()))
     if done_parts:
         log.info(
@@ -315,6 +320,7 @@ def _write(corpus: Any, out: Path, *, progress: bool) -> None:
                     raise ValueError(f"document {doc.id!r}: label {len(counts) - 1} for {num_classes} classes")
                 part.split.append(code)
                 part.digests += document_digest(doc)
+                part.ids.append(doc.id)
                 part.lengths.append(len(doc))
                 part.segments.append(sum(boundary_labels(doc.labels, task)) + 1)
                 part.label_counts.extend(counts.tolist())
@@ -345,7 +351,7 @@ def _finish(corpus: Any, out: Path, *, plan: dict[str, np.ndarray] | None) -> No
     the split file (ids read back from the shards a batch at a time), then ``stats.json``."""
     task = corpus.task
     parts = sum(1 for _ in out.glob("part-*.json"))
-    docs, names, composition = _load_parts(out, parts)
+    docs, ids, names, composition = _load_parts(out, parts)
     codes = docs["split"].astype(np.int64) if parts else np.zeros(0, dtype=np.int64)
     n = len(codes)
     counts_by_split = np.bincount(codes, minlength=len(SPLITS))
@@ -378,8 +384,8 @@ def _finish(corpus: Any, out: Path, *, plan: dict[str, np.ndarray] | None) -> No
     fingerprints = {s: combine_digests([digests[positions[s]].tobytes()]) for s in SPLITS}
     _write_manifest(
         out / MANIFEST,
-        out,
-        rows={s: row_of[positions[s]] for s in SPLITS},
+        ids,
+        positions=positions,
         info={"corpus": type(corpus).__name__},
         fingerprints=fingerprints,
         composition=composition,
@@ -392,42 +398,30 @@ def _finish(corpus: Any, out: Path, *, plan: dict[str, np.ndarray] | None) -> No
 
 def _write_manifest(
     path: Path,
-    store: Path,
+    ids: Ids,
     *,
-    rows: dict[str, np.ndarray],
+    positions: dict[str, np.ndarray],
     info: dict,
     fingerprints: dict[str, str],
     composition: dict[str, Any],
 ) -> None:
     """The split file (as ``split_manifest`` gives it: ids per split, fingerprints, version,
-    compositions), its ids read from the shards ``IDS_BATCH`` at a time and written as they
-    come: the ids of a corpus are never held at once."""
-    ids = _shards(store)
+    compositions), each split's ids (``ids`` by stream position) decoded and written as they
+    come: never a list of a corpus's ids."""
     with atomic_file(path) as f:
         f.write('{\n "info": ' + json.dumps(info) + ',\n "splits": {')
         for k, split in enumerate(SPLITS):
+            pos = positions[split]
             f.write(("," if k else "") + f"\n  {json.dumps(split)}: [")
-            r = rows[split]
-            for lo in range(0, len(r), IDS_BATCH):
-                batch = ids[r[lo : lo + IDS_BATCH].tolist()]["id"] if ids is not None else []
-                f.write(("," if lo else "") + "\n   " + ",\n   ".join(json.dumps(x) for x in batch))
-            f.write("\n  ]" if len(r) else "]")
+            for lo in range(0, len(pos), 10_000):  # a batch of ids at a time
+                f.write(",".join(f"\n   {json.dumps(ids[p])}" for p in pos[lo : lo + 10_000].tolist()))
+                f.write("," if lo + 10_000 < len(pos) else "")
+            f.write("\n  ]" if len(pos) else "]")
         f.write('\n },\n "fingerprints": ' + json.dumps(fingerprints))
         f.write(',\n "fingerprint_version": ' + json.dumps(FINGERPRINT_VERSION))
         if composition:
             f.write(',\n "composition": ' + json.dumps(composition))
         f.write("\n}")
-
-
-def _shards(store: Path):
-    """The store's shards as one memory-mapped table (id column only), or None without rows."""
-    from datasets import Dataset, concatenate_datasets
-
-    tables = [Dataset.from_file(str(p)) for p in sorted(store.glob("data-*.arrow"))]
-    if not tables:
-        return None
-    table = concatenate_datasets(tables) if len(tables) > 1 else tables[0]
-    return table.select_columns(["id"])
 
 
 class DocumentStore:
@@ -455,9 +449,14 @@ class DocumentStore:
         for row in rows:
             yield column[int(row)]["units"]
 
+    @property
+    def manifest(self) -> Path:
+        """The split file of this store (ids and fingerprints per split)."""
+        return self.dir / MANIFEST
+
     def copy_manifest(self, path: str | os.PathLike) -> Path:
         """The split file of this store, copied to ``path`` (a run folder) without reading it."""
-        with open(self.dir / MANIFEST, "rb") as src, atomic_file(path, "wb") as dst:
+        with open(self.manifest, "rb") as src, atomic_file(path, "wb") as dst:
             shutil.copyfileobj(src, dst)
         return Path(path)
 
