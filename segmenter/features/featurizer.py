@@ -208,6 +208,7 @@ class FrozenVectors:
         start, misses, done = time.perf_counter(), self.cache.stats["misses"], 0
         for chunk in chunks(units, chunk_size):
             self.cache.lookup(chunk, self._encode, batch_size=self.batch_size, progress=False)
+            self.cache.release()  # the shards' pages this chunk read: a 40M-unit cache is not mapped in whole
             done += len(chunk)
             if shown is not None:
                 shown.advance(len(chunk))
