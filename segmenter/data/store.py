@@ -277,11 +277,10 @@ def _write(corpus: Any, out: Path, *, progress: bool) -> None:
             done_parts,
         )
     subsets = {name: code for code, name in enumerate(subset_names)}
-    part, writers, position = _Part(num_classes), {}, 0
+    part, writers, position, index = _Part(num_classes), {}, 0, done_parts
 
     def finish_part() -> None:
         """Close the part's shards, rename them into place, then record the part as done."""
-        index = position // PART_DOCS - (0 if position % PART_DOCS else 1)
         for code, (writer, tmp) in sorted(writers.items()):
             writer.finalize()
             writer.close()
@@ -310,7 +309,7 @@ def _write(corpus: Any, out: Path, *, progress: bool) -> None:
                     bar.update(1)
                     continue
                 if code not in writers:
-                    tmp = out / f".data-{code}-{position // PART_DOCS:05d}.arrow.tmp"
+                    tmp = out / f".data-{code}-{index:05d}.arrow.tmp"
                     writers[code] = (ArrowWriter(features=features, path=str(tmp), writer_batch_size=WRITER_BATCH), tmp)
                 writers[code][0].write(
                     {"id": doc.id, "units": doc.units, "labels": doc.labels, "meta": json.dumps(doc.meta, default=str)}
@@ -329,9 +328,9 @@ def _write(corpus: Any, out: Path, *, progress: bool) -> None:
                     part.composition[doc.id] = doc.meta["composition"]
                 position += 1
                 bar.update(1)
-                if position % PART_DOCS == 0:
+                if len(part) == PART_DOCS:
                     finish_part()
-                    part = _Part(num_classes)
+                    part, index = _Part(num_classes), index + 1
             if len(part):
                 finish_part()
     finally:

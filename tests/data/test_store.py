@@ -139,7 +139,8 @@ def store_contents(dm: SegmentationDataModule) -> dict:
     }
 
 
-def test_an_interrupted_preparation_resumes_after_its_whole_parts(tmp_path, monkeypatch, caplog):
+@pytest.mark.parametrize("resumed_part", [4, 7])  # parts of another size after the resume: a later version's
+def test_an_interrupted_preparation_resumes_after_its_whole_parts(tmp_path, monkeypatch, caplog, resumed_part):
     from datasets.arrow_writer import ArrowWriter
 
     monkeypatch.setattr(store, "PART_DOCS", 4)
@@ -155,6 +156,7 @@ def test_an_interrupted_preparation_resumes_after_its_whole_parts(tmp_path, monk
     monkeypatch.setattr(
         ArrowWriter, "write", lambda self, row, *a, **k: written.append(row["id"]) or write(self, row, *a, **k)
     )
+    monkeypatch.setattr(store, "PART_DOCS", resumed_part)
     with caplog.at_level(logging.INFO, logger="segmenter.data.store"):
         resumed = datamodule(corpus, tmp_path / "cache")
     assert "8 documents (2 parts) were written whole before" in caplog.text
