@@ -121,8 +121,10 @@ class EvenlySpaced:
         return f"evenly spaced (every {self.length})"
 
     def fit(self, docs: Sequence[Document], task: str, label_names: Sequence[str] | None = None) -> EvenlySpaced:
-        units = sum(len(d) for d in docs)
-        segments = sum(sum(boundary_labels(d.labels, task)) + 1 for d in docs)
+        units = segments = 0
+        for d in docs:  # one pass: the training split may be read from disk
+            units += len(d)
+            segments += sum(boundary_labels(d.labels, task)) + 1
         if segments == 0:
             raise ValueError("cannot fit EvenlySpaced on no documents")
         self.length = max(1, round(units / segments))
