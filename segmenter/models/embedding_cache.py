@@ -59,6 +59,11 @@ KEY_BYTES = 32  # sha256 digest of the unit text
 MAGIC = b"SEGEMB\x00\x02"
 HEADER = struct.Struct("<8sIIQ20s20x")  # magic, format, dim, entries, identity hash; 64 bytes
 CHUNK = 65536  # entries copied at a time when shards are merged
+# The most entries one compaction merges: it sorts their keys in memory (a few hundred bytes an
+# entry), so this bounds its memory whatever the cache's size. Shards of half this or more are
+# left as they are; a cache of N entries is searched in at most max_shards small shards plus
+# about N / (MERGE_ENTRIES / 2) large ones.
+MERGE_ENTRIES = 500_000
 
 
 def identity_hash(identity: dict[str, Any]) -> str:
@@ -278,12 +283,28 @@ class UnitEmbeddingCache:
                 self._shards[path.name] = shard
         for name in set(self._shards) - {p.name for p in paths}:  # compacted away by another process
             del self._shards[name]
-        if len(self._shards) > self.max_shards:
+        if len(self._small()) > self.max_shards:
             self.compact()
 
+    def _small(self) -> list[Shard]:
+        """The shards a compaction may merge (smaller than half of ``MERGE_ENTRIES``), smallest first."""
+        return sorted((s for s in self._shards.values() if s.n < MERGE_ENTRIES // 2), key=lambda s: s.n)
+
     def compact(self) -> None:
-        """Merge every shard into one (many small shards come from lazy, per-batch encoding)."""
-        shards = list(self._shards.values())
+        """Merge small shards (many come from lazy, per-batch encoding), the smallest first, at
+        most ``MERGE_ENTRIES`` entries per merge, until at most ``max_shards`` small ones are left."""
+        while len(small := self._small()) > self.max_shards:
+            chosen, total = [], 0
+            for shard in small:
+                if len(chosen) >= 2 and total + shard.n > MERGE_ENTRIES:
+                    break
+                chosen.append(shard)
+                total += shard.n
+            if not self._merge(chosen):
+                return
+
+    def _merge(self, shards: list[Shard]) -> bool:
+        """Write ``shards``' entries (each key once) into one new shard that replaces them."""
         # Each key once, the first shard's copy: the first occurrence of each key (32 bytes,
         # seen as one numpy value) among the shards' keys end to end.
         keys = np.concatenate([s.keys for s in shards]).view(f"V{KEY_BYTES}").reshape(-1)  # (N,)
@@ -302,11 +323,13 @@ class UnitEmbeddingCache:
             write_shard(path, parts, dim=self.dim, identity=self._ident)
         except OSError as e:
             log.warning("embedding cache: cannot compact into %s (%s)", path, e)
-            return
+            return False
         for shard in shards:  # only once the merged copy is safely written
             shard.path.unlink(missing_ok=True)
-        self._shards = {path.name: Shard(path, dim=self.dim, identity=self._ident)}
+            del self._shards[shard.path.name]
+        self._shards[path.name] = Shard(path, dim=self.dim, identity=self._ident)
         log.info("embedding cache %s: compacted %d shards", self.dir, len(shards))
+        return True
 
     def release(self) -> None:
         """Drop the shards' pages read so far from the resident set (``Shard.release``)."""
@@ -322,7 +345,7 @@ class UnitEmbeddingCache:
             try:
                 write_shard(path, [((keys, vectors), np.sort(unique))], dim=self.dim, identity=self._ident)
                 self._shards[path.name] = Shard(path, dim=self.dim, identity=self._ident)
-                if len(self._shards) > self.max_shards:
+                if len(self._small()) > self.max_shards:
                     self.compact()
                 return
             except OSError as e:
