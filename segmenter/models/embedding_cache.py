@@ -59,8 +59,8 @@ KEY_BYTES = 32  # sha256 digest of the unit text
 MAGIC = b"SEGEMB\x00\x02"
 HEADER = struct.Struct("<8sIIQ20s20x")  # magic, format, dim, entries, identity hash; 64 bytes
 CHUNK = 65536  # entries copied at a time when shards are merged
-# The most entries one compaction merges: it sorts their keys in memory (a few hundred bytes an
-# entry), so this bounds its memory whatever the cache's size. Shards of half this or more are
+# The most entries one compaction merges: it sorts their keys in memory (numpy arrays of keys,
+# prefixes and rows), so this bounds its memory whatever the cache's size. Shards of half this or more are
 # left as they are; a cache of N entries is searched in at most max_shards small shards plus
 # about N / (MERGE_ENTRIES / 2) large ones.
 MERGE_ENTRIES = 500_000
