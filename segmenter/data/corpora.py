@@ -40,6 +40,7 @@ from segmenter.core.document import (
 )
 from segmenter.data.formats import (
     check_on_error,
+    iter_files,
     iter_jsonl,
     iter_separator_files,
     list_files,
@@ -121,7 +122,7 @@ class FileCorpus:
         """Settings and source files (path, size, modification time of each)."""
         paths = self.files.values() if self.files is not None else [self.path]
         pattern = getattr(self, "pattern", "*")
-        files = [f for p in paths for f in list_files(p, pattern=pattern)]
+        files = (f for p in paths for f in iter_files(p, pattern=pattern))  # one at a time
         return {"settings": settings_key(self), "files": file_signature(files)}
 
 

@@ -156,9 +156,10 @@ class SegmentationDataModule(LightningDataModule):
         build_store(self.corpus, self.store_dir())
 
     def setup(self, stage: str | None = None) -> None:
-        if self.store is not None:
+        if self.splits is not None:
             return
-        self.store = DocumentStore(build_store(self.corpus, self.store_dir()))
+        if self.store is None:
+            self.store = DocumentStore(build_store(self.corpus, self.store_dir()))
         for split, stats in self.store.stats.items():
             if not stats["docs"]:
                 raise ValueError(f"split {split!r} of {type(self.corpus).__name__} is empty")
@@ -171,6 +172,17 @@ class SegmentationDataModule(LightningDataModule):
         log.info("data (%s):\n%s", self.store.dir, self.summary())
         if self.split_file:
             log.info("split file: %s", self.store.copy_manifest(self.split_file))
+
+    def documents(self, split: str) -> StoredDocuments:
+        """One split's documents, in split order, each read from the store when iterated
+        (evaluation: the split is never held, and no training windows are cut). Prepares the
+        store first where no run has."""
+        if self.store is None:
+            self.prepare_data()
+            self.store = DocumentStore(build_store(self.corpus, self.store_dir()))
+        if split not in self.store.rows:
+            raise ValueError(f"split={split!r} is not one of {sorted(self.store.rows)}")
+        return StoredDocuments(self.store, self.store.rows[split])
 
     @property
     def task(self) -> str:
@@ -190,10 +202,13 @@ class SegmentationDataModule(LightningDataModule):
     def num_classes(self) -> int:
         return len(self.label_names)
 
-    def all_units(self) -> list[str]:
-        """Every unit of every split, in order (for encoders that precompute and cache)."""
+    def all_units(self) -> Iterator[str]:
+        """Every unit of every split, in order, read from the store one document at a time
+        (for encoders that precompute and cache: a corpus's units are never held at once)."""
         self.setup()
-        return [u for rows in self.store.rows.values() for units in self.store.units(rows) for u in units]
+        for rows in self.store.rows.values():
+            for units in self.store.units(rows):
+                yield from units
 
     def subsets(self) -> dict[str, list[str]]:
         """{"val": [...], "test": [...]}: the subsets of each evaluation split (each corpus of a

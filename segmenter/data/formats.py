@@ -17,6 +17,7 @@ Bad input raises :class:`ReaderError` naming the file, the line and the problem;
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
 import os
@@ -69,20 +70,41 @@ def read_text(path: Path) -> str:
 
 def list_files(paths: str | os.PathLike | Sequence[str | os.PathLike], *, pattern: str = "*") -> list[Path]:
     """Files of a folder tree (recursive, sorted), a single file, or a list of either."""
+    return list(iter_files(paths, pattern=pattern))
+
+
+def iter_files(paths: str | os.PathLike | Sequence[str | os.PathLike], *, pattern: str = "*") -> Iterator[Path]:
+    """``list_files`` one file at a time: a folder tree is walked a folder at a time, each
+    folder's entries in sorted order (the order of ``sorted(folder.rglob(pattern))``: paths
+    compare part by part), so the files of a 727K-file corpus are never listed at once.
+    Hidden files are left out; links to folders are not followed (as ``rglob``)."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
-    files: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            found = sorted(f for f in p.rglob(pattern) if f.is_file() and not f.name.startswith("."))
+            found = 0
+            for f in _walk(p, pattern):
+                found += 1
+                yield f
             if not found:
                 raise ReaderError(p, 0, f"folder has no files matching {pattern!r}")
-            files += found
         elif p.is_file():
-            files.append(p)
+            yield p
         else:
             raise ReaderError(p, 0, "no such file or folder")
-    return files
+
+
+def _walk(folder: Path, pattern: str) -> Iterator[Path]:
+    """The files under ``folder`` whose name matches ``pattern``, depth first, each folder's
+    entries sorted by name (holding one folder's names per level)."""
+    with os.scandir(folder) as it:
+        entries = sorted((e.name, e.is_dir() and not e.is_symlink()) for e in it)
+    for name, is_dir in entries:
+        path = folder / name
+        if is_dir:
+            yield from _walk(path, pattern)
+        elif not name.startswith(".") and fnmatch.fnmatchcase(name, pattern) and path.is_file():
+            yield path
 
 
 def parse_separator(
@@ -139,7 +161,7 @@ def iter_separator_files(
     if join_sections < 1:
         raise ValueError(f"join_sections={join_sections} must be >= 1")
     skipped = []
-    for f in list_files(paths, pattern=pattern):
+    for f in iter_files(paths, pattern=pattern):
         try:
             segments = parse_separator(f, read_text(f), max_level=max_level)
             if not segments:

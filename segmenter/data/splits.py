@@ -6,8 +6,11 @@ import hashlib
 import json
 import os
 import random
+from array import array
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+
+import numpy as np
 
 from segmenter.core.document import Document
 from segmenter.core.io import atomic_write
@@ -38,13 +41,75 @@ def random_split(docs: Sequence[Document], *, fractions: Sequence[float], seed: 
     return {split: [docs[i] for i in r] for split, r in rows.items()}
 
 
-def split_rows(ids: Sequence[str], *, fractions: Sequence[float], seed: int) -> dict[str, list[int]]:
+class Ids(Sequence[str]):
+    """Document ids held compactly: their UTF-8 bytes end to end and an offset each (about
+    the id's length plus 8 bytes per document, against some 90 bytes for a list of str), for
+    splitting a corpus too large to hold by its ids. ``append`` one at a time; ``argsort``
+    orders them as ``sorted`` orders the strings."""
+
+    def __init__(self) -> None:
+        self.blob, self.ends = bytearray(), array("q")
+
+    def append(self, doc_id: str) -> None:
+        self.blob += doc_id.encode("utf-8")
+        self.ends.append(len(self.blob))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The ids as two arrays (to save): their bytes end to end and where each ends."""
+        return {"id_bytes": np.frombuffer(bytes(self.blob), dtype=np.uint8), "id_ends": np.asarray(self.ends)}
+
+    def extend_arrays(self, id_bytes: np.ndarray, id_ends: np.ndarray) -> None:
+        """Append the ids ``arrays()`` gave (of another ``Ids``)."""
+        at = len(self.blob)
+        self.blob += id_bytes.tobytes()
+        self.ends.extend((id_ends.astype(np.int64) + at).tolist())
+
+    def __len__(self) -> int:
+        return len(self.ends)
+
+    def _bytes(self, i: int) -> bytes:
+        return bytes(self.blob[self.ends[i - 1] if i else 0 : self.ends[i]])
+
+    def __getitem__(self, i):  # an id, decoded when asked for
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"index {i} out of range for {len(self)} ids")
+        return self._bytes(i % len(self)).decode("utf-8")
+
+    def argsort(self) -> np.ndarray:
+        """(N,) int64 positions in ``sorted`` order of the ids. UTF-8 bytes order as the code
+        points do, so a numpy sort of fixed-width bytes (zero padded, a chunk filled at a
+        time) gives Python's order; ids holding a NUL (which the padding would hide) are
+        sorted by Python."""
+        n = len(self)
+        if b"\x00" in self.blob:
+            return np.asarray(sorted(range(n), key=self.__getitem__), dtype=np.int64)
+        ends = np.frombuffer(self.ends, dtype=np.int64) if n else np.zeros(0, dtype=np.int64)
+        starts = np.concatenate([[0], ends[:-1]]).astype(np.int64)
+        width = int((ends - starts).max()) if n else 1
+        fixed = np.zeros(n, dtype=f"S{max(width, 1)}")
+        for lo in range(0, n, 65536):
+            hi = min(n, lo + 65536)
+            fixed[lo:hi] = [bytes(self.blob[a:b]) for a, b in zip(starts[lo:hi].tolist(), ends[lo:hi].tolist())]
+        return np.argsort(fixed, kind="stable")
+
+
+def split_rows(ids: Sequence[str], *, fractions: Sequence[float], seed: int) -> dict[str, list[int] | np.ndarray]:
     """``random_split`` on the ids alone: {split: positions in ``ids``, in split order}
-    (how a corpus too large to hold is split: its ids are enough)."""
+    (how a corpus too large to hold is split: its ids are enough). ``ids`` given as ``Ids``
+    are sorted in numpy and the positions come as int64 arrays (the same split)."""
     train_f, val_f, _ = check_fractions(fractions)
-    if len(set(ids)) != len(ids):
-        raise ValueError("document ids are not unique; a split needs unique ids")
-    order = sorted(range(len(ids)), key=ids.__getitem__)
+    if isinstance(ids, Ids):
+        order = ids.argsort()
+        # Sorted, equal ids are neighbours.
+        dup = next((i for i in range(1, len(order)) if ids._bytes(order[i]) == ids._bytes(order[i - 1])), None)
+    else:
+        order = sorted(range(len(ids)), key=ids.__getitem__)
+        dup = next((i for i in range(1, len(order)) if ids[order[i]] == ids[order[i - 1]]), None)
+    if dup is not None:
+        raise ValueError(f"document ids are not unique ({ids[order[dup]]!r} twice); a split needs unique ids")
+    # The shuffle draws the same swaps for any sequence of this length (a list or an array).
     random.Random(seed).shuffle(order)
     n_train, n_val = round(len(order) * train_f), round(len(order) * val_f)
     return {"train": order[:n_train], "val": order[n_train : n_train + n_val], "test": order[n_train + n_val :]}

@@ -121,8 +121,10 @@ class EvenlySpaced:
         return f"evenly spaced (every {self.length})"
 
     def fit(self, docs: Sequence[Document], task: str, label_names: Sequence[str] | None = None) -> EvenlySpaced:
-        units = sum(len(d) for d in docs)
-        segments = sum(sum(boundary_labels(d.labels, task)) + 1 for d in docs)
+        units = segments = 0
+        for d in docs:  # one pass: the training split may be read from disk
+            units += len(d)
+            segments += sum(boundary_labels(d.labels, task)) + 1
         if segments == 0:
             raise ValueError("cannot fit EvenlySpaced on no documents")
         self.length = max(1, round(units / segments))
@@ -261,8 +263,9 @@ def normalised(unit: str) -> str:
     return " ".join(re.findall(r"\w+", unit.lower()))
 
 
-def _most_frequent(labels: Sequence[int], default: int) -> int:
-    return Counter(labels).most_common(1)[0][0] if labels else default
+def _most_frequent(counts: Counter, default: int) -> int:
+    """The most frequent label (the first seen among equals), ``default`` where none was."""
+    return counts.most_common(1)[0][0] if counts else default
 
 
 class MajorityLabel:
@@ -275,7 +278,8 @@ class MajorityLabel:
         self.name = "majority label"
 
     def fit(self, docs: Sequence[Document], task: str, label_names: Sequence[str] | None = None) -> MajorityLabel:
-        self.label = _most_frequent([y for d in docs for y in d.labels], 0)
+        # Counted a document at a time: the training split may be read from disk, never held.
+        self.label = _most_frequent(Counter(y for d in docs for y in d.labels), 0)
         if label_names is not None:
             self.name = f"all {label_names[self.label]}"
         return self
@@ -303,9 +307,12 @@ class RepetitionRule:
         return [counts[normalised(u)] > 1 for u in units]
 
     def fit(self, docs: Sequence[Document], task: str, label_names: Sequence[str] | None = None) -> RepetitionRule:
-        pairs = [(r, y) for d in docs for r, y in zip(self.recurs(d.units), d.labels)]
-        self.single = _most_frequent([y for r, y in pairs if not r], 0)
-        self.repeated = _most_frequent([y for r, y in pairs if r], self.single)
+        counts: dict[bool, Counter] = {False: Counter(), True: Counter()}  # a document at a time
+        for d in docs:
+            for r, y in zip(self.recurs(d.units), d.labels):
+                counts[r][y] += 1
+        self.single = _most_frequent(counts[False], 0)
+        self.repeated = _most_frequent(counts[True], self.single)
         if label_names is not None:
             self.name = f"repetition rule (a recurring unit is {label_names[self.repeated]})"
         return self

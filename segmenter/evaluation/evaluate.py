@@ -6,15 +6,20 @@ printed and written as markdown and JSON. Section labels (verse/chorus): macro F
 label, then boundary F1, Pk and WindowDiff of the label changes, next to the section
 baselines (majority label, repetition rule); a model with a CRF is scored with its Viterbi
 decoding and with per-unit argmax.
+
+The documents are streamed: read from the corpus store (segmenter/data/store.py, as training
+reads them) or the folder one at a time, predicted ``EVAL_CHUNK`` at a time, and scored into
+metrics with summed states, so evaluating a split of any size never holds it.
 """
 
 from __future__ import annotations
 
+import filecmp
+import itertools
 import json
 import logging
 import math
-from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -26,7 +31,7 @@ from segmenter.cli.config import ConfigError
 from segmenter.core import limits
 from segmenter.core.document import BOUNDARY, SECTION, Document, boundary_labels
 from segmenter.core.io import atomic_write
-from segmenter.data.formats import read_separator_files
+from segmenter.data.formats import iter_separator_files
 from segmenter.data.splits import SPLIT_FILE, fingerprint, read_split_file
 from segmenter.inference.api import Prediction, Segmenter, check_source
 from segmenter.inference.checkpoint import run_cache_dir, run_config, run_config_file, run_dir
@@ -36,6 +41,7 @@ from segmenter.training.metrics import build_metrics
 log = logging.getLogger(__name__)
 
 ALL = "all"
+EVAL_CHUNK = 1024  # documents predicted in one batched call (their windows batched by length)
 # evaluate.yaml's decision settings, passed to Segmenter.predict as they are
 DECISIONS = ("threshold", "min_segment_units", "length_prior", "max_segment_chars", "max_segment_tokens", "tokenizer")
 LIMITS = ("max_segment_chars", "max_segment_tokens", "tokenizer")
@@ -100,13 +106,35 @@ def load_pretrained(name: str, cfg: DictConfig) -> Source:
     return Source(model, cfg.data, None, out_dir, checkpoint_path(name), f"pretrained={name}")
 
 
+class Scores:
+    """The metrics training logs (``build_metrics``) of one method on one group of documents,
+    updated a document at a time; on boundary slots (``slots``: N - 1 per document) or per-unit
+    labels. ``compute`` gives what ``score`` / ``score_labels`` give."""
+
+    def __init__(self, task: str, label_names: Sequence[str], *, slots: bool) -> None:
+        self.slots = slots
+        self.metrics = build_metrics(task, len(label_names), label_names)
+
+    def update(self, hyp: Sequence[int], ref: Sequence[int]) -> None:
+        if self.slots:  # slots -> boundary-task labels of N units (the last unit is no slot)
+            hyp, ref = [*hyp, 0], [*ref, 0]
+        self.metrics.update(torch.tensor([list(hyp)]), torch.tensor([list(ref)]))  # (1, N) each
+
+    def compute(self) -> dict[str, float]:
+        out = {name: float(value) for name, value in self.metrics.compute().items()}
+        if not self.slots:
+            return out
+        names = {"f1": "boundary_f1", "precision": "boundary_precision", "recall": "boundary_recall"}
+        return {name: out[names.get(name, name)] for name in ("f1", "precision", "recall", "pk", "windowdiff")}
+
+
 def score(pairs: Sequence[tuple[list[int], list[int]]]) -> dict[str, float]:
     """(hypothesis, reference) slot lists of documents -> F1, precision, recall, Pk, WindowDiff:
     the metrics training logs (``score_labels``), on boundary slots."""
-    # Slots -> boundary-task labels of N units (the last unit is no slot).
-    out = score_labels([(hyp + [0], ref + [0]) for hyp, ref in pairs], BOUNDARY, ("inside", "boundary"))
-    names = {"f1": "boundary_f1", "precision": "boundary_precision", "recall": "boundary_recall"}
-    return {name: out[names.get(name, name)] for name in ("f1", "precision", "recall", "pk", "windowdiff")}
+    scores = Scores(BOUNDARY, ("inside", "boundary"), slots=True)
+    for hyp, ref in pairs:
+        scores.update(hyp, ref)
+    return scores.compute()
 
 
 def score_labels(
@@ -114,34 +142,60 @@ def score_labels(
 ) -> dict[str, float]:
     """(hypothesis, reference) per-unit label lists of documents -> every metric training
     logs (``build_metrics``): for sections, f1 (macro), f1_<label>, pk, windowdiff, boundary_*."""
-    metrics = build_metrics(task, len(label_names), label_names)
+    scores = Scores(task, label_names, slots=False)
     for hyp, ref in pairs:
-        metrics.update(torch.tensor([hyp]), torch.tensor([ref]))  # (1, N) each
-    return {name: float(value) for name, value in metrics.compute().items()}
+        scores.update(hyp, ref)
+    return scores.compute()
 
 
 def evaluate_documents(
-    docs: Sequence[Document], task: str, methods: dict[str, Any], label_names: Sequence[str] | None = None
+    docs: Iterable[Document],
+    task: str,
+    methods: dict[str, Callable],
+    label_names: Sequence[str] | None = None,
+    *,
+    chunk: int = EVAL_CHUNK,
+    seen: Callable[[Document], None] | None = None,
 ) -> dict[str, dict[str, dict[str, float]]]:
     """{subset: {method: metrics}}, ``all`` over every document. A method maps units to
-    N - 1 boundary slots (boundary task) or to N labels (section task, with label_names)."""
+    N - 1 boundary slots (boundary task) or to N labels (section task, with label_names); one
+    with a ``batch`` method (the model) is given the units of ``chunk`` documents at a time.
+    ``docs`` is read once, a chunk at a time, and scored as it comes (``seen`` is told of
+    each document): a split of any size is never held."""
     if task == SECTION and label_names is None:
         raise ValueError("task=section needs label_names")
-    subsets: dict[str, list[Document]] = defaultdict(list)
-    for d in docs:
-        subsets[d.subset or ALL].append(d)
-    groups = {k: subsets[k] for k in sorted(subsets, key=_subset_order)}
+    names = ("inside", "boundary") if task == BOUNDARY else label_names
+
+    def scores() -> dict[str, Scores]:
+        return {name: Scores(task, names, slots=task == BOUNDARY) for name in methods}
+
+    by_subset: dict[str, dict[str, Scores]] = {}
+    overall, counts, total = scores(), {}, 0
+    it = iter(docs)
+    while batch := list(itertools.islice(it, chunk)):
+        units = [d.units for d in batch]
+        hyps = {
+            name: (fn.batch(units) if hasattr(fn, "batch") else [fn(u) for u in units]) for name, fn in methods.items()
+        }
+        for i, d in enumerate(batch):
+            ref = boundary_labels(d.labels, task)[:-1] if task == BOUNDARY else list(d.labels)
+            subset = d.subset or ALL
+            group = by_subset.setdefault(subset, scores())
+            counts[subset] = counts.get(subset, 0) + 1
+            total += 1
+            for name in methods:
+                hyp = list(hyps[name][i])
+                group[name].update(hyp, ref)
+                overall[name].update(hyp, ref)
+            if seen is not None:
+                seen(d)
+    # Subsets in order, then every document (``all``) where there are several subsets or none is ``all``.
+    groups = {k: (counts[k], by_subset[k]) for k in sorted(by_subset, key=_subset_order)}
     if len(groups) > 1 or ALL not in groups:
-        groups[ALL] = list(docs)
-    refs = {d.id: boundary_labels(d.labels, task)[:-1] if task == BOUNDARY else list(d.labels) for d in docs}
-    hyps = {name: {d.id: list(fn(d.units)) for d in docs} for name, fn in methods.items()}
-    table = {}
-    for subset, members in groups.items():
-        table[subset] = {"docs": len(members)}
-        for name in methods:
-            pairs = [(hyps[name][d.id], refs[d.id]) for d in members]
-            table[subset][name] = score(pairs) if task == BOUNDARY else score_labels(pairs, task, label_names)
-    return table
+        groups[ALL] = (total, overall)
+    return {
+        subset: {"docs": n, **{name: s.compute() for name, s in group.items()}} for subset, (n, group) in groups.items()
+    }
 
 
 def _finite(obj: Any) -> Any:
@@ -179,43 +233,87 @@ def to_markdown(table: dict, title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def check_split(docs: list[Document], split: str, split_file: Path, *, corpus: str) -> None:
+def check_split(
+    docs: Iterable[Document], split: str, split_file: Path, *, corpus: str, manifest: Path | None = None
+) -> None:
     """ValueError unless ``docs`` are the ``split`` documents the run's split file records (a
-    warning when the run has none)."""
+    warning when the run has none). ``manifest``: the split file of the store ``docs`` come
+    from; a run's split file that is a copy of it (training copies it) matches without
+    reading a document. Otherwise ``docs`` are read once, their ids and fingerprint
+    compared as they come."""
     if not split_file.is_file():
         log.warning("no split file %s: cannot check that the %s documents are the run's", split_file, split)
         return
-    manifest = read_split_file(split_file)
-    expected = manifest["splits"].get(split)
-    same = expected == [d.id for d in docs] and manifest.get("fingerprints", {}).get(split) == fingerprint(
-        docs, version=manifest.get("fingerprint_version", 1)
-    )
-    if expected is not None and not same:
+    if manifest is not None and manifest.is_file() and filecmp.cmp(manifest, split_file, shallow=False):
+        log.info("the %s documents are the run's: its split file %s is the store's", split, split_file)
+        return
+    found = read_split_file(split_file)
+    expected = found["splits"].get(split)
+    if expected is None:
+        log.info("the run's split file %s has no %s split to check against", split_file, split)
+        return
+    n, same_ids = 0, True
+
+    def compared(d: Document) -> Document:  # each document's id against the record, as it passes
+        nonlocal n, same_ids
+        same_ids = same_ids and n < len(expected) and expected[n] == d.id
+        n += 1
+        return d
+
+    digest = fingerprint((compared(d) for d in docs), version=found.get("fingerprint_version", 1))
+    if not same_ids or n != len(expected) or found.get("fingerprints", {}).get(split) != digest:
         raise ValueError(
             f"the {split} documents of data={corpus} differ from the run's {split_file} "
-            f"({len(docs)} vs {len(expected)} documents): evaluate with the run's data settings"
+            f"({n} vs {len(expected)} documents): evaluate with the run's data settings"
         )
-    log.info("%d %s documents match the run's split file %s", len(docs), split, split_file)
+    log.info("%d %s documents match the run's split file %s", n, split, split_file)
 
 
-def select_documents(cfg: DictConfig, source: Source) -> tuple[list[Document], list[Document], str, str]:
-    """(documents to evaluate, training documents, task, name) from ``folder`` or a split."""
+class Selection(NamedTuple):
+    """What an evaluation scores, each read when iterated: never held whole."""
+
+    docs: Iterable[Document]  # the documents evaluated
+    train: Iterable[Document]  # the training split (baselines fit on it)
+    task: str
+    name: str  # the tables' name: the split, or the folder's
+
+
+def select_documents(cfg: DictConfig, source: Source) -> Selection:
+    """The documents to evaluate, from ``folder`` (read a file at a time) or a split of the
+    corpus's store (as training reads it), checked against the run's split file."""
     data_cfg = cfg.get("data") or source.data
     with open_dict(data_cfg):
         data_cfg.split_file = None  # evaluation never rewrites the run's split file
     datamodule = hydra.utils.instantiate(data_cfg)
-    splits = datamodule.corpus.load()
     task = datamodule.corpus.task
+    train = datamodule.documents("train")
     if cfg.get("folder"):
-        docs = read_separator_files(cfg.folder, root=cfg.folder, subset_by_folder=True)
-        return docs, splits["train"], task, Path(cfg.folder).name
+        docs = iter_separator_files(cfg.folder, root=cfg.folder, subset_by_folder=True)  # a file at a time
+        return Selection(docs, train, task, Path(cfg.folder).name)
     split = cfg.split
-    if split not in splits:
-        raise ValueError(f"split={split!r} is not one of {sorted(splits)}")
-    docs = splits[split]
+    docs = datamodule.documents(split)
     if source.split_file is not None:  # None: a shipped model, no run whose splits they could differ from
-        check_split(docs, split, source.split_file, corpus=data_cfg.corpus._target_)
-    return docs, splits["train"], task, split
+        check_split(docs, split, source.split_file, corpus=data_cfg.corpus._target_, manifest=datamodule.store.manifest)
+    return Selection(docs, train, task, split)
+
+
+class ModelMethod:
+    """The model as an evaluation method: ``batch`` predicts documents' units in one batched
+    call (the predict path: windows of similar length share a batch; long documents are
+    windowed and stitched); boundary slots (N - 1) or per-unit labels."""
+
+    def __init__(self, model: Segmenter, *, task: str, structured: bool, steer: dict[str, Any]) -> None:
+        self.model, self.task, self.structured, self.steer = model, task, structured, steer
+
+    def batch(self, units: list[list[str]]) -> list[list[int]]:
+        try:
+            preds = self.model.predict(units, structured=self.structured, **self.steer)
+        except ValueError as e:  # settings this model or these documents cannot meet
+            raise ConfigError(str(e)) from None
+        return [unit_boundaries(p)[:-1] if self.task == BOUNDARY else p.label_ids for p in preds]
+
+    def __call__(self, units: list[str]) -> list[int]:
+        return self.batch([units])[0]
 
 
 def evaluate(cfg: DictConfig) -> dict:
@@ -231,9 +329,6 @@ def evaluate(cfg: DictConfig) -> dict:
     model = source.model
     docs, train_docs, task, name = select_documents(cfg, source)
     model_name = f"segmenter ({type(model.net.blocks[0].attention).__name__})"
-    # The predict path, all documents in one batched call (windows of similar length share
-    # a batch; long documents are windowed and stitched); N - 1 boundary slots each.
-    units = [d.units for d in docs]
     decodings = {model_name: True}
     if getattr(model.net, "crf", None) is not None:  # with and without the CRF's Viterbi decoding
         decodings = {f"{model_name}, CRF": True, f"{model_name}, argmax": False}
@@ -249,18 +344,10 @@ def evaluate(cfg: DictConfig) -> dict:
         raise ConfigError(str(e)) from None
     if "tokenizer" in steer:
         steer["tokenizer"] = tokenizer
-    methods: dict[str, Any] = {}
-    for method, structured in decodings.items():
-        try:
-            found = model.predict(units, structured=structured, **steer)
-        except ValueError as e:  # settings this model or these documents cannot meet
-            raise ConfigError(str(e)) from None
-        preds = {tuple(d.units): p for d, p in zip(docs, found)}
-        methods[method] = (
-            (lambda u, preds=preds: unit_boundaries(preds[tuple(u)])[:-1])
-            if task == BOUNDARY
-            else (lambda u, preds=preds: preds[tuple(u)].label_ids)
-        )
+    methods: dict[str, Any] = {
+        method: ModelMethod(model, task=task, structured=structured, steer=steer)
+        for method, structured in decodings.items()
+    }
     for key, b in (cfg.get("baselines") or {}).items():
         if b is None:  # baselines.<key>=null drops it
             continue
@@ -270,12 +357,13 @@ def evaluate(cfg: DictConfig) -> dict:
             continue
         baseline = baseline.fit(train_docs, task, label_names=model.label_names)
         methods[baseline.name] = baseline
-    table = evaluate_documents(docs, task, methods, label_names=model.label_names)
-    title = f"{name}: {len(docs)} documents, {source.label}"
+    ids: list[str] = []  # for the JSON record: the ids alone are kept
+    table = evaluate_documents(docs, task, methods, label_names=model.label_names, seen=lambda d: ids.append(d.id))
+    title = f"{name}: {len(ids)} documents, {source.label}"
     markdown = to_markdown(table, title)
     out_dir = Path(cfg.output_dir) if cfg.get("output_dir") else source.out_dir
     atomic_write(out_dir / f"{name}.md", markdown)
-    result = {"checkpoint": str(source.checkpoint), "documents": [d.id for d in docs], "table": table}
+    result = {"checkpoint": str(source.checkpoint), "documents": ids, "table": table}
     atomic_write(out_dir / f"{name}.json", json.dumps(_finite(result), indent=1, allow_nan=False))
     log.info("wrote %s and %s", out_dir / f"{name}.md", out_dir / f"{name}.json")
     print(markdown)  # the CLI's output

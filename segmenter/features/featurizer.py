@@ -22,20 +22,33 @@ vectors, is owned by its ``FrozenVectors`` and bounded (``max_entries``).
 from __future__ import annotations
 
 import importlib.metadata
+import itertools
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
 
+from segmenter.core.progress import Progress
 from segmenter.features.text import char_ngrams, hashed_features
 from segmenter.models.recurrence import recurrence_features
 
 log = logging.getLogger(__name__)
 
 MASK = "mask"  # (B, T) True at real units: the one key every batch has
+WARM_CHUNK = 8192  # units a warm-up holds at a time: their (8192, 384) float32 vectors are 12.6 MB
+
+
+def chunks(items: Iterable[str], size: int) -> Iterator[list[str]]:
+    """``items`` as lists of at most ``size``, read lazily: one list held at a time."""
+    if size < 1:
+        raise ValueError(f"chunk size={size} must be >= 1")
+    it = iter(items)
+    while chunk := list(itertools.islice(it, size)):
+        yield chunk
 
 
 @runtime_checkable
@@ -183,10 +196,25 @@ class FrozenVectors:
         progress = self.progress if progress is None else progress
         return self.cache.lookup(units, self._encode, batch_size=self.batch_size, progress=progress)
 
-    def warm(self, units: Iterable[str]) -> None:
-        """Encode (or read from disk) every unit ahead of training, its progress logged."""
+    def warm(self, units: Iterable[str], *, chunk_size: int = WARM_CHUNK) -> None:
+        """Encode (or read from disk) every unit ahead of training, its progress logged.
+        ``units`` (an iterator will do) is read lazily, ``chunk_size`` at a time: a corpus's
+        40M sentences are never held, nor their vectors; units the cache holds (from an
+        earlier chunk or run) are not encoded again."""
         self.cache.reload()  # pick up what other processes (DDP rank 0) wrote
-        self.vectors(list(units), progress=self.progress is not False)
+        shown = (
+            None if self.progress is False else Progress("warming the vector cache", total=None, unit="units", log=log)
+        )
+        start, misses, done = time.perf_counter(), self.cache.stats["misses"], 0
+        for chunk in chunks(units, chunk_size):
+            self.cache.lookup(chunk, self._encode, batch_size=self.batch_size, progress=False)
+            self.cache.release()  # the shards' pages this chunk read: a 40M-unit cache is not mapped in whole
+            done += len(chunk)
+            if shown is not None:
+                shown.advance(len(chunk))
+        if shown is not None:
+            new = self.cache.stats["misses"] - misses
+            log.info("vector cache warm: %d units, %d newly encoded, %.1f s", done, new, time.perf_counter() - start)
 
     def __call__(self, units: Sequence[str]) -> dict[str, Tensor]:
         return {"minilm_vectors": self.vectors(units)}  # (n, 384)
@@ -296,12 +324,16 @@ class Featurizer:
     def feature(self, kind: str) -> UnitFeature | None:
         return next((f for f in self.features if f.config()["kind"] == kind), None)
 
-    def warm(self, units: Iterable[str]) -> None:
-        """Let each feature that precomputes (frozen vectors) see every unit ahead of training."""
-        units = list(units)
-        for f in self.features:
-            if hasattr(f, "warm"):
-                f.warm(units)
+    def warm(self, units: Iterable[str], *, chunk_size: int = WARM_CHUNK) -> None:
+        """Let each feature that precomputes (frozen vectors) see every unit ahead of training:
+        ``units`` (an iterator will do) read once, ``chunk_size`` units at a time."""
+        warming = [f for f in self.features if hasattr(f, "warm")]
+        if len(warming) == 1:  # it reads the units in chunks itself, and logs its progress
+            warming[0].warm(units, chunk_size=chunk_size)
+            return
+        for chunk in chunks(units, chunk_size):
+            for f in warming:
+                f.warm(chunk, chunk_size=chunk_size)
 
     def __call__(self, units: Sequence[str]) -> dict[str, Tensor]:
         """One document (at least one unit) -> its named tensors."""

@@ -34,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import mmap
 import os
 import struct
 import time
@@ -58,6 +59,11 @@ KEY_BYTES = 32  # sha256 digest of the unit text
 MAGIC = b"SEGEMB\x00\x02"
 HEADER = struct.Struct("<8sIIQ20s20x")  # magic, format, dim, entries, identity hash; 64 bytes
 CHUNK = 65536  # entries copied at a time when shards are merged
+# The most entries one compaction merges: it sorts their keys in memory (numpy arrays of keys,
+# prefixes and rows), so this bounds its memory whatever the cache's size. Shards of half this or more are
+# left as they are; a cache of N entries is searched in at most max_shards small shards plus
+# about N / (MERGE_ENTRIES / 2) large ones.
+MERGE_ENTRIES = 500_000
 
 
 def identity_hash(identity: dict[str, Any]) -> str:
@@ -97,14 +103,23 @@ class Shard:
         expected = HEADER.size + sum(sizes.values())
         if path.stat().st_size != expected:
             raise ValueError(f"{path.stat().st_size} bytes, expected {expected} for {n} entries")
+        with open(path, "rb") as f:  # one read-only map of the file; the arrays are views of it
+            self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         at = HEADER.size
-        self.prefix = np.memmap(path, dtype="<u8", mode="r", offset=at, shape=(n,))
+        self.prefix = np.frombuffer(self._map, dtype="<u8", count=n, offset=at)  # (n,)
         at += sizes["prefix"]
-        self.keys = np.memmap(path, dtype=np.uint8, mode="r", offset=at, shape=(n, KEY_BYTES))
+        self.keys = np.frombuffer(self._map, dtype=np.uint8, count=n * KEY_BYTES, offset=at).reshape(n, KEY_BYTES)
         at += sizes["keys"]
-        self.sums = np.memmap(path, dtype="<u4", mode="r", offset=at, shape=(n,))
+        self.sums = np.frombuffer(self._map, dtype="<u4", count=n, offset=at)  # (n,)
         at += sizes["sums"]
-        self.vectors = np.memmap(path, dtype="<f2", mode="r", offset=at, shape=(n, dim))
+        self.vectors = np.frombuffer(self._map, dtype="<f2", count=n * dim, offset=at).reshape(n, dim)
+
+    def release(self) -> None:
+        """Drop the pages read so far from this process's resident set: they stay in the page
+        cache and are mapped again when next read, so a pass over a cache larger than memory
+        (a warm-up, a compaction) keeps the process's memory flat."""
+        if hasattr(mmap, "MADV_DONTNEED"):  # Linux, macOS
+            self._map.madvise(mmap.MADV_DONTNEED)
 
     def find(self, prefixes: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(positions in the query, rows here) of the query keys this shard holds."""
@@ -116,11 +131,17 @@ class Shard:
         return hit, idx[hit]
 
     def valid(self, rows: np.ndarray) -> np.ndarray:
-        """(len(rows),) bool: the rows whose checksum holds."""
-        return np.array(
-            [entry_checksum(self.keys[r].tobytes(), self.vectors[r]) == int(self.sums[r]) for r in rows.tolist()],
-            dtype=bool,
-        )
+        """(len(rows),) bool: the rows whose checksum holds (read ``CHUNK`` rows at a time,
+        their pages released after each)."""
+        out = np.empty(len(rows), dtype=bool)
+        for lo in range(0, len(rows), CHUNK):
+            part = rows[lo : lo + CHUNK].tolist()
+            out[lo : lo + len(part)] = [
+                entry_checksum(self.keys[r].tobytes(), self.vectors[r]) == int(self.sums[r]) for r in part
+            ]
+            if len(rows) > CHUNK:
+                self.release()
+        return out
 
 
 def write_shard(path: Path, parts: Sequence[tuple[Any, np.ndarray]], *, dim: int, identity: str) -> int:
@@ -155,18 +176,26 @@ def write_shard(path: Path, parts: Sequence[tuple[Any, np.ndarray]], *, dim: int
             out[sel] = values
         return out
 
+    def release() -> None:  # the source shards' pages read for this chunk leave the resident set
+        for src, _ in parts:
+            if isinstance(src, Shard):
+                src.release()
+
     with atomic_file(path, "wb") as f:  # readers see the old state or the whole new shard
         f.write(HEADER.pack(MAGIC, FORMAT, dim, n, identity.encode()))
         f.write(prefix.astype("<u8").tobytes())
         for lo in range(0, n, CHUNK):
             f.write(gather("keys", lo, min(n, lo + CHUNK)).astype(np.uint8).tobytes())
+            release()
         for lo in range(0, n, CHUNK):
             hi = min(n, lo + CHUNK)
             keys, vectors = gather("keys", lo, hi), gather("vectors", lo, hi).astype("<f2")
             sums = [entry_checksum(k.tobytes(), v) for k, v in zip(keys, vectors)]
             f.write(np.asarray(sums, dtype="<u4").tobytes())
+            release()
         for lo in range(0, n, CHUNK):
             f.write(gather("vectors", lo, min(n, lo + CHUNK)).astype("<f2").tobytes())
+            release()
     return n
 
 
@@ -254,28 +283,58 @@ class UnitEmbeddingCache:
                 self._shards[path.name] = shard
         for name in set(self._shards) - {p.name for p in paths}:  # compacted away by another process
             del self._shards[name]
-        if len(self._shards) > self.max_shards:
+        if len(self._small()) > self.max_shards:
             self.compact()
 
+    def _small(self) -> list[Shard]:
+        """The shards a compaction may merge (smaller than half of ``MERGE_ENTRIES``), smallest first."""
+        return sorted((s for s in self._shards.values() if s.n < MERGE_ENTRIES // 2), key=lambda s: s.n)
+
     def compact(self) -> None:
-        """Merge every shard into one (many small shards come from lazy, per-batch encoding)."""
-        shards = list(self._shards.values())
-        seen: set[bytes] = set()
-        parts = []
+        """Merge small shards (many come from lazy, per-batch encoding), the smallest first, at
+        most ``MERGE_ENTRIES`` entries per merge, until at most ``max_shards`` small ones are left."""
+        while len(small := self._small()) > self.max_shards:
+            chosen, total = [], 0
+            for shard in small:
+                if len(chosen) >= 2 and total + shard.n > MERGE_ENTRIES:
+                    break
+                chosen.append(shard)
+                total += shard.n
+            if not self._merge(chosen):
+                return
+
+    def _merge(self, shards: list[Shard]) -> bool:
+        """Write ``shards``' entries (each key once) into one new shard that replaces them."""
+        # Each key once, the first shard's copy: the first occurrence of each key (32 bytes,
+        # seen as one numpy value) among the shards' keys end to end.
+        keys = np.concatenate([s.keys for s in shards]).view(f"V{KEY_BYTES}").reshape(-1)  # (N,)
+        first = np.zeros(len(keys), dtype=bool)
+        first[np.unique(keys, return_index=True)[1]] = True
+        del keys
         for shard in shards:
-            rows = [r for r, k in enumerate(map(bytes, shard.keys)) if not (k in seen or seen.add(k))]
-            rows = np.asarray(rows, dtype=np.int64)
+            shard.release()
+        parts, at = [], 0
+        for shard in shards:
+            rows = np.flatnonzero(first[at : at + shard.n])
+            at += shard.n
             parts.append((shard, rows[shard.valid(rows)]))
         path = self.dir / f"shard-{uuid.uuid4().hex}.bin"
         try:
             write_shard(path, parts, dim=self.dim, identity=self._ident)
         except OSError as e:
             log.warning("embedding cache: cannot compact into %s (%s)", path, e)
-            return
+            return False
         for shard in shards:  # only once the merged copy is safely written
             shard.path.unlink(missing_ok=True)
-        self._shards = {path.name: Shard(path, dim=self.dim, identity=self._ident)}
+            del self._shards[shard.path.name]
+        self._shards[path.name] = Shard(path, dim=self.dim, identity=self._ident)
         log.info("embedding cache %s: compacted %d shards", self.dir, len(shards))
+        return True
+
+    def release(self) -> None:
+        """Drop the shards' pages read so far from the resident set (``Shard.release``)."""
+        for shard in self._shards.values():
+            shard.release()
 
     def _store(self, keys: np.ndarray, vectors: np.ndarray) -> None:
         """New entries (keys (n, 32) uint8, vectors (n, D) float16 for a shard, float32 for
@@ -286,7 +345,7 @@ class UnitEmbeddingCache:
             try:
                 write_shard(path, [((keys, vectors), np.sort(unique))], dim=self.dim, identity=self._ident)
                 self._shards[path.name] = Shard(path, dim=self.dim, identity=self._ident)
-                if len(self._shards) > self.max_shards:
+                if len(self._small()) > self.max_shards:
                     self.compact()
                 return
             except OSError as e:

@@ -76,3 +76,41 @@ def prepare_in_this_process(overrides: Sequence[str], *, path: str) -> dict[str,
     record = {"prepare_s": time.perf_counter() - start, "prepare_peak_rss_mb": peak_rss_mb()}
     atomic_write(path, json.dumps(record) + "\n")
     return record
+
+
+def warm_in_this_process(overrides: Sequence[str], *, path: str, chunk_size: int | None = None) -> dict[str, float]:
+    """Compose conf/train.yaml with ``overrides`` (an encoder with frozen vectors, e.g.
+    ``encoder=minilm``), prepare its DataModule and warm the vector cache on every unit of
+    the corpus as the training callback does (``Featurizer.warm(datamodule.all_units())``),
+    with a stand-in for MiniLM (zero vectors: what is measured is reading the units, the
+    chunks and the cache, not the network, which would take hours on a CPU). The seconds of
+    the warm-up, the units and the peak resident set go to ``path`` (JSON) and are returned."""
+    import hydra
+    import torch
+    from hydra import compose, initialize_config_dir
+
+    from segmenter.features import Featurizer
+    from segmenter.features.featurizer import WARM_CHUNK
+
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=list(overrides))
+    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule.prepare_data()
+    featurizer = Featurizer.for_net(hydra.utils.instantiate(cfg.encoder))
+    vectors = featurizer.feature("minilm_vectors")
+    if vectors is None:
+        raise ValueError(f"encoder {cfg.encoder._target_} has no frozen vectors to warm (use encoder=minilm)")
+    vectors._encode = lambda texts: torch.zeros(len(texts), vectors.dim)  # (n, D): the stand-in
+    units = 0
+
+    def counted():
+        nonlocal units
+        for unit in datamodule.all_units():
+            units += 1
+            yield unit
+
+    start = time.perf_counter()
+    featurizer.warm(counted(), chunk_size=chunk_size or WARM_CHUNK)
+    record = {"warm_s": time.perf_counter() - start, "units": units, "warm_peak_rss_mb": peak_rss_mb()}
+    atomic_write(path, json.dumps(record) + "\n")
+    return record

@@ -340,9 +340,9 @@ class CheckpointMetadata(Callback):
 
 
 class WarmEncoderCache(Callback):
-    """Before fitting, testing or predicting, encode every unit of the datamodule's splits
-    in one batched pass (progress bar, then cached on disk), so no training step waits
-    on the sentence encoder. Does nothing for featurizers without frozen vectors (e.g. hashed).
+    """Before fitting, testing or predicting, encode every unit of the datamodule's splits,
+    streamed from the store in bounded chunks (progress logged, then cached on disk), so no
+    training step waits on the sentence encoder. Does nothing for featurizers without frozen vectors (e.g. hashed).
 
     Rank 0 encodes and writes the cache; the other ranks then read it from disk.
     """
@@ -352,13 +352,12 @@ class WarmEncoderCache(Callback):
         all_units = getattr(trainer.datamodule, "all_units", None)
         if featurizer is None or all_units is None or not any(hasattr(f, "warm") for f in featurizer.features):
             return
-        warm = featurizer.warm
-        units = all_units()
+        # all_units() streams the store: each pass reads it afresh, a chunk at a time.
         if trainer.is_global_zero:
-            warm(units)
+            featurizer.warm(all_units())
         trainer.strategy.barrier("warm_encoder_cache")
         if not trainer.is_global_zero:
-            warm(units)  # reads rank 0's shards; encodes nothing new
+            featurizer.warm(all_units())  # reads rank 0's shards; encodes nothing new
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._warm(trainer, pl_module)

@@ -123,3 +123,16 @@ def test_join_sections_makes_fewer_longer_segments(tmp_path):
     assert len(document_segments(whole)) == 1 and sum(whole.labels) == 0
     with pytest.raises(ValueError, match="join_sections=0"):
         read_separator_files(tmp_path, join_sections=0)
+
+
+def test_folder_files_come_one_at_a_time_in_sorted_path_order(tmp_path):
+    from segmenter.data.formats import iter_files, list_files
+
+    # Paths sort part by part ("a/b" before "a-c"), not as strings; hidden files are left out.
+    for rel in ["a/b", "a-c", "a/.hidden", "a.x/y", "ab", "A/z", "a/b2/c", "a/b2.txt", "10/x", "9/x", "é", "a/b1/ä"]:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("x\n")
+    for pattern in ("*", "*.txt", "b*"):
+        expected = sorted(f for f in tmp_path.rglob(pattern) if f.is_file() and not f.name.startswith("."))
+        files = iter_files(tmp_path, pattern=pattern)
+        assert not isinstance(files, list) and list(files) == expected == list_files(tmp_path, pattern=pattern)

@@ -5,6 +5,7 @@ built once, rebuilt when the corpus changes, never left half-built."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import types
 from collections import Counter
@@ -15,6 +16,7 @@ from torch.utils.data import DataLoader
 
 from segmenter.core.document import Document, boundary_labels
 from segmenter.core.windows import window_document
+from segmenter.data import store
 from segmenter.data.corpora import JsonlCorpus, SeparatorCorpus
 from segmenter.data.datamodule import SegmentationDataModule
 from segmenter.data.formats import ReaderError
@@ -58,7 +60,7 @@ def test_the_store_serves_the_corpus_documents_splits_windows_and_statistics(tmp
     assert all(same(a, b) for a, b in zip(dm.train_windows, windows))
     counts = Counter(label for d in whole["train"] for label in d.labels)
     assert dm.class_counts() == [counts[0], counts[1]]
-    assert dm.all_units() == [u for docs in whole.values() for d in docs for u in d.units]
+    assert list(dm.all_units()) == [u for docs in whole.values() for d in docs for u in d.units]
     for rows in dm.store.rows.values():  # each split on its own stretch of the shards
         assert sorted(rows.tolist()) == list(range(min(rows), max(rows) + 1))
     stats = dm.store.stats["val"]
@@ -108,22 +110,76 @@ class Interrupted(Exception):
     pass
 
 
-def test_an_interrupted_preparation_leaves_no_store_and_the_next_run_builds_it(tmp_path, monkeypatch):
-    corpus = SeparatorCorpus(path=str(wiki_folder(tmp_path / "wiki")))
+def interrupted_stream(monkeypatch, *, after: int):
+    """SeparatorCorpus.stream that raises after ``after`` documents of its second pass (the
+    first lists the ids for the split), as a Ctrl-C or a bad document found late would."""
     stream = SeparatorCorpus.stream
+    passes = []
 
     def dies_midway(self):
+        passes.append(1)
         for i, record in enumerate(stream(self)):
-            if i == 10:
+            if len(passes) == 2 and i == after:
                 raise Interrupted
             yield record
 
     monkeypatch.setattr(SeparatorCorpus, "stream", dies_midway)
+    return stream
+
+
+def store_contents(dm: SegmentationDataModule) -> dict:
+    """Everything a run reads of a store: its documents by split and row, units per row,
+    statistics and the split file."""
+    return {
+        "splits": {s: [(d.id, d.units, d.labels, json.dumps(d.meta)) for d in docs] for s, docs in dm.splits.items()},
+        "rows": {s: r.tolist() for s, r in dm.store.rows.items()},
+        "lengths": dm.store.lengths.tolist(),
+        "stats": dm.store.stats,
+        "manifest": json.loads((dm.store.dir / "splits.json").read_text()),
+    }
+
+
+@pytest.mark.parametrize("resumed_part", [4, 7])  # parts of another size after the resume: a later version's
+def test_an_interrupted_preparation_resumes_after_its_whole_parts(tmp_path, monkeypatch, caplog, resumed_part):
+    from datasets.arrow_writer import ArrowWriter
+
+    monkeypatch.setattr(store, "PART_DOCS", 4)
+    corpus = SeparatorCorpus(path=str(wiki_folder(tmp_path / "wiki")), fractions=(0.6, 0.2, 0.2), seed=3)
+    whole = store_contents(datamodule(corpus, tmp_path / "uninterrupted"))
+
+    stream = interrupted_stream(monkeypatch, after=10)  # parts 0 and 1 whole, part 2 half written
     with pytest.raises(Interrupted):
         datamodule(corpus, tmp_path / "cache")
-    assert list((tmp_path / "cache" / "corpora").iterdir()) == []  # no store, no temporary folder
+    assert not any(p.is_dir() and not p.name.startswith(".") for p in (tmp_path / "cache" / "corpora").iterdir())
     monkeypatch.setattr(SeparatorCorpus, "stream", stream)
-    assert len(datamodule(corpus, tmp_path / "cache").splits["train"]) == 24
+    written, write = [], ArrowWriter.write
+    monkeypatch.setattr(
+        ArrowWriter, "write", lambda self, row, *a, **k: written.append(row["id"]) or write(self, row, *a, **k)
+    )
+    monkeypatch.setattr(store, "PART_DOCS", resumed_part)
+    with caplog.at_level(logging.INFO, logger="segmenter.data.store"):
+        resumed = datamodule(corpus, tmp_path / "cache")
+    assert "8 documents (2 parts) were written whole before" in caplog.text
+    assert len(written) == 30 - 8  # the whole parts were not written again
+    assert store_contents(resumed) == whole  # the same documents, order, split and split file
+    assert not [p.name for p in resumed.store.dir.iterdir() if p.name.startswith((".", "part-", "plan"))]
+
+
+def test_a_changed_file_invalidates_an_interrupted_preparation(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(store, "PART_DOCS", 4)
+    folder = wiki_folder(tmp_path / "wiki")
+    stream = interrupted_stream(monkeypatch, after=10)
+    with pytest.raises(Interrupted):
+        datamodule(SeparatorCorpus(path=str(folder)), tmp_path / "cache")
+    monkeypatch.setattr(SeparatorCorpus, "stream", stream)
+    article = folder / "00" / "00000"
+    article.write_text(article.read_text() + "One more sentence.\n")
+    os.utime(article, ns=(1, 1))
+    with caplog.at_level(logging.INFO, logger="segmenter.data.store"):
+        changed = datamodule(SeparatorCorpus(path=str(folder)), tmp_path / "cache")
+    assert "resuming" not in caplog.text
+    assert any(d.units[-1] == "One more sentence." for s in changed.splits.values() for d in s)
+    assert store_contents(changed) == store_contents(datamodule(SeparatorCorpus(path=str(folder)), tmp_path / "fresh"))
 
 
 def test_a_bad_document_names_its_file_and_line(tmp_path):

