@@ -79,7 +79,10 @@ class SegmenterChunks:
         return [[t[s:e] for s, e in spans] for t, spans in zip(texts, self.chunking.spans(self.segmenter, texts))]
 
     def setting(self) -> str:
-        return "default" if self.chunking.threshold is None else f"threshold {self.chunking.threshold:g}"
+        parts = [] if self.chunking.threshold is None else [f"threshold {self.chunking.threshold:g}"]
+        if self.chunking.length_prior not in (None, False):
+            parts.append(f"length prior {self.chunking.length_prior}")
+        return ", ".join(parts) or "default"
 
 
 class MiniLMEmbeddings:
