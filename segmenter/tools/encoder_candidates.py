@@ -7,7 +7,8 @@ of machine load hits each alike):
 - ``minilm_onnx``: the same network exported to ONNX, run by onnxruntime, float32;
 - ``minilm_onnx_int8``: that graph with int8 dynamic quantization of its matrix products
   (``onnxruntime.quantization.quantize_dynamic``);
-- ``static``: the shipped static vectors distilled from MiniLM (segmenter.models.static).
+- ``static``: the shipped static vectors distilled from MiniLM (segmenter.models.static);
+  ``static:<model>``: another static model (a model2vec folder).
 
 Every MiniLM variant batches sentences by word-piece count, as segmenter.models.bert does.
 Fidelity is measured against the reference on what the topic model reads: the cosine
@@ -78,9 +79,9 @@ def _onnx_minilm(model, folder: Path, *, int8: bool) -> Encode:
 
 def candidates(names: Sequence[str]) -> dict[str, Encode]:
     """The named candidates' encode functions, each loaded and ready."""
-    unknown = sorted(set(names) - set(CANDIDATES))
+    unknown = sorted(n for n in set(names) - set(CANDIDATES) if not n.startswith("static:"))
     if unknown:
-        raise ValueError(f"unknown candidate {unknown[0]!r}; known: {', '.join(CANDIDATES)}")
+        raise ValueError(f"unknown candidate {unknown[0]!r}; known: {', '.join(CANDIDATES)}, static:<model2vec folder>")
     out: dict[str, Encode] = {}
     needs_minilm = any(n.startswith("minilm") for n in names)
     if needs_minilm:
@@ -95,11 +96,11 @@ def candidates(names: Sequence[str]) -> dict[str, Encode]:
             out[name] = lambda t, m=model: m.encode(t, batch_size=64).numpy()
         elif name in ("minilm_onnx", "minilm_onnx_int8"):
             out[name] = _onnx_minilm(model, folder, int8=name.endswith("int8"))
-        else:  # static
+        else:  # static, static:<model>
             from segmenter.features.featurizer import StaticVectors
             from segmenter.models.static import static_model_dir
 
-            feature = StaticVectors(model_dir=static_model_dir("minilm-static"))
+            feature = StaticVectors(model_dir=static_model_dir(name.partition(":")[2] or "minilm-static"))
             out[name] = lambda t, f=feature: f(t)["static_vectors"].numpy()
     return out
 
