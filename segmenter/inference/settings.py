@@ -24,8 +24,8 @@ class InferenceSettings:
     batch_size: int = 32  # windows per forward pass
     device: str = "cpu"  # or cuda
     language: str = "en"  # the sentence splitter's language, for units=sentences
-    # What splits plain text into sentences: sentencex (compiled, ~500x faster than pysbd on
-    # a CPU, the same sentences in 96% of Wikipedia paragraphs: docs/predict.md) or pysbd.
+    # What splits plain text into sentences: sentencex (compiled, hundreds of times faster than
+    # pysbd on a CPU, as many of Wiki-727K's sentences found exactly: docs/predict.md) or pysbd.
     splitter: str = "sentencex"
     # MiniLM encoders: where embeddings are cached (None: memory only; never the checkpoint's).
     cache_dir: str | None = None
