@@ -14,6 +14,7 @@ from segmenter import Segmenter
 from segmenter.core.document import boundary_probs
 from segmenter.inference.checkpoint import FORMAT1_NAMES, FORMAT_VERSION, KEY, CheckpointError, load, load_net
 from segmenter.models import registry
+from segmenter.models.minilm import MiniLMEncoder
 from segmenter.pretrained import checkpoint_path
 
 COMPAT = Path(__file__).parents[1] / "fixtures" / "compat"
@@ -62,7 +63,9 @@ def test_format1_class_paths_map_to_registered_parts():
     ]
     for path in files:
         stored = torch.load(path, map_location="cpu", weights_only=True)[KEY]
-        assert stored["format_version"] == 1
+        if path.parent != COMPAT and stored["format_version"] != 1:  # a shipped model rewritten since
+            continue
+        assert stored["format_version"] == 1, path
         collect(stored["net"])
         read = load(path)[KEY]
         assert read["format_version"] == FORMAT_VERSION and "_target_" not in repr(read["net"])
@@ -71,7 +74,6 @@ def test_format1_class_paths_map_to_registered_parts():
         and {
             "segmenter.models.net.SegmenterNet",
             "segmenter.models.encoder.HashedNgramEncoder",
-            "segmenter.models.minilm.MiniLMEncoder",
             "segmenter.models.attention.BoundaryAwareAttention",
             "segmenter.models.attention.LocalizedAttention",
             "segmenter.models.attention.SelfAttention",
@@ -82,6 +84,9 @@ def test_format1_class_paths_map_to_registered_parts():
         <= targets
     )
     assert set(FORMAT1_NAMES.values()) <= set(registry.names()) | set(registry.REMOVED)
+    # The shipped topic model was the format-1 file with MiniLM; rewritten in format 2 with its
+    # length prior, it no longer is, so MiniLM's path is checked by name.
+    assert registry.get(FORMAT1_NAMES["segmenter.models.minilm.MiniLMEncoder"]).cls is MiniLMEncoder
     assert Segmenter.from_checkpoint(COMPAT / "lyrics.ckpt").net.crf is not None
 
 
