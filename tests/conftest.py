@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -82,3 +83,14 @@ def tiny_onnx(tiny_checkpoint, tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("tiny_onnx") / "tiny.onnx"
     return run(compose_config("export", [f"ckpt_path={tiny_checkpoint}", f"output={out}", "max_units=40", "overlap=8"]))
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any attempt to open a connection fails: what loads a model must find it on disk."""
+
+    def refuse(*args, **kwargs):
+        raise OSError("network access attempted")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)

@@ -187,15 +187,10 @@ def _warn_skipped(skipped: list[str]) -> None:
         log.warning("skipped %d bad document(s) (on_error=skip); first: %s", len(skipped), skipped[0])
 
 
-def read_jsonl(
-    path: str | os.PathLike,
-    *,
-    label_names: Sequence[str],
-    label_mode: str = SECTION,
-    on_error: str = "raise",
-) -> list[Document]:
-    """The documents of a JSONL file, as a list (``iter_jsonl``, one at a time)."""
-    return list(iter_jsonl(path, label_names=label_names, label_mode=label_mode, on_error=on_error))
+def read_jsonl(path: str | os.PathLike, **settings: Any) -> list[Document]:
+    """The documents of a JSONL file, as a list; ``settings`` as ``iter_jsonl`` (which reads
+    them one at a time)."""
+    return list(iter_jsonl(path, **settings))
 
 
 def iter_jsonl(

@@ -3,8 +3,6 @@ hybrid, fine-tuning, and training with it through the real configs."""
 
 from __future__ import annotations
 
-import socket
-
 import hydra
 import pytest
 import torch
@@ -25,15 +23,6 @@ MINI_DATA = ["data.corpus.num_docs={train: 4, val: 2, test: 2}", "data.corpus.se
 def session_cache(tmp_path_factory):
     """One embedding cache for the session: each unit is encoded by the first test needing it."""
     return tmp_path_factory.mktemp("unit_embeddings")
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise OSError("network access attempted while loading MiniLM")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
 
 
 def frozen(enc: MiniLMEncoder) -> FrozenVectors:

@@ -5,7 +5,6 @@ it by name, and a training run through the real configs works with it."""
 from __future__ import annotations
 
 import pickle
-import socket
 
 import numpy as np
 import pytest
@@ -24,15 +23,6 @@ SENTENCES = [
     "Interest rates were increased by the central bank.",
     "Photosynthesis turns sunlight into chemical energy.",
 ]
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise OSError("network access attempted while loading the static model")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
 
 
 def test_vectors_are_model2vecs_own_unit_length_and_offline(no_network):
