@@ -69,7 +69,7 @@ from segmenter.inference import calibration
 from segmenter.inference.calibration import Calibration
 from segmenter.inference.checkpoint import load_net
 from segmenter.inference.onnx_backend import OnnxNet, backend_net
-from segmenter.inference.settings import DEFAULTS, SPLITTERS
+from segmenter.inference.settings import DEFAULTS, check_splitter
 from segmenter.pretrained import MODEL_UNITS, MODELS, checkpoint_path
 
 log = logging.getLogger(__name__)
@@ -162,9 +162,7 @@ class Segmenter:
         (``Featurizer.for_net(net)``, its frozen-vector cache bounded by CACHE_ENTRIES).
         ``units``: how plain text becomes units when a call does not say (sentences | lines)."""
         check_window(max_units, overlap, size_name="max_units")
-        if splitter not in SPLITTERS:
-            raise ValueError(f"splitter={splitter!r} is not one of {SPLITTERS}")
-        self.units, self.splitter = check_units(units), splitter
+        self.units, self.splitter = check_units(units), check_splitter(splitter)
         BATCH_SIZE.check("batch_size", batch_size)
         check_task(task)
         check_label_names(label_names, net.num_classes)
@@ -283,6 +281,7 @@ class Segmenter:
         """``from_checkpoint(ckpt_path)`` or ``from_pretrained(pretrained)``: exactly one of
         them (the command-line scripts' ``ckpt_path=`` / ``pretrained=``)."""
         check_source(ckpt_path, pretrained)
+        check_splitter(kwargs.get("splitter", DEFAULTS.splitter))  # before the model loads
         return (
             cls.from_checkpoint(ckpt_path, **kwargs)
             if pretrained is None
@@ -634,15 +633,13 @@ def segment_labels(probs: Tensor, ends: Sequence[int]) -> list[int]:
 def sentence_splitter(name: str, *, language: str = DEFAULTS.language) -> Callable[[str], Iterable[str]]:
     """text -> its sentences, by splitter ``name`` (one of SPLITTERS; imported when first
     needed: only units=sentences splits)."""
-    if name == "sentencex":
+    if check_splitter(name) == "sentencex":
         from sentencex import segment
 
         return lambda text: segment(language, text)
-    if name == "pysbd":
-        import pysbd
+    import pysbd
 
-        return pysbd.Segmenter(language=language, clean=False).segment
-    raise ValueError(f"splitter={name!r} is not one of {SPLITTERS}")
+    return pysbd.Segmenter(language=language, clean=False).segment
 
 
 _LINE_END = re.compile(r"[.!?][\"')\]]*\s*$")  # a line that ends like a sentence

@@ -35,6 +35,13 @@ DEFAULTS = InferenceSettings()
 SPLITTERS = ("sentencex", "pysbd")
 
 
+def check_splitter(name: str) -> str:
+    """``name`` if it is a sentence splitter (SPLITTERS), else a ValueError naming them."""
+    if name not in SPLITTERS:
+        raise ValueError(f"splitter={name!r} is not one of {SPLITTERS}")
+    return name
+
+
 def config_node() -> dict[str, Any]:
     """The ``segmenter`` config group's ``default`` option: the target and every default."""
     return {"_target_": TARGET, **dataclasses.asdict(DEFAULTS)}

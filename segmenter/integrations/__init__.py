@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from segmenter.core import decisions, limits
@@ -65,16 +65,5 @@ class Chunking:
     def spans(self, seg: Segmenter, texts: Sequence[str]) -> list[list[Span]]:
         """Each text's chunks as (start, end) offsets into it, all texts through the network in
         batches; a text without units (blank) has none."""
-        preds = seg.segment_many(
-            texts,
-            units=self.units,
-            return_probs=True,
-            threshold=self.threshold,
-            num_segments=self.num_segments,
-            min_segment_units=self.min_segment_units,
-            max_segment_chars=self.max_segment_chars,
-            max_segment_tokens=self.max_segment_tokens,
-            tokenizer=self.tokenizer,
-            length_prior=self.length_prior,
-        )
-        return [pred.spans for pred in preds]
+        decide = {f.name: getattr(self, f.name) for f in fields(self)}  # units and every decision setting
+        return [pred.spans for pred in seg.segment_many(texts, return_probs=True, **decide)]

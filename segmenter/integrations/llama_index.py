@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import fields
 from typing import Any
 
 from llama_index.core.node_parser.interface import NodeParser
@@ -51,16 +52,10 @@ class SegmenterNodeParser(NodeParser):
         if not isinstance(segmenter, Segmenter):
             kwargs.setdefault("model", str(segmenter))
         super().__init__(**kwargs)
-        self._chunking = Chunking(
-            units=self.units,
-            threshold=self.threshold,
-            num_segments=self.num_segments,
-            min_segment_units=self.min_segment_units,
-            max_segment_chars=self.max_segment_chars,
-            max_segment_tokens=self.max_segment_tokens,
-            tokenizer=tokenizer,
-            length_prior=self.length_prior,
-        )
+        # Chunking's settings are this parser's fields of the same names, but for the tokenizer:
+        # a callable or tokenizer object, which a pydantic field would have to serialize.
+        settings = {f.name: getattr(self, f.name) for f in fields(Chunking) if f.name != "tokenizer"}
+        self._chunking = Chunking(tokenizer=tokenizer, **settings)
         self._segmenter = load_segmenter(segmenter)
 
     @classmethod

@@ -19,7 +19,7 @@ config, attention, block, model, weight loading, the cached loader.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -219,12 +219,22 @@ class MiniLM(nn.Module):
         """Texts -> (B, T) input_ids and attention_mask, padded to the batch's longest."""
         return self.pad(self.token_ids(texts, max_seq_length=max_seq_length))
 
-    def encode(self, texts: Sequence[str], *, batch_size: int = 64, max_seq_length: int | None = None) -> Tensor:
+    def encode(
+        self,
+        texts: Sequence[str],
+        *,
+        batch_size: int = 64,
+        max_seq_length: int | None = None,
+        forward: Callable[[Tensor, Tensor], Tensor] | None = None,
+    ) -> Tensor:
         """(N, C) sentence embeddings of texts, in their order (unit length for this model).
 
         Texts are batched by word-piece count, so a batch pads little. max_seq_length: word
-        pieces kept per text (default: the folder's sentence_bert_config.json).
+        pieces kept per text (default: the folder's sentence_bert_config.json). forward: what
+        maps a batch's (b, T) ids and mask to its (b, C) vectors (default: this network; another
+        runtime of the same network, such as an onnxruntime session, fits in its place).
         """
+        forward = forward or self
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size} must be >= 1")
         ids = self.token_ids(texts, max_seq_length=max_seq_length)
@@ -235,7 +245,7 @@ class MiniLM(nn.Module):
         with torch.inference_mode():
             for start in range(0, len(order), batch_size):
                 rows = order[start : start + batch_size]
-                out[rows] = self(*self.pad([ids[i] for i in rows]))  # (b, C) back at their places
+                out[rows] = forward(*self.pad([ids[i] for i in rows]))  # (b, C) back at their places
         return out
 
     # ------------------------------------------------------------------------ loading

@@ -64,15 +64,12 @@ def _onnx_minilm(model, folder: Path, *, int8: bool) -> Encode:
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
-    def encode(texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        ids = model.token_ids(texts)
-        order = sorted(range(len(ids)), key=lambda i: len(ids[i]), reverse=True)
-        out = np.empty((len(ids), model.dim), dtype=np.float32)
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
-            input_ids, mask = model.pad([ids[i] for i in rows])  # (b, T) each
-            out[rows] = session.run(None, {"input_ids": input_ids.numpy(), "attention_mask": mask.numpy()})[0]
-        return out
+    def run(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:  # (b, T) each -> (b, C)
+        feed = {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()}
+        return torch.from_numpy(session.run(None, feed)[0])
+
+    def encode(texts: Sequence[str]) -> np.ndarray:
+        return model.encode(texts, batch_size=64, forward=run).numpy()  # batched by length, as MiniLM's own
 
     return encode
 
