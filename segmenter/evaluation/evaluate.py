@@ -269,6 +269,39 @@ def check_split(
     log.info("%d %s documents match the run's split file %s", n, split, split_file)
 
 
+def _bare(doc_id: str) -> str:
+    """A document id without the corpus name a mixture puts before it (``wiki:12/34`` -> ``12/34``)."""
+    return doc_id.split(":", 1)[-1]
+
+
+def check_held_out(docs: Iterable[Document], split_file: Path, *, data: str) -> int:
+    """ConfigError if any of ``docs`` is among the training documents the run's split file
+    lists (ids compared with and without a mixture's corpus name); else the number of
+    documents checked. For documents other than the run's own split (``data=`` given):
+    another view of a held-out article (joined sections, fewer levels) keeps its id."""
+    trained = read_split_file(split_file)["splits"].get("train", [])
+    keys = set(trained) | {_bare(i) for i in trained}
+    n, seen = 0, []
+    for d in docs:
+        n += 1
+        if d.id in keys or _bare(d.id) in keys:
+            seen.append(d.id)
+    if seen:
+        raise ConfigError(
+            f"{len(seen)} of the {n} documents of {data} were trained on by this run, e.g. {seen[0]!r} "
+            f"(training documents in {split_file}): evaluate on documents it held out"
+        )
+    log.warning(
+        "the documents of %s are not the run's own split: evaluating them since none of their %d ids is "
+        "among its %d training documents (%s). Ids only: documents drawn from shared sources are not compared",
+        data,
+        n,
+        len(trained),
+        split_file,
+    )
+    return n
+
+
 class Selection(NamedTuple):
     """What an evaluation scores, each read when iterated: never held whole."""
 
@@ -293,7 +326,13 @@ def select_documents(cfg: DictConfig, source: Source) -> Selection:
     split = cfg.split
     docs = datamodule.documents(split)
     if source.split_file is not None:  # None: a shipped model, no run whose splits they could differ from
-        check_split(docs, split, source.split_file, corpus=data_cfg.corpus._target_, manifest=datamodule.store.manifest)
+        corpus = data_cfg.corpus._target_
+        try:
+            check_split(docs, split, source.split_file, corpus=corpus, manifest=datamodule.store.manifest)
+        except ValueError as e:
+            if cfg.get("data") is None:  # the run's own data settings, yet other documents: its store changed
+                raise ConfigError(str(e)) from None
+            check_held_out(docs, source.split_file, data=f"data={corpus} split={split}")
     return Selection(docs, train, task, split)
 
 

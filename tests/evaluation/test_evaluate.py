@@ -11,10 +11,10 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from segmenter.cli.config import ConfigError
-from segmenter.core.document import BOUNDARY, boundary_labels, segments_to_document
+from segmenter.core.document import BOUNDARY, Document, boundary_labels, segments_to_document
 from segmenter.data.builtin import BuiltinCorpus
 from segmenter.data.datamodule import SegmentationDataModule
-from segmenter.evaluation.evaluate import evaluate, evaluate_documents, score, to_markdown
+from segmenter.evaluation.evaluate import check_held_out, evaluate, evaluate_documents, score, to_markdown
 from segmenter.training.metrics import pk, window_diff
 from segmenter.training.train import train
 from tests.helpers import AGREE, CONF, DIFFER, TINY_DATA, compose_train
@@ -127,6 +127,24 @@ def test_evaluate_refuses_other_test_documents(tiny_cfg, tmp_path):
     (run / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml({**OmegaConf.to_container(cfg), "data": other}))
     with pytest.raises(ValueError, match="differ from the run's"):
         evaluate(compose_evaluate([f"ckpt_path={run}/checkpoints/last.ckpt"]))
+
+
+def test_other_documents_are_evaluated_only_when_the_run_held_them_out(tmp_path, caplog):
+    # A mixture's split file names documents with their corpus ("wiki:12/34"); the same article
+    # evaluated on its own (joined sections, fewer levels) keeps the bare id.
+    split_file = tmp_path / "splits.json"
+    split_file.write_text(
+        json.dumps({"splits": {"train": ["wiki:12/34", "choi:synthetic-train-0"], "test": ["wiki:56/78"]}})
+    )
+    held_out = [Document("56/78", ["a", "b"], [1, 0]), Document("wiki:90/12", ["c"], [0])]
+    assert check_held_out(iter(held_out), split_file, data="data=wiki") == 2
+    assert "none of their 2 ids is among its 2 training documents" in caplog.text
+    with pytest.raises(
+        ConfigError, match=r"1 of the 3 documents of data=wiki were trained on by this run, e.g. '12/34'"
+    ):
+        check_held_out([*held_out, Document("12/34", ["d"], [0])], split_file, data="data=wiki")
+    with pytest.raises(ConfigError, match="1 of the 1 documents"):
+        check_held_out([Document("wiki:12/34", ["d"], [0])], split_file, data="data=wiki")
 
 
 def test_datamodule_rejects_bad_window_settings():
