@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_CPU ?= torch==2.13.0
 EXTRAS ?= test,bench,sweep,minilm,serve,rst,chunking,compare,onnx
 
-.PHONY: setup train lint test test-all bench python-docs static-encoder static-encoder-venv static-encoder-tokenlearn clean
+.PHONY: setup train lint test test-all bench python-docs static-encoder static-encoder-venv static-encoder-tokenlearn static-encoder-wordllama clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,14 @@ static-encoder-tokenlearn: setup
 	$(DISTILL_VENV)/bin/python -m pip install -q "tokenlearn==0.2.1"
 	PYTHONPATH=$(CURDIR) $(DISTILL_VENV)/bin/python -m segmenter.pretrained.distill --targets $(TL) \
 		outputs/encoders/minilm-static-tl
+
+# WordLlama's 256-dimensional table (PyPI wheel, MIT), converted to a model2vec folder for
+# encoder=static encoder.model=outputs/encoders/wordllama-256 (docs/encoders.md).
+WL := outputs/cache/wordllama
+static-encoder-wordllama: setup
+	$(PY) -m pip download -q --no-deps wordllama==0.4.0.post1 --only-binary=:all: -d $(WL)
+	cd $(WL) && $(PYTHON) -m zipfile -e wordllama-0.4.0.post1-*.whl .
+	$(PY) -m segmenter.pretrained.distill --wordllama $(WL)/wordllama outputs/encoders/wordllama-256
 
 # Sectioned prose for data=python_docs: CPython's documentation sources (reStructuredText), from
 # Debian's python3.11-doc package (apt-get download: no root needed, nothing installed).

