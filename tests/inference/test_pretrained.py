@@ -9,11 +9,13 @@ import os
 import re
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 import torch
 
 from segmenter import Segmenter
+from segmenter.core.decisions import LengthPrior
 from segmenter.core.document import SECTION
 from segmenter.evaluation.evaluate import score_labels
 from segmenter.inference import calibration
@@ -245,7 +247,7 @@ def test_build_makes_a_slim_calibrated_checkpoint_and_card_from_a_run(tiny_check
     """python -m segmenter.pretrained.build, on a small training run: the calibrator is fitted
     from the run's own config and validation split, the optimizer state is dropped, the card
     carries the calibration and the rebuild command."""
-    from segmenter.pretrained.build import KEEP, build
+    from segmenter.pretrained.build import KEEP, build, write_card
 
     run = tiny_checkpoint.parent.parent
     dst = build("topic", run, out_dir=tmp_path)
@@ -256,6 +258,18 @@ def test_build_makes_a_slim_calibrated_checkpoint_and_card_from_a_run(tiny_check
     text = (tmp_path / "topic.md").read_text()
     assert "experiment=pretrained_topic" in text and f"{cal.ece_before:.4f} before" in text
     assert Segmenter.from_checkpoint(dst).calibration == cal
+    assert "## Length prior" not in text
+
+    # A length prior stored in the built checkpoint afterwards (scripts/fit_prior.py): the card,
+    # written again from the checkpoint, says what it is and that it is on.
+    prior = LengthPrior(
+        mu=2.0, sigma=0.5, weight=0.25, on=True, fitted_on="val split", segments=9, pk={"none": 0.3, "0.25,0": 0.2}
+    )
+    calibration.write(dst, replace(cal, length_prior=prior))
+    write_card("topic", run, out_dir=tmp_path)
+    text = (tmp_path / "topic.md").read_text()
+    assert "## Length prior" in text and "weight 0.25 and cut penalty 0" in text and "**on** by default" in text
+    assert "experiment=pretrained_topic" in text
 
 
 def test_cold_start_script_reports_its_table():
