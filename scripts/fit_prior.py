@@ -2,7 +2,7 @@
 segmenter/conf/fit_prior.yaml, docs/predict.md#a-segment-length-prior):
 
 python scripts/fit_prior.py ckpt_path=outputs/runs/<run>/checkpoints/<best>.ckpt
-python scripts/fit_prior.py ckpt_path=segmenter/pretrained/topic.ckpt data=wiki data.corpus.join_sections=2 by_default=false
+python scripts/fit_prior.py ckpt_path=segmenter/pretrained/topic.ckpt data=wiki data.corpus.join_sections=2
 """
 
 from omegaconf import DictConfig

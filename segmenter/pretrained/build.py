@@ -142,7 +142,8 @@ def prior_text(prior: LengthPrior) -> list[str]:
         f"of log length, from {prior.segments:,} segments), weight {prior.weight:g} and cut penalty "
         f"{prior.cut_penalty:g} chosen by Pk on the {prior.fitted_on} ({100 * prior.pk[best]:.1f}% against "
         f"{100 * prior.pk['none']:.1f}% without); **{'on' if prior.on else 'off'}** by default "
-        f"(`length_prior=true` / `false` switches it; `python scripts/fit_prior.py` fits it).",
+        f"(`length_prior=true` / `false` switches it; `python scripts/fit_prior.py` fits it). The tables below "
+        "are the network's labels, as `scripts/evaluate.py` scores the run's checkpoint (`length_prior=false`).",
         "",
     ]
 
