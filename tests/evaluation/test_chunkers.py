@@ -177,7 +177,7 @@ def test_run_writes_the_table_with_tuned_rows(tmp_path):
             "~chunkers.topic",
             "~chunkers.topic_512",
             "~chunkers.topic_256",
-            "~chunkers.topic_long",
+            "~chunkers.topic_labels",
             "~chunkers.langchain",
             "~chunkers.chonkie",
             "~corpora.wiki",
