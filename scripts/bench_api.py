@@ -33,6 +33,7 @@ def main(cfg: DictConfig) -> None:
         seed=int(cfg.seed),
         runs=int(cfg.runs),
         threads=cfg.threads,
+        minilm_dtype=cfg.minilm_dtype,
     )
     print(json.dumps(report, indent=2))
 

@@ -66,13 +66,13 @@ class Source(NamedTuple):
     label: str  # how the tables name it
 
 
-def load_run(ckpt_path: str | Path) -> Source:
+def load_run(ckpt_path: str | Path, *, minilm_dtype: str = "float32") -> Source:
     """A training run's checkpoint: the model rebuilt from the checkpoint alone (weights_only
     loading) reading the run's embedding cache, the run's data settings and split file;
     tables in <run>/eval."""
     cfg = run_config(ckpt_path, reader="evaluate")
     run = run_dir(ckpt_path)
-    model = Segmenter.from_checkpoint(ckpt_path, cache_dir=run_cache_dir(cfg))
+    model = Segmenter.from_checkpoint(ckpt_path, cache_dir=run_cache_dir(cfg), minilm_dtype=minilm_dtype)
     return Source(model, cfg.data, run / SPLIT_FILE, run / "eval", Path(ckpt_path), f"checkpoint {ckpt_path}")
 
 
@@ -82,13 +82,17 @@ def load_checkpoint(ckpt_path: str | Path, cfg: DictConfig) -> Source:
     documents come from ``data=``; its tables go beside it, in eval/."""
     path = Path(ckpt_path)
     if run_config_file(path).is_file():
-        return load_run(path)
+        return load_run(path, minilm_dtype=cfg.get("minilm_dtype", "float32"))
     if cfg.get("data") is None:
         raise ConfigError(
             f"ckpt_path={path} has no training run beside it ({run_config_file(path)}) to take its data from: "
             "name the documents with data=<option> (and split= or folder=)"
         )
-    model = Segmenter.from_checkpoint(path, cache_dir=str(Path(cfg.paths.cache_dir) / "unit_embeddings"))
+    model = Segmenter.from_checkpoint(
+        path,
+        cache_dir=str(Path(cfg.paths.cache_dir) / "unit_embeddings"),
+        minilm_dtype=cfg.get("minilm_dtype", "float32"),
+    )
     return Source(model, cfg.data, None, path.parent / "eval", path, f"checkpoint {path}")
 
 
@@ -102,7 +106,11 @@ def load_pretrained(name: str, cfg: DictConfig) -> Source:
         )
     out_dir = Path(cfg.paths.log_dir) / "eval" / f"pretrained_{name}"
     # Its MiniLM vectors cached where a training run's go (conf/encoder/minilm.yaml): computed once.
-    model = Segmenter.from_pretrained(name, cache_dir=str(Path(cfg.paths.cache_dir) / "unit_embeddings"))
+    model = Segmenter.from_pretrained(
+        name,
+        cache_dir=str(Path(cfg.paths.cache_dir) / "unit_embeddings"),
+        minilm_dtype=cfg.get("minilm_dtype", "float32"),
+    )
     return Source(model, cfg.data, None, out_dir, checkpoint_path(name), f"pretrained={name}")
 
 

@@ -69,7 +69,7 @@ from segmenter.inference import calibration
 from segmenter.inference.calibration import Calibration
 from segmenter.inference.checkpoint import load_net
 from segmenter.inference.onnx_backend import OnnxNet, backend_net
-from segmenter.inference.settings import DEFAULTS, check_splitter
+from segmenter.inference.settings import DEFAULTS, check_minilm_dtype, check_splitter
 from segmenter.pretrained import MODEL_UNITS, MODELS, checkpoint_path
 
 log = logging.getLogger(__name__)
@@ -181,6 +181,7 @@ class Segmenter:
         units: str | None = None,
         cache_dir: str | None = DEFAULTS.cache_dir,
         cache_entries: int | None = CACHE_ENTRIES,
+        minilm_dtype: str = DEFAULTS.minilm_dtype,
         backend: str = "torch",
         onnx_path: str | os.PathLike | None = None,
         **kwargs: Any,
@@ -192,6 +193,8 @@ class Segmenter:
         where a MiniLM encoder caches embeddings (this side's setting, never the checkpoint's;
         None: memory only); ``cache_entries``: how many it keeps in memory at most (the least
         recently used go first; None: no bound), so a long-running process stays flat.
+        ``minilm_dtype``: what a frozen MiniLM encodes in, ``float32`` (exact) or ``bfloat16``
+        (about twice as fast on CPUs with native bfloat16; segmenter.features.FrozenVectors).
         ``backend``: what runs the network, ``"torch"`` or ``"onnx"`` (onnxruntime on the CPU:
         the graph at ``onnx_path``, exported there first if missing; without ``onnx_path``,
         exported once into a cache; segmenter.inference.onnx_backend)."""
@@ -200,6 +203,7 @@ class Segmenter:
             units=units,
             cache_dir=cache_dir,
             cache_entries=cache_entries,
+            minilm_dtype=minilm_dtype,
             backend=backend,
             onnx_path=onnx_path,
             **kwargs,
@@ -214,14 +218,16 @@ class Segmenter:
         model_units: str = DEFAULT_UNITS,
         cache_dir: str | None,
         cache_entries: int | None,
+        minilm_dtype: str = DEFAULTS.minilm_dtype,
         backend: str = "torch",
         onnx_path: str | os.PathLike | None = None,
         **kwargs: Any,
     ) -> Segmenter:
         """``from_checkpoint``; ``model_units``: the model's units where the checkpoint does not
         say (a shipped model's, from segmenter.pretrained)."""
+        check_minilm_dtype(minilm_dtype)
         net, meta = load_net(path, cache_dir=cache_dir)
-        kwargs.setdefault("featurizer", Featurizer.for_net(net, cache_entries=cache_entries))
+        kwargs.setdefault("featurizer", Featurizer.for_net(net, cache_entries=cache_entries, minilm_dtype=minilm_dtype))
         net = backend_net(backend, net, meta, onnx_path=onnx_path, cache_dir=cache_dir)
         attention = (meta["net"].get("attention") or {}).get("type", "?")
         cal = calibration.read(meta)
@@ -247,14 +253,16 @@ class Segmenter:
         units: str | None = None,
         cache_dir: str | None = DEFAULTS.cache_dir,
         cache_entries: int | None = CACHE_ENTRIES,
+        minilm_dtype: str = DEFAULTS.minilm_dtype,
         **kwargs: Any,
     ) -> Segmenter:
         """A segmenter from a graph of scripts/export.py alone, run by onnxruntime: the file
         holds the task, label names, calibration, the model's units and windowing (``units``
         and ``kwargs`` override them, as for ``from_checkpoint``)."""
+        check_minilm_dtype(minilm_dtype)
         net = OnnxNet.load(path, cache_dir=cache_dir)
         kwargs = {**net.settings(), **kwargs}
-        kwargs.setdefault("featurizer", Featurizer.for_net(net, cache_entries=cache_entries))
+        kwargs.setdefault("featurizer", Featurizer.for_net(net, cache_entries=cache_entries, minilm_dtype=minilm_dtype))
         own = net.entry["checkpoint"].get("units", DEFAULT_UNITS)
         log.info(
             "loaded %s (exported by segmenter %s; units: %s; backend: onnx)", path, net.entry["segmenter_version"], own
@@ -282,6 +290,7 @@ class Segmenter:
         them (the command-line scripts' ``ckpt_path=`` / ``pretrained=``)."""
         check_source(ckpt_path, pretrained)
         check_splitter(kwargs.get("splitter", DEFAULTS.splitter))  # before the model loads
+        check_minilm_dtype(kwargs.get("minilm_dtype", DEFAULTS.minilm_dtype))
         return (
             cls.from_checkpoint(ckpt_path, **kwargs)
             if pretrained is None
@@ -436,7 +445,8 @@ class Segmenter:
 
         With a length limit the segments are the most probable segmentation whose every
         segment holds the limits (segmenter.core.limits; ``threshold`` and ``num_segments``
-        as they say; without them, the network's own labels wherever no limit binds); a unit
+        as they say; without them, the network's own labels, with a length prior that is on,
+        wherever no limit binds); a unit
         over a limit on its own is cut into pieces, which replace it in ``units``
         (``Prediction.split_units`` says where). With a length prior (``length_prior``) the
         same programme adds each segment's length score (segmenter.core.decisions)."""

@@ -29,16 +29,27 @@ class InferenceSettings:
     splitter: str = "sentencex"
     # MiniLM encoders: where embeddings are cached (None: memory only; never the checkpoint's).
     cache_dir: str | None = None
+    # ... and what a frozen MiniLM encodes in: float32 (exact) or bfloat16 (about twice as fast
+    # on a CPU with native bfloat16, AVX-512 BF16 or AMX; slower without; docs/encoders.md).
+    minilm_dtype: str = "float32"
 
 
 DEFAULTS = InferenceSettings()
 SPLITTERS = ("sentencex", "pysbd")
+MINILM_DTYPES = ("float32", "bfloat16")
 
 
 def check_splitter(name: str) -> str:
     """``name`` if it is a sentence splitter (SPLITTERS), else a ValueError naming them."""
     if name not in SPLITTERS:
         raise ValueError(f"splitter={name!r} is not one of {SPLITTERS}")
+    return name
+
+
+def check_minilm_dtype(name: str) -> str:
+    """``name`` if a frozen MiniLM can encode in it (MINILM_DTYPES), else a ValueError naming them."""
+    if name not in MINILM_DTYPES:
+        raise ValueError(f"minilm_dtype={name!r} is not one of {MINILM_DTYPES}")
     return name
 
 

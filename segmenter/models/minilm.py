@@ -117,9 +117,11 @@ class MiniLMEncoder(ProjectedVectors):
         model.max_seq_length = self.max_seq_length
         return model
 
-    def unit_features(self, *, cache_entries: int | None = None, **settings) -> list[UnitFeature]:
+    def unit_features(
+        self, *, cache_entries: int | None = None, minilm_dtype: str = "float32", **settings
+    ) -> list[UnitFeature]:
         """Word pieces when MiniLM trains, else its frozen vectors from a cache of at most
-        ``cache_entries`` vectors in memory (None: no bound)."""
+        ``cache_entries`` vectors in memory (None: no bound), encoded in ``minilm_dtype``."""
         if self.finetune:
             return [WordPieces(model_dir=self.model_dir, max_seq_length=self.max_seq_length)]
         return [
@@ -130,6 +132,7 @@ class MiniLMEncoder(ProjectedVectors):
                 cache_dir=self.cache_dir,
                 max_entries=cache_entries,
                 progress=self.progress,
+                dtype=minilm_dtype,
             )
         ]
 

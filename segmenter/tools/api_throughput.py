@@ -24,8 +24,9 @@ CHILD = r"""
 import json, sys, time
 t0 = time.perf_counter()
 from segmenter import Segmenter
-source = sys.argv[2]
-seg = Segmenter.from_checkpoint(source) if source.endswith(".ckpt") else Segmenter.from_pretrained(source)
+source, dtype = sys.argv[2], sys.argv[4]
+load = Segmenter.from_checkpoint if source.endswith(".ckpt") else Segmenter.from_pretrained
+seg = load(source, minilm_dtype=dtype)
 t1 = time.perf_counter()
 texts = json.load(open(sys.argv[1]))
 units = sys.argv[3]
@@ -79,13 +80,22 @@ def compare_splitters(docs: list[list[str]]) -> dict:
     return out
 
 
-def measure(*, model: str, num_docs: int, pool_folder: str | None, seed: int, runs: int, threads: int | None) -> dict:
+def measure(
+    *,
+    model: str,
+    num_docs: int,
+    pool_folder: str | None,
+    seed: int,
+    runs: int,
+    threads: int | None,
+    minilm_dtype: str = "float32",
+) -> dict:
     docs = documents(num_docs=num_docs + 2, pool_folder=pool_folder, seed=seed)  # 2 for the warm-up
     sentences = sum(len(d) for d in docs[2:])
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
-    report = {"model": model, "documents": num_docs, "sentences": sentences, "runs": runs}
+    report = {"model": model, "minilm_dtype": minilm_dtype, "documents": num_docs, "sentences": sentences, "runs": runs}
     with tempfile.TemporaryDirectory() as tmp:
         forms = {"as_text": ("sentences", " "), "as_lines": ("lines", "\n")}  # units=, and how sentences are joined
         for form, (units, sep) in forms.items():
@@ -95,7 +105,7 @@ def measure(*, model: str, num_docs: int, pool_folder: str | None, seed: int, ru
             results = []
             for _ in range(runs):
                 done = subprocess.run(
-                    [sys.executable, "-c", CHILD, str(path), model, units],
+                    [sys.executable, "-c", CHILD, str(path), model, units, minilm_dtype],
                     check=True,
                     env=env,
                     capture_output=True,

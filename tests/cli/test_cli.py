@@ -250,6 +250,7 @@ MISTAKES = [
     ("predict.py", ["pretrained=topic", "+treshold=0.01"], ["unknown key treshold", "nearest valid key is threshold"]),
     ("predict.py", ["pretrained=nope"], ["pretrained='nope'", "lyrics, topic"]),
     ("predict.py", ["pretrained=topic", "segmenter.splitter=nltk"], ["splitter='nltk'", "sentencex", "pysbd"]),
+    ("predict.py", ["pretrained=topic", "segmenter.minilm_dtype=half"], ["minilm_dtype='half'", "float32", "bfloat16"]),
     ("predict.py", ["model=topic"], ["model=topic", "pretrained=topic"]),
     ("evaluate.py", ["pretrained=topic", "data=builtin", "threshold=0"], ["threshold=0", "(0, 1]"]),
     ("evaluate.py", ["pretrained=topic", "data=builtin", "min_segment_units=0"], ["min_segment_units=0", ">= 1"]),

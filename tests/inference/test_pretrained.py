@@ -327,3 +327,17 @@ def test_the_api_writes_nothing_to_stderr():
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stderr == "", proc.stderr[-2000:]
+
+
+def test_topic_encodes_in_bfloat16_when_asked_and_decides_alike():
+    text = (
+        "The river rose after rain. The boats stayed in harbour. Fishermen waited on the quay. "
+        "Markets fell as the bank raised its rate. Traders sold their shares. Prices dropped again."
+    )
+    exact = Segmenter.from_pretrained("topic").segment(text, return_probs=True)
+    fast_seg = Segmenter.from_pretrained("topic", minilm_dtype="bfloat16")
+    assert fast_seg.featurizer.features[0].config()["dtype"] == "bfloat16"
+    fast = fast_seg.segment(text, return_probs=True)
+    assert fast.boundary_probs == pytest.approx(exact.boundary_probs, abs=0.02)
+    with pytest.raises(ValueError, match="minilm_dtype='int4'"):
+        Segmenter.from_pretrained("topic", minilm_dtype="int4")
