@@ -7,6 +7,10 @@ of machine load hits each alike):
 - ``minilm_onnx``: the same network exported to ONNX, run by onnxruntime, float32;
 - ``minilm_onnx_int8``: that graph with int8 dynamic quantization of its matrix products
   (``onnxruntime.quantization.quantize_dynamic``);
+- ``minilm_bf16``: the torch network with its weights and activations in bfloat16 (fast where
+  the CPU multiplies bfloat16 natively: AVX-512 BF16 or AMX; emulated, slowly, elsewhere);
+- ``minilm_int8``: the torch network with int8 dynamic quantization of its linear layers
+  (``torch.ao.quantization.quantize_dynamic``);
 - ``static``: the shipped static vectors distilled from MiniLM (segmenter.models.static);
   ``static:<model>``: another static model (a model2vec folder).
 
@@ -19,6 +23,7 @@ correlation of the candidate's neighbour cosines with MiniLM's, and for the Mini
 
 from __future__ import annotations
 
+import copy
 import logging
 import tempfile
 import time
@@ -30,7 +35,7 @@ import torch
 
 log = logging.getLogger(__name__)
 
-CANDIDATES = ("minilm", "minilm_onnx", "minilm_onnx_int8", "static")
+CANDIDATES = ("minilm", "minilm_onnx", "minilm_onnx_int8", "minilm_bf16", "minilm_int8", "static")
 Encode = Callable[[Sequence[str]], np.ndarray]  # texts -> (n, dim) float32
 
 
@@ -93,6 +98,14 @@ def candidates(names: Sequence[str]) -> dict[str, Encode]:
             out[name] = lambda t, m=model: m.encode(t, batch_size=64).numpy()
         elif name in ("minilm_onnx", "minilm_onnx_int8"):
             out[name] = _onnx_minilm(model, folder, int8=name.endswith("int8"))
+        elif name == "minilm_bf16":
+            half = copy.deepcopy(model).to(torch.bfloat16)  # a copy: the float32 reference stays as it is
+            out[name] = lambda t, m=half: m.encode(t, batch_size=64, forward=lambda i, a: m(i, a).float()).numpy()
+        elif name == "minilm_int8":
+            quantized = torch.ao.quantization.quantize_dynamic(
+                copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8
+            )
+            out[name] = lambda t, m=quantized: m.encode(t, batch_size=64).numpy()
         else:  # static, static:<model>
             from segmenter.features.featurizer import StaticVectors
             from segmenter.models.static import static_model_dir

