@@ -2,7 +2,8 @@
 
 ``p[i]`` is the probability that a segment ends after unit i (the last unit's is 0: the
 document end is not a choice). By default the network's own decision stands (argmax, or
-the CRF's Viterbi labels); a user who knows more can say:
+the CRF's Viterbi labels), with the model's fitted length prior where its fit switched it on;
+a user who knows more can say:
 
 - ``threshold=t``: cut after every unit with p >= t (on calibrated probabilities a
   threshold means what it says: t = 0.5 keeps the cuts more likely than not);

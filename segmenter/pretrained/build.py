@@ -101,7 +101,14 @@ def card_text(name: str, run: Path, ckpt: dict, size: int) -> str:
         f"- Data: {about['data']}",
         f"- Licence: {about['licence']}",
         f"- Rebuild: `{about['command']}`, then the evaluations below and "
-        f"`python -m segmenter.pretrained.build {name} outputs/pretrained/{name}`.",
+        f"`python -m segmenter.pretrained.build {name} outputs/pretrained/{name}`"
+        + (
+            f"; then `python scripts/fit_prior.py ckpt_path=segmenter/pretrained/{name}.ckpt` on the documents "
+            f"the length prior below names, and `python -m segmenter.pretrained.build --card {name} "
+            f"outputs/pretrained/{name}`."
+            if cal.length_prior is not None
+            else "."
+        ),
         *([f"- Selection: {about['selection']}"] if "selection" in about else []),
         "",
         "## Calibration",
