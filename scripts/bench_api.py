@@ -20,10 +20,12 @@ import segmenter.cli
 def main(cfg: DictConfig) -> None:
     from segmenter.cli.config import ConfigError
     from segmenter.inference.api import check_source
+    from segmenter.inference.settings import check_minilm_dtype
     from segmenter.tools.api_throughput import measure
 
     try:
         check_source(cfg.ckpt_path, cfg.pretrained)
+        check_minilm_dtype(cfg.minilm_dtype)
     except ValueError as e:
         raise ConfigError(str(e)) from None
     report = measure(

@@ -35,6 +35,7 @@ from segmenter.data.formats import iter_separator_files
 from segmenter.data.splits import SPLIT_FILE, fingerprint, read_split_file
 from segmenter.inference.api import Prediction, Segmenter, check_source
 from segmenter.inference.checkpoint import run_cache_dir, run_config, run_config_file, run_dir
+from segmenter.inference.settings import DEFAULTS, check_minilm_dtype
 from segmenter.pretrained import checkpoint_path
 from segmenter.training.metrics import build_metrics
 
@@ -370,6 +371,7 @@ def evaluate(cfg: DictConfig) -> dict:
         )
     try:
         check_source(cfg.get("ckpt_path"), cfg.get("pretrained"))
+        dtype = check_minilm_dtype(cfg.get("minilm_dtype", DEFAULTS.minilm_dtype))
     except ValueError as e:
         raise ConfigError(str(e)) from None
     source = load_pretrained(cfg.pretrained, cfg) if cfg.get("pretrained") else load_checkpoint(cfg.ckpt_path, cfg)
@@ -382,9 +384,11 @@ def evaluate(cfg: DictConfig) -> dict:
     # The user's decisions (segmenter.core.decisions, segmenter.core.limits) instead of the
     # network's own labels, if any are set.
     steer = {k: cfg.get(k) for k in DECISIONS if cfg.get(k) is not None}
-    if steer:  # its own tables: <run>/eval/<split>.md stays the network's (a model card embeds it)
-        decodings = {f"{model_name}, " + ", ".join(f"{k}={v}" for k, v in steer.items()): True}
-        name += "".join(f"_{k}{v}" for k, v in steer.items())
+    # Their own tables: <run>/eval/<split>.md stays the network's, float32 (a model card embeds it).
+    shown = {**steer, **({"minilm_dtype": dtype} if dtype != DEFAULTS.minilm_dtype else {})}
+    if shown:
+        decodings = {f"{model_name}, " + ", ".join(f"{k}={v}" for k, v in shown.items()): True}
+        name += "".join(f"_{k}{v}" for k, v in shown.items())
     try:
         tokenizer = limits.limits(**{k: steer.get(k) for k in LIMITS}).count_tokens
     except ValueError as e:

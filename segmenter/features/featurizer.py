@@ -21,7 +21,6 @@ vectors, is owned by its ``FrozenVectors`` and bounded (``max_entries``).
 
 from __future__ import annotations
 
-import copy
 import importlib.metadata
 import itertools
 import logging
@@ -190,8 +189,8 @@ class FrozenVectors:
         if self._model is None:
             from segmenter.models.bert import load_minilm
 
-            model = load_minilm(self.model_dir)  # shared by every float32 user: cast a copy
-            self._model = copy.deepcopy(model).to(torch.bfloat16) if self.dtype == "bfloat16" else model
+            model = load_minilm(self.model_dir)  # loaded afresh: this featurizer's own
+            self._model = model.to(torch.bfloat16) if self.dtype == "bfloat16" else model
         return self._model
 
     def __getstate__(self) -> dict[str, Any]:

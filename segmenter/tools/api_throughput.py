@@ -90,6 +90,9 @@ def measure(
     threads: int | None,
     minilm_dtype: str = "float32",
 ) -> dict:
+    from segmenter.inference.settings import check_minilm_dtype
+
+    check_minilm_dtype(minilm_dtype)  # before the corpus is made and the children start
     docs = documents(num_docs=num_docs + 2, pool_folder=pool_folder, seed=seed)  # 2 for the warm-up
     sentences = sum(len(d) for d in docs[2:])
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}

@@ -308,3 +308,21 @@ def instantiate_docs(cfg, split):
     from hydra.utils import instantiate
 
     return instantiate(cfg.data).corpus.load()[split]
+
+
+def test_a_bfloat16_evaluation_writes_its_own_tables(tmp_path):
+    """The float32 tables (the ones a model card embeds) are never overwritten by another
+    precision's: minilm_dtype=bfloat16 names its tables and its row."""
+    from tests.helpers import CHOI
+
+    folder = tmp_path / "docs" / "3-5"
+    folder.mkdir(parents=True)
+    (folder / "0.ref").write_text(CHOI)
+    out = tmp_path / "eval"
+    common = ["pretrained=topic", "data=builtin", f"folder={tmp_path / 'docs'}", f"output_dir={out}"]
+    common += [f"paths.cache_dir={tmp_path / 'cache'}", "baselines.c99=null", "baselines.texttiling=null"]
+    evaluate(compose_evaluate([*common, "minilm_dtype=bfloat16"]))
+    assert sorted(p.name for p in out.iterdir()) == ["docs_minilm_dtypebfloat16.json", "docs_minilm_dtypebfloat16.md"]
+    assert "segmenter (LocalizedAttention), minilm_dtype=bfloat16" in (out / "docs_minilm_dtypebfloat16.md").read_text()
+    with pytest.raises(ConfigError, match="minilm_dtype='half'"):
+        evaluate(compose_evaluate([*common, "minilm_dtype=half"]))
