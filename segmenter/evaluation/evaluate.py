@@ -67,7 +67,7 @@ class Source(NamedTuple):
     label: str  # how the tables name it
 
 
-def load_run(ckpt_path: str | Path, *, minilm_dtype: str = "float32") -> Source:
+def load_run(ckpt_path: str | Path, *, minilm_dtype: str = DEFAULTS.minilm_dtype) -> Source:
     """A training run's checkpoint: the model rebuilt from the checkpoint alone (weights_only
     loading) reading the run's embedding cache, the run's data settings and split file;
     tables in <run>/eval."""
@@ -83,7 +83,7 @@ def load_checkpoint(ckpt_path: str | Path, cfg: DictConfig) -> Source:
     documents come from ``data=``; its tables go beside it, in eval/."""
     path = Path(ckpt_path)
     if run_config_file(path).is_file():
-        return load_run(path, minilm_dtype=cfg.get("minilm_dtype", "float32"))
+        return load_run(path, minilm_dtype=cfg.get("minilm_dtype", DEFAULTS.minilm_dtype))
     if cfg.get("data") is None:
         raise ConfigError(
             f"ckpt_path={path} has no training run beside it ({run_config_file(path)}) to take its data from: "
@@ -92,7 +92,7 @@ def load_checkpoint(ckpt_path: str | Path, cfg: DictConfig) -> Source:
     model = Segmenter.from_checkpoint(
         path,
         cache_dir=str(Path(cfg.paths.cache_dir) / "unit_embeddings"),
-        minilm_dtype=cfg.get("minilm_dtype", "float32"),
+        minilm_dtype=cfg.get("minilm_dtype", DEFAULTS.minilm_dtype),
     )
     return Source(model, cfg.data, None, path.parent / "eval", path, f"checkpoint {path}")
 
@@ -110,7 +110,7 @@ def load_pretrained(name: str, cfg: DictConfig) -> Source:
     model = Segmenter.from_pretrained(
         name,
         cache_dir=str(Path(cfg.paths.cache_dir) / "unit_embeddings"),
-        minilm_dtype=cfg.get("minilm_dtype", "float32"),
+        minilm_dtype=cfg.get("minilm_dtype", DEFAULTS.minilm_dtype),
     )
     return Source(model, cfg.data, None, out_dir, checkpoint_path(name), f"pretrained={name}")
 

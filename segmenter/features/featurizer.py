@@ -146,8 +146,8 @@ class FrozenVectors:
     vectors, the least recently used dropped first; None: no bound). A unit missing from it
     is encoded, in batches of ``batch_size`` units of similar length. ``dtype``: MiniLM's
     weights and activations while encoding: ``float32`` (exact), or ``bfloat16``, about twice
-    as fast on a CPU that multiplies bfloat16 natively (AVX-512 BF16, AMX) and much slower on
-    one that does not; its vectors differ from float32's by a cosine under 1e-4
+    as fast on a CPU that multiplies bfloat16 natively (AVX-512 BF16, AMX), and emulated on
+    one that does not (not measured here: expect it slower); its vectors differ from float32's by a cosine under 1e-4
     (docs/encoders.md) and are cached apart from them."""
 
     def __init__(

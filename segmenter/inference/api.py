@@ -290,7 +290,6 @@ class Segmenter:
         them (the command-line scripts' ``ckpt_path=`` / ``pretrained=``)."""
         check_source(ckpt_path, pretrained)
         check_splitter(kwargs.get("splitter", DEFAULTS.splitter))  # before the model loads
-        check_minilm_dtype(kwargs.get("minilm_dtype", DEFAULTS.minilm_dtype))
         return (
             cls.from_checkpoint(ckpt_path, **kwargs)
             if pretrained is None

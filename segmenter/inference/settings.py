@@ -30,7 +30,8 @@ class InferenceSettings:
     # MiniLM encoders: where embeddings are cached (None: memory only; never the checkpoint's).
     cache_dir: str | None = None
     # ... and what a frozen MiniLM encodes in: float32 (exact) or bfloat16 (about twice as fast
-    # on a CPU with native bfloat16, AVX-512 BF16 or AMX; slower without; docs/encoders.md).
+    # on a CPU with native bfloat16, AVX-512 BF16 or AMX; emulated without, not measured
+    # there; docs/encoders.md).
     minilm_dtype: str = "float32"
 
 

@@ -8,7 +8,7 @@ of machine load hits each alike):
 - ``minilm_onnx_int8``: that graph with int8 dynamic quantization of its matrix products
   (``onnxruntime.quantization.quantize_dynamic``);
 - ``minilm_bf16``: the torch network with its weights and activations in bfloat16 (fast where
-  the CPU multiplies bfloat16 natively: AVX-512 BF16 or AMX; emulated, slowly, elsewhere);
+  the CPU multiplies bfloat16 natively: AVX-512 BF16 or AMX; emulated elsewhere, not measured);
 - ``minilm_int8``: the torch network with int8 dynamic quantization of its linear layers
   (``torch.ao.quantization.quantize_dynamic``);
 - ``static``: the shipped static vectors distilled from MiniLM (segmenter.models.static);

@@ -326,3 +326,14 @@ def test_a_bfloat16_evaluation_writes_its_own_tables(tmp_path):
     assert "segmenter (LocalizedAttention), minilm_dtype=bfloat16" in (out / "docs_minilm_dtypebfloat16.md").read_text()
     with pytest.raises(ConfigError, match="minilm_dtype='half'"):
         evaluate(compose_evaluate([*common, "minilm_dtype=half"]))
+
+
+def test_a_run_is_evaluated_on_another_view_of_its_held_out_documents(tiny_checkpoint, tmp_path, caplog):
+    """data= other than the run's own: its test documents differ from the run's split file, so
+    they are evaluated once none is among the run's training ids; its training split is refused."""
+    other = ["data=builtin", *TINY_DATA, "data.corpus.segments_per_doc=6", f"paths.cache_dir={tmp_path / 'cache'}"]
+    common = [f"ckpt_path={tiny_checkpoint}", *other, "baselines=null", f"output_dir={tmp_path / 'eval'}"]
+    result = evaluate(compose_evaluate(common))
+    assert result["documents"] and "are not the run's own split" in caplog.text
+    with pytest.raises(ConfigError, match=r"documents of data=\S+ split=train were trained on by this run"):
+        evaluate(compose_evaluate([*common, "split=train"]))
